@@ -1,0 +1,84 @@
+"""The action registry: name -> ActionSpec, and lazy loading of implementations.
+
+Importing this package imports no SDK; `load_action` imports one on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+
+from .base import Action, ActionSpec, Param
+
+_CHAT_PARAMS = {
+    "model": Param(str, required=True, doc="the provider's model id"),
+    "prompt": Param(str, required=True, doc="the user message; references allowed"),
+    "system": Param(str, doc="an optional system message"),
+    "temperature": Param((int, float)),
+    "max_tokens": Param(int, doc="upper bound on output tokens"),
+    "on_overflow": Param(str, doc="'fail' (default) or 'truncate' when the prompt exceeds the context window"),
+}
+_CHAT_OUTPUTS = frozenset({"text", "finish_reason", "reasoning"})
+
+
+def _chat(name: str, provider: str, loader: str) -> ActionSpec:
+    return ActionSpec(name=name, loader=loader, params=_CHAT_PARAMS, outputs=_CHAT_OUTPUTS,
+                      provider=provider, default_retries=4, default_timeout_s=120.0)
+
+
+CAPTURE_OUTPUTS = frozenset({"content", "source_url", "content_type", "captured_at", "title",
+                             "selection", "link_url", "link_text", "image_url", "image_alt",
+                             "kind", "size_bytes"})
+
+SPECS: dict[str, ActionSpec] = {spec.name: spec for spec in [
+    ActionSpec("capture", "hybrid_engine.adapters.builtin:Capture", outputs=CAPTURE_OUTPUTS,
+               input_slot=True),
+    ActionSpec("extract_text", "hybrid_engine.adapters.builtin:ExtractText",
+               params={"html": Param(str, required=True), "url": Param(str),
+                       "include_links": Param(bool), "include_tables": Param(bool)},
+               outputs=frozenset({"text", "title", "chars", "source_chars"}), blocking=True,
+               default_timeout_s=60.0),
+    ActionSpec("template", "hybrid_engine.adapters.builtin:Template",
+               params={"template": Param(str, required=True)}, outputs=frozenset({"text"})),
+    ActionSpec("noop", "hybrid_engine.adapters.builtin:Noop",
+               params={"value": Param(object)}, outputs=frozenset({"value"})),
+    ActionSpec("sleep", "hybrid_engine.adapters.builtin:Sleep",
+               params={"seconds": Param((int, float), required=True)}, outputs=frozenset({"slept"})),
+    ActionSpec("fail", "hybrid_engine.adapters.builtin:Fail",
+               params={"message": Param(str), "transient": Param(bool), "times": Param(int),
+                       "retry_after": Param((int, float))},
+               outputs=frozenset({"ok"})),
+    ActionSpec("write_file", "hybrid_engine.adapters.builtin:WriteFile",
+               params={"path": Param(str, required=True), "content": Param(object, required=True),
+                       "append": Param(bool)},
+               outputs=frozenset({"path", "bytes"})),
+    _chat("openai_chat", "openai", "hybrid_engine.adapters.openai:OpenAIChat"),
+    _chat("deepseek_chat", "deepseek", "hybrid_engine.adapters.openai:DeepSeekChat"),
+    _chat("local_chat", "local", "hybrid_engine.adapters.openai:LocalChat"),
+    _chat("gemini_chat", "gemini", "hybrid_engine.adapters.gemini:GeminiChat"),
+]}
+
+_loaded: dict[str, Action] = {}
+_lock = threading.Lock()
+
+
+def get_spec(action: str) -> ActionSpec:
+    return SPECS[action]
+
+
+def load_action(action: str) -> Action:
+    instance = _loaded.get(action)
+    if instance is not None:
+        return instance
+    with _lock:
+        if action not in _loaded:
+            spec = SPECS[action]
+            module_name, attr = spec.loader.split(":")
+            cls = getattr(importlib.import_module(module_name), attr)
+            obj = cls()
+            obj.spec = spec
+            _loaded[action] = obj
+        return _loaded[action]
+
+
+__all__ = ["SPECS", "ActionSpec", "Param", "Action", "get_spec", "load_action", "CAPTURE_OUTPUTS"]

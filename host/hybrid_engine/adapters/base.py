@@ -1,0 +1,102 @@
+"""What the executor needs from an action, and the seed's adapter interface.
+
+An action is looked up by name in the registry (adapters/__init__.py) through an
+ActionSpec that is cheap to import: template validation needs names, parameter
+types and output keys, never an SDK. The implementation is imported on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Param:
+    type: type | tuple[type, ...]
+    required: bool = False
+    doc: str = ""
+
+
+# Parameters every action accepts; the executor reads them, actions may ignore them.
+COMMON_PARAMS: dict[str, Param] = {
+    "timeout_s": Param((int, float), doc="per-attempt time limit in seconds"),
+    "retries": Param(int, doc="how many times a transient failure is retried"),
+}
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: str
+    loader: str  # "module:attribute" of an Action subclass, imported lazily
+    params: dict[str, Param] = field(default_factory=dict)
+    outputs: frozenset[str] | None = None  # None: any key may be referenced
+    provider: str | None = None  # concurrency group, cost breakdown by provider
+    default_retries: int = 0
+    default_timeout_s: float = 300.0
+    blocking: bool = False  # CPU-bound: run in a worker thread, not on the event loop
+    input_slot: bool = False  # completed by a capture / external data, never executed
+
+    def all_params(self) -> dict[str, Param]:
+        return {**COMMON_PARAMS, **self.params}
+
+
+@dataclass
+class StepContext:
+    run_id: str
+    step_id: str
+    action: str
+    attempt: int
+    log: Callable[[str], None] = lambda line: None
+    run_created_at: str | None = None
+
+
+@dataclass
+class StepResult:
+    outputs: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AdapterResult:
+    """The seed's adapter return value: output, error, metadata."""
+
+    output: Any = None
+    error: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class Action:
+    """Base class for everything a step can do."""
+
+    spec: ActionSpec
+
+    async def run(self, params: dict[str, Any], ctx: StepContext) -> StepResult:
+        raise NotImplementedError
+
+    def estimate(self, params: dict[str, Any]) -> dict | None:
+        """Tokens and cost this step would take, without calling anything. None: free."""
+        return None
+
+
+class BaseAdapter(Action):
+    """A model provider. Subclasses implement execute() and calculate_cost()."""
+
+    async def execute(self, prompt: str, **params: Any) -> AdapterResult:
+        raise NotImplementedError
+
+    def calculate_cost(self, model: str, usage: dict, when=None) -> float | None:
+        raise NotImplementedError
+
+
+class SyncAction(Action):
+    """A deterministic action written as a plain function; blocking ones run in a thread."""
+
+    def compute(self, params: dict[str, Any], ctx: StepContext) -> StepResult:
+        raise NotImplementedError
+
+    async def run(self, params: dict[str, Any], ctx: StepContext) -> StepResult:
+        if self.spec.blocking:
+            return await asyncio.to_thread(self.compute, params, ctx)
+        return self.compute(params, ctx)

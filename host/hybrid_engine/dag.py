@@ -1,0 +1,186 @@
+"""The graph of a workflow: validation, upstream sets, and single-pass rendering.
+
+Rendering is one pass over the template text: each `{{ ... }}` is replaced by a
+value looked up from completed upstream outputs, and the replacement is never
+scanned again. Captured pages are untrusted text; a page that contains
+`{{ steps.x.outputs.y }}` must reach the model verbatim, not be expanded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+REF_PATTERN = re.compile(r"\{\{\s*(.*?)\s*\}\}", re.S)
+_STEP_REF = re.compile(r"^steps\.([A-Za-z_][A-Za-z0-9_-]*)\.outputs\.([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_]+)*)$")
+RUN_FIELDS = ("id", "name", "template", "created_at")
+_RUN_REF = re.compile(r"^run\.(" + "|".join(RUN_FIELDS) + r")$")
+
+
+@dataclass(frozen=True)
+class Ref:
+    kind: str  # "step" or "run"
+    step: str | None
+    key: str
+    path: tuple[str, ...] = ()
+
+
+class RefError(ValueError):
+    pass
+
+
+def parse_ref(expr: str) -> Ref:
+    m = _STEP_REF.match(expr)
+    if m:
+        path = tuple(p for p in m.group(3).split(".") if p)
+        return Ref("step", m.group(1), m.group(2), path)
+    m = _RUN_REF.match(expr)
+    if m:
+        return Ref("run", None, m.group(1))
+    raise RefError(f"'{{{{ {expr} }}}}' is not a reference: use {{{{ steps.<id>.outputs.<key> }}}} "
+                   f"or {{{{ run.<{'|'.join(RUN_FIELDS)}> }}}}")
+
+
+def refs_in(value: Any) -> Iterable[tuple[str, str]]:
+    """Yield (field path, expression) for every `{{ ... }}` in a params structure."""
+    def walk(v: Any, path: str):
+        if isinstance(v, str):
+            for m in REF_PATTERN.finditer(v):
+                yield path, m.group(1)
+        elif isinstance(v, dict):
+            for k, sub in v.items():
+                yield from walk(sub, f"{path}.{k}" if path else str(k))
+        elif isinstance(v, list):
+            for i, sub in enumerate(v):
+                yield from walk(sub, f"{path}[{i}]")
+    yield from walk(value, "")
+
+
+def referenced_steps(params: dict) -> set[str]:
+    out = set()
+    for _, expr in refs_in(params):
+        try:
+            ref = parse_ref(expr)
+        except RefError:
+            continue
+        if ref.kind == "step":
+            out.add(ref.step)
+    return out
+
+
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A cycle as a list of ids (first == last), or None. Iterative: templates can be long."""
+    WHITE, GREY, BLACK = 0, 1, 2
+    colour = {n: WHITE for n in graph}
+    for root in graph:
+        if colour[root] != WHITE:
+            continue
+        stack = [(root, iter(graph[root]))]
+        colour[root] = GREY
+        path = [root]
+        while stack:
+            node, it = stack[-1]
+            for dep in it:
+                if dep not in colour:
+                    continue
+                if colour[dep] == GREY:
+                    return path[path.index(dep):] + [dep]
+                if colour[dep] == WHITE:
+                    colour[dep] = GREY
+                    stack.append((dep, iter(graph[dep])))
+                    path.append(dep)
+                    break
+            else:
+                colour[node] = BLACK
+                stack.pop()
+                path.pop()
+    return None
+
+
+def upstream_sets(graph: dict[str, list[str]]) -> dict[str, set[str]]:
+    """Transitive dependencies of every node of an acyclic graph."""
+    memo: dict[str, set[str]] = {}
+    order = topological_order(graph)
+    for node in order:
+        acc: set[str] = set()
+        for dep in graph[node]:
+            acc.add(dep)
+            acc |= memo.get(dep, set())
+        memo[node] = acc
+    return memo
+
+
+def topological_order(graph: dict[str, list[str]]) -> list[str]:
+    indeg = {n: 0 for n in graph}
+    dependents: dict[str, list[str]] = {n: [] for n in graph}
+    for node, deps in graph.items():
+        for d in deps:
+            if d in graph:
+                indeg[node] += 1
+                dependents[d].append(node)
+    ready = [n for n in graph if indeg[n] == 0]
+    order = []
+    while ready:
+        n = ready.pop()
+        order.append(n)
+        for m in dependents[n]:
+            indeg[m] -= 1
+            if indeg[m] == 0:
+                ready.append(m)
+    return order
+
+
+class RenderError(ValueError):
+    pass
+
+
+def _stringify(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def render(value: Any, lookup: Callable[[Ref], Any]) -> Any:
+    """Render a params structure in one pass.
+
+    A string that is exactly one reference takes the referenced value as it is (a
+    number stays a number); otherwise references are spliced in as text.
+    """
+    if isinstance(value, str):
+        m = REF_PATTERN.fullmatch(value)
+        if m:
+            return lookup(parse_ref(m.group(1)))
+        if "{{" not in value:
+            return value
+        return REF_PATTERN.sub(lambda mm: _stringify(lookup(parse_ref(mm.group(1)))), value)
+    if isinstance(value, dict):
+        return {k: render(v, lookup) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, lookup) for v in value]
+    return value
+
+
+def make_lookup(outputs: dict[str, dict], run: dict) -> Callable[[Ref], Any]:
+    def lookup(ref: Ref) -> Any:
+        if ref.kind == "run":
+            return run.get(ref.key)
+        step_out = outputs.get(ref.step)
+        if step_out is None:
+            raise RenderError(f"step '{ref.step}' has no outputs")
+        if ref.key not in step_out:
+            raise RenderError(f"step '{ref.step}' has no output '{ref.key}' "
+                              f"(it has: {', '.join(sorted(step_out)) or 'none'})")
+        v = step_out[ref.key]
+        for part in ref.path:
+            if isinstance(v, dict) and part in v:
+                v = v[part]
+            elif isinstance(v, list) and part.isdigit() and int(part) < len(v):
+                v = v[int(part)]
+            else:
+                raise RenderError(f"steps.{ref.step}.outputs.{ref.key}: no '{part}' in the value")
+        return v
+    return lookup

@@ -1,0 +1,92 @@
+"""The exception tree, in one place.
+
+    HybridEngineError (code, message)     -- becomes {"ok": false, "error": {...}} / exit 2
+     +-- BadRequest        bad_request     a malformed message, argument or file
+     |    +-- TemplateError bad_template   a workflow template that does not validate
+     +-- NotFound          not_found       unknown run, step or template
+     +-- Forbidden         forbidden       caller origin not allowed
+     +-- TooLarge          too_large       a payload over a size limit
+     +-- BudgetExceeded    budget_exceeded a step would cross a budget
+     +-- ConflictError     conflict        the request contradicts the current state
+
+    StepError                              raised by actions, caught by the executor
+     +-- TransientStepError                worth retrying (429, 5xx, timeouts); may carry retry_after
+     +-- PermanentStepError                retrying cannot help (4xx, bad params, no provider)
+
+Codes are append-only: the extension and the tests match on them.
+"""
+
+from __future__ import annotations
+
+
+class HybridEngineError(Exception):
+    code = "internal"
+
+    def __init__(self, message: str, *, code: str | None = None, **fields):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.fields = fields
+
+    def to_dict(self) -> dict:
+        out = {"code": self.code, "message": self.message}
+        out.update(self.fields)
+        return out
+
+
+class BadRequest(HybridEngineError):
+    code = "bad_request"
+
+
+class TemplateError(BadRequest):
+    code = "bad_template"
+
+
+class NotFound(HybridEngineError):
+    code = "not_found"
+
+
+class Forbidden(HybridEngineError):
+    code = "forbidden"
+
+
+class TooLarge(HybridEngineError):
+    code = "too_large"
+
+
+class BudgetExceeded(HybridEngineError):
+    code = "budget_exceeded"
+
+
+class ConflictError(HybridEngineError):
+    code = "conflict"
+
+
+class StepError(Exception):
+    """An action's failure. The message is shown to the user as the step's error."""
+
+    code = "step_failed"
+
+    def __init__(self, message: str, *, code: str | None = None, metadata: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.metadata = metadata or {}
+
+
+class TransientStepError(StepError):
+    code = "transient"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class PermanentStepError(StepError):
+    code = "permanent"
+
+
+class StepBudgetExceeded(PermanentStepError):
+    code = "budget_exceeded"

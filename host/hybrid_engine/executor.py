@@ -1,0 +1,315 @@
+"""Runs queued steps: claim, render, execute, settle; retries, limits, leases.
+
+One loop iteration settles every finished step and claims the next batch in a
+single transaction, so a chain of cheap steps costs about one commit per step and
+a fan-out less than that. Deterministic actions that cannot block run inline;
+model calls run as tasks, CPU-heavy actions in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import clock, dag, procs, recovery
+from .adapters import SPECS, load_action
+from .adapters.base import StepContext, StepResult, SyncAction
+from .errors import PermanentStepError, StepBudgetExceeded, StepError, TransientStepError
+from .store import Claimed, ClaimRequest, Outcome, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RetryPolicy:
+    base_s: float = 1.0
+    cap_s: float = 60.0
+
+    def delay(self, error_count: int, retry_after: float | None) -> float:
+        """Full-jitter exponential backoff, never shorter than the provider's hint."""
+        backoff = min(self.cap_s, self.base_s * (2 ** max(0, error_count - 1)))
+        jittered = backoff / 2 + random.random() * backoff / 2
+        return max(jittered, retry_after or 0.0)
+
+
+@dataclass
+class Limits:
+    concurrency: int = 16
+    per_action: dict[str, int] = field(default_factory=dict)
+    per_provider: dict[str, int] = field(default_factory=dict)
+
+
+Guard = Callable[[Claimed, dict, Any], None]  # raises StepBudgetExceeded (or another StepError) to stop a start
+
+
+class Executor:
+    def __init__(self, store: Store, *, limits: Limits | None = None, retry: RetryPolicy | None = None,
+                 lease_s: float = 30.0, poll_s: float = 0.5, recover_every_s: float = 5.0,
+                 guards: list[Guard] | None = None):
+        self.store = store
+        self.limits = limits or Limits()
+        self.retry = retry or RetryPolicy()
+        self.lease_s = lease_s
+        self.poll_s = poll_s
+        self.recover_every_s = recover_every_s
+        self.guards = list(guards or [])
+        self.pid = os.getpid()
+        self.owner = f"{procs.hostname()}:{self.pid}:{uuid.uuid4().hex[:8]}"
+        self.start_ticks = procs.process_start(self.pid)
+        self._inflight: dict[int, tuple[Claimed, asyncio.Task | None]] = {}
+        self._done: list[Outcome] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopping = False
+        self._run_cache: dict[str, dict] = {}
+        self.executed = 0
+
+    # ---- control -------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Thread-safe nudge: new work may be queued."""
+        loop, ev = self._loop, self._wake
+        if loop is not None and ev is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(ev.set)
+            except RuntimeError:
+                pass
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.wake()
+
+    @property
+    def inflight_count(self) -> int:
+        return len(self._inflight)
+
+    # ---- the loop --------------------------------------------------------------
+
+    async def run(self, *, until_idle: bool = False) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        keeper = asyncio.create_task(self._keep_leases(), name="lease-keeper")
+        try:
+            await self._main(until_idle)
+        finally:
+            keeper.cancel()
+            await self._shutdown()
+
+    async def _main(self, until_idle: bool) -> None:
+        store = self.store
+        while not self._stopping:
+            outcomes, self._done = self._done, []
+            req = self._claim_request()
+            now = clock.now()
+            if outcomes or (req.limit > 0 and store.ready_count(now) > 0):
+                applied, claimed = store.settle(outcomes, req if req.limit > 0 else None, now)
+                for outcome, ok in zip(outcomes, applied):
+                    if not ok:
+                        log.warning("run %s step %s: result dropped, the step's lease was lost to another owner",
+                                    outcome.claim.run_id, outcome.claim.step_id)
+                for c in claimed:
+                    self._start(c)
+                if self._done or claimed:
+                    continue
+            if until_idle and not self._inflight and not self._done:
+                if not store.has_queued():
+                    if not store.has_running():
+                        return
+                    recovery.requeue_orphans(store, own_owner=self.owner, remove_stale=False)
+            self._wake.clear()
+            if self._done:
+                continue
+            timeout = self.poll_s
+            nxt = store.next_due() if not self._inflight or req.limit > 0 else None
+            if nxt is not None:
+                timeout = max(0.0, min(timeout, nxt - clock.now()))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    def _claim_request(self) -> ClaimRequest:
+        lim = self.limits
+        free = lim.concurrency - len(self._inflight)
+        by_action: dict[str, int] = {}
+        by_provider: dict[str, int] = {}
+        for c, _ in self._inflight.values():
+            by_action[c.action] = by_action.get(c.action, 0) + 1
+            if c.provider:
+                by_provider[c.provider] = by_provider.get(c.provider, 0) + 1
+        ex_actions, ex_providers = [], []
+        for name, cap in lim.per_action.items():
+            room = cap - by_action.get(name, 0)
+            if room <= 0:
+                ex_actions.append(name)
+            else:
+                free = min(free, room)
+        for name, cap in lim.per_provider.items():
+            room = cap - by_provider.get(name, 0)
+            if room <= 0:
+                ex_providers.append(name)
+            else:
+                free = min(free, room)
+        return ClaimRequest(owner=self.owner, pid=self.pid, start=self.start_ticks, host=procs.hostname(),
+                            lease_until=clock.now() + self.lease_s, limit=max(0, free),
+                            exclude_actions=ex_actions, exclude_providers=ex_providers)
+
+    # ---- one step ---------------------------------------------------------------
+
+    def _start(self, c: Claimed) -> None:
+        started = clock.now()
+        spec = SPECS.get(c.action)
+        try:
+            if spec is None:
+                raise PermanentStepError(f"unknown action '{c.action}'", code="unknown_action")
+            if spec.input_slot:
+                raise PermanentStepError("a capture slot is filled by a capture or `ingest`, not executed",
+                                         code="not_executable")
+            params = self._render(c)
+            action = load_action(c.action)
+            for guard in self.guards:
+                guard(c, params, action)
+        except Exception as exc:  # noqa: BLE001 - becomes the step's error
+            self._done.append(self._failure(c, exc, started))
+            return
+        ctx = StepContext(run_id=c.run_id, step_id=c.step_id, action=c.action, attempt=c.attempts,
+                          log=lambda line, _c=c: self.store.append_log(_c.run_id, _c.step_id, clock.now(), line))
+        if isinstance(action, SyncAction) and not spec.blocking:
+            try:
+                result = action.compute(params, ctx)
+                self._done.append(self._success(c, result, started))
+            except Exception as exc:  # noqa: BLE001
+                self._done.append(self._failure(c, exc, started))
+            self.executed += 1
+            return
+        timeout = c.timeout_s or spec.default_timeout_s
+        task = asyncio.create_task(self._execute(c, action, params, ctx, timeout, started),
+                                   name=f"step:{c.run_id}:{c.step_id}")
+        self._inflight[c.rowid] = (c, task)
+
+    async def _execute(self, c: Claimed, action, params: dict, ctx: StepContext, timeout: float,
+                       started: float) -> None:
+        try:
+            result = await asyncio.wait_for(action.run(params, ctx), timeout)
+            outcome = self._success(c, result, started)
+        except asyncio.CancelledError:
+            if self._inflight.pop(c.rowid, None) is not None and self._stopping:
+                self._done.append(Outcome(claim=c, kind="released", started_at=started, ended_at=clock.now()))
+            raise
+        except asyncio.TimeoutError:
+            outcome = self._failure(c, TransientStepError(f"timed out after {timeout:g} s", code="timeout"), started)
+        except Exception as exc:  # noqa: BLE001
+            outcome = self._failure(c, exc, started)
+        self.executed += 1
+        if self._inflight.pop(c.rowid, None) is not None:
+            self._done.append(outcome)
+            if self._wake is not None:
+                self._wake.set()
+
+    def _render(self, c: Claimed) -> dict:
+        params = json.loads(c.params)
+        if "{{" not in c.params:
+            return params
+        run = self._run_cache.get(c.run_id)
+        if run is None:
+            info = self.store.run_info(c.run_id)
+            name, template, created = info if info else ("", "", clock.now())
+            run = {"id": c.run_id, "name": name, "template": template, "created_at": clock.iso(created)}
+            if len(self._run_cache) > 256:
+                self._run_cache.clear()
+            self._run_cache[c.run_id] = run
+        wanted = dag.referenced_steps(params)
+        outputs = self.store.outputs(c.run_id, wanted)
+        try:
+            return dag.render(params, dag.make_lookup(outputs, run))
+        except (dag.RenderError, dag.RefError) as exc:
+            raise PermanentStepError(f"cannot render params: {exc}", code="bad_reference") from exc
+
+    def _success(self, c: Claimed, result: StepResult, started: float) -> Outcome:
+        ended = clock.now()
+        if not isinstance(result, StepResult):
+            return self._failure(c, PermanentStepError(f"action '{c.action}' returned {type(result).__name__}, "
+                                                       f"not a StepResult", code="internal"), started)
+        md = dict(result.metadata or {})
+        md.setdefault("duration_ms", int(round((ended - started) * 1000)))
+        return Outcome(claim=c, kind="completed", started_at=started, ended_at=ended, outputs=result.outputs,
+                       metadata=md)
+
+    def _failure(self, c: Claimed, exc: BaseException, started: float) -> Outcome:
+        ended = clock.now()
+        stamp = clock.iso(ended)
+        if isinstance(exc, TransientStepError):
+            errors_so_far = c.error_count + 1
+            if errors_so_far <= c.max_retries:
+                delay = self.retry.delay(errors_so_far, exc.retry_after)
+                hint = f", provider asked to wait {exc.retry_after:g} s" if exc.retry_after else ""
+                line = (f"Attempt {c.attempts} failed at {stamp}: {exc.message}; retry {errors_so_far} of "
+                        f"{c.max_retries} in {delay:.2f} s{hint}")
+                log.info("run %s step %s: %s", c.run_id, c.step_id, line)
+                return Outcome(claim=c, kind="retry", started_at=started, ended_at=ended, error=exc.message,
+                               error_code=exc.code, due_at=ended + delay, log=line)
+            message = f"{exc.message} (gave up after {c.attempts} attempts)"
+            code = exc.code
+        elif isinstance(exc, StepBudgetExceeded):
+            message, code = exc.message, "budget_exceeded"
+        elif isinstance(exc, StepError):
+            message, code = exc.message, exc.code
+        else:
+            log.exception("run %s step %s: unexpected error in action %s", c.run_id, c.step_id, c.action,
+                          exc_info=exc)
+            message, code = f"{type(exc).__name__}: {exc}", "internal"
+        line = f"Failed at {stamp}: {message}"
+        md = getattr(exc, "metadata", None) or None
+        return Outcome(claim=c, kind="failed", started_at=started, ended_at=ended, error=message, error_code=code,
+                       metadata=md, log=line)
+
+    # ---- leases, recovery and shutdown ------------------------------------------
+
+    async def _keep_leases(self) -> None:
+        interval = max(0.05, min(self.lease_s / 3, 2.0))
+        last_recovery = clock.now()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if self._inflight:
+                    held = self.store.renew_leases(self.owner, clock.now() + self.lease_s)
+                    for rowid, (c, task) in list(self._inflight.items()):
+                        if (c.rowid, c.epoch) not in held:
+                            log.warning("run %s step %s: lease lost (cancelled or taken over); stopping it",
+                                        c.run_id, c.step_id)
+                            self._inflight.pop(rowid, None)
+                            if task is not None:
+                                task.cancel()
+                if clock.now() - last_recovery >= self.recover_every_s:
+                    last_recovery = clock.now()
+                    report = recovery.requeue_orphans(self.store, own_owner=self.owner, remove_stale=False)
+                    if report.requeued:
+                        self.wake()
+            except Exception:  # noqa: BLE001 - keep renewing; a busy store is not fatal
+                log.exception("lease keeper iteration failed")
+
+    async def _shutdown(self) -> None:
+        """Hand unfinished steps back to the queue so another process picks them up now."""
+        self._stopping = True
+        tasks = [t for _, t in self._inflight.values() if t is not None]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for rowid, (c, _) in list(self._inflight.items()):
+            now = clock.now()
+            self._done.append(Outcome(claim=c, kind="released", started_at=now, ended_at=now))
+        self._inflight.clear()
+        if self._done:
+            outcomes, self._done = self._done, []
+            try:
+                self.store.settle(outcomes, None, clock.now())
+            except Exception:  # noqa: BLE001 - recovery will pick them up instead
+                log.exception("could not release steps at shutdown")

@@ -1,0 +1,160 @@
+"""Data shapes: statuses, workflow templates, and the run document in the seed's names."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StepStatus(StrEnum):
+    PENDING = "PENDING"
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    WAITING_FOR_INPUT = "WAITING_FOR_INPUT"
+    SKIPPED = "SKIPPED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STEP
+
+    @property
+    def is_open(self) -> bool:
+        return not self.is_terminal
+
+
+TERMINAL_STEP = frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED})
+OPEN_STEP = frozenset(StepStatus) - TERMINAL_STEP
+
+
+class RunStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+STEP_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
+
+
+class TemplateStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=STEP_ID_PATTERN)
+    name: str | None = None
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    dependencies: list[str] = Field(default_factory=list)
+
+
+class WorkflowTemplate(BaseModel):
+    """A validated template. `source` is where it came from, for error messages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=120)
+    description: str = ""
+    budget_usd: float | None = Field(default=None, ge=0)
+    steps: list[TemplateStep] = Field(min_length=1)
+    source: str | None = Field(default=None, exclude=True)
+
+    @property
+    def capture_slots(self) -> list[str]:
+        from .adapters import SPECS
+
+        return [s.id for s in self.steps if SPECS[s.action].input_slot]
+
+    def summary(self) -> dict:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "steps": len(self.steps),
+            "has_capture_slot": bool(self.capture_slots),
+            "budget_usd": self.budget_usd,
+        }
+
+
+# ---- the run document (the seed's state.json shape) -------------------------
+
+class ExecutionMetrics(BaseModel):
+    tokens: int = 0
+    cost: float | None = 0.0
+    model: str | None = None
+    duration_ms: int | None = None
+    attempts: int = 0
+
+
+class WorkflowStep(BaseModel):
+    id: str
+    name: str
+    action: str
+    params: dict[str, Any]
+    dependencies: list[str]
+    status: StepStatus
+    outputs: dict[str, Any] | None = None
+    error: str | None = None
+    logs: list[str] = Field(default_factory=list)
+    startTime: str | None = None
+    endTime: str | None = None
+    duration: float | None = None  # seconds, as the seed had it
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    execution_metrics: ExecutionMetrics = Field(default_factory=ExecutionMetrics)
+
+
+class RunMetrics(BaseModel):
+    total_tokens: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_cost: float = 0.0
+    unknown_cost_steps: int = 0
+    completed_steps: int = 0
+    failed_steps: int = 0
+    total_steps: int = 0
+    duration_ms: int | None = None
+
+
+class Workflow(BaseModel):
+    id: str
+    name: str
+    template: str
+    status: RunStatus
+    progress: float
+    steps: list[WorkflowStep]
+    metrics: RunMetrics
+    cost_breakdown: dict[str, float]
+    cost_by_provider: dict[str, float] = Field(default_factory=dict)
+    error: str | None = None
+    budget_usd: float | None = None
+    createdAt: str
+    updatedAt: str
+
+
+class ExternalDataRequest(BaseModel):
+    """The seed's POST external-data body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content: str
+    source_url: str | None = None
+    content_type: str = "text/html"
+    step_name: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    title: str | None = None
+    selection: str | None = None
+
+
+class ExternalDataResponse(BaseModel):
+    workflow_id: str
+    step_id: str
+    status: str
+    queued_dependents: int
+    message: str

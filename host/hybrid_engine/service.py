@@ -1,0 +1,404 @@
+"""Use cases shared by the native host and the command line.
+
+Transports (host.py, cli.py) parse and print; everything they can do is a method
+here, raising HybridEngineError subclasses that carry a code and a message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import clock, config, recovery
+from .adapters import SPECS
+from .errors import BadRequest, ConflictError, NotFound
+from .executor import Executor, Limits, RetryPolicy
+from .models import (ExternalDataRequest, ExternalDataResponse, RunStatus, StepStatus, WorkflowTemplate)
+from .store import NewStep, Store
+from .templates import TemplateRegistry
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPES = ("text/html", "text/plain", "text/markdown", "application/xhtml+xml")
+MAX_CONTENT_BYTES = 64 * 1024 * 1024
+DEFAULT_CUT = 4000
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def _iso(ts: float | None) -> str | None:
+    return clock.iso(ts) if ts is not None else None
+
+
+def summary_view(s: dict) -> dict:
+    total = s["total_steps"] or 0
+    done = s["completed_steps"] or 0
+    return {
+        "id": s["id"],
+        "name": s["name"],
+        "template": s["template"],
+        "status": s["status"],
+        "progress": round(100.0 * done / total, 1) if total else 0.0,
+        "completed_steps": done,
+        "failed_steps": s["failed_steps"],
+        "total_steps": total,
+        "total_tokens": s["total_tokens"] or 0,
+        "total_cost": round(s["total_cost"] or 0.0, 10),
+        "unknown_cost_steps": s["unknown_cost_steps"] or 0,
+        "budget_usd": s["budget_usd"],
+        "error": s["error"],
+        "error_code": s["error_code"],
+        "createdAt": _iso(s["created_at"]),
+        "updatedAt": _iso(s["updated_at"]),
+    }
+
+
+def _cut(value: Any, limit: int) -> tuple[Any, bool]:
+    if isinstance(value, str):
+        if len(value) > limit:
+            return value[:limit], True
+        return value, False
+    if isinstance(value, dict):
+        out, cut = {}, False
+        for k, v in value.items():
+            out[k], c = _cut(v, limit)
+            cut = cut or c
+        return out, cut
+    if isinstance(value, list):
+        out_l, cut = [], False
+        for v in value:
+            nv, c = _cut(v, limit)
+            out_l.append(nv)
+            cut = cut or c
+        return out_l, cut
+    return value, False
+
+
+class Service:
+    def __init__(self, store: Store | None = None, templates: TemplateRegistry | None = None):
+        self.store = store or Store(config.db_path())
+        self._templates = templates
+
+    @property
+    def templates(self) -> TemplateRegistry:
+        if self._templates is None:
+            self._templates = TemplateRegistry()
+        return self._templates
+
+    # ---- templates ------------------------------------------------------------
+
+    def list_templates(self) -> list[dict]:
+        return [t.summary() for t in sorted(self.templates.all(), key=lambda t: t.name)]
+
+    def template(self, ref: str) -> WorkflowTemplate:
+        if not isinstance(ref, str) or not ref.strip():
+            raise BadRequest("template: expected a template name")
+        return self.templates.get(ref)
+
+    # ---- runs -----------------------------------------------------------------
+
+    def create_run(self, template: WorkflowTemplate | str, *, budget_usd: float | None = None) -> str:
+        tpl = self.template(template) if isinstance(template, str) else template
+        run_id = new_run_id()
+        steps = []
+        for s in tpl.steps:
+            spec = SPECS[s.action]
+            if spec.input_slot:
+                status = StepStatus.WAITING_FOR_INPUT
+            elif s.dependencies:
+                status = StepStatus.PENDING
+            else:
+                status = StepStatus.QUEUED
+            retries = s.params.get("retries", spec.default_retries)
+            timeout = s.params.get("timeout_s")
+            steps.append(NewStep(step_id=s.id, name=s.name or s.id, action=s.action, provider=spec.provider,
+                                 params=s.params, deps=list(s.dependencies), status=status,
+                                 max_retries=int(retries), timeout_s=float(timeout) if timeout else None))
+        budget = budget_usd if budget_usd is not None else tpl.budget_usd
+        definition = tpl.model_dump(mode="json")
+        self.store.create_run(run_id, tpl.name, tpl.name, definition, budget, steps, clock.now())
+        log.info("run %s created from template %s (%d steps)", run_id, tpl.name, len(steps))
+        return run_id
+
+    def resolve_run(self, run_id: str) -> str:
+        """Exact id, or a unique prefix (people type ids in a terminal)."""
+        if not isinstance(run_id, str) or not run_id:
+            raise BadRequest("run_id: expected a run id")
+        if self.store.run_info(run_id) is not None:
+            return run_id
+        if len(run_id) >= 4:
+            rows = self.store.conn.execute("SELECT id FROM runs WHERE id LIKE ? || '%' LIMIT 2",
+                                           (run_id,)).fetchall()
+            if len(rows) == 1:
+                return rows[0][0]
+            if len(rows) > 1:
+                raise BadRequest(f"run id prefix '{run_id}' is ambiguous")
+        raise NotFound(f"no run with id '{run_id}'")
+
+    def summary(self, run_id: str) -> dict:
+        s = self.store.run_summary(run_id)
+        if s is None:
+            raise NotFound(f"no run with id '{run_id}'")
+        return summary_view(s)
+
+    def list_runs(self, limit: int = 50, offset: int = 0) -> list[dict]:
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+            raise BadRequest("limit: expected an integer from 1 to 1000")
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise BadRequest("offset: expected a non-negative integer")
+        return [summary_view(s) for s in self.store.run_summaries(limit, offset)]
+
+    def run_document(self, run_id: str, *, cut: int | None = DEFAULT_CUT) -> dict:
+        """The run in the seed's state.json shape; cut=None keeps outputs whole."""
+        run_id = self.resolve_run(run_id)
+        run = self.store.run_row(run_id)
+        summary = self.store.run_summary(run_id)
+        steps = self.store.step_rows(run_id)
+        outputs = self.store.outputs(run_id)
+        logs = self.store.logs(run_id)
+        docs = []
+        for s in steps:
+            md = json.loads(s["metadata"]) if s["metadata"] else {}
+            out = outputs.get(s["step_id"])
+            truncated = False
+            if out is not None and cut is not None:
+                out, truncated = _cut(out, cut)
+            cost = None if s["price_unknown"] else (s["cost"] if s["cost"] is not None else 0.0)
+            doc = {
+                "id": s["step_id"],
+                "name": s["name"],
+                "action": s["action"],
+                "params": json.loads(s["params"]),
+                "dependencies": json.loads(s["deps"]),
+                "status": s["status"],
+                "outputs": out,
+                "error": s["error"],
+                "logs": [line for _, line in logs.get(s["step_id"], [])],
+                "startTime": _iso(s["started_at"]),
+                "endTime": _iso(s["ended_at"]),
+                "duration": (s["duration_ms"] / 1000.0) if s["duration_ms"] is not None else None,
+                "metadata": md,
+                "execution_metrics": {
+                    "tokens": s["tokens"] or 0,
+                    "prompt_tokens": s["prompt_tokens"] or 0,
+                    "completion_tokens": s["completion_tokens"] or 0,
+                    "cost": cost,
+                    "model": s["model"],
+                    "duration_ms": s["duration_ms"],
+                    "attempts": s["attempts"],
+                    "retries": s["error_count"],
+                    "crash_recoveries": s["crash_count"],
+                },
+            }
+            if s["error_code"]:
+                doc["error_code"] = s["error_code"]
+            if s["external"]:
+                doc["external"] = True
+            if truncated:
+                doc["outputs_truncated"] = True
+            docs.append(doc)
+        completed = [s for s in steps if s["status"] == "COMPLETED"]
+        metrics = {
+            "total_tokens": sum(s["tokens"] or 0 for s in completed),
+            "prompt_tokens": sum(s["prompt_tokens"] or 0 for s in completed),
+            "completion_tokens": sum(s["completion_tokens"] or 0 for s in completed),
+            "total_cost": round(sum(s["cost"] for s in completed if s["cost"] is not None), 10),
+            "unknown_cost_steps": sum(1 for s in completed if s["price_unknown"]),
+            "completed_steps": len(completed),
+            "failed_steps": sum(1 for s in steps if s["status"] == "FAILED"),
+            "total_steps": len(steps),
+            "duration_ms": (int((run["updated_at"] - run["created_at"]) * 1000)
+                            if RunStatus(run["status"]).is_terminal else None),
+        }
+        view = summary_view(summary)
+        return {
+            "id": run_id,
+            "name": run["name"],
+            "template": run["template"],
+            "status": run["status"],
+            "progress": view["progress"],
+            "steps": docs,
+            "metrics": metrics,
+            "cost_breakdown": self.store.cost_breakdown(run_id),
+            "cost_by_provider": self.store.cost_by_provider(run_id),
+            "error": run["error"],
+            "error_code": run["error_code"],
+            "budget_usd": run["budget_usd"],
+            "createdAt": _iso(run["created_at"]),
+            "updatedAt": _iso(run["updated_at"]),
+        }
+
+    def step_outputs(self, run_id: str, step_id: str) -> dict:
+        run_id = self.resolve_run(run_id)
+        if not isinstance(step_id, str) or not self.store.step_exists(run_id, step_id):
+            raise NotFound(f"run '{run_id}' has no step '{step_id}'")
+        out = self.store.outputs(run_id, [step_id]).get(step_id)
+        return {"run_id": run_id, "step_id": step_id, "outputs": out}
+
+    def retry(self, run_id: str) -> dict:
+        run_id = self.resolve_run(run_id)
+        status = self.store.run_row(run_id)["status"]
+        if status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+            raise ConflictError(f"run '{run_id}' is {status}; only a FAILED or CANCELLED run can be retried")
+        n = self.store.retry_run(run_id, clock.now(), f"Retry requested at {clock.iso()}")
+        log.info("run %s: retry re-opened %d steps", run_id, n)
+        return self.summary(run_id)
+
+    def cancel(self, run_id: str) -> dict:
+        run_id = self.resolve_run(run_id)
+        self.store.cancel_run(run_id, clock.now(), f"Cancelled at {clock.iso()}")
+        return self.summary(run_id)
+
+    def delete(self, run_id: str) -> bool:
+        run_id = self.resolve_run(run_id)
+        return self.store.delete_run(run_id)
+
+    # ---- external data and captures --------------------------------------------
+
+    def ingest(self, run_id: str, request: ExternalDataRequest | dict) -> ExternalDataResponse:
+        run_id = self.resolve_run(run_id)
+        req = request if isinstance(request, ExternalDataRequest) else self._parse_external(request)
+        ctype = (req.content_type or "text/html").split(";")[0].strip().lower()
+        if ctype not in CONTENT_TYPES:
+            raise BadRequest(f"content_type: '{req.content_type}' is not supported "
+                             f"(use one of {', '.join(CONTENT_TYPES)})")
+        size = len(req.content.encode("utf-8"))
+        if size > MAX_CONTENT_BYTES:
+            raise BadRequest(f"content: {size} bytes is over the {MAX_CONTENT_BYTES} byte limit", code="too_large")
+        run = self.store.run_row(run_id)
+        if RunStatus(run["status"]).is_terminal:
+            raise ConflictError(f"run '{run_id}' is {run['status']}; it takes no more data")
+        now = clock.now()
+        outputs = {"content": req.content, "source_url": req.source_url, "content_type": ctype,
+                   "captured_at": clock.iso(now), "title": req.title, "selection": req.selection,
+                   "size_bytes": size}
+        for key in ("kind", "link_url", "link_text", "image_url", "image_alt"):
+            if key in req.metadata:
+                outputs[key] = req.metadata[key]
+        metadata = {"source_url": req.source_url, "content_type": ctype, "size_bytes": size, **req.metadata}
+        slots = self.store.open_slots(run_id)
+        target = None
+        if req.step_name and req.step_name in slots:
+            target = req.step_name
+        elif not req.step_name and slots:
+            target = slots[0]
+        if target is not None:
+            line = f"External data received at {clock.iso(now)} ({size} bytes, {ctype})"
+            queued = self.store.fill_slot(run_id, target, outputs, metadata, now, line)
+            if queued is not None:
+                return ExternalDataResponse(workflow_id=run_id, step_id=target, status=StepStatus.COMPLETED.value,
+                                            queued_dependents=queued,
+                                            message=f"filled capture slot '{target}'; {queued} step(s) queued")
+        step_id = f"external-{uuid.uuid4().hex[:8]}"
+        name = req.step_name or "External data"
+        line = f"External data added at {clock.iso(now)} ({size} bytes, {ctype})"
+        queued = self.store.add_external_step(run_id, step_id, name, outputs, metadata, now, line)
+        return ExternalDataResponse(workflow_id=run_id, step_id=step_id, status=StepStatus.COMPLETED.value,
+                                    queued_dependents=queued,
+                                    message=f"added external step '{step_id}'; {queued} step(s) queued")
+
+    def _parse_external(self, data: dict) -> ExternalDataRequest:
+        from pydantic import ValidationError
+
+        try:
+            return ExternalDataRequest.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(x) for x in first["loc"]) or "(body)"
+            raise BadRequest(f"{field}: {first['msg']}") from exc
+
+    def external_data(self, run_id: str) -> dict:
+        doc = self.run_document(run_id, cut=None)
+        steps = [s for s in doc["steps"] if s["action"] == "capture" and s["status"] == "COMPLETED"]
+        return {"workflow_id": doc["id"], "external_steps": steps, "count": len(steps)}
+
+    def start(self, template_ref: str, *, content: str | None = None, source_url: str | None = None,
+              content_type: str = "text/html", title: str | None = None, selection: str | None = None,
+              metadata: dict | None = None, budget_usd: float | None = None) -> dict:
+        """Create a run and, when content is given, fill its capture slot: `run --input` and `capture`."""
+        tpl = self.template(template_ref)
+        if content is not None and not tpl.capture_slots:
+            raise BadRequest(f"template '{tpl.name}' has no capture step to take the page")
+        run_id = self.create_run(tpl, budget_usd=budget_usd)
+        result = {"run_id": run_id, "step_id": None, "queued_dependents": 0}
+        if content is not None:
+            resp = self.ingest(run_id, ExternalDataRequest(content=content, source_url=source_url,
+                                                           content_type=content_type, title=title,
+                                                           selection=selection, metadata=metadata or {}))
+            result.update(step_id=resp.step_id, queued_dependents=resp.queued_dependents)
+        return result
+
+    # ---- execution -------------------------------------------------------------
+
+    def make_executor(self, **overrides) -> Executor:
+        conf = config.load_config()
+        ex = config.section("executor", conf)
+        per_provider = {}
+        for name in config.PROVIDERS:
+            limit = config.provider_settings(name, conf).concurrency
+            if limit:
+                per_provider[name] = limit
+        limits = Limits(concurrency=int(ex.get("concurrency", 16)),
+                        per_action={k: int(v) for k, v in (ex.get("action_concurrency") or {}).items()},
+                        per_provider=per_provider)
+        retry = RetryPolicy(base_s=float(ex.get("backoff_base_s", 1.0)), cap_s=float(ex.get("backoff_cap_s", 60.0)))
+        kwargs: dict[str, Any] = dict(limits=limits, retry=retry, lease_s=float(ex.get("lease_s", 30.0)),
+                                      guards=self.guards())
+        kwargs.update(overrides)
+        return Executor(self.store, **kwargs)
+
+    def guards(self) -> list:
+        try:
+            from .budget import budget_guard
+        except ImportError:
+            return []
+        return [budget_guard(self.store)]
+
+    def recover(self) -> recovery.RecoveryReport:
+        return recovery.requeue_orphans(self.store)
+
+    # ---- money -------------------------------------------------------------------
+
+    def spend(self) -> dict:
+        now = datetime.now().astimezone()
+        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        month = day.replace(day=1)
+        budgets = config.section("budgets")
+        today = self.store.spend_since(day.timestamp())
+        this_month = self.store.spend_since(month.timestamp())
+        return {
+            "today": round(sum(today.values()), 10),
+            "this_month": round(sum(this_month.values()), 10),
+            "today_by_provider": today,
+            "this_month_by_provider": this_month,
+            "daily_budget_usd": budgets.get("daily_usd"),
+            "monthly_budget_usd": budgets.get("monthly_usd"),
+            "day_started": day.isoformat(),
+            "month_started": month.isoformat(),
+        }
+
+
+def read_input_file(path: str) -> tuple[str, str]:
+    """Content and a content type guessed from the file name."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError as exc:
+        raise BadRequest(f"{path}: no such file") from exc
+    except OSError as exc:
+        raise BadRequest(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    suffix = p.suffix.lower()
+    ctype = {".html": "text/html", ".htm": "text/html", ".xhtml": "application/xhtml+xml", ".md": "text/markdown",
+             ".markdown": "text/markdown"}.get(suffix, "text/plain" if suffix in (".txt", ".text") else "text/html")
+    return text, ctype
+

@@ -1,0 +1,212 @@
+"""Crash safety with real processes: kill workers, then count what ran and what completed."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from hybrid_engine.templates import validate
+
+
+def tpl(steps, name="t"):
+    return validate({"name": name, "steps": steps}, "test.yaml")
+
+
+def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def step(service, run_id, step_id):
+    return [s for s in service.run_document(run_id)["steps"] if s["id"] == step_id][0]
+
+
+def kill(proc):
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_killed_worker_is_recovered_and_the_run_resumes_from_the_right_step(service, cli, tmp_path):
+    log = tmp_path / "side-effects.txt"
+    run_id = service.create_run(tpl([
+        {"id": "a", "action": "write_file", "params": {"path": str(log), "content": "a\n", "append": True}},
+        {"id": "b", "action": "sleep", "dependencies": ["a"], "params": {"seconds": 2}},
+        {"id": "c", "action": "write_file", "dependencies": ["b"],
+         "params": {"path": str(log), "content": "c\n", "append": True}},
+    ]))
+    worker = cli.popen("worker")
+    try:
+        wait_for(lambda: step(service, run_id, "b")["status"] == "RUNNING", what="b RUNNING")
+    finally:
+        kill(worker)
+    assert step(service, run_id, "b")["status"] == "RUNNING"  # orphaned: its owner is dead
+    cli("worker", "--until-idle", "--quiet", check=True, timeout=60)
+    doc = service.run_document(run_id)
+    assert doc["status"] == "COMPLETED"
+    b = step(service, run_id, "b")
+    assert any(line.startswith("Recovered from orphaned RUNNING state at ") for line in b["logs"])
+    assert b["execution_metrics"]["crash_recoveries"] == 1
+    assert b["execution_metrics"]["attempts"] == 2
+    assert log.read_text() == "a\nc\n"  # 'a' completed before the kill and was not run again
+
+
+def test_recovery_leaves_a_step_owned_by_a_live_process_alone(service, cli):
+    run_id = service.create_run(tpl([{"id": "slow", "action": "sleep", "params": {"seconds": 30}}]))
+    worker = cli.popen("worker")
+    try:
+        wait_for(lambda: step(service, run_id, "slow")["status"] == "RUNNING", what="RUNNING")
+        owner_before = service.store.conn.execute("SELECT owner, epoch FROM steps WHERE run_id=?",
+                                                  (run_id,)).fetchone()
+        report = cli.json("recover", "--json")
+        assert {"run_id": run_id, "step_id": "slow"} in report["left_alone"]
+        assert report["requeued"] == []
+        owner_after = service.store.conn.execute("SELECT owner, epoch FROM steps WHERE run_id=?",
+                                                 (run_id,)).fetchone()
+        assert owner_after == owner_before
+        assert step(service, run_id, "slow")["status"] == "RUNNING"
+    finally:
+        kill(worker)
+    report = cli.json("recover", "--json")
+    assert {"run_id": run_id, "step_id": "slow"} in report["requeued"]
+
+
+def _orphan(service, run_id, step_id, *, pid, start=None, crash_count=0, lease_until=None):
+    import socket
+
+    with service.store.transaction():
+        service.store.conn.execute(
+            "UPDATE steps SET status='RUNNING', owner='gone', owner_pid=?, owner_start=?, owner_host=?, epoch=epoch+1,"
+            " lease_until=?, crash_count=?, attempts=attempts+1 WHERE run_id=? AND step_id=?",
+            (pid, start, socket.gethostname(), lease_until or time.time() + 3600, crash_count, run_id, step_id))
+
+
+def test_step_recovered_three_times_is_dead_lettered_and_retry_requeues_it(service, cli):
+    run_id = service.create_run(tpl([{"id": "a", "action": "noop"}, {"id": "b", "action": "noop",
+                                                                     "dependencies": ["a"]}]))
+    _orphan(service, run_id, "a", pid=dead_pid(), crash_count=2)
+    report = cli.json("recover", "--json")
+    assert report["dead_lettered"] == [{"run_id": run_id, "step_id": "a"}]
+    a = step(service, run_id, "a")
+    assert a["status"] == "FAILED" and "dead-lettered" in a["error"] and "3 times" in a["error"]
+    assert step(service, run_id, "b")["status"] == "SKIPPED"
+    assert service.summary(run_id)["status"] == "FAILED"
+    cli("retry", run_id, check=True)
+    assert step(service, run_id, "a")["status"] == "QUEUED"
+    cli("worker", "--until-idle", "--quiet", check=True)
+    assert service.summary(run_id)["status"] == "COMPLETED"
+
+
+def test_a_reused_pid_does_not_pass_for_the_owner(service, cli):
+    run_id = service.create_run(tpl([{"id": "a", "action": "noop"}]))
+    _orphan(service, run_id, "a", pid=os.getpid(), start=1)  # alive pid, but not the process that claimed it
+    report = cli.json("recover", "--json")
+    assert report["requeued"] == [{"run_id": run_id, "step_id": "a"}]
+
+
+def test_expired_lease_of_a_remote_owner_is_recovered(service, cli):
+    run_id = service.create_run(tpl([{"id": "a", "action": "noop"}]))
+    _orphan(service, run_id, "a", pid=12345, lease_until=time.time() - 1)
+    with service.store.transaction():
+        service.store.conn.execute("UPDATE steps SET owner_host='another-machine' WHERE run_id=?", (run_id,))
+    report = cli.json("recover", "--json")
+    assert report["requeued"] == [{"run_id": run_id, "step_id": "a"}]
+    assert "lease" in step(service, run_id, "a")["logs"][-1]
+
+
+def test_stale_queue_entries_of_deleted_runs_are_removed(service, cli):
+    run_id = service.create_run(tpl([{"id": f"s{i}", "action": "noop"} for i in range(3)]))
+    import sqlite3
+
+    raw = sqlite3.connect(service.store.path)
+    raw.execute("PRAGMA foreign_keys=OFF")
+    raw.execute("DELETE FROM runs WHERE id=?", (run_id,))
+    raw.commit()
+    raw.close()
+    report = cli.json("recover", "--json")
+    assert report["stale_removed"] == 3
+    assert not service.store.has_queued()
+
+
+def test_two_workers_on_one_store_execute_every_step_once(service, cli, tmp_path):
+    log = tmp_path / "executions.txt"
+    runs = []
+    for r in range(50):
+        steps = [{"id": f"s{i}", "action": "write_file", "dependencies": [f"s{i - 1}"] if i % 4 else [],
+                  "params": {"path": str(log), "content": f"{r}:s{i}\n", "append": True}} for i in range(20)]
+        runs.append(service.create_run(tpl(steps, name=f"r{r}")))
+    workers = [cli.popen("worker", "--until-idle", "--quiet") for _ in range(2)]
+    for w in workers:
+        _, err = w.communicate(timeout=120)
+        assert w.returncode == 0, err
+    counts = Counter(log.read_text().splitlines())
+    assert len(counts) == 1000
+    assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1][:5]
+    assert all(service.summary(r)["status"] == "COMPLETED" for r in runs)
+
+
+@pytest.mark.slow
+def test_random_sigkills_lose_no_run_and_complete_every_step_once(service, cli, tmp_path):
+    log = tmp_path / "executions.txt"
+    rng = random.Random(20261128)
+    runs = []
+    for r in range(100):
+        steps = [
+            {"id": "a", "action": "write_file", "params": {"path": str(log), "content": f"{r}:a\n", "append": True}},
+            {"id": "b", "action": "sleep", "dependencies": ["a"], "params": {"seconds": 0.02}},
+            {"id": "c", "action": "write_file", "dependencies": ["b"],
+             "params": {"path": str(log), "content": f"{r}:c\n", "append": True}},
+            {"id": "d", "action": "sleep", "dependencies": ["a"], "params": {"seconds": 0.03}},
+            {"id": "e", "action": "write_file", "dependencies": ["c", "d"],
+             "params": {"path": str(log), "content": f"{r}:e\n", "append": True}},
+        ]
+        runs.append(service.create_run(tpl(steps, name=f"r{r}")))
+    workers = [cli.popen("worker") for _ in range(2)]
+    kills = 0
+    try:
+        while kills < 20:
+            time.sleep(rng.uniform(0.05, 0.25))
+            victim = rng.randrange(len(workers))
+            kill(workers[victim])
+            kills += 1
+            workers[victim] = cli.popen("worker")
+    finally:
+        for w in workers:
+            kill(w)
+    cli("worker", "--until-idle", "--quiet", check=True, timeout=120)
+    for run_id in runs:
+        doc = service.run_document(run_id)
+        assert doc["status"] == "COMPLETED", (run_id, [(s["id"], s["status"], s["error"]) for s in doc["steps"]])
+        assert all(s["status"] == "COMPLETED" for s in doc["steps"])
+        assert doc["metrics"]["completed_steps"] == 5
+        assert doc["metrics"]["total_tokens"] == sum(s["execution_metrics"]["tokens"] for s in doc["steps"])
+        assert doc["metrics"]["total_cost"] == pytest.approx(
+            sum(s["execution_metrics"]["cost"] or 0 for s in doc["steps"]))
+    counts = Counter(log.read_text().splitlines())
+    # Each side effect happened at least once; more only for a step whose worker was killed under it.
+    recoveries = {(r, s["id"]): s["execution_metrics"]["crash_recoveries"]
+                  for r in runs for s in service.run_document(r)["steps"]}
+    for i, run_id in enumerate(runs):
+        for sid in "ace":
+            assert 1 <= counts[f"{i}:{sid}"] <= 1 + recoveries[(run_id, sid)]
+    completions = service.store.conn.execute("SELECT COUNT(*) FROM outputs WHERE run_id IN (%s)"
+                                             % ",".join("?" * len(runs)), runs).fetchone()[0]
+    assert completions == 500

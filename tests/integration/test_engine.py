@@ -1,0 +1,293 @@
+"""The engine in one process: readiness, rendering, retries, failure, cancel, retry, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import time
+
+import pytest
+
+from hybrid_engine.errors import ConflictError, NotFound
+from hybrid_engine.models import ExternalDataRequest
+from hybrid_engine.templates import validate
+
+
+def tpl(steps, name="t", **extra):
+    return validate({"name": name, "steps": steps, **extra}, "test.yaml")
+
+
+def drain(service, **kw):
+    ex = service.make_executor(**kw)
+    asyncio.run(asyncio.wait_for(ex.run(until_idle=True), 60))
+    return ex
+
+
+def statuses(service, run_id):
+    return {s["id"]: s["status"] for s in service.run_document(run_id)["steps"]}
+
+
+def test_chain_runs_in_dependency_order_and_completes(service):
+    run_id = service.create_run(tpl([
+        {"id": "a", "action": "noop", "params": {"value": "x"}},
+        {"id": "b", "action": "template", "dependencies": ["a"], "params": {"template": "{{ steps.a.outputs.value }}!"}},
+        {"id": "c", "action": "template", "dependencies": ["b"], "params": {"template": "[{{ steps.b.outputs.text }}]"}},
+    ]))
+    drain(service)
+    doc = service.run_document(run_id)
+    assert doc["status"] == "COMPLETED" and doc["progress"] == 100.0
+    assert doc["steps"][2]["outputs"]["text"] == "[x!]"
+    starts = [s["startTime"] for s in doc["steps"]]
+    assert starts == sorted(starts)
+
+
+def test_new_run_without_input_waits_for_its_capture_slot(service):
+    run_id = service.create_run("page-text")
+    assert service.summary(run_id)["status"] == "PENDING"
+    assert statuses(service, run_id) == {"page": "WAITING_FOR_INPUT", "text": "PENDING", "note": "PENDING"}
+
+
+def test_step_depending_on_a_slot_is_queued_and_run_when_data_arrives(service):
+    run_id = service.create_run("page-text")
+    drain(service)  # nothing runs before the page arrives
+    assert statuses(service, run_id)["text"] == "PENDING"
+    resp = service.ingest(run_id, ExternalDataRequest(content="<html><body><article><h1>T</h1><p>" + "word " * 80
+                                                      + "</p></article></body></html>", source_url="https://e.x/a"))
+    assert resp.step_id == "page" and resp.queued_dependents == 1
+    assert service.summary(run_id)["status"] == "RUNNING"
+    assert statuses(service, run_id)["text"] == "QUEUED"
+    drain(service)
+    doc = service.run_document(run_id)
+    assert doc["status"] == "COMPLETED"
+    assert "Source: https://e.x/a" in doc["steps"][2]["outputs"]["text"]
+
+
+def test_external_data_on_a_run_without_a_slot_adds_a_completed_step(service):
+    run_id = service.create_run(tpl([{"id": "a", "action": "noop"}]))
+    assert service.summary(run_id)["status"] == "PENDING"
+    resp = service.ingest(run_id, {"content": "notes", "content_type": "text/plain", "step_name": "notes"})
+    assert resp.status == "COMPLETED" and resp.step_id.startswith("external-")
+    assert resp.queued_dependents == 0  # 'a' was queued at creation already
+    doc = service.run_document(run_id)
+    assert doc["status"] == "RUNNING"
+    added = [s for s in doc["steps"] if s["id"] == resp.step_id][0]
+    assert added["status"] == "COMPLETED" and added["outputs"]["content"] == "notes" and added["name"] == "notes"
+    assert service.external_data(run_id)["count"] == 1
+
+
+def test_external_data_queues_steps_whose_dependencies_are_now_complete(service):
+    """A step left PENDING with its dependencies done (e.g. after a retry) is queued by ingestion."""
+    run_id = service.create_run(tpl([{"id": "a", "action": "noop"}, {"id": "b", "action": "noop",
+                                                                      "dependencies": ["a"]}]))
+    store = service.store
+    with store.transaction():
+        store.conn.execute("UPDATE steps SET status='COMPLETED' WHERE run_id=? AND step_id='a'", (run_id,))
+        store.conn.execute("INSERT INTO outputs VALUES (?, 'a', '{}')", (run_id,))
+    resp = service.ingest(run_id, {"content": "x"})
+    assert resp.queued_dependents == 1
+    assert statuses(service, run_id)["b"] == "QUEUED"
+    assert service.summary(run_id)["status"] == "RUNNING"
+
+
+def test_ingest_into_an_unknown_run_is_not_found(service):
+    with pytest.raises(NotFound, match="no run with id 'nope'"):
+        service.ingest("nope", {"content": "x"})
+
+
+def test_captured_template_syntax_reaches_the_next_step_verbatim(service):
+    hostile = "Ignore {{ steps.page.outputs.source_url }} and {{ run.id }} {{ not a ref }}"
+    result = service.start("page-text", content=hostile, content_type="text/plain", source_url="https://e.x/")
+    run_id = result["run_id"]
+    svc_tpl = tpl([
+        {"id": "page", "action": "capture"},
+        {"id": "echo", "action": "template", "dependencies": ["page"],
+         "params": {"template": "<<{{ steps.page.outputs.content }}>>"}},
+    ], name="echo")
+    run2 = service.create_run(svc_tpl)
+    service.ingest(run2, {"content": hostile, "content_type": "text/plain"})
+    drain(service)
+    assert service.run_document(run2, cut=None)["steps"][1]["outputs"]["text"] == f"<<{hostile}>>"
+    assert service.summary(run_id)["status"] == "COMPLETED"
+
+
+def test_failed_step_skips_everything_downstream_and_fails_the_run(service):
+    run_id = service.create_run(tpl([
+        {"id": "a", "action": "fail", "params": {"message": "boom"}},
+        {"id": "b", "action": "noop", "dependencies": ["a"]},
+        {"id": "c", "action": "noop", "dependencies": ["b"]},
+        {"id": "side", "action": "noop"},
+    ]))
+    drain(service)
+    doc = service.run_document(run_id)
+    assert statuses(service, run_id) == {"a": "FAILED", "b": "SKIPPED", "c": "SKIPPED", "side": "COMPLETED"}
+    assert doc["status"] == "FAILED" and "boom" in doc["error"]
+
+
+def test_transient_error_is_retried_with_backoff_and_logged(service, write_config):
+    write_config("[executor]\nbackoff_base_s = 0.05\n")
+    run_id = service.create_run(tpl([{"id": "a", "action": "fail",
+                                      "params": {"transient": True, "times": 2, "retries": 3}}]))
+    drain(service)
+    step = service.run_document(run_id)["steps"][0]
+    assert step["status"] == "COMPLETED"
+    assert step["execution_metrics"]["attempts"] == 3 and step["execution_metrics"]["retries"] == 2
+    assert sum("retry" in line for line in step["logs"]) == 2
+
+
+def test_retry_after_hint_is_honoured(service, write_config):
+    write_config("[executor]\nbackoff_base_s = 0.01\n")
+    run_id = service.create_run(tpl([{"id": "a", "action": "fail",
+                                      "params": {"transient": True, "times": 1, "retry_after": 0.6, "retries": 1}}]))
+    t0 = time.monotonic()
+    drain(service)
+    assert time.monotonic() - t0 >= 0.6
+    assert service.summary(run_id)["status"] == "COMPLETED"
+
+
+def test_transient_errors_past_the_retry_limit_fail_the_step(service, write_config):
+    write_config("[executor]\nbackoff_base_s = 0.01\n")
+    run_id = service.create_run(tpl([{"id": "a", "action": "fail",
+                                      "params": {"transient": True, "message": "flaky", "retries": 2}}]))
+    drain(service)
+    step = service.run_document(run_id)["steps"][0]
+    assert step["status"] == "FAILED" and "gave up after 3 attempts" in step["error"]
+
+
+def test_step_timeout_counts_as_transient(service, write_config):
+    write_config("[executor]\nbackoff_base_s = 0.01\n")
+    run_id = service.create_run(tpl([{"id": "a", "action": "sleep",
+                                      "params": {"seconds": 5, "timeout_s": 0.2, "retries": 1}}]))
+    drain(service)
+    step = service.run_document(run_id)["steps"][0]
+    assert step["status"] == "FAILED" and "timed out after 0.2 s" in step["error"]
+    assert step["execution_metrics"]["attempts"] == 2
+
+
+def test_retry_of_a_failed_run_reruns_only_failed_and_skipped_steps(service, tmp_path):
+    flag = tmp_path / "flag"
+    log = tmp_path / "log.txt"
+    run_id = service.create_run(tpl([
+        {"id": "a", "action": "write_file", "params": {"path": str(log), "content": "a\n", "append": True}},
+        {"id": "b", "action": "fail", "dependencies": ["a"], "params": {"times": 1}},
+        {"id": "c", "action": "write_file", "dependencies": ["b"],
+         "params": {"path": str(log), "content": "c\n", "append": True}},
+    ]))
+    drain(service)
+    assert service.summary(run_id)["status"] == "FAILED"
+    assert statuses(service, run_id) == {"a": "COMPLETED", "b": "FAILED", "c": "SKIPPED"}
+    service.retry(run_id)
+    drain(service)
+    assert service.summary(run_id)["status"] == "COMPLETED"
+    assert log.read_text() == "a\nc\n"  # 'a' was not run again
+    assert not flag.exists()
+
+
+def test_retry_of_a_completed_run_is_refused(service):
+    run_id = service.create_run(tpl([{"id": "a", "action": "noop"}]))
+    drain(service)
+    with pytest.raises(ConflictError):
+        service.retry(run_id)
+
+
+def test_cancel_stops_a_running_step_and_its_downstream(service):
+    run_id = service.create_run(tpl([{"id": "a", "action": "sleep", "params": {"seconds": 30}},
+                                     {"id": "b", "action": "noop", "dependencies": ["a"]}]))
+    ex = service.make_executor(lease_s=0.3)
+
+    async def scenario():
+        task = asyncio.create_task(ex.run(until_idle=True))
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if statuses(service, run_id)["a"] == "RUNNING":
+                break
+        service.cancel(run_id)
+        await asyncio.wait_for(task, 10)
+
+    t0 = time.monotonic()
+    asyncio.run(scenario())
+    assert time.monotonic() - t0 < 5
+    assert service.summary(run_id)["status"] == "CANCELLED"
+    assert statuses(service, run_id) == {"a": "CANCELLED", "b": "CANCELLED"}
+
+
+def test_concurrency_limit_per_action_is_respected(service, write_config):
+    write_config("[executor]\nconcurrency = 8\n[executor.action_concurrency]\nsleep = 2\n")
+    run_id = service.create_run(tpl([{"id": f"s{i}", "action": "sleep", "params": {"seconds": 0.2}}
+                                     for i in range(6)]))
+    t0 = time.monotonic()
+    drain(service)
+    elapsed = time.monotonic() - t0
+    assert service.summary(run_id)["status"] == "COMPLETED"
+    assert elapsed >= 0.55  # 6 sleeps two at a time: three rounds of 0.2 s
+    doc = service.run_document(run_id)
+    spans = [(s["startTime"], s["endTime"]) for s in doc["steps"]]
+    for start, _ in spans:
+        overlapping = sum(1 for s, e in spans if s <= start < e)
+        assert overlapping <= 2
+
+
+def test_global_concurrency_runs_a_fan_out_in_parallel(service, write_config):
+    write_config("[executor]\nconcurrency = 20\n")
+    service.create_run(tpl([{"id": f"s{i}", "action": "sleep", "params": {"seconds": 0.3}} for i in range(20)]))
+    t0 = time.monotonic()
+    drain(service)
+    assert time.monotonic() - t0 < 1.5
+
+
+def test_metrics_and_cost_breakdown_are_sums_of_completed_steps(service):
+    run_id = service.create_run(tpl([{"id": "a", "action": "noop"}, {"id": "b", "action": "noop"},
+                                     {"id": "c", "action": "noop"}]))
+    drain(service)
+    store = service.store
+    with store.transaction():
+        for sid, model, tokens, cost in (("a", "m1", 10, 0.001), ("b", "m1", 5, 0.002), ("c", "m2", 7, None)):
+            store.conn.execute("UPDATE steps SET model=?, tokens=?, prompt_tokens=?, completion_tokens=0, cost=?,"
+                               " price_unknown=? WHERE run_id=? AND step_id=?",
+                               (model, tokens, tokens, cost, int(cost is None), run_id, sid))
+    doc = service.run_document(run_id)
+    assert doc["metrics"]["total_tokens"] == 22
+    assert doc["metrics"]["total_cost"] == pytest.approx(0.003)
+    assert doc["metrics"]["unknown_cost_steps"] == 1
+    assert doc["cost_breakdown"] == {"m1": pytest.approx(0.003)}
+    assert doc["steps"][2]["execution_metrics"]["cost"] is None
+    assert service.summary(run_id)["total_cost"] == pytest.approx(0.003)
+
+
+def test_database_and_its_folder_are_private(service):
+    mode = stat.S_IMODE(os.stat(service.store.path).st_mode)
+    assert mode == 0o600
+    assert stat.S_IMODE(os.stat(service.store.path.parent).st_mode) & 0o077 == 0
+
+
+def test_schema_version_is_recorded(service):
+    from hybrid_engine.store import SCHEMA_VERSION
+
+    assert service.store.schema_version() == SCHEMA_VERSION >= 1
+
+
+def test_database_from_a_newer_version_is_refused_clearly(he_home):
+    from hybrid_engine.store import Store, StoreError
+
+    s = Store(he_home / "engine.db")
+    s.conn.execute("PRAGMA user_version=999")
+    s.close()
+    with pytest.raises(StoreError, match="newer Hybrid Engine"):
+        Store(he_home / "engine.db")
+
+
+def test_captured_page_is_written_once_not_on_every_status_change(service):
+    page = "<p>" + "x" * 2_000_000 + "</p>"
+    run_id = service.start("page-text", content=page)["run_id"]
+    store = service.store
+    before = store.conn.execute("SELECT COUNT(*) FROM outputs WHERE run_id=? AND step_id='page'",
+                                (run_id,)).fetchone()[0]
+    row_size = store.conn.execute("SELECT length(params) + coalesce(length(metadata),0) FROM steps"
+                                  " WHERE run_id=? AND step_id='page'", (run_id,)).fetchone()[0]
+    assert before == 1 and row_size < 2000  # the steps row stays small; the page lives in outputs
+
+
+def test_wal_mode_and_synchronous_normal(service):
+    conn = service.store.conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1
