@@ -108,7 +108,7 @@ class Executor:
             outcomes, self._done = self._done, []
             req = self._claim_request()
             now = clock.now()
-            if outcomes or (req.limit > 0 and store.ready_count(now) > 0):
+            if outcomes or (req.limit > 0 and store.has_ready(now)):
                 applied, claimed = store.settle(outcomes, req if req.limit > 0 else None, now)
                 for outcome, ok in zip(outcomes, applied):
                     if not ok:
@@ -250,7 +250,7 @@ class Executor:
             if errors_so_far <= c.max_retries:
                 delay = self.retry.delay(errors_so_far, exc.retry_after)
                 hint = f", provider asked to wait {exc.retry_after:g} s" if exc.retry_after else ""
-                line = (f"Attempt {c.attempts} failed at {stamp}: {exc.message}; retry {errors_so_far} of "
+                line = (f"Attempt {c.attempts} failed at {stamp}: {exc.message.rstrip('.')}; retry {errors_so_far} of "
                         f"{c.max_retries} in {delay:.2f} s{hint}")
                 log.info("run %s step %s: %s", c.run_id, c.step_id, line)
                 return Outcome(claim=c, kind="retry", started_at=started, ended_at=ended, error=exc.message,

@@ -13,13 +13,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import clock, config, recovery
-from .adapters import SPECS
+from typing import TYPE_CHECKING
+
+from . import clock, config
 from .errors import BadRequest, ConflictError, NotFound
-from .executor import Executor, Limits, RetryPolicy
-from .models import (ExternalDataRequest, ExternalDataResponse, RunStatus, StepStatus, WorkflowTemplate)
+from .states import RunStatus, StepStatus
 from .store import NewStep, Store
-from .templates import TemplateRegistry
+
+if TYPE_CHECKING:  # pydantic, yaml and the executor load on first use: the host answers before them
+    from .executor import Executor
+    from .models import ExternalDataRequest, ExternalDataResponse, WorkflowTemplate
+    from .recovery import RecoveryReport
+    from .templates import TemplateRegistry
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +86,15 @@ def _cut(value: Any, limit: int) -> tuple[Any, bool]:
 
 
 class Service:
-    def __init__(self, store: Store | None = None, templates: TemplateRegistry | None = None):
+    def __init__(self, store: Store | None = None, templates: "TemplateRegistry | None" = None):
         self.store = store or Store(config.db_path())
         self._templates = templates
 
     @property
-    def templates(self) -> TemplateRegistry:
+    def templates(self) -> "TemplateRegistry":
         if self._templates is None:
+            from .templates import TemplateRegistry
+
             self._templates = TemplateRegistry()
         return self._templates
 
@@ -96,14 +103,16 @@ class Service:
     def list_templates(self) -> list[dict]:
         return [t.summary() for t in sorted(self.templates.all(), key=lambda t: t.name)]
 
-    def template(self, ref: str) -> WorkflowTemplate:
+    def template(self, ref: str) -> "WorkflowTemplate":
         if not isinstance(ref, str) or not ref.strip():
             raise BadRequest("template: expected a template name")
         return self.templates.get(ref)
 
     # ---- runs -----------------------------------------------------------------
 
-    def create_run(self, template: WorkflowTemplate | str, *, budget_usd: float | None = None) -> str:
+    def create_run(self, template: "WorkflowTemplate | str", *, budget_usd: float | None = None) -> str:
+        from .adapters import SPECS
+
         tpl = self.template(template) if isinstance(template, str) else template
         run_id = new_run_id()
         steps = []
@@ -259,9 +268,41 @@ class Service:
         run_id = self.resolve_run(run_id)
         return self.store.delete_run(run_id)
 
+    def changes(self, cursor: dict | None = None) -> tuple[list[dict], dict]:
+        """Run summaries that changed since `cursor` (opaque; None = start now), from any process.
+
+        Cheap when nothing changed: PRAGMA data_version says whether anyone committed.
+        Returns (summaries, new cursor). Feeds `run.updated` events.
+        """
+        store = self.store
+        version = store.data_version()
+        if cursor is None:
+            seen = {rid: (status, sig) for rid, status, sig in self._signatures(store.active_or_recent(clock.now()))}
+            return [], {"version": version, "since": clock.now(), "seen": seen}
+        if version == cursor["version"] and not cursor.get("dirty"):
+            return [], cursor
+        now = clock.now()
+        rows = store.active_or_recent(cursor["since"] - 1.0, cursor["seen"].keys())
+        seen = dict(cursor["seen"])
+        changed = []
+        for rid, status, sig in self._signatures(rows):
+            if seen.get(rid) != (status, sig):
+                summary = store.run_summary(rid)
+                if summary is not None:
+                    changed.append(summary_view(summary))
+            seen[rid] = (status, sig)
+        # Finished runs are reported once and forgotten; open ones are compared next time.
+        seen = {rid: v for rid, v in seen.items() if v[0] in ("PENDING", "RUNNING")}
+        return changed, {"version": version, "since": now, "seen": seen}
+
+    def _signatures(self, rows) -> list[tuple[str, str, float]]:
+        return [(rid, status, updated) for rid, updated, status in rows]
+
     # ---- external data and captures --------------------------------------------
 
-    def ingest(self, run_id: str, request: ExternalDataRequest | dict) -> ExternalDataResponse:
+    def ingest(self, run_id: str, request: "ExternalDataRequest | dict") -> "ExternalDataResponse":
+        from .models import ExternalDataRequest, ExternalDataResponse
+
         run_id = self.resolve_run(run_id)
         req = request if isinstance(request, ExternalDataRequest) else self._parse_external(request)
         ctype = (req.content_type or "text/html").split(";")[0].strip().lower()
@@ -303,8 +344,10 @@ class Service:
                                     queued_dependents=queued,
                                     message=f"added external step '{step_id}'; {queued} step(s) queued")
 
-    def _parse_external(self, data: dict) -> ExternalDataRequest:
+    def _parse_external(self, data: dict) -> "ExternalDataRequest":
         from pydantic import ValidationError
+
+        from .models import ExternalDataRequest
 
         try:
             return ExternalDataRequest.model_validate(data)
@@ -322,6 +365,8 @@ class Service:
               content_type: str = "text/html", title: str | None = None, selection: str | None = None,
               metadata: dict | None = None, budget_usd: float | None = None) -> dict:
         """Create a run and, when content is given, fill its capture slot: `run --input` and `capture`."""
+        from .models import ExternalDataRequest
+
         tpl = self.template(template_ref)
         if content is not None and not tpl.capture_slots:
             raise BadRequest(f"template '{tpl.name}' has no capture step to take the page")
@@ -336,7 +381,9 @@ class Service:
 
     # ---- execution -------------------------------------------------------------
 
-    def make_executor(self, **overrides) -> Executor:
+    def make_executor(self, **overrides) -> "Executor":
+        from .executor import Executor, Limits, RetryPolicy
+
         conf = config.load_config()
         ex = config.section("executor", conf)
         per_provider = {}
@@ -360,7 +407,9 @@ class Service:
             return []
         return [budget_guard(self.store)]
 
-    def recover(self) -> recovery.RecoveryReport:
+    def recover(self) -> "RecoveryReport":
+        from . import recovery
+
         return recovery.requeue_orphans(self.store)
 
     # ---- money -------------------------------------------------------------------

@@ -19,21 +19,22 @@ import os
 import sqlite3
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .models import RunStatus, StepStatus
+from .states import RunStatus, StepStatus
 
 OPEN_STATUSES = ("PENDING", "QUEUED", "RUNNING", "WAITING_FOR_INPUT")
 _OPEN_SQL = "('PENDING','QUEUED','RUNNING','WAITING_FOR_INPUT')"
 
 MIGRATIONS: list[str] = [
-    # 1: the initial schema
-    f"""
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-    INSERT INTO meta VALUES ('seq', 0);
-
+    # 1: the initial schema. Hot-path notes: a status change of a step touches its
+    # table row and at most the one `steps_live` index; the run's open-step counter
+    # lives on its row so that "is the run over?" needs no scan; outputs under
+    # INLINE_OUTPUT_MAX bytes sit in the step's row, larger ones (pages) are written
+    # once to `outputs` and never rewritten.
+    """
     CREATE TABLE runs (
         id          TEXT PRIMARY KEY,
         name        TEXT NOT NULL,
@@ -43,12 +44,12 @@ MIGRATIONS: list[str] = [
         budget_usd  REAL,
         error       TEXT,
         error_code  TEXT,
+        open_steps  INTEGER NOT NULL,
         created_at  REAL NOT NULL,
-        updated_at  REAL NOT NULL,
-        seq         INTEGER NOT NULL DEFAULT 0
+        updated_at  REAL NOT NULL
     );
     CREATE INDEX runs_created ON runs(created_at);
-    CREATE INDEX runs_seq ON runs(seq);
+    CREATE INDEX runs_active ON runs(status) WHERE status IN ('PENDING','RUNNING');
 
     CREATE TABLE steps (
         run_id        TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
@@ -59,7 +60,11 @@ MIGRATIONS: list[str] = [
         provider      TEXT,
         params        TEXT NOT NULL,
         deps          TEXT NOT NULL,
+        dependents    TEXT NOT NULL DEFAULT '[]',
+        waiting_on    INTEGER NOT NULL DEFAULT 0,
         status        TEXT NOT NULL,
+        outputs       TEXT,
+        outputs_ref   INTEGER NOT NULL DEFAULT 0,
         error         TEXT,
         error_code    TEXT,
         metadata      TEXT,
@@ -87,10 +92,8 @@ MIGRATIONS: list[str] = [
         external      INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (run_id, step_id)
     );
-    CREATE INDEX steps_queue ON steps(due_at) WHERE status = 'QUEUED';
-    CREATE INDEX steps_running ON steps(owner) WHERE status = 'RUNNING';
-    CREATE INDEX steps_open ON steps(run_id) WHERE status IN {_OPEN_SQL};
-    CREATE INDEX steps_ended ON steps(ended_at) WHERE status = 'COMPLETED' AND cost IS NOT NULL;
+    CREATE INDEX steps_live ON steps(status, due_at) WHERE status IN ('QUEUED','RUNNING');
+    CREATE INDEX steps_billed ON steps(ended_at) WHERE cost IS NOT NULL;
 
     CREATE TABLE edges (
         run_id  TEXT NOT NULL,
@@ -120,6 +123,11 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
+INLINE_OUTPUT_MAX = 8192
+
+# Repeated verbatim in queries: SQLite uses a partial index only when the query
+# contains the index's WHERE term exactly.
+LIVE = "status IN ('QUEUED','RUNNING')"
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -140,7 +148,7 @@ class NewStep:
     timeout_s: float | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Claimed:
     rowid: int
     run_id: str
@@ -148,7 +156,7 @@ class Claimed:
     action: str
     provider: str | None
     params: str
-    deps: str
+    dependents: str
     epoch: int
     attempts: int
     error_count: int
@@ -157,7 +165,7 @@ class Claimed:
     timeout_s: float | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What happened to a claimed step; applied by Store.settle in one transaction."""
 
@@ -199,9 +207,20 @@ class RunningRow:
     crash_count: int
 
 
-@dataclass
 class _Tx:
-    touched: set = field(default_factory=set)
+    """Per-transaction bookkeeping: runs whose row must be updated before COMMIT."""
+
+    __slots__ = ("closed", "started", "touched")
+
+    def __init__(self):
+        self.closed: dict[str, int] = {}
+        self.started: set[str] = set()
+        self.touched: set[str] = set()
+
+    def close(self, run_id: str, n: int = 1) -> None:
+        if n:
+            self.closed[run_id] = self.closed.get(run_id, 0) + n
+        self.touched.add(run_id)
 
 
 def _secure_create(path: Path) -> None:
@@ -215,12 +234,16 @@ def _secure_create(path: Path) -> None:
         pass
 
 
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 class Store:
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000):
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
-        self._tx_local = threading.local()
+        self.commits = 0  # this process's own commits; PRAGMA data_version counts only other connections'
         _secure_create(self.path)
         self._migrate()
 
@@ -231,13 +254,14 @@ class Store:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000,
-                                   check_same_thread=False)
+                                   check_same_thread=False, cached_statements=256)
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA cache_size=-16000")
             self._local.conn = conn
+            self._local.tx = None
             for suffix in ("-wal", "-shm"):
                 side = Path(str(self.path) + suffix)
                 try:
@@ -255,24 +279,21 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[_Tx]:
-        """BEGIN IMMEDIATE ... COMMIT; runs touched inside get a new change sequence number."""
-        outer = getattr(self._tx_local, "tx", None)
+        """BEGIN IMMEDIATE ... COMMIT; the rows of runs touched inside are brought up to date last."""
+        conn = self.conn
+        outer = self._local.tx
         if outer is not None:
             yield outer
             return
-        conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         tx = _Tx()
-        self._tx_local.tx = tx
+        self._local.tx = tx
         try:
             yield tx
             if tx.touched:
-                seq = conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'seq' RETURNING value").fetchone()[0]
-                from . import clock
-                now = clock.now()
-                conn.executemany("UPDATE runs SET seq = ?, updated_at = ? WHERE id = ?",
-                                 [(seq, now, r) for r in tx.touched])
+                self._update_runs(tx)
             conn.execute("COMMIT")
+            self.commits += 1
         except BaseException:
             try:
                 conn.execute("ROLLBACK")
@@ -280,7 +301,41 @@ class Store:
                 pass
             raise
         finally:
-            self._tx_local.tx = None
+            self._local.tx = None
+
+    def _update_runs(self, tx: _Tx) -> None:
+        from .clock import now as _now
+
+        ts = _now()
+        c = self.conn
+        for run_id in tx.touched:
+            row = c.execute(
+                "UPDATE runs SET open_steps = open_steps - ?, updated_at = ?,"
+                " status = CASE WHEN status = 'PENDING' AND ? THEN 'RUNNING' ELSE status END"
+                " WHERE id = ? RETURNING open_steps, status",
+                (tx.closed.get(run_id, 0), ts, run_id in tx.started, run_id)).fetchone()
+            if row is not None and row[0] <= 0 and row[1] in ("PENDING", "RUNNING"):
+                self._finish_run(run_id)
+
+    def _finish_run(self, run_id: str) -> None:
+        """The counter says no step is open: check that, then set the final status from the steps."""
+        c = self.conn
+        statuses = {r[0]: r[1] for r in c.execute(
+            "SELECT status, COUNT(*) FROM steps WHERE run_id = ? GROUP BY status", (run_id,))}
+        still_open = sum(statuses.get(s, 0) for s in OPEN_STATUSES)
+        if still_open:  # the counter drifted (it should not): trust the rows and carry on
+            c.execute("UPDATE runs SET open_steps = ? WHERE id = ?", (still_open, run_id))
+            return
+        if statuses.get("FAILED"):
+            err = c.execute("SELECT step_id, error, error_code FROM steps WHERE run_id = ? AND status = 'FAILED'"
+                            " ORDER BY ended_at LIMIT 1", (run_id,)).fetchone()
+            final, message, code = RunStatus.FAILED, f"step '{err[0]}' failed: {err[1]}", err[2] or "step_failed"
+        elif statuses.get("CANCELLED"):
+            final, message, code = RunStatus.CANCELLED, "cancelled", "cancelled"
+        else:
+            final, message, code = RunStatus.COMPLETED, None, None
+        c.execute("UPDATE runs SET status = ?, error = ?, error_code = ? WHERE id = ?",
+                  (final.value, message, code, run_id))
 
     def _migrate(self) -> None:
         conn = self.conn
@@ -306,54 +361,63 @@ class Store:
     def schema_version(self) -> int:
         return self.conn.execute("PRAGMA user_version").fetchone()[0]
 
-    def data_version(self) -> int:
-        """Changes when another connection commits; a cheap 'anything new?' check."""
-        return self.conn.execute("PRAGMA data_version").fetchone()[0]
-
-    def current_seq(self) -> int:
-        return self.conn.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0]
+    def data_version(self) -> tuple[int, int]:
+        """Changes whenever anyone commits: other connections' (the pragma) or ours (a counter)."""
+        return self.conn.execute("PRAGMA data_version").fetchone()[0], self.commits
 
     # ---- creating runs and filling slots -----------------------------------
 
     def create_run(self, run_id: str, name: str, template: str, definition: dict, budget_usd: float | None,
                    steps: list[NewStep], now: float) -> None:
-        with self.transaction() as tx:
+        dependents: dict[str, list[str]] = {s.step_id: [] for s in steps}
+        for s in steps:
+            for d in s.deps:
+                dependents[d].append(s.step_id)
+        with self.transaction():
             c = self.conn
-            c.execute("INSERT INTO runs (id, name, template, definition, status, budget_usd, created_at, updated_at)"
-                      " VALUES (?, ?, ?, ?, 'PENDING', ?, ?, ?)",
-                      (run_id, name, template, json.dumps(definition), budget_usd, now, now))
+            c.execute("INSERT INTO runs (id, name, template, definition, status, budget_usd, open_steps, created_at,"
+                      " updated_at) VALUES (?, ?, ?, ?, 'PENDING', ?, ?, ?, ?)",
+                      (run_id, name, template, _dumps(definition), budget_usd, len(steps), now, now))
             c.executemany(
-                "INSERT INTO steps (run_id, step_id, pos, name, action, provider, params, deps, status,"
-                " max_retries, timeout_s, due_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(run_id, s.step_id, i, s.name, s.action, s.provider, json.dumps(s.params), json.dumps(s.deps),
-                  s.status.value, s.max_retries, s.timeout_s, now if s.status == StepStatus.QUEUED else None)
+                "INSERT INTO steps (run_id, step_id, pos, name, action, provider, params, deps, dependents, waiting_on,"
+                " status, max_retries, timeout_s, due_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(run_id, s.step_id, i, s.name, s.action, s.provider, _dumps(s.params), _dumps(s.deps),
+                  _dumps(dependents[s.step_id]), len(s.deps), s.status.value, s.max_retries, s.timeout_s,
+                  now if s.status == StepStatus.QUEUED else None)
                  for i, s in enumerate(steps)])
             c.executemany("INSERT INTO edges (run_id, step_id, dep_id) VALUES (?,?,?)",
                           [(run_id, s.step_id, d) for s in steps for d in s.deps])
-            tx.touched.add(run_id)
 
     def open_slots(self, run_id: str) -> list[str]:
         rows = self.conn.execute("SELECT step_id FROM steps WHERE run_id = ? AND status = 'WAITING_FOR_INPUT'"
                                  " ORDER BY pos", (run_id,)).fetchall()
         return [r[0] for r in rows]
 
+    def _write_outputs(self, run_id: str, step_id: str, outputs: dict | None) -> tuple[str | None, int]:
+        """Small outputs go in the step's row; large ones in `outputs`, once. Returns (inline, ref)."""
+        data = _dumps(outputs if outputs is not None else {})
+        if len(data) <= INLINE_OUTPUT_MAX:
+            return data, 0
+        self.conn.execute("INSERT OR REPLACE INTO outputs (run_id, step_id, data) VALUES (?,?,?)",
+                          (run_id, step_id, data))
+        return None, 1
+
     def fill_slot(self, run_id: str, step_id: str, outputs: dict, metadata: dict, now: float, log: str) -> int | None:
         """Complete a WAITING_FOR_INPUT step with external data; None if it was not waiting."""
         with self.transaction() as tx:
             c = self.conn
-            cur = c.execute("UPDATE steps SET status = 'COMPLETED', metadata = ?, started_at = ?, ended_at = ?,"
-                            " duration_ms = 0, error = NULL, error_code = NULL"
-                            " WHERE run_id = ? AND step_id = ? AND status = 'WAITING_FOR_INPUT'",
-                            (json.dumps(metadata), now, now, run_id, step_id))
-            if cur.rowcount == 0:
+            row = c.execute("SELECT dependents FROM steps WHERE run_id = ? AND step_id = ?"
+                            " AND status = 'WAITING_FOR_INPUT'", (run_id, step_id)).fetchone()
+            if row is None:
                 return None
-            c.execute("INSERT OR REPLACE INTO outputs (run_id, step_id, data) VALUES (?,?,?)",
-                      (run_id, step_id, json.dumps(outputs, ensure_ascii=False)))
+            inline, ref = self._write_outputs(run_id, step_id, outputs)
+            c.execute("UPDATE steps SET status = 'COMPLETED', outputs = ?, outputs_ref = ?, metadata = ?,"
+                      " started_at = ?, ended_at = ?, duration_ms = 0, error = NULL, error_code = NULL"
+                      " WHERE run_id = ? AND step_id = ?", (inline, ref, _dumps(metadata), now, now, run_id, step_id))
             self._log(run_id, step_id, now, log)
-            queued = self._queue_dependents(run_id, step_id, now)
-            self._start_run(run_id)
-            self._settle_run(run_id)
-            tx.touched.add(run_id)
+            queued = self._release_dependents(run_id, row[0], now, count=True)
+            tx.close(run_id)
+            tx.started.add(run_id)
             return queued
 
     def add_external_step(self, run_id: str, step_id: str, name: str, outputs: dict, metadata: dict,
@@ -361,17 +425,15 @@ class Store:
         with self.transaction() as tx:
             c = self.conn
             pos = c.execute("SELECT COALESCE(MAX(pos), -1) + 1 FROM steps WHERE run_id = ?", (run_id,)).fetchone()[0]
-            c.execute("INSERT INTO steps (run_id, step_id, pos, name, action, params, deps, status, metadata,"
-                      " started_at, ended_at, duration_ms, external)"
-                      " VALUES (?, ?, ?, ?, 'capture', '{}', '[]', 'COMPLETED', ?, ?, ?, 0, 1)",
-                      (run_id, step_id, pos, name, json.dumps(metadata), now, now))
-            c.execute("INSERT INTO outputs (run_id, step_id, data) VALUES (?,?,?)",
-                      (run_id, step_id, json.dumps(outputs, ensure_ascii=False)))
+            inline, ref = self._write_outputs(run_id, step_id, outputs)
+            c.execute("INSERT INTO steps (run_id, step_id, pos, name, action, params, deps, status, outputs,"
+                      " outputs_ref, metadata, started_at, ended_at, duration_ms, external)"
+                      " VALUES (?, ?, ?, ?, 'capture', '{}', '[]', 'COMPLETED', ?, ?, ?, ?, ?, 0, 1)",
+                      (run_id, step_id, pos, name, inline, ref, _dumps(metadata), now, now))
             self._log(run_id, step_id, now, log)
             queued = self._queue_ready(run_id, now)
-            self._start_run(run_id)
-            self._settle_run(run_id)
             tx.touched.add(run_id)
+            tx.started.add(run_id)
             return queued
 
     def step_exists(self, run_id: str, step_id: str) -> bool:
@@ -380,37 +442,36 @@ class Store:
 
     # ---- claiming and settling ---------------------------------------------
 
-    _CLAIM_COLS = ("rowid, run_id, step_id, action, provider, params, deps, epoch, attempts, error_count,"
+    _CLAIM_COLS = ("rowid, run_id, step_id, action, provider, params, dependents, epoch, attempts, error_count,"
                    " crash_count, max_retries, timeout_s")
 
-    def _claim(self, req: ClaimRequest, now: float) -> list[Claimed]:
+    def _claim(self, req: ClaimRequest, now: float, tx: _Tx) -> list[Claimed]:
         if req.limit <= 0:
             return []
-        where = ["status = 'QUEUED'", "due_at <= ?"]
+        where = f"{LIVE} AND status = 'QUEUED' AND due_at <= ?"
         args: list[Any] = [now]
         ex_a, ex_p = list(req.exclude_actions), list(req.exclude_providers)
         if ex_a:
-            where.append(f"action NOT IN ({','.join('?' * len(ex_a))})")
+            where += f" AND action NOT IN ({','.join('?' * len(ex_a))})"
             args += ex_a
         if ex_p:
-            where.append(f"(provider IS NULL OR provider NOT IN ({','.join('?' * len(ex_p))}))")
+            where += f" AND (provider IS NULL OR provider NOT IN ({','.join('?' * len(ex_p))}))"
             args += ex_p
         sql = (f"UPDATE steps SET status = 'RUNNING', owner = ?, owner_pid = ?, owner_start = ?, owner_host = ?,"
                f" epoch = epoch + 1, lease_until = ?, attempts = attempts + 1, started_at = ?, ended_at = NULL"
-               f" WHERE rowid IN (SELECT rowid FROM steps WHERE {' AND '.join(where)} ORDER BY due_at LIMIT ?)"
+               f" WHERE rowid IN (SELECT rowid FROM steps WHERE {where} ORDER BY due_at LIMIT ?)"
                f" RETURNING {self._CLAIM_COLS}")
         rows = self.conn.execute(sql, [req.owner, req.pid, req.start, req.host, req.lease_until, now, *args,
                                        req.limit]).fetchall()
         claimed = [Claimed(*r) for r in rows]
-        for run_id in {c.run_id for c in claimed}:
-            self._start_run(run_id)
+        for c in claimed:
+            tx.touched.add(c.run_id)
+            tx.started.add(c.run_id)
         return claimed
 
     def claim(self, req: ClaimRequest, now: float) -> list[Claimed]:
         with self.transaction() as tx:
-            claimed = self._claim(req, now)
-            tx.touched.update(c.run_id for c in claimed)
-            return claimed
+            return self._claim(req, now, tx)
 
     def settle(self, outcomes: list[Outcome], req: ClaimRequest | None, now: float) -> tuple[list[bool], list[Claimed]]:
         """Apply outcomes and claim the next batch, all in one commit.
@@ -420,121 +481,110 @@ class Store:
         """
         with self.transaction() as tx:
             applied = [self._apply(o, tx) for o in outcomes]
-            claimed = self._claim(req, now) if req is not None else []
-            tx.touched.update(c.run_id for c in claimed)
+            claimed = self._claim(req, now, tx) if req is not None else []
             return applied, claimed
 
     def _apply(self, o: Outcome, tx: _Tx) -> bool:
         c = self.conn
         cl = o.claim
         duration_ms = int(round((o.ended_at - o.started_at) * 1000))
-        if o.kind == "completed":
-            md = o.metadata or {}
-            cost = md.get("cost")
+        kind = o.kind
+        if kind == "completed":
+            md = o.metadata
+            if md and ("cost" in md or "model" in md or "tokens" in md):
+                cost = md.get("cost")
+                billing = (md.get("model"), md.get("provider"), md.get("tokens"), md.get("prompt_tokens"),
+                           md.get("completion_tokens"), cost,
+                           1 if (md.get("price_unknown") or ("cost" in md and cost is None)) else 0)
+            else:
+                billing = (None, None, None, None, None, None, 0)
+            inline, ref = self._write_outputs(cl.run_id, cl.step_id, o.outputs)
             cur = c.execute(
-                "UPDATE steps SET status = 'COMPLETED', ended_at = ?, duration_ms = ?, metadata = ?, model = ?,"
-                " provider = COALESCE(?, provider), tokens = ?, prompt_tokens = ?, completion_tokens = ?, cost = ?,"
-                " price_unknown = ?, error = NULL, error_code = NULL, owner = NULL, lease_until = NULL"
-                " WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'",
-                (o.ended_at, duration_ms, json.dumps(md) if md else None, md.get("model"), md.get("provider"),
-                 md.get("tokens"), md.get("prompt_tokens"), md.get("completion_tokens"),
-                 cost, 1 if (md.get("price_unknown") or ("cost" in md and cost is None)) else 0,
-                 cl.rowid, cl.epoch))
+                "UPDATE steps SET status = 'COMPLETED', outputs = ?, outputs_ref = ?, ended_at = ?, duration_ms = ?,"
+                " metadata = ?, model = ?, provider = COALESCE(?, provider), tokens = ?, prompt_tokens = ?,"
+                " completion_tokens = ?, cost = ?, price_unknown = ?, error = NULL, error_code = NULL, owner = NULL,"
+                " lease_until = NULL WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'",
+                (inline, ref, o.ended_at, duration_ms, _dumps(md) if md else None, *billing, cl.rowid, cl.epoch))
             if cur.rowcount == 0:
+                if ref:
+                    c.execute("DELETE FROM outputs WHERE run_id = ? AND step_id = ?", (cl.run_id, cl.step_id))
                 return False
-            c.execute("INSERT OR REPLACE INTO outputs (run_id, step_id, data) VALUES (?,?,?)",
-                      (cl.run_id, cl.step_id, json.dumps(o.outputs or {}, ensure_ascii=False)))
             if o.log:
                 self._log(cl.run_id, cl.step_id, o.ended_at, o.log)
-            self._queue_dependents(cl.run_id, cl.step_id, o.ended_at)
-            self._settle_run(cl.run_id)
-        elif o.kind == "retry":
+            if cl.dependents != "[]":
+                self._release_dependents(cl.run_id, cl.dependents, o.ended_at)
+            tx.close(cl.run_id)
+            return True
+        if kind == "retry":
             cur = c.execute(
                 "UPDATE steps SET status = 'QUEUED', due_at = ?, error = ?, error_code = ?, ended_at = ?,"
                 " duration_ms = ?, error_count = error_count + 1, owner = NULL, lease_until = NULL"
                 " WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'",
                 (o.due_at, o.error, o.error_code, o.ended_at, duration_ms, cl.rowid, cl.epoch))
-            if cur.rowcount == 0:
-                return False
-            if o.log:
+            if cur.rowcount and o.log:
                 self._log(cl.run_id, cl.step_id, o.ended_at, o.log)
-        elif o.kind == "released":
-            # Not attempted at all (shutdown before start): back to the queue, attempt not counted.
+        elif kind == "released":
+            # Handed back at shutdown: to the queue at once, the attempt not counted.
             cur = c.execute(
                 "UPDATE steps SET status = 'QUEUED', due_at = ?, attempts = MAX(attempts - 1, 0), owner = NULL,"
                 " lease_until = NULL WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'",
                 (o.due_at or o.ended_at, cl.rowid, cl.epoch))
-            if cur.rowcount == 0:
-                return False
-        elif o.kind == "failed":
+        elif kind == "failed":
             md = o.metadata or None
             cur = c.execute(
                 "UPDATE steps SET status = 'FAILED', error = ?, error_code = ?, ended_at = ?, duration_ms = ?,"
                 " error_count = error_count + 1, metadata = COALESCE(?, metadata), owner = NULL, lease_until = NULL"
                 " WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'",
-                (o.error, o.error_code, o.ended_at, duration_ms, json.dumps(md) if md else None,
-                 cl.rowid, cl.epoch))
-            if cur.rowcount == 0:
-                return False
-            if o.log:
-                self._log(cl.run_id, cl.step_id, o.ended_at, o.log)
-            self._skip_downstream(cl.run_id, cl.step_id, o.ended_at)
-            self._settle_run(cl.run_id)
+                (o.error, o.error_code, o.ended_at, duration_ms, _dumps(md) if md else None, cl.rowid, cl.epoch))
+            if cur.rowcount:
+                if o.log:
+                    self._log(cl.run_id, cl.step_id, o.ended_at, o.log)
+                tx.close(cl.run_id, 1 + self._skip_downstream(cl.run_id, cl.step_id, o.ended_at))
         else:  # pragma: no cover - programming error
-            raise ValueError(o.kind)
+            raise ValueError(kind)
+        if cur.rowcount == 0:
+            return False
         tx.touched.add(cl.run_id)
         return True
 
-    def _queue_dependents(self, run_id: str, step_id: str, now: float) -> int:
-        cur = self.conn.execute(
-            "UPDATE steps SET status = 'QUEUED', due_at = ? WHERE run_id = ? AND status = 'PENDING'"
-            " AND step_id IN (SELECT step_id FROM edges WHERE run_id = ? AND dep_id = ?)"
-            " AND NOT EXISTS (SELECT 1 FROM edges e JOIN steps d ON d.run_id = e.run_id AND d.step_id = e.dep_id"
-            "   WHERE e.run_id = steps.run_id AND e.step_id = steps.step_id AND d.status != 'COMPLETED')",
-            (now, run_id, run_id, step_id))
-        return cur.rowcount
+    def _release_dependents(self, run_id: str, dependents_json: str, now: float, *, count: bool = False) -> int:
+        """One dependency of each dependent is done; those with none left are queued."""
+        deps = json.loads(dependents_json)
+        if not deps:
+            return 0
+        self.conn.executemany(
+            "UPDATE steps SET waiting_on = waiting_on - 1,"
+            " status = CASE WHEN waiting_on <= 1 THEN 'QUEUED' ELSE status END,"
+            " due_at = CASE WHEN waiting_on <= 1 THEN ? ELSE due_at END"
+            " WHERE run_id = ? AND step_id = ? AND status = 'PENDING'",
+            [(now, run_id, d) for d in deps])
+        if not count:
+            return 0
+        marks = ",".join("?" * len(deps))
+        return self.conn.execute(f"SELECT COUNT(*) FROM steps WHERE run_id = ? AND step_id IN ({marks})"
+                                 f" AND status = 'QUEUED' AND due_at = ?", (run_id, *deps, now)).fetchone()[0]
 
     def _queue_ready(self, run_id: str, now: float) -> int:
-        cur = self.conn.execute(
-            "UPDATE steps SET status = 'QUEUED', due_at = ? WHERE run_id = ? AND status = 'PENDING'"
-            " AND NOT EXISTS (SELECT 1 FROM edges e JOIN steps d ON d.run_id = e.run_id AND d.step_id = e.dep_id"
-            "   WHERE e.run_id = steps.run_id AND e.step_id = steps.step_id AND d.status != 'COMPLETED')",
-            (now, run_id))
-        return cur.rowcount
+        """Recount from the edges and queue every PENDING step whose dependencies are all done."""
+        c = self.conn
+        c.execute("UPDATE steps SET waiting_on = (SELECT COUNT(*) FROM edges e JOIN steps d"
+                  "  ON d.run_id = e.run_id AND d.step_id = e.dep_id"
+                  "  WHERE e.run_id = steps.run_id AND e.step_id = steps.step_id AND d.status != 'COMPLETED')"
+                  " WHERE run_id = ? AND status = 'PENDING'", (run_id,))
+        return c.execute("UPDATE steps SET status = 'QUEUED', due_at = ? WHERE run_id = ? AND status = 'PENDING'"
+                         " AND waiting_on <= 0", (now, run_id)).rowcount
 
     def _skip_downstream(self, run_id: str, step_id: str, now: float) -> int:
         cur = self.conn.execute(
-            "WITH RECURSIVE down(sid) AS ("
-            "  SELECT step_id FROM edges WHERE run_id = :r AND dep_id = :s"
-            "  UNION SELECT e.step_id FROM edges e JOIN down ON e.dep_id = down.sid WHERE e.run_id = :r)"
-            " UPDATE steps SET status = 'SKIPPED', ended_at = :now,"
+            "UPDATE steps SET status = 'SKIPPED', ended_at = :now,"
             "   error = 'skipped: upstream step ' || quote(:s) || ' failed'"
-            " WHERE run_id = :r AND step_id IN (SELECT sid FROM down) AND status IN ('PENDING','QUEUED','WAITING_FOR_INPUT')",
+            " WHERE run_id = :r AND status IN ('PENDING','QUEUED','WAITING_FOR_INPUT') AND step_id IN ("
+            "   WITH RECURSIVE down(sid) AS ("
+            "     SELECT step_id FROM edges WHERE run_id = :r AND dep_id = :s"
+            "     UNION SELECT e.step_id FROM edges e JOIN down ON e.dep_id = down.sid WHERE e.run_id = :r)"
+            "   SELECT sid FROM down)",
             {"r": run_id, "s": step_id, "now": now})
         return cur.rowcount
-
-    def _start_run(self, run_id: str) -> None:
-        self.conn.execute("UPDATE runs SET status = 'RUNNING' WHERE id = ? AND status = 'PENDING'", (run_id,))
-
-    def _settle_run(self, run_id: str) -> str | None:
-        """Close the run when no step is open; the final status follows from the steps."""
-        c = self.conn
-        if c.execute(f"SELECT 1 FROM steps WHERE run_id = ? AND status IN {_OPEN_SQL} LIMIT 1",
-                     (run_id,)).fetchone():
-            return None
-        statuses = {r[0] for r in c.execute("SELECT DISTINCT status FROM steps WHERE run_id = ?", (run_id,))}
-        if "FAILED" in statuses:
-            final = RunStatus.FAILED
-            err = c.execute("SELECT step_id, error, error_code FROM steps WHERE run_id = ? AND status = 'FAILED'"
-                            " ORDER BY ended_at LIMIT 1", (run_id,)).fetchone()
-            message, code = f"step '{err[0]}' failed: {err[1]}", err[2]
-        elif "CANCELLED" in statuses:
-            final, message, code = RunStatus.CANCELLED, "cancelled", "cancelled"
-        else:
-            final, message, code = RunStatus.COMPLETED, None, None
-        c.execute("UPDATE runs SET status = ?, error = ?, error_code = ? WHERE id = ? AND status NOT IN"
-                  " ('COMPLETED','FAILED','CANCELLED')", (final.value, message, code, run_id))
-        return final.value
 
     def _log(self, run_id: str, step_id: str, ts: float, line: str) -> None:
         self.conn.execute("INSERT INTO step_logs (run_id, step_id, ts, line) VALUES (?,?,?,?)",
@@ -549,13 +599,13 @@ class Store:
     def renew_leases(self, owner: str, until: float) -> set[tuple[int, int]]:
         """Extend this owner's leases; return the (rowid, epoch) it still holds."""
         with self.transaction():
-            rows = self.conn.execute("UPDATE steps SET lease_until = ? WHERE owner = ? AND status = 'RUNNING'"
+            rows = self.conn.execute(f"UPDATE steps SET lease_until = ? WHERE {LIVE} AND status = 'RUNNING' AND owner = ?"
                                      " RETURNING rowid, epoch", (until, owner)).fetchall()
         return {(r[0], r[1]) for r in rows}
 
     def running_steps(self) -> list[RunningRow]:
         rows = self.conn.execute("SELECT rowid, run_id, step_id, owner, owner_pid, owner_start, owner_host, epoch,"
-                                 " lease_until, crash_count FROM steps WHERE status = 'RUNNING'").fetchall()
+                                 f" lease_until, crash_count FROM steps WHERE {LIVE} AND status = 'RUNNING'").fetchall()
         return [RunningRow(*r) for r in rows]
 
     def requeue_orphan(self, row: RunningRow, now: float, line: str, *, dead_letter: str | None) -> str | None:
@@ -577,31 +627,31 @@ class Store:
                 return None
             self._log(row.run_id, row.step_id, now, line)
             if dead_letter is not None:
-                self._skip_downstream(row.run_id, row.step_id, now)
-                self._settle_run(row.run_id)
-            tx.touched.add(row.run_id)
+                tx.close(row.run_id, 1 + self._skip_downstream(row.run_id, row.step_id, now))
+            else:
+                tx.touched.add(row.run_id)
             return outcome
 
     def delete_stale_steps(self) -> int:
-        """Open steps whose run is gone (a run deleted by a process without foreign keys)."""
+        """Queued or running steps whose run is gone (deleted by a process without foreign keys)."""
         with self.transaction():
-            cur = self.conn.execute(f"DELETE FROM steps WHERE status IN {_OPEN_SQL}"
+            cur = self.conn.execute(f"DELETE FROM steps WHERE {LIVE}"
                                     " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = steps.run_id)")
             return cur.rowcount
 
     def has_queued(self) -> bool:
-        return self.conn.execute("SELECT 1 FROM steps WHERE status = 'QUEUED' LIMIT 1").fetchone() is not None
+        return self.conn.execute(f"SELECT 1 FROM steps WHERE {LIVE} AND status = 'QUEUED' LIMIT 1").fetchone() is not None
 
     def has_running(self) -> bool:
-        return self.conn.execute("SELECT 1 FROM steps WHERE status = 'RUNNING' LIMIT 1").fetchone() is not None
+        return self.conn.execute(f"SELECT 1 FROM steps WHERE {LIVE} AND status = 'RUNNING' LIMIT 1").fetchone() is not None
 
     def next_due(self) -> float | None:
-        row = self.conn.execute("SELECT MIN(due_at) FROM steps WHERE status = 'QUEUED'").fetchone()
+        row = self.conn.execute(f"SELECT MIN(due_at) FROM steps WHERE {LIVE} AND status = 'QUEUED'").fetchone()
         return row[0] if row else None
 
-    def ready_count(self, now: float) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM steps WHERE status = 'QUEUED' AND due_at <= ?",
-                                 (now,)).fetchone()[0]
+    def has_ready(self, now: float) -> bool:
+        return self.conn.execute(f"SELECT 1 FROM steps WHERE {LIVE} AND status = 'QUEUED' AND due_at <= ? LIMIT 1",
+                                 (now,)).fetchone() is not None
 
     # ---- user actions: retry, cancel, delete --------------------------------
 
@@ -621,11 +671,10 @@ class Store:
                           " WHERE run_id = ? AND step_id = ?", (status, run_id, step_id))
                 self._log(run_id, step_id, now, line)
             self._queue_ready(run_id, now)
-            c.execute("UPDATE runs SET status = CASE WHEN EXISTS (SELECT 1 FROM steps WHERE run_id = :r AND status"
-                      " IN ('QUEUED','RUNNING')) OR EXISTS (SELECT 1 FROM steps WHERE run_id = :r AND status ="
-                      " 'COMPLETED' AND external = 0 AND action != 'capture') THEN 'RUNNING' ELSE 'PENDING' END,"
-                      " error = NULL, error_code = NULL WHERE id = :r", {"r": run_id})
-            self._settle_run(run_id)
+            started = c.execute("SELECT 1 FROM steps WHERE run_id = ? AND status = 'COMPLETED' AND external = 0"
+                                " AND action != 'capture' LIMIT 1", (run_id,)).fetchone() is not None
+            c.execute("UPDATE runs SET status = ?, error = NULL, error_code = NULL, open_steps = open_steps + ?"
+                      " WHERE id = ?", ("RUNNING" if started else "PENDING", len(rows), run_id))
             tx.touched.add(run_id)
             return len(rows)
 
@@ -637,16 +686,10 @@ class Store:
                              f" WHERE run_id = ? AND status IN {_OPEN_SQL} RETURNING step_id", (now, run_id)).fetchall()
             for (step_id,) in rows:
                 self._log(run_id, step_id, now, line)
-            c.execute("UPDATE runs SET status = 'CANCELLED', error = 'cancelled by the user', error_code = 'cancelled'"
-                      " WHERE id = ? AND status NOT IN ('COMPLETED','FAILED','CANCELLED')", (run_id,))
+            c.execute("UPDATE runs SET status = 'CANCELLED', error = 'cancelled by the user', error_code = 'cancelled',"
+                      " open_steps = 0 WHERE id = ? AND status NOT IN ('COMPLETED','FAILED','CANCELLED')", (run_id,))
             tx.touched.add(run_id)
             return len(rows)
-
-    def fail_run(self, run_id: str, message: str, code: str, now: float) -> None:
-        with self.transaction() as tx:
-            self.conn.execute("UPDATE runs SET status = 'FAILED', error = ?, error_code = ? WHERE id = ?",
-                              (message, code, run_id))
-            tx.touched.add(run_id)
 
     def delete_run(self, run_id: str) -> bool:
         with self.transaction():
@@ -654,41 +697,36 @@ class Store:
 
     # ---- reading ------------------------------------------------------------
 
+    def _dict_rows(self, sql: str, args: tuple) -> list[dict]:
+        cur = self.conn.execute(sql, args)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
     def run_row(self, run_id: str) -> dict | None:
-        c = self.conn
-        c.row_factory = sqlite3.Row
-        try:
-            row = c.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        finally:
-            c.row_factory = None
-        return dict(row) if row else None
+        rows = self._dict_rows("SELECT * FROM runs WHERE id = ?", (run_id,))
+        return rows[0] if rows else None
 
     def run_info(self, run_id: str) -> tuple[str, str, float] | None:
         return self.conn.execute("SELECT name, template, created_at FROM runs WHERE id = ?", (run_id,)).fetchone()
 
     def step_rows(self, run_id: str) -> list[dict]:
-        c = self.conn
-        c.row_factory = sqlite3.Row
-        try:
-            rows = c.execute("SELECT rowid AS rowid_, * FROM steps WHERE run_id = ? ORDER BY pos", (run_id,)).fetchall()
-        finally:
-            c.row_factory = None
-        return [dict(r) for r in rows]
+        return self._dict_rows("SELECT * FROM steps WHERE run_id = ? ORDER BY pos", (run_id,))
 
     def outputs(self, run_id: str, step_ids: Iterable[str] | None = None) -> dict[str, dict]:
+        c = self.conn
         if step_ids is None:
-            rows = self.conn.execute("SELECT step_id, data FROM outputs WHERE run_id = ?", (run_id,)).fetchall()
+            rows = c.execute("SELECT s.step_id, COALESCE(s.outputs, o.data) FROM steps s LEFT JOIN outputs o"
+                             " ON o.run_id = s.run_id AND o.step_id = s.step_id AND s.outputs_ref = 1"
+                             " WHERE s.run_id = ? AND s.status = 'COMPLETED'", (run_id,)).fetchall()
         else:
             ids = list(step_ids)
             if not ids:
                 return {}
-            rows = self.conn.execute(f"SELECT step_id, data FROM outputs WHERE run_id = ? AND step_id IN"
-                                     f" ({','.join('?' * len(ids))})", (run_id, *ids)).fetchall()
-        return {r[0]: json.loads(r[1]) for r in rows}
-
-    def output_sizes(self, run_id: str) -> dict[str, int]:
-        return {r[0]: r[1] for r in self.conn.execute(
-            "SELECT step_id, length(data) FROM outputs WHERE run_id = ?", (run_id,))}
+            rows = c.execute(f"SELECT s.step_id, COALESCE(s.outputs, o.data) FROM steps s LEFT JOIN outputs o"
+                             f" ON o.run_id = s.run_id AND o.step_id = s.step_id AND s.outputs_ref = 1"
+                             f" WHERE s.run_id = ? AND s.step_id IN ({','.join('?' * len(ids))})"
+                             f" AND s.status = 'COMPLETED'", (run_id, *ids)).fetchall()
+        return {r[0]: json.loads(r[1]) for r in rows if r[1] is not None}
 
     def logs(self, run_id: str) -> dict[str, list[tuple[float, str]]]:
         out: dict[str, list[tuple[float, str]]] = {}
@@ -697,31 +735,37 @@ class Store:
             out.setdefault(step_id, []).append((ts, line))
         return out
 
-    _SUMMARY = ("SELECT r.id, r.name, r.template, r.status, r.created_at, r.updated_at, r.error, r.seq,"
-                " (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id),"
-                " (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'COMPLETED'),"
-                " (SELECT COALESCE(SUM(tokens), 0) FROM steps s WHERE s.run_id = r.id AND s.status = 'COMPLETED'),"
-                " (SELECT COALESCE(SUM(cost), 0) FROM steps s WHERE s.run_id = r.id AND s.status = 'COMPLETED'),"
-                " (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'COMPLETED'"
-                "   AND s.price_unknown = 1),"
-                " (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'FAILED'),"
-                " r.budget_usd, r.error_code FROM runs r")
-    SUMMARY_FIELDS = ("id", "name", "template", "status", "created_at", "updated_at", "error", "seq", "total_steps",
+    _SUMMARY = ("SELECT r.id, r.name, r.template, r.status, r.created_at, r.updated_at, r.error,"
+                " COUNT(s.step_id), COALESCE(SUM(s.status = 'COMPLETED'), 0),"
+                " COALESCE(SUM(CASE WHEN s.status = 'COMPLETED' THEN s.tokens END), 0),"
+                " COALESCE(SUM(CASE WHEN s.status = 'COMPLETED' THEN s.cost END), 0),"
+                " COALESCE(SUM(s.status = 'COMPLETED' AND s.price_unknown = 1), 0),"
+                " COALESCE(SUM(s.status = 'FAILED'), 0), r.budget_usd, r.error_code"
+                " FROM runs r LEFT JOIN steps s ON s.run_id = r.id")
+    SUMMARY_FIELDS = ("id", "name", "template", "status", "created_at", "updated_at", "error", "total_steps",
                       "completed_steps", "total_tokens", "total_cost", "unknown_cost_steps", "failed_steps",
                       "budget_usd", "error_code")
 
-    def run_summaries(self, limit: int = 50, offset: int = 0) -> list[dict]:
-        rows = self.conn.execute(self._SUMMARY + " ORDER BY r.created_at DESC, r.rowid DESC LIMIT ? OFFSET ?",
-                                 (limit, offset)).fetchall()
+    def _summaries(self, where: str, args: tuple, tail: str = "") -> list[dict]:
+        rows = self.conn.execute(f"{self._SUMMARY} {where} GROUP BY r.id {tail}", args).fetchall()
         return [dict(zip(self.SUMMARY_FIELDS, r)) for r in rows]
+
+    def run_summaries(self, limit: int = 50, offset: int = 0) -> list[dict]:
+        return self._summaries("WHERE r.id IN (SELECT id FROM runs ORDER BY created_at DESC, rowid DESC"
+                               " LIMIT ? OFFSET ?)", (limit, offset), "ORDER BY r.created_at DESC, r.rowid DESC")
 
     def run_summary(self, run_id: str) -> dict | None:
-        row = self.conn.execute(self._SUMMARY + " WHERE r.id = ?", (run_id,)).fetchone()
-        return dict(zip(self.SUMMARY_FIELDS, row)) if row else None
+        rows = self._summaries("WHERE r.id = ?", (run_id,))
+        return rows[0] if rows else None
 
-    def changed_since(self, seq: int, limit: int = 200) -> list[dict]:
-        rows = self.conn.execute(self._SUMMARY + " WHERE r.seq > ? ORDER BY r.seq LIMIT ?", (seq, limit)).fetchall()
-        return [dict(zip(self.SUMMARY_FIELDS, r)) for r in rows]
+    def active_or_recent(self, since: float, known: Iterable[str] = ()) -> list[tuple[str, float, str]]:
+        """(id, updated_at, status) of runs that are open, created since `since`, or in `known`:
+        what an event feed must look at, without an index that every step change would touch."""
+        ids = list(known)
+        marks = ",".join("?" * len(ids)) or "NULL"
+        return self.conn.execute(
+            f"SELECT id, updated_at, status FROM runs WHERE status IN ('PENDING','RUNNING') OR created_at >= ?"
+            f" OR id IN ({marks})", (since, *ids)).fetchall()
 
     def count_runs(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
@@ -743,5 +787,5 @@ class Store:
     def spend_since(self, since: float) -> dict[str, float]:
         """Known cost of completed model steps since a time, per provider."""
         return {r[0] or "unknown": r[1] for r in self.conn.execute(
-            "SELECT provider, SUM(cost) FROM steps WHERE status = 'COMPLETED' AND cost IS NOT NULL AND ended_at >= ?"
+            "SELECT provider, SUM(cost) FROM steps WHERE cost IS NOT NULL AND ended_at >= ? AND status = 'COMPLETED'"
             " GROUP BY provider", (since,))}

@@ -1,0 +1,514 @@
+"""What every chat action shares: parameters, the context-window rule, keys, estimates,
+metadata, pricing, and the translation of HTTP failures into step errors.
+
+A provider module (openai.py, gemini.py) subclasses ChatAdapter and implements
+`_complete()`, which performs one request through the provider's SDK and either
+returns a ChatReply or raises a StepError built with `http_error()` / `transport_error()`.
+No SDK is imported here.
+
+    run(params, ctx)
+      -> settings (read now, so a key fixed before `retry` is used)
+      -> fit_prompt: check the context window; fail, or truncate when asked
+      -> no key: PermanentStepError(code="no_provider") naming the variable and the cost
+      -> _complete(): one attempt, SDK retries off; the engine owns retries
+      -> price the usage at the request time -> StepResult(outputs, metadata)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+import re
+import time
+import weakref
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Callable
+
+from .. import pricing, tokens
+from ..config import ProviderSettings, load_config, provider_settings
+from ..errors import PermanentStepError, StepError, TransientStepError
+from .base import AdapterResult, BaseAdapter, StepContext, StepResult
+
+log = logging.getLogger(__name__)
+
+ON_OVERFLOW = ("fail", "truncate")
+DETAIL_LIMIT = 300
+# A local server that reports fewer prompt tokens than this share of our count has cut
+# the prompt to its own context size (Ollama's num_ctx does so without an error).
+SERVER_CUT_RATIO = 0.6
+SERVER_CUT_MIN_TOKENS = 1024
+
+
+@dataclass
+class ChatRequest:
+    model: str
+    prompt: str
+    system: str | None
+    temperature: float | None
+    max_tokens: int | None
+    timeout_s: float
+
+
+@dataclass
+class ChatReply:
+    text: str
+    finish_reason: str | None
+    usage: pricing.Usage
+    reasoning: str | None = None
+    request_id: str | None = None
+    response_model: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(ts: datetime) -> str:
+    return ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# ---- error translation -----------------------------------------------------------------
+
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds to wait from retry-after-ms / Retry-After (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    get = headers.get
+    value = get("retry-after-ms") or get("Retry-After-Ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = get("retry-after") or get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - utc_now()).total_seconds())
+
+
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*s\s*$")
+
+
+def parse_retry_info(body: Any) -> float | None:
+    """google.rpc.RetryInfo's retryDelay ("17s", "0.5s" or {seconds, nanos}) in an error body."""
+    error = body.get("error", body) if isinstance(body, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    if not isinstance(details, list):
+        return None
+    for item in details:
+        if not isinstance(item, dict) or not str(item.get("@type", "")).endswith("RetryInfo"):
+            continue
+        delay = item.get("retryDelay")
+        if isinstance(delay, str):
+            m = _DURATION.match(delay)
+            if m:
+                return float(m.group(1))
+        elif isinstance(delay, dict):
+            return float(delay.get("seconds", 0)) + float(delay.get("nanos", 0)) / 1e9
+    return None
+
+
+def error_detail(body: Any, fallback: str = "") -> str:
+    """The provider's own words from an error body, short and on one line."""
+    message = None
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            message = err.get("message") or err.get("status")
+        elif isinstance(err, str):
+            message = err
+    elif isinstance(body, str):
+        message = body
+    text = " ".join(str(message or fallback or "").split())
+    if len(text) > DETAIL_LIMIT:
+        text = text[:DETAIL_LIMIT] + "..."
+    if text and not text.endswith((".", "!", "?", "...")):
+        text += "."
+    return text
+
+
+def _error_code(body: Any) -> str:
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            return str(err.get("code") or err.get("type") or err.get("status") or "")
+    return ""
+
+
+def http_error(adapter: ChatAdapter, status: int, body: Any, headers: Any, model: str,
+               settings: ProviderSettings, fallback: str = "") -> StepError:
+    """A provider's HTTP error status as a transient or permanent step error."""
+    label, provider = adapter.label, adapter.provider
+    detail = error_detail(body, fallback) or "no details."
+    if settings.api_key:
+        detail = detail.replace(settings.api_key, "***")
+    code = _error_code(body).lower()
+    meta = {"provider": provider, "model": model, "http_status": status}
+    retry_after = parse_retry_after(headers)
+    if retry_after is None:
+        retry_after = parse_retry_info(body)
+    if status == 429:
+        if "insufficient_quota" in code or "insufficient_quota" in detail.lower():
+            return PermanentStepError(
+                f"{label} says the account has no quota left (HTTP 429 insufficient_quota): "
+                f"{detail} Add credit or raise the limit in the provider's console; "
+                "retrying will not help.", code="provider_quota", metadata=meta)
+        wait = f" The provider asks to wait {retry_after:g} s." if retry_after is not None else ""
+        meta["retry_after"] = retry_after
+        return TransientStepError(f"{label} rate limit (HTTP 429): {detail}{wait}",
+                                  retry_after=retry_after, code="rate_limited", metadata=meta)
+    if status >= 500 or status in (408, 409):
+        return TransientStepError(f"{label} server error (HTTP {status}): {detail}",
+                                  retry_after=retry_after,
+                                  code="provider_unavailable", metadata=meta)
+    lowered = detail.lower()
+    if status == 401 or status in (400, 403) and "api key" in lowered and any(
+            word in lowered for word in ("not valid", "invalid", "expired", "incorrect")):
+        return PermanentStepError(
+            f"{label} rejected the API key (HTTP {status}): {detail} Check {settings.key_env}, "
+            f"or store a new key with `hybrid-engine keys set {provider}`.",
+            code="provider_auth", metadata=meta)
+    if status == 403:
+        return PermanentStepError(
+            f"{label} refused the request (HTTP 403): {detail} The key may not have access "
+            f"to model '{model}', or the service is not offered where you are.",
+            code="provider_forbidden", metadata=meta)
+    if status == 404:
+        return PermanentStepError(
+            f"{label} does not know model '{model}' at {settings.base_url or 'its default URL'} "
+            f"(HTTP 404): {detail} Check the model id and the base URL"
+            + (f" (for Ollama: `ollama pull {model}`)." if provider == "local" else "."),
+            code="provider_not_found", metadata=meta)
+    hint = ""
+    if "context" in lowered and ("length" in lowered or "window" in lowered) or "too long" in lowered \
+            or "maximum" in lowered and "token" in lowered:
+        hint = (" The prompt is longer than the model accepts: set `on_overflow: truncate` "
+                "on the step, or choose a model with a larger context window.")
+    return PermanentStepError(f"{label} rejected the request (HTTP {status}): {detail}{hint}",
+                              code="provider_rejected", metadata=meta)
+
+
+def transport_error(adapter: ChatAdapter, exc: BaseException, model: str, timeout_s: float,
+                    settings: ProviderSettings, *, timed_out: bool) -> StepError:
+    meta = {"provider": adapter.provider, "model": model}
+    if timed_out:
+        return TransientStepError(
+            f"{adapter.label} did not answer within {timeout_s:g} s (timeout).",
+            code="provider_timeout", metadata=meta)
+    cause = exc.__cause__ or exc.__context__
+    reason = f"{exc}" + (f" ({type(cause).__name__}: {cause})" if cause and str(cause) else "")
+    return TransientStepError(
+        f"{adapter.label} could not be reached at {settings.base_url or 'its default URL'}: "
+        f"{reason}.", code="provider_unreachable", metadata=meta)
+
+
+def malformed(adapter: ChatAdapter, model: str, what: str) -> PermanentStepError:
+    what = " ".join(str(what).split())[:DETAIL_LIMIT]
+    return PermanentStepError(
+        f"{adapter.label} sent a response that is not a valid chat completion ({what}). "
+        "The provider or a proxy in between answered with something else; check the base URL.",
+        code="provider_bad_response", metadata={"provider": adapter.provider, "model": model})
+
+
+# ---- clients, one per event loop ---------------------------------------------------------
+
+class ClientCache:
+    """SDK clients hold connection pools bound to the event loop that first used them."""
+
+    def __init__(self) -> None:
+        self._by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict]" = \
+            weakref.WeakKeyDictionary()
+
+    def get(self, key: tuple, factory: Callable[[], Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        clients = self._by_loop.setdefault(loop, {})
+        client = clients.get(key)
+        if client is None:
+            client = clients[key] = factory()
+        return client
+
+
+# ---- the action ------------------------------------------------------------------------
+
+class ChatAdapter(BaseAdapter):
+    provider: str = ""  # settings key and metadata["provider"]
+    label: str = ""  # how messages name the provider
+    needs_key: bool = True
+
+    # -- subclasses ------------------------------------------------------------------
+    def _prepare(self, settings: ProviderSettings, request: ChatRequest) -> None:
+        """Import the SDK and build the client before the clock starts."""
+
+    async def _complete(self, request: ChatRequest, settings: ProviderSettings,
+                        ctx: StepContext) -> ChatReply:
+        raise NotImplementedError
+
+    # -- parameters --------------------------------------------------------------------
+    def _request(self, params: dict[str, Any], settings: ProviderSettings | None = None) -> ChatRequest:
+        model = params.get("model")
+        prompt = params.get("prompt")
+        if not isinstance(model, str) or not model.strip():
+            raise PermanentStepError(f"{self.spec.name}: the `model` parameter is required "
+                                     "(the provider's model id, e.g. gpt-4o-mini).", code="bad_params")
+        if not isinstance(prompt, str):
+            raise PermanentStepError(f"{self.spec.name}: the `prompt` parameter must be text.",
+                                     code="bad_params")
+        system = params.get("system")
+        temperature = params.get("temperature")
+        max_tokens = params.get("max_tokens")
+        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+            raise PermanentStepError(f"{self.spec.name}: `max_tokens` must be a positive integer.",
+                                     code="bad_params")
+        timeout_s = params.get("timeout_s") or (settings.timeout_s if settings else None) \
+            or getattr(self.spec, "default_timeout_s", 120.0)
+        return ChatRequest(model=model.strip(), prompt=prompt, system=system or None,
+                           temperature=float(temperature) if temperature is not None else None,
+                           max_tokens=max_tokens, timeout_s=float(timeout_s))
+
+    @staticmethod
+    def _on_overflow(params: dict[str, Any]) -> str:
+        value = params.get("on_overflow") or "fail"
+        if value not in ON_OVERFLOW:
+            raise PermanentStepError(f"on_overflow must be 'fail' or 'truncate', not {value!r}.",
+                                     code="bad_params")
+        return value
+
+    # -- the context-window rule ---------------------------------------------------------
+    def fit_prompt(self, request: ChatRequest, on_overflow: str,
+                   config: dict | None = None) -> dict[str, Any]:
+        """Fail or truncate a prompt that does not fit; returns metadata to record."""
+        limits = tokens.model_limits(request.model, self.provider, config)
+        window = limits.context_window
+        if window is None:
+            return {}
+        info: dict[str, Any] = {"context_window": window}
+        budget = window - (request.max_tokens or 0)
+        system = request.system or ""
+        overhead = tokens.TOKENS_PER_MESSAGE * (2 if system else 1) + tokens.REPLY_PRIMING
+        if tokens.max_tokens_bound(request.prompt) + tokens.max_tokens_bound(system) + overhead <= budget:
+            return info  # cannot overflow: every token covers at least one byte
+        count = tokens.count_chat_tokens(request.prompt, system, request.model, self.provider)
+        if count.tokens <= budget:
+            return info
+        reserved = f", {request.max_tokens:,} of them kept for the answer" if request.max_tokens else ""
+        approx = "" if count.exact else "about "
+        if on_overflow != "truncate":
+            raise PermanentStepError(
+                f"The prompt is {approx}{count.tokens:,} tokens but {request.model} accepts at most "
+                f"{budget:,} (its context window is {window:,} tokens{reserved}). Nothing was sent. "
+                "Set `on_overflow: truncate` on the step to send the first part of it, "
+                "or choose a model with a larger context window.",
+                code="context_overflow",
+                metadata={"provider": self.provider, "model": request.model,
+                          "prompt_tokens_estimated": count.tokens, "context_window": window})
+        prompt_count = tokens.count_tokens(request.prompt, request.model, self.provider)
+        fixed = count.tokens - prompt_count.tokens
+        margin = 1.0 if count.exact else 1.0 / (1.0 + count.slack / 2)
+        target = int(math.floor((budget - fixed) * margin))
+        if target <= 0:
+            raise PermanentStepError(
+                f"The system message alone is {approx}{fixed:,} tokens, more than the "
+                f"{budget:,} {request.model} takes; nothing can be kept of the prompt.",
+                code="context_overflow", metadata={"provider": self.provider, "model": request.model})
+        encoding, _ = tokens.encoding_for(request.model, self.provider)
+        kept_text, kept, total = tokens.truncate(request.prompt, target, encoding)
+        request.prompt = kept_text
+        share = kept / total if total else 1.0
+        info.update({"truncated": True, "truncated_by": "engine",
+                     "prompt_kept_share": round(share, 4),
+                     "prompt_tokens_before_truncation": total, "prompt_tokens_kept": kept,
+                     "prompt_chars_kept": len(kept_text)})
+        return info
+
+    def _server_cut(self, request: ChatRequest, reported: int, on_overflow: str,
+                    meta: dict[str, Any]) -> None:
+        """A local server that read far fewer tokens than we sent has cut the prompt."""
+        if self.provider != "local" or not reported:
+            return
+        if tokens.max_tokens_bound(request.prompt) < SERVER_CUT_MIN_TOKENS:
+            return
+        sent = tokens.count_chat_tokens(request.prompt, request.system, request.model,
+                                        self.provider).tokens
+        if sent < SERVER_CUT_MIN_TOKENS or reported >= sent * SERVER_CUT_RATIO:
+            return
+        share = reported / sent
+        if on_overflow != "truncate":
+            raise PermanentStepError(
+                f"The local server read only {reported:,} of about {sent:,} prompt tokens: it cut "
+                "the prompt to its own context size (Ollama's num_ctx, LM Studio's context "
+                "length), so the answer would cover part of the page only. Raise the context "
+                "size on the server, or set `on_overflow: truncate` on the step and "
+                f'`[models."{request.model}"] context_window` in config.toml.',
+                code="context_overflow",
+                metadata={**meta, "prompt_tokens_estimated": sent})
+        meta.update({"truncated": True, "truncated_by": "server",
+                     "prompt_kept_share": round(share, 4),
+                     "prompt_tokens_before_truncation": sent})
+
+    # -- keys and estimates ----------------------------------------------------------------
+    def estimate(self, params: dict[str, Any]) -> dict:
+        """Prompt tokens and a cost range, offline; never calls the provider."""
+        request = self._request(params)
+        on_overflow = params.get("on_overflow") or "fail"
+        config = self._config(strict=False)
+        limits = tokens.model_limits(request.model, self.provider, config)
+        count = tokens.count_chat_tokens(request.prompt, request.system, request.model, self.provider)
+        max_out = request.max_tokens or limits.max_output_tokens
+        low, high = count.low, count.high
+        fits = True
+        if limits.context_window is not None:
+            budget = limits.context_window - (request.max_tokens or 0)
+            fits = count.tokens <= budget
+            if not fits and on_overflow == "truncate":
+                low, high = min(low, budget), min(high, budget)
+        cost_min = pricing.price(request.model, self.provider, pricing.Usage(low, 0), config=config)
+        cost_max = pricing.price(request.model, self.provider, pricing.Usage(high, max_out),
+                                 config=config)
+        return {
+            "provider": self.provider, "model": request.model,
+            "prompt_tokens": count.tokens, "prompt_tokens_min": low, "prompt_tokens_max": high,
+            "max_output_tokens": max_out,
+            "cost_min": cost_min.usd, "cost_max": cost_max.usd,
+            "price_unknown": cost_max.price_unknown, "price_source": cost_max.source,
+            "tokenizer": count.encoding if count.method == "bpe" else "heuristic",
+            "exact": count.exact, "context_window": limits.context_window,
+            "fits": fits, "on_overflow": on_overflow,
+            **({} if fits else {"warning": (
+                f"the prompt is {'' if count.exact else 'about '}{count.tokens:,} tokens, over the "
+                f"{limits.context_window:,}-token context window of {request.model}: "
+                + ("it will be truncated" if on_overflow == "truncate" else
+                   "the step will fail unless it sets on_overflow: truncate"))}),
+        }
+
+    def _cost_phrase(self, params: dict[str, Any]) -> str:
+        try:
+            est = self.estimate(params)
+        except Exception:  # the estimate only decorates the message
+            return ""
+        what = f"{est['model']}, about {est['prompt_tokens']:,} prompt tokens, " \
+               f"up to {est['max_output_tokens']:,} output tokens"
+        if est["price_unknown"]:
+            return f" This step's price is unknown ({what})."
+        return (f" This step would have cost about ${est['cost_min']:.4f} to "
+                f"${est['cost_max']:.4f} ({what}).")
+
+    def _no_key(self, settings: ProviderSettings, params: dict[str, Any]) -> PermanentStepError:
+        others = " or GOOGLE_API_KEY" if self.provider == "gemini" else ""
+        return PermanentStepError(
+            f"No {self.label} API key. Set {settings.key_env}{others}, or run "
+            f"`hybrid-engine keys set {self.provider}` (a host started by the browser does not "
+            f"see variables exported in your shell).{self._cost_phrase(params)}",
+            code="no_provider",
+            metadata={"provider": self.provider, "model": params.get("model"),
+                      "key_env": settings.key_env})
+
+    # -- running -------------------------------------------------------------------------
+    def _config(self, strict: bool = True) -> dict:
+        """config.toml, read once per call so every part of it sees the same settings."""
+        try:
+            return load_config()
+        except Exception as exc:  # a broken config.toml: say so, do not retry
+            if not strict:
+                return {}
+            raise PermanentStepError(f"{self.label} settings could not be read: {exc}",
+                                     code="bad_config") from exc
+
+    async def run(self, params: dict[str, Any], ctx: StepContext) -> StepResult:
+        config = self._config()
+        settings = provider_settings(self.provider, config)
+        request = self._request(params, settings)
+        on_overflow = self._on_overflow(params)
+        if self.needs_key and not settings.api_key:
+            raise self._no_key(settings, params)
+        if tokens.max_tokens_bound(request.prompt) > 200_000:
+            fit = await asyncio.to_thread(self.fit_prompt, request, on_overflow, config)
+        else:
+            fit = self.fit_prompt(request, on_overflow, config)
+        if fit.get("truncated"):
+            ctx.log(f"prompt truncated to fit {request.model}'s context window: kept "
+                    f"{fit['prompt_kept_share']:.0%} ({fit['prompt_tokens_kept']:,} of "
+                    f"{fit['prompt_tokens_before_truncation']:,} tokens)")
+        self._prepare(settings, request)
+        started = utc_now()
+        t0 = time.perf_counter()
+        try:
+            reply = await self._complete(request, settings, ctx)
+        except StepError as exc:
+            exc.metadata.setdefault("provider", self.provider)
+            exc.metadata.setdefault("model", request.model)
+            exc.metadata.setdefault("duration_ms", round((time.perf_counter() - t0) * 1000))
+            exc.metadata.setdefault("timestamp", iso(started))
+            raise
+        duration_ms = round((time.perf_counter() - t0) * 1000)
+        usage = reply.usage
+        cost = pricing.price(request.model, self.provider, usage, started, config)
+        meta: dict[str, Any] = {
+            "provider": self.provider,
+            "model": request.model,
+            "response_model": reply.response_model,
+            "tokens": usage.total_tokens,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "cached_tokens": usage.cached_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+            **cost.as_metadata(),
+            "duration_ms": duration_ms,
+            "timestamp": iso(started),
+            "request_id": reply.request_id,
+            "finish_reason": reply.finish_reason,
+            "attempt": ctx.attempt,
+        }
+        meta.update(fit)
+        meta.update(reply.extra)
+        if self.provider == "local":
+            await asyncio.to_thread(self._server_cut, request, usage.prompt_tokens, on_overflow, meta)
+        if cost.price_unknown:
+            ctx.log(f"no price known for {self.provider} model {request.model}: cost recorded "
+                    f'as unknown (set [prices."{request.model}"] in config.toml to price it)')
+        outputs: dict[str, Any] = {"text": reply.text, "finish_reason": reply.finish_reason}
+        if reply.reasoning:
+            outputs["reasoning"] = reply.reasoning
+        return StepResult(outputs=outputs, metadata=meta)
+
+    # -- the seed's adapter interface ----------------------------------------------------
+    async def execute(self, prompt: str, **params: Any) -> AdapterResult:
+        ctx = params.pop("ctx", None) or StepContext(run_id="", step_id="", action=self.spec.name,
+                                                     attempt=1)
+        try:
+            result = await self.run({**params, "prompt": prompt}, ctx)
+        except StepError as exc:
+            return AdapterResult(output=None, error=exc.message,
+                                 metadata={**exc.metadata, "error_code": exc.code})
+        return AdapterResult(output=result.outputs.get("text"), metadata=result.metadata)
+
+    def calculate_cost(self, model: str, usage: dict, when=None) -> float | None:
+        return pricing.price(model, self.provider, pricing.Usage(
+            prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
+            completion_tokens=int(usage.get("completion_tokens", 0) or 0),
+            cached_tokens=int(usage.get("cached_tokens", 0) or 0),
+            reasoning_tokens=int(usage.get("reasoning_tokens", 0) or 0)), when).usd
+
+
+def as_int(value: Any) -> int:
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+__all__ = ["ChatAdapter", "ChatRequest", "ChatReply", "ClientCache", "http_error",
+           "transport_error", "malformed", "parse_retry_after", "parse_retry_info", "as_int"]
