@@ -68,6 +68,8 @@ class Executor:
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._run_cache: dict[str, dict] = {}
+        self._limited_actions = frozenset(self.limits.per_action)
+        self._limited_providers = frozenset(self.limits.per_provider)
         self.executed = 0
 
     # ---- control -------------------------------------------------------------
@@ -104,7 +106,12 @@ class Executor:
 
     async def _main(self, until_idle: bool) -> None:
         store = self.store
+        yielded = clock.now()
         while not self._stopping:
+            if self._done and clock.now() - yielded > 0.02:
+                # A long chain of inline steps never awaits: let tasks, leases and events breathe.
+                await asyncio.sleep(0)
+                yielded = clock.now()
             outcomes, self._done = self._done, []
             req = self._claim_request()
             now = clock.now()
@@ -159,7 +166,8 @@ class Executor:
                 free = min(free, room)
         return ClaimRequest(owner=self.owner, pid=self.pid, start=self.start_ticks, host=procs.hostname(),
                             lease_until=clock.now() + self.lease_s, limit=max(0, free),
-                            exclude_actions=ex_actions, exclude_providers=ex_providers)
+                            exclude_actions=ex_actions, exclude_providers=ex_providers,
+                            limited_actions=self._limited_actions, limited_providers=self._limited_providers)
 
     # ---- one step ---------------------------------------------------------------
 
@@ -237,8 +245,10 @@ class Executor:
         if not isinstance(result, StepResult):
             return self._failure(c, PermanentStepError(f"action '{c.action}' returned {type(result).__name__}, "
                                                        f"not a StepResult", code="internal"), started)
-        md = dict(result.metadata or {})
-        md.setdefault("duration_ms", int(round((ended - started) * 1000)))
+        md = result.metadata
+        if md:
+            md = dict(md)
+            md.setdefault("duration_ms", int(round((ended - started) * 1000)))
         return Outcome(claim=c, kind="completed", started_at=started, ended_at=ended, outputs=result.outputs,
                        metadata=md)
 
@@ -279,7 +289,8 @@ class Executor:
             await asyncio.sleep(interval)
             try:
                 if self._inflight:
-                    held = self.store.renew_leases(self.owner, clock.now() + self.lease_s)
+                    held = self.store.renew_leases([(c.rowid, c.epoch) for c, _ in self._inflight.values()],
+                                                   clock.now() + self.lease_s)
                     for rowid, (c, task) in list(self._inflight.items()):
                         if (c.rowid, c.epoch) not in held:
                             log.warning("run %s step %s: lease lost (cancelled or taken over); stopping it",

@@ -39,7 +39,6 @@ MIGRATIONS: list[str] = [
         id          TEXT PRIMARY KEY,
         name        TEXT NOT NULL,
         template    TEXT NOT NULL,
-        definition  TEXT NOT NULL,
         status      TEXT NOT NULL,
         budget_usd  REAL,
         error       TEXT,
@@ -50,6 +49,13 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX runs_created ON runs(created_at);
     CREATE INDEX runs_active ON runs(status) WHERE status IN ('PENDING','RUNNING');
+
+    -- The template as the run was started from it: written once, kept off the runs row,
+    -- which changes at every step and must stay small.
+    CREATE TABLE run_definitions (
+        run_id     TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+        definition TEXT NOT NULL
+    );
 
     CREATE TABLE steps (
         run_id        TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
@@ -92,7 +98,7 @@ MIGRATIONS: list[str] = [
         external      INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (run_id, step_id)
     );
-    CREATE INDEX steps_live ON steps(status, due_at) WHERE status IN ('QUEUED','RUNNING');
+    CREATE INDEX steps_queue ON steps(due_at) WHERE status = 'QUEUED';
     CREATE INDEX steps_billed ON steps(ended_at) WHERE cost IS NOT NULL;
 
     CREATE TABLE edges (
@@ -125,9 +131,10 @@ MIGRATIONS: list[str] = [
 
 INLINE_OUTPUT_MAX = 8192
 
-# Repeated verbatim in queries: SQLite uses a partial index only when the query
-# contains the index's WHERE term exactly.
-LIVE = "status IN ('QUEUED','RUNNING')"
+# RUNNING steps are found through the runs that are open (runs_active), not through an
+# index of their own: a chain step then goes PENDING -> RUNNING -> COMPLETED touching no
+# index at all, and recovery still costs O(steps of open runs), not O(history).
+ACTIVE_RUNS = "run_id IN (SELECT id FROM runs WHERE status IN ('PENDING','RUNNING'))"
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -191,6 +198,9 @@ class ClaimRequest:
     limit: int
     exclude_actions: Iterable[str] = ()
     exclude_providers: Iterable[str] = ()
+    # Groups with a concurrency limit: their steps always go through the queue.
+    limited_actions: frozenset = frozenset()
+    limited_providers: frozenset = frozenset()
 
 
 @dataclass
@@ -234,8 +244,11 @@ def _secure_create(path: Path) -> None:
         pass
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # json.dumps with options builds one per call
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 class Store:
@@ -309,12 +322,16 @@ class Store:
         ts = _now()
         c = self.conn
         for run_id in tx.touched:
-            row = c.execute(
-                "UPDATE runs SET open_steps = open_steps - ?, updated_at = ?,"
-                " status = CASE WHEN status = 'PENDING' AND ? THEN 'RUNNING' ELSE status END"
-                " WHERE id = ? RETURNING open_steps, status",
-                (tx.closed.get(run_id, 0), ts, run_id in tx.started, run_id)).fetchone()
-            if row is not None and row[0] <= 0 and row[1] in ("PENDING", "RUNNING"):
+            # `status` is written only when it changes: assigning it at all would touch runs_active.
+            row = c.execute("UPDATE runs SET open_steps = open_steps - ?, updated_at = ? WHERE id = ?"
+                            " RETURNING open_steps, status", (tx.closed.get(run_id, 0), ts, run_id)).fetchone()
+            if row is None:
+                continue
+            open_steps, status = row
+            if status == "PENDING" and run_id in tx.started:
+                c.execute("UPDATE runs SET status = 'RUNNING' WHERE id = ?", (run_id,))
+                status = "RUNNING"
+            if open_steps <= 0 and status in ("PENDING", "RUNNING"):
                 self._finish_run(run_id)
 
     def _finish_run(self, run_id: str) -> None:
@@ -369,15 +386,16 @@ class Store:
 
     def create_run(self, run_id: str, name: str, template: str, definition: dict, budget_usd: float | None,
                    steps: list[NewStep], now: float) -> None:
-        dependents: dict[str, list[str]] = {s.step_id: [] for s in steps}
+        dependents: dict[str, list] = {s.step_id: [] for s in steps}
         for s in steps:
             for d in s.deps:
-                dependents[d].append(s.step_id)
+                dependents[d].append([s.step_id, s.action, s.provider])
         with self.transaction():
             c = self.conn
-            c.execute("INSERT INTO runs (id, name, template, definition, status, budget_usd, open_steps, created_at,"
-                      " updated_at) VALUES (?, ?, ?, ?, 'PENDING', ?, ?, ?, ?)",
-                      (run_id, name, template, _dumps(definition), budget_usd, len(steps), now, now))
+            c.execute("INSERT INTO runs (id, name, template, status, budget_usd, open_steps, created_at,"
+                      " updated_at) VALUES (?, ?, ?, 'PENDING', ?, ?, ?, ?)",
+                      (run_id, name, template, budget_usd, len(steps), now, now))
+            c.execute("INSERT INTO run_definitions (run_id, definition) VALUES (?, ?)", (run_id, _dumps(definition)))
             c.executemany(
                 "INSERT INTO steps (run_id, step_id, pos, name, action, provider, params, deps, dependents, waiting_on,"
                 " status, max_retries, timeout_s, due_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -415,7 +433,7 @@ class Store:
                       " started_at = ?, ended_at = ?, duration_ms = 0, error = NULL, error_code = NULL"
                       " WHERE run_id = ? AND step_id = ?", (inline, ref, _dumps(metadata), now, now, run_id, step_id))
             self._log(run_id, step_id, now, log)
-            queued = self._release_dependents(run_id, row[0], now, count=True)
+            queued = self._release_dependents(run_id, row[0], now, tx)
             tx.close(run_id)
             tx.started.add(run_id)
             return queued
@@ -445,10 +463,13 @@ class Store:
     _CLAIM_COLS = ("rowid, run_id, step_id, action, provider, params, dependents, epoch, attempts, error_count,"
                    " crash_count, max_retries, timeout_s")
 
+    _CLAIM_SET = ("status = 'RUNNING', owner = ?, owner_pid = ?, owner_start = ?, owner_host = ?, epoch = epoch + 1,"
+                  " lease_until = ?, attempts = attempts + 1, started_at = ?, ended_at = NULL")
+
     def _claim(self, req: ClaimRequest, now: float, tx: _Tx) -> list[Claimed]:
         if req.limit <= 0:
             return []
-        where = f"{LIVE} AND status = 'QUEUED' AND due_at <= ?"
+        where = "status = 'QUEUED' AND due_at <= ?"
         args: list[Any] = [now]
         ex_a, ex_p = list(req.exclude_actions), list(req.exclude_providers)
         if ex_a:
@@ -457,10 +478,8 @@ class Store:
         if ex_p:
             where += f" AND (provider IS NULL OR provider NOT IN ({','.join('?' * len(ex_p))}))"
             args += ex_p
-        sql = (f"UPDATE steps SET status = 'RUNNING', owner = ?, owner_pid = ?, owner_start = ?, owner_host = ?,"
-               f" epoch = epoch + 1, lease_until = ?, attempts = attempts + 1, started_at = ?, ended_at = NULL"
-               f" WHERE rowid IN (SELECT rowid FROM steps WHERE {where} ORDER BY due_at LIMIT ?)"
-               f" RETURNING {self._CLAIM_COLS}")
+        sql = (f"UPDATE steps SET {self._CLAIM_SET} WHERE rowid IN"
+               f" (SELECT rowid FROM steps WHERE {where} ORDER BY due_at LIMIT ?) RETURNING {self._CLAIM_COLS}")
         rows = self.conn.execute(sql, [req.owner, req.pid, req.start, req.host, req.lease_until, now, *args,
                                        req.limit]).fetchall()
         claimed = [Claimed(*r) for r in rows]
@@ -476,15 +495,24 @@ class Store:
     def settle(self, outcomes: list[Outcome], req: ClaimRequest | None, now: float) -> tuple[list[bool], list[Claimed]]:
         """Apply outcomes and claim the next batch, all in one commit.
 
-        Returns, per outcome, whether it was applied (False: the lease was lost and
-        another owner has the step), and the newly claimed steps.
+        A dependent that a completion makes ready is claimed on the spot when the
+        request has room for it ("continuation"): a chain then costs one commit per
+        step and never passes through the queue. Returns, per outcome, whether it was
+        applied (False: the lease was lost and another owner has the step), and the
+        newly claimed steps.
         """
         with self.transaction() as tx:
-            applied = [self._apply(o, tx) for o in outcomes]
-            claimed = self._claim(req, now, tx) if req is not None else []
+            claimed: list[Claimed] = []
+            room = [req.limit if req is not None else 0]
+            applied = [self._apply(o, tx, req, room, claimed) for o in outcomes]
+            if req is not None and room[0] > 0 and (not claimed or self.conn.execute(
+                    "SELECT 1 FROM steps WHERE status = 'QUEUED' AND due_at <= ? LIMIT 1", (now,)).fetchone()):
+                req.limit = room[0]
+                claimed += self._claim(req, now, tx)
             return applied, claimed
 
-    def _apply(self, o: Outcome, tx: _Tx) -> bool:
+    def _apply(self, o: Outcome, tx: _Tx, req: ClaimRequest | None = None, room: list | None = None,
+               claimed: list | None = None) -> bool:
         c = self.conn
         cl = o.claim
         duration_ms = int(round((o.ended_at - o.started_at) * 1000))
@@ -512,7 +540,7 @@ class Store:
             if o.log:
                 self._log(cl.run_id, cl.step_id, o.ended_at, o.log)
             if cl.dependents != "[]":
-                self._release_dependents(cl.run_id, cl.dependents, o.ended_at)
+                self._release_dependents(cl.run_id, cl.dependents, o.ended_at, tx, req, room, claimed)
             tx.close(cl.run_id)
             return True
         if kind == "retry":
@@ -547,22 +575,49 @@ class Store:
         tx.touched.add(cl.run_id)
         return True
 
-    def _release_dependents(self, run_id: str, dependents_json: str, now: float, *, count: bool = False) -> int:
-        """One dependency of each dependent is done; those with none left are queued."""
+    def _release_dependents(self, run_id: str, dependents_json: str, now: float, tx: _Tx,
+                            req: ClaimRequest | None = None, room: list | None = None,
+                            claimed: list | None = None) -> int:
+        """One dependency of each dependent is done; those with none left are claimed
+        (when `req` has room and their group has no limit) or queued. Returns how many
+        became ready."""
+        c = self.conn
         deps = json.loads(dependents_json)
-        if not deps:
+        if len(deps) == 1:  # a chain: two statements on one row, no index touched
+            dep_id, action, provider = deps[0]
+            left = c.execute("UPDATE steps SET waiting_on = waiting_on - 1 WHERE run_id = ? AND step_id = ?"
+                             " AND status = 'PENDING' RETURNING waiting_on", (run_id, dep_id)).fetchone()
+            ready = [deps[0]] if left is not None and left[0] <= 0 else []
+        else:
+            c.executemany("UPDATE steps SET waiting_on = waiting_on - 1 WHERE run_id = ? AND step_id = ?"
+                          " AND status = 'PENDING'", [(run_id, d[0]) for d in deps])
+            ready = []
+            for i in range(0, len(deps), 500):
+                chunk = [d[0] for d in deps[i:i + 500]]
+                ready += c.execute(f"SELECT step_id, action, provider FROM steps WHERE run_id = ? AND step_id IN"
+                                   f" ({','.join('?' * len(chunk))}) AND status = 'PENDING' AND waiting_on <= 0",
+                                   (run_id, *chunk)).fetchall()
+        if not ready:
             return 0
-        self.conn.executemany(
-            "UPDATE steps SET waiting_on = waiting_on - 1,"
-            " status = CASE WHEN waiting_on <= 1 THEN 'QUEUED' ELSE status END,"
-            " due_at = CASE WHEN waiting_on <= 1 THEN ? ELSE due_at END"
-            " WHERE run_id = ? AND step_id = ? AND status = 'PENDING'",
-            [(now, run_id, d) for d in deps])
-        if not count:
-            return 0
-        marks = ",".join("?" * len(deps))
-        return self.conn.execute(f"SELECT COUNT(*) FROM steps WHERE run_id = ? AND step_id IN ({marks})"
-                                 f" AND status = 'QUEUED' AND due_at = ?", (run_id, *deps, now)).fetchone()[0]
+        take: list[str] = []
+        if req is not None and room[0] > 0:
+            for dep_id, action, provider in ready:
+                if len(take) < room[0] and action not in req.limited_actions and (
+                        provider is None or provider not in req.limited_providers):
+                    take.append(dep_id)
+        if take:
+            rows = c.execute(f"UPDATE steps SET {self._CLAIM_SET} WHERE run_id = ? AND step_id IN"
+                             f" ({','.join('?' * len(take))}) AND status = 'PENDING' RETURNING {self._CLAIM_COLS}",
+                             (req.owner, req.pid, req.start, req.host, req.lease_until, now, run_id, *take)).fetchall()
+            claimed.extend(Claimed(*r) for r in rows)
+            room[0] -= len(rows)
+            tx.started.add(run_id)
+        rest = [d[0] for d in ready if d[0] not in set(take)] if take else [d[0] for d in ready]
+        for i in range(0, len(rest), 500):
+            chunk = rest[i:i + 500]
+            c.execute(f"UPDATE steps SET status = 'QUEUED', due_at = ? WHERE run_id = ? AND step_id IN"
+                      f" ({','.join('?' * len(chunk))}) AND status = 'PENDING'", (now, run_id, *chunk))
+        return len(ready)
 
     def _queue_ready(self, run_id: str, now: float) -> int:
         """Recount from the edges and queue every PENDING step whose dependencies are all done."""
@@ -596,16 +651,20 @@ class Store:
 
     # ---- leases and recovery ------------------------------------------------
 
-    def renew_leases(self, owner: str, until: float) -> set[tuple[int, int]]:
-        """Extend this owner's leases; return the (rowid, epoch) it still holds."""
+    def renew_leases(self, held: Iterable[tuple[int, int]], until: float) -> set[tuple[int, int]]:
+        """Extend the leases of the (rowid, epoch) pairs we hold; return those still ours."""
+        kept = set()
         with self.transaction():
-            rows = self.conn.execute(f"UPDATE steps SET lease_until = ? WHERE {LIVE} AND status = 'RUNNING' AND owner = ?"
-                                     " RETURNING rowid, epoch", (until, owner)).fetchall()
-        return {(r[0], r[1]) for r in rows}
+            c = self.conn
+            for rowid, epoch in held:
+                if c.execute("UPDATE steps SET lease_until = ? WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'",
+                             (until, rowid, epoch)).rowcount:
+                    kept.add((rowid, epoch))
+        return kept
 
     def running_steps(self) -> list[RunningRow]:
         rows = self.conn.execute("SELECT rowid, run_id, step_id, owner, owner_pid, owner_start, owner_host, epoch,"
-                                 f" lease_until, crash_count FROM steps WHERE {LIVE} AND status = 'RUNNING'").fetchall()
+                                 f" lease_until, crash_count FROM steps WHERE {ACTIVE_RUNS} AND status = 'RUNNING'").fetchall()
         return [RunningRow(*r) for r in rows]
 
     def requeue_orphan(self, row: RunningRow, now: float, line: str, *, dead_letter: str | None) -> str | None:
@@ -633,24 +692,24 @@ class Store:
             return outcome
 
     def delete_stale_steps(self) -> int:
-        """Queued or running steps whose run is gone (deleted by a process without foreign keys)."""
+        """Queue entries whose run is gone (deleted by a process without foreign keys)."""
         with self.transaction():
-            cur = self.conn.execute(f"DELETE FROM steps WHERE {LIVE}"
+            cur = self.conn.execute("DELETE FROM steps WHERE status = 'QUEUED'"
                                     " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = steps.run_id)")
             return cur.rowcount
 
     def has_queued(self) -> bool:
-        return self.conn.execute(f"SELECT 1 FROM steps WHERE {LIVE} AND status = 'QUEUED' LIMIT 1").fetchone() is not None
+        return self.conn.execute("SELECT 1 FROM steps WHERE status = 'QUEUED' LIMIT 1").fetchone() is not None
 
     def has_running(self) -> bool:
-        return self.conn.execute(f"SELECT 1 FROM steps WHERE {LIVE} AND status = 'RUNNING' LIMIT 1").fetchone() is not None
+        return self.conn.execute(f"SELECT 1 FROM steps WHERE {ACTIVE_RUNS} AND status = 'RUNNING' LIMIT 1").fetchone() is not None
 
     def next_due(self) -> float | None:
-        row = self.conn.execute(f"SELECT MIN(due_at) FROM steps WHERE {LIVE} AND status = 'QUEUED'").fetchone()
+        row = self.conn.execute("SELECT MIN(due_at) FROM steps WHERE status = 'QUEUED'").fetchone()
         return row[0] if row else None
 
     def has_ready(self, now: float) -> bool:
-        return self.conn.execute(f"SELECT 1 FROM steps WHERE {LIVE} AND status = 'QUEUED' AND due_at <= ? LIMIT 1",
+        return self.conn.execute("SELECT 1 FROM steps WHERE status = 'QUEUED' AND due_at <= ? LIMIT 1",
                                  (now,)).fetchone() is not None
 
     # ---- user actions: retry, cancel, delete --------------------------------
@@ -705,6 +764,10 @@ class Store:
     def run_row(self, run_id: str) -> dict | None:
         rows = self._dict_rows("SELECT * FROM runs WHERE id = ?", (run_id,))
         return rows[0] if rows else None
+
+    def run_definition(self, run_id: str) -> dict | None:
+        row = self.conn.execute("SELECT definition FROM run_definitions WHERE run_id = ?", (run_id,)).fetchone()
+        return json.loads(row[0]) if row else None
 
     def run_info(self, run_id: str) -> tuple[str, str, float] | None:
         return self.conn.execute("SELECT name, template, created_at FROM runs WHERE id = ?", (run_id,)).fetchone()
