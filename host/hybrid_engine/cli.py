@@ -164,16 +164,19 @@ def _print_run_table(doc: dict) -> None:
             cost = f"~{_money(est.get('cost_max'))}" if est.get("cost_max") is not None else "-"
         rows.append([s["id"], s["action"], s["status"],
                      f"{s['duration']:.2f}s" if s["duration"] is not None else "-",
-                     f"{em['tokens']:,}" if em["tokens"] else "-", cost, em["model"] or "-"])
+                     f"{em['tokens']:,}" if em["tokens"] else "-", cost,
+                     em["model"] or s["metadata"].get("model") or "-"])
     m = doc["metrics"]
-    total_cost = _money(m["total_cost"]) + (f" (+{m['unknown_cost_steps']} unknown)" if m["unknown_cost_steps"] else "")
+    total_cost = _run_cost(m["total_cost"], m["unknown_cost_steps"])
     rows.append(["total", "", doc["status"], f"{(m['duration_ms'] or 0) / 1000:.2f}s", f"{m['total_tokens']:,}",
                  total_cost, ""])
     print(f"run {doc['id']} ({doc['template']}): {doc['status']}")
     print(_table(["step", "action", "status", "time", "tokens", "cost", "model"], rows))
-    for s in doc["steps"]:
-        if s["status"] == "FAILED" and s["error"]:
-            print(f"\n{s['id']}: {s['error']}")
+    failed = [s for s in doc["steps"] if s["status"] == "FAILED" and s["error"]]
+    for s in failed:
+        print(f"\n{s['id']}: {s['error']}")
+    if doc["status"] == "FAILED":
+        print(f"\nResume it once fixed (completed steps are kept, not billed again): hybrid-engine retry {doc['id']}")
     final = _final_text(doc)
     if final and doc["status"] == "COMPLETED":
         print("\n" + final)
@@ -187,6 +190,13 @@ def _final_text(doc: dict) -> str | None:
     return None
 
 
+def _run_cost(total: float | None, unknown_steps: int) -> str:
+    """A run's cost: "unknown" when every priced step's price is unknown, never $0."""
+    if not unknown_steps:
+        return _money(total)
+    return "unknown" if not total else f"{_money(total)} + unknown"
+
+
 def cmd_runs(args) -> int:
     runs = _service().list_runs(limit=args.limit, offset=args.offset)
     if args.json:
@@ -196,7 +206,7 @@ def cmd_runs(args) -> int:
         print("no runs yet")
         return EXIT_OK
     rows = [[r["id"], r["template"], r["status"], f"{r['completed_steps']}/{r['total_steps']}",
-             f"{r['total_tokens']:,}", _money(r["total_cost"]) + ("+?" if r["unknown_cost_steps"] else ""),
+             f"{r['total_tokens']:,}", _run_cost(r["total_cost"], r["unknown_cost_steps"]),
              _age(r["createdAt"])] for r in runs]
     print(_table(["run", "template", "status", "steps", "tokens", "cost", "created"], rows))
     return EXIT_OK
@@ -364,10 +374,180 @@ def cmd_keys(args) -> int:
     return EXIT_OK
 
 
+def cmd_estimate(args) -> int:
+    from .service import read_input_file
+
+    svc = _service()
+    tpl = svc.template(args.template)
+    if args.input:
+        content, ctype = read_input_file(args.input)
+        if args.content_type:
+            ctype = args.content_type
+    elif tpl.capture_slots:
+        raise _bad(f"--input FILE: template '{tpl.name}' takes a page; give one to estimate with")
+    else:
+        content, ctype = "", "text/plain"
+    est = svc.estimate(args.template, {"content": content, "source_url": args.source_url,
+                                        "content_type": ctype})
+    if args.json:
+        _print_json(est)
+        return EXIT_OK
+    _print_estimate(est, args.input)
+    return EXIT_OK
+
+
+def _cost_range(low: float | None, high: float | None, unknown: bool) -> str:
+    if unknown or high is None:
+        return "unknown"
+    if (low or 0) == high:
+        return _money(high)
+    return f"{_money(low or 0)} - {_money(high)}"
+
+
+def _print_estimate(est: dict, source: str | None) -> None:
+    on = f" on {source}" if source else ""
+    print(f"estimate for {est['template']}{on} (offline: no model is called)")
+    if not est["steps"]:
+        print("no model steps: this template costs nothing")
+        return
+    rows, notes = [], []
+    for e in est["steps"]:
+        if e.get("error"):
+            rows.append([e["step_id"], e.get("model") or "-", "-", "-", "error"])
+            notes.append(f"{e['step_id']}: {e['error']}")
+            continue
+        tokens = f"{e['prompt_tokens']:,}"
+        if e.get("lower_bound"):
+            tokens = ">=" + tokens
+            notes.append(f"{e['step_id']}: its prompt includes the answer of {', '.join(e['unknown_inputs'])}, "
+                         "unknown before the run; the top of its range assumes that answer is as long as allowed")
+        elif not e.get("exact", True):
+            tokens = "~" + tokens
+        rows.append([e["step_id"], e["model"] or "-", tokens, f"{e['max_output_tokens']:,}",
+                     _cost_range(e["cost_min"], e["cost_max"], e["price_unknown"])])
+        if e.get("warning"):
+            notes.append(f"{e['step_id']}: {e['warning']}")
+        if e["price_unknown"]:
+            notes.append(f"{e['step_id']}: no known price for {e['model']} "
+                         f"(set [prices.\"{e['model']}\"] in config.toml)")
+    total = _cost_range(est["total_cost_min"], est["total_cost_max"], False)
+    if est["unknown_cost_steps"]:
+        total += f" (+{est['unknown_cost_steps']} unknown)"
+    rows.append(["total", "", f"{est['total_prompt_tokens']:,}", "", total])
+    print(_table(["step", "model", "prompt tokens", "max output", "cost"], rows))
+    if est.get("budget_usd") is not None:
+        verdict = "within it" if est["total_cost_max"] <= est["budget_usd"] and not est["unknown_cost_steps"] \
+            else "the run may stop before its last model steps"
+        print(f"\nrun budget {_money(est['budget_usd'])}: {verdict}")
+    for note in notes:
+        print(f"note: {note}")
+    print("\nThe low end prices the prompt alone; the high end adds a full-length answer "
+          "(max output tokens). ~ marks a count made with OpenAI's tokenizer for another provider's model.")
+
+
+def cmd_spend(args) -> int:
+    spend = _service().spend()
+    if args.json:
+        _print_json(spend)
+        return EXIT_OK
+    providers = sorted(set(spend["today_by_provider"]) | set(spend["this_month_by_provider"]))
+    rows = [[p, _money(spend["today_by_provider"].get(p, 0.0)), _money(spend["this_month_by_provider"].get(p, 0.0))]
+            for p in providers]
+    rows.append(["total", _money(spend["today"]), _money(spend["this_month"])])
+    print(_table(["provider", "today", "this month"], rows))
+    print()
+    for label, key, spent in (("daily", "daily_budget_usd", spend["today"]),
+                              ("monthly", "monthly_budget_usd", spend["this_month"])):
+        limit = spend.get(key)
+        if limit is None:
+            print(f"{label} budget: none ([budgets] {label}_usd in config.toml)")
+        else:
+            left = max(0.0, limit - spent)
+            print(f"{label} budget: {_money(limit)}, {_money(left)} left")
+    print("known costs of completed model steps; steps whose price is unknown are not counted")
+    return EXIT_OK
+
+
 def _bad(message: str):
     from .errors import BadRequest
 
     return BadRequest(message)
+
+
+# ---- native host, registration, diagnosis (issue 4: host.py, install.py) -------------
+
+def cmd_host(args) -> int:
+    from .host import main as host_main
+
+    return host_main(args.caller)
+
+
+def _print_findings(findings) -> None:
+    for f in findings:
+        where = f" [{f.browser}]" if f.browser else ""
+        print(f"{f.severity.upper():7} {f.code}{where}: {f.problem}")
+        if f.path:
+            print(f"        at:  {f.path}")
+        print(f"        fix: {f.fix}")
+
+
+def cmd_install(args) -> int:
+    from . import install
+
+    report = install.install(args.browser, extension_ids=args.extension_id or (), system=args.system,
+                             dry_run=args.dry_run)
+    if args.json:
+        _print_json(report.to_dict())
+        return EXIT_OK if report.ok else EXIT_FAILED
+    verb = "would write" if report.dry_run else "registered"
+    for reg in report.registrations:
+        print(f"{verb} {', '.join(reg.browsers)}: {reg.location}")
+    for skip in report.skipped:
+        print(f"skipped {skip['browser']}: {skip['reason']}")
+    for note in report.notes:
+        print(f"note: {note}")
+    print(f"launcher: {report.launcher} (runs {report.python})")
+    _print_findings(report.errors)
+    if report.registrations and not report.dry_run and report.ok:
+        print("check it with: hybrid-engine doctor")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_uninstall(args) -> int:
+    from . import install
+
+    system = True if args.system else (False if args.user else None)
+    report = install.uninstall(args.browser, system=system, dry_run=args.dry_run)
+    if args.json:
+        _print_json(report.to_dict())
+        return EXIT_OK if report.ok else EXIT_FAILED
+    verb = "would remove" if report.dry_run else "removed"
+    for reg in report.removed:
+        print(f"{verb} {', '.join(reg.browsers)}: {reg.location}")
+    for note in report.notes:
+        print(f"note: {note}")
+    if report.launcher_removed:
+        print("removed the launcher")
+    if not report.removed and not report.errors:
+        print("nothing to remove")
+    _print_findings(report.errors)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_doctor(args) -> int:
+    from . import install
+
+    findings = install.doctor(extension_ids=args.extension_id or (), check_launch=not args.no_launch)
+    errors = [f for f in findings if f.severity == install.ERROR]
+    if args.json:
+        _print_json({"ok": not errors, "findings": [f.to_dict() for f in findings]})
+    elif not findings:
+        print("all good: the host is registered, well-formed" + ("" if args.no_launch else " and answers hello"))
+    else:
+        _print_findings(findings)
+    return EXIT_FAILED if errors else EXIT_OK
+
+# ---- end of issue 4 commands ----------------------------------------------------------
 
 
 # ---- parser --------------------------------------------------------------------
@@ -436,6 +616,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("validate", cmd_validate, "validate a template file")
     sp.add_argument("file")
 
+    sp = add("estimate", cmd_estimate, "tokens and cost a run would take, per model step, without calling a model")
+    sp.add_argument("template", help="template name, or a path to a .yaml/.json file")
+    sp.add_argument("--input", metavar="FILE", help="the page the run would get")
+    sp.add_argument("--source-url", metavar="URL")
+    sp.add_argument("--content-type", metavar="TYPE", help="text/html, text/plain or text/markdown")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("spend", cmd_spend, "what model calls cost today and this month, per provider, and the budgets")
+    sp.add_argument("--json", action="store_true")
+
     sp = add("keys", cmd_keys, "manage provider API keys (stored readable by you alone)")
     ksub = sp.add_subparsers(dest="keys_cmd", metavar="ACTION", required=True)
     k = ksub.add_parser("set", help="store a key, read from a hidden prompt or stdin")
@@ -444,6 +634,36 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("provider")
     k = ksub.add_parser("list", help="which providers have a key (never the key)")
     k.add_argument("--json", action="store_true")
+    # ---- native host, registration, diagnosis (issue 4) ----------------------------
+    sp = add("host", cmd_host, "the native-messaging host (what the browser launches; frames on stdin/stdout)")
+    sp.add_argument("caller", nargs=argparse.REMAINDER,
+                    help="what the browser passes: chrome-extension://ID/, or a manifest path and an add-on id")
+
+    sp = add("install", cmd_install, "register the native host with the browsers found (or named); "
+             "exits 1 if a registration could not be written")
+    sp.add_argument("--browser", action="append", metavar="B",
+                    help="chrome, chromium, edge, brave, vivaldi, firefox, librewolf (repeatable; default: "
+                         "every browser found)")
+    sp.add_argument("--extension-id", action="append", metavar="ID",
+                    help="also allow this Chrome extension id or Firefox add-on id (repeatable)")
+    sp.add_argument("--system", action="store_true", help="system-wide folders (or HKLM) instead of the user's")
+    sp.add_argument("--dry-run", action="store_true", help="show what would be written, write nothing")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("uninstall", cmd_uninstall, "remove exactly the registrations install wrote")
+    sp.add_argument("--browser", action="append", metavar="B", help="only for this browser (repeatable)")
+    scope = sp.add_mutually_exclusive_group()
+    scope.add_argument("--system", action="store_true", help="only system-wide registrations")
+    scope.add_argument("--user", action="store_true", help="only the user's registrations")
+    sp.add_argument("--dry-run", action="store_true")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("doctor", cmd_doctor, "diagnose the registration (manifests, launcher, ids, a live hello) and "
+             "print the fix for each finding; exits 1 when it finds an error")
+    sp.add_argument("--extension-id", action="append", metavar="ID", help="an id that should be allowed too")
+    sp.add_argument("--no-launch", action="store_true", help="skip starting the host to check it answers")
+    sp.add_argument("--json", action="store_true")
+    # ---- end of issue 4 -------------------------------------------------------------
     return p
 
 

@@ -164,7 +164,10 @@ def test_two_workers_on_one_store_execute_every_step_once(service, cli, tmp_path
 
 
 @pytest.mark.slow
-def test_random_sigkills_lose_no_run_and_complete_every_step_once(service, cli, tmp_path):
+def test_random_sigkills_lose_no_run_and_complete_every_step_once(service, cli, tmp_path, fake_provider):
+    """100 runs with side effects and a priced model call each, two workers, 20 SIGKILLs."""
+    cli.env.update(fake_provider.env())
+    fake_provider.set_default("openai", latency=0.03, usage={"prompt_tokens": 100, "completion_tokens": 20})
     log = tmp_path / "executions.txt"
     rng = random.Random(20261128)
     runs = []
@@ -172,10 +175,11 @@ def test_random_sigkills_lose_no_run_and_complete_every_step_once(service, cli, 
         steps = [
             {"id": "a", "action": "write_file", "params": {"path": str(log), "content": f"{r}:a\n", "append": True}},
             {"id": "b", "action": "sleep", "dependencies": ["a"], "params": {"seconds": 0.02}},
+            {"id": "m", "action": "openai_chat", "dependencies": ["a"],
+             "params": {"model": "gpt-4o-mini", "prompt": f"run {r}: {{{{ run.id }}}}", "max_tokens": 20}},
             {"id": "c", "action": "write_file", "dependencies": ["b"],
              "params": {"path": str(log), "content": f"{r}:c\n", "append": True}},
-            {"id": "d", "action": "sleep", "dependencies": ["a"], "params": {"seconds": 0.03}},
-            {"id": "e", "action": "write_file", "dependencies": ["c", "d"],
+            {"id": "e", "action": "write_file", "dependencies": ["c", "m"],
              "params": {"path": str(log), "content": f"{r}:e\n", "append": True}},
         ]
         runs.append(service.create_run(tpl(steps, name=f"r{r}")))
@@ -192,18 +196,24 @@ def test_random_sigkills_lose_no_run_and_complete_every_step_once(service, cli, 
         for w in workers:
             kill(w)
     cli("worker", "--until-idle", "--quiet", check=True, timeout=120)
-    for run_id in runs:
-        doc = service.run_document(run_id)
-        assert doc["status"] == "COMPLETED", (run_id, [(s["id"], s["status"], s["error"]) for s in doc["steps"]])
+    docs = [service.run_document(r) for r in runs]
+    for doc in docs:
+        assert doc["status"] == "COMPLETED", (doc["id"], [(s["id"], s["status"], s["error"]) for s in doc["steps"]])
         assert all(s["status"] == "COMPLETED" for s in doc["steps"])
         assert doc["metrics"]["completed_steps"] == 5
-        assert doc["metrics"]["total_tokens"] == sum(s["execution_metrics"]["tokens"] for s in doc["steps"])
+        model_step = [s for s in doc["steps"] if s["id"] == "m"][0]
+        assert model_step["execution_metrics"]["cost"] > 0
+        assert doc["metrics"]["total_tokens"] == sum(s["execution_metrics"]["tokens"] for s in doc["steps"]) == 120
         assert doc["metrics"]["total_cost"] == pytest.approx(
-            sum(s["execution_metrics"]["cost"] or 0 for s in doc["steps"]))
+            sum(s["execution_metrics"]["cost"] or 0 for s in doc["steps"]), abs=1e-12)
+        assert doc["cost_breakdown"] == {"gpt-4o-mini": pytest.approx(doc["metrics"]["total_cost"], abs=1e-12)}
     counts = Counter(log.read_text().splitlines())
+    recoveries = {(d["id"], s["id"]): s["execution_metrics"]["crash_recoveries"] for d in docs for s in d["steps"]}
     # Each side effect happened at least once; more only for a step whose worker was killed under it.
-    recoveries = {(r, s["id"]): s["execution_metrics"]["crash_recoveries"]
-                  for r in runs for s in service.run_document(r)["steps"]}
     for i, run_id in enumerate(runs):
         for sid in "ace":
             assert 1 <= counts[f"{i}:{sid}"] <= 1 + recoveries[(run_id, sid)]
+    # A provider call is repeated only when a kill interrupted it: never more repeats than kills.
+    calls = Counter(r.body["messages"][-1]["content"] for r in fake_provider.requests_for("openai"))
+    assert set(calls) == {f"run {i}: {run_id}" for i, run_id in enumerate(runs)}
+    assert sum(n - 1 for n in calls.values()) <= kills
