@@ -45,6 +45,8 @@ class Limits:
     per_provider: dict[str, int] = field(default_factory=dict)
 
 
+INLINE_BATCH = 48  # inline steps claimed per commit beyond the concurrency slots
+
 Guard = Callable[[Claimed, dict, Any], None]  # raises StepBudgetExceeded (or another StepError) to stop a start
 
 
@@ -68,6 +70,9 @@ class Executor:
         self._wake: asyncio.Event | None = None
         self._stopping = False
         self._run_cache: dict[str, dict] = {}
+        self._host = procs.hostname()
+        self._inline_actions = tuple(sorted(name for name, spec in SPECS.items()
+                                            if spec.inline and name not in self.limits.per_action))
         self._limited_actions = frozenset(self.limits.per_action)
         self._limited_providers = frozenset(self.limits.per_provider)
         self.executed = 0
@@ -115,8 +120,8 @@ class Executor:
             outcomes, self._done = self._done, []
             req = self._claim_request()
             now = clock.now()
-            if outcomes or (req.limit > 0 and store.has_ready(now)):
-                applied, claimed = store.settle(outcomes, req if req.limit > 0 else None, now)
+            if outcomes or store.has_ready(now):
+                applied, claimed = store.settle(outcomes, req, now)
                 for outcome, ok in zip(outcomes, applied):
                     if not ok:
                         log.warning("run %s step %s: result dropped, the step's lease was lost to another owner",
@@ -145,29 +150,32 @@ class Executor:
     def _claim_request(self) -> ClaimRequest:
         lim = self.limits
         free = lim.concurrency - len(self._inflight)
-        by_action: dict[str, int] = {}
-        by_provider: dict[str, int] = {}
-        for c, _ in self._inflight.values():
-            by_action[c.action] = by_action.get(c.action, 0) + 1
-            if c.provider:
-                by_provider[c.provider] = by_provider.get(c.provider, 0) + 1
         ex_actions, ex_providers = [], []
-        for name, cap in lim.per_action.items():
-            room = cap - by_action.get(name, 0)
-            if room <= 0:
-                ex_actions.append(name)
-            else:
-                free = min(free, room)
-        for name, cap in lim.per_provider.items():
-            room = cap - by_provider.get(name, 0)
-            if room <= 0:
-                ex_providers.append(name)
-            else:
-                free = min(free, room)
-        return ClaimRequest(owner=self.owner, pid=self.pid, start=self.start_ticks, host=procs.hostname(),
-                            lease_until=clock.now() + self.lease_s, limit=max(0, free),
-                            exclude_actions=ex_actions, exclude_providers=ex_providers,
-                            limited_actions=self._limited_actions, limited_providers=self._limited_providers)
+        if self._inflight and (lim.per_action or lim.per_provider):
+            by_action: dict[str, int] = {}
+            by_provider: dict[str, int] = {}
+            for c, _ in self._inflight.values():
+                by_action[c.action] = by_action.get(c.action, 0) + 1
+                if c.provider:
+                    by_provider[c.provider] = by_provider.get(c.provider, 0) + 1
+            for name, cap in lim.per_action.items():
+                room = cap - by_action.get(name, 0)
+                if room <= 0:
+                    ex_actions.append(name)
+                else:
+                    free = min(free, room)
+            for name, cap in lim.per_provider.items():
+                room = cap - by_provider.get(name, 0)
+                if room <= 0:
+                    ex_providers.append(name)
+                else:
+                    free = min(free, room)
+        else:
+            for cap in (*lim.per_action.values(), *lim.per_provider.values()):
+                free = min(free, cap)
+        return ClaimRequest(self.owner, self.pid, self.start_ticks, self._host, clock.now() + self.lease_s,
+                            max(0, free), ex_actions, ex_providers, self._limited_actions, self._limited_providers,
+                            self._inline_actions, INLINE_BATCH)
 
     # ---- one step ---------------------------------------------------------------
 
@@ -182,17 +190,16 @@ class Executor:
                                          code="not_executable")
             params = self._render(c)
             action = load_action(c.action)
-            for guard in self.guards:
-                guard(c, params, action)
+            if spec.provider is not None:
+                for guard in self.guards:
+                    guard(c, params, action)
         except Exception as exc:  # noqa: BLE001 - becomes the step's error
             self._done.append(self._failure(c, exc, started))
             return
-        ctx = StepContext(run_id=c.run_id, step_id=c.step_id, action=c.action, attempt=c.attempts,
-                          log=lambda line, _c=c: self.store.append_log(_c.run_id, _c.step_id, clock.now(), line))
-        if isinstance(action, SyncAction) and not spec.blocking:
+        ctx = StepContext(c.run_id, c.step_id, c.action, c.attempts, self._logger(c))
+        if spec.inline and isinstance(action, SyncAction):
             try:
-                result = action.compute(params, ctx)
-                self._done.append(self._success(c, result, started))
+                self._done.append(self._success(c, action.compute(params, ctx), started))
             except Exception as exc:  # noqa: BLE001
                 self._done.append(self._failure(c, exc, started))
             self.executed += 1
@@ -201,6 +208,13 @@ class Executor:
         task = asyncio.create_task(self._execute(c, action, params, ctx, timeout, started),
                                    name=f"step:{c.run_id}:{c.step_id}")
         self._inflight[c.rowid] = (c, task)
+
+    def _logger(self, c: Claimed):
+        store = self.store
+
+        def log_line(line: str) -> None:
+            store.append_log(c.run_id, c.step_id, clock.now(), line)
+        return log_line
 
     async def _execute(self, c: Claimed, action, params: dict, ctx: StepContext, timeout: float,
                        started: float) -> None:
@@ -222,6 +236,8 @@ class Executor:
                 self._wake.set()
 
     def _render(self, c: Claimed) -> dict:
+        if c.params == "{}":
+            return {}
         params = json.loads(c.params)
         if "{{" not in c.params:
             return params

@@ -201,6 +201,10 @@ class ClaimRequest:
     # Groups with a concurrency limit: their steps always go through the queue.
     limited_actions: frozenset = frozenset()
     limited_providers: frozenset = frozenset()
+    # Actions that finish on the spot take no concurrency slot: up to `inline_limit` more
+    # of them are claimed in the same batch when `limit` is used up.
+    inline_actions: tuple = ()
+    inline_limit: int = 0
 
 
 @dataclass
@@ -467,7 +471,7 @@ class Store:
                   " lease_until = ?, attempts = attempts + 1, started_at = ?, ended_at = NULL")
 
     def _claim(self, req: ClaimRequest, now: float, tx: _Tx) -> list[Claimed]:
-        if req.limit <= 0:
+        if req.limit <= 0 and not req.inline_limit:
             return []
         where = "status = 'QUEUED' AND due_at <= ?"
         args: list[Any] = [now]
@@ -480,8 +484,14 @@ class Store:
             args += ex_p
         sql = (f"UPDATE steps SET {self._CLAIM_SET} WHERE rowid IN"
                f" (SELECT rowid FROM steps WHERE {where} ORDER BY due_at LIMIT ?) RETURNING {self._CLAIM_COLS}")
-        rows = self.conn.execute(sql, [req.owner, req.pid, req.start, req.host, req.lease_until, now, *args,
-                                       req.limit]).fetchall()
+        head = [req.owner, req.pid, req.start, req.host, req.lease_until, now]
+        rows = self.conn.execute(sql, [*head, *args, req.limit]).fetchall()
+        if len(rows) == req.limit and req.inline_limit > 0 and req.inline_actions:
+            marks = ",".join("?" * len(req.inline_actions))
+            rows += self.conn.execute(
+                f"UPDATE steps SET {self._CLAIM_SET} WHERE rowid IN (SELECT rowid FROM steps WHERE {where}"
+                f" AND action IN ({marks}) ORDER BY due_at LIMIT ?) RETURNING {self._CLAIM_COLS}",
+                [*head, *args, *req.inline_actions, req.inline_limit]).fetchall()
         claimed = [Claimed(*r) for r in rows]
         for c in claimed:
             tx.touched.add(c.run_id)
@@ -505,7 +515,7 @@ class Store:
             claimed: list[Claimed] = []
             room = [req.limit if req is not None else 0]
             applied = [self._apply(o, tx, req, room, claimed) for o in outcomes]
-            if req is not None and room[0] > 0 and (not claimed or self.conn.execute(
+            if req is not None and (room[0] > 0 or req.inline_limit) and (not claimed or self.conn.execute(
                     "SELECT 1 FROM steps WHERE status = 'QUEUED' AND due_at <= ? LIMIT 1", (now,)).fetchone()):
                 req.limit = room[0]
                 claimed += self._claim(req, now, tx)

@@ -36,6 +36,7 @@ class ActionSpec:
     default_retries: int = 0
     default_timeout_s: float = 300.0
     blocking: bool = False  # CPU-bound: run in a worker thread, not on the event loop
+    inline: bool = False  # quick and synchronous: run on the spot, takes no concurrency slot
     input_slot: bool = False  # completed by a capture / external data, never executed
 
     def all_params(self) -> dict[str, Param]:
