@@ -22,7 +22,8 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
 
-if [ -f package.json ]; then
-    npm install --no-audit --no-fund --silent >/dev/null
+# web-ext lints the Firefox build and is what tests/e2e finds at node_modules/.bin/web-ext.
+if [ ! -x node_modules/.bin/web-ext ]; then
+    npm install --no-save --no-package-lock --no-audit --no-fund --silent web-ext@10 >/dev/null
 fi
 echo "dev-setup: ready" >&2

@@ -1,0 +1,439 @@
+// The background: owns the native port, the context menus, the keyboard command, the badge
+// and the notifications. Every listener is registered here at the top level (a stopped
+// service worker is woken by the event it listens for) and waits on one `ready` promise.
+// Extension pages talk to it with runtime messages {type, ...} routed by HANDLERS, and
+// get live updates over a "popup" port.
+
+import { api, broadcast, local, session } from "./lib/ext.js";
+import { NativeHost } from "./lib/native.js";
+import { DEFAULT_MAX_BYTES, captureFromMenu, capturePage, kindOf } from "./lib/capture.js";
+import { parseMenuId, refreshMenus } from "./lib/menus.js";
+import { runCost } from "./lib/format.js";
+
+const DEFAULT_SETTINGS = { defaultTemplate: "", notifications: true, maxCaptureBytes: DEFAULT_MAX_BYTES };
+const TERMINAL = new Set(["COMPLETED", "FAILED", "CANCELLED"]);
+const RECENT_LIMIT = 20;
+const PREPARED_TTL_MS = 30000;
+
+const state = {
+  settings: { ...DEFAULT_SETTINGS },
+  templates: [],
+  templatesFolder: null,
+  templateErrors: [],
+  runs: new Map(), // id -> summary, newest first when listed
+  runsLoadedAt: null,
+  outboxCount: 0,
+  prepared: new Map(), // tabId -> {template, page, notice, at}: what the popup estimated
+  captures: [], // recent capture outcomes, for the popup
+};
+const popups = new Set();
+
+const host = new NativeHost({
+  onEvent: handleEvent,
+  onState: () => pushState(),
+  onConnected: handleConnected,
+  onDelivered: handleDelivered,
+  onOutboxChanged: (n) => {
+    state.outboxCount = n;
+    updateBadge();
+    pushState();
+  },
+});
+
+// ---- start-up ----------------------------------------------------------------------------
+
+async function init() {
+  const stored = await local.getMany(["settings", "templates", "templatesFolder", "outbox", "outboxRefused"]);
+  state.templatesFolder = stored.templatesFolder || null;
+  state.settings = { ...DEFAULT_SETTINGS, ...(stored.settings || {}) };
+  state.templates = stored.templates || [];
+  state.outboxCount = (stored.outbox || []).length + (stored.outboxRefused || []).length;
+  state.captures = (await session.get("captures")) || [];
+  for (const run of (await session.get("runs")) || []) state.runs.set(run.id, run);
+  await host.restore();
+  await refreshMenus(state.templates, { hostReachable: true });
+  host.connect();
+  updateBadge();
+}
+
+const ready = init().catch((err) => console.error("init failed", err));
+
+// ---- the host ----------------------------------------------------------------------------
+
+async function handleConnected({ reconnected }) {
+  await Promise.allSettled([
+    host.send({ type: "runs.subscribe" }),
+    loadTemplates(),
+    loadRuns(),
+  ]);
+  if (reconnected) pushState();
+}
+
+async function loadTemplates() {
+  const { templates, folder, errors } = await host.send({ type: "templates.list" });
+  state.templates = templates || [];
+  state.templatesFolder = folder || null;
+  state.templateErrors = errors || [];
+  await local.set({ templates: state.templates, templatesFolder: state.templatesFolder });
+  await refreshMenus(state.templates);
+  pushState();
+  return state.templates;
+}
+
+async function loadRuns(limit = RECENT_LIMIT) {
+  const { runs } = await host.send({ type: "runs.list", limit, offset: 0 });
+  const fresh = new Map();
+  for (const run of runs || []) fresh.set(run.id, run);
+  // Keep runs that events told us about and the list does not have yet.
+  for (const [id, run] of state.runs) if (!fresh.has(id) && !TERMINAL.has(run.status)) fresh.set(id, run);
+  state.runs = fresh;
+  state.runsLoadedAt = Date.now();
+  await saveRuns();
+  updateBadge();
+  pushState();
+  return recentRuns();
+}
+
+function handleEvent(msg) {
+  if (msg.event === "run.updated") {
+    const run = msg.run || msg.summary || msg;
+    if (run && run.id) updateRun(run);
+  } else if (msg.event === "templates.changed") {
+    if (Array.isArray(msg.templates)) {
+      state.templates = msg.templates;
+      if (Array.isArray(msg.errors)) state.templateErrors = msg.errors;
+      local.set({ templates: state.templates });
+      refreshMenus(state.templates);
+      pushState();
+    } else {
+      loadTemplates().catch(() => {});
+    }
+  }
+}
+
+function updateRun(run) {
+  const before = state.runs.get(run.id);
+  const merged = { ...(before || {}), ...run };
+  delete merged.event;
+  state.runs.set(run.id, merged);
+  if (TERMINAL.has(merged.status) && (!before || !TERMINAL.has(before.status))) notifyFinished(merged);
+  saveRuns();
+  updateBadge();
+  for (const port of popups) safePost(port, { type: "run.updated", run: merged });
+}
+
+function recentRuns() {
+  return [...state.runs.values()]
+    .sort((a, b) => String(b.createdAt || "").localeCompare(String(a.createdAt || "")))
+    .slice(0, RECENT_LIMIT);
+}
+
+let saveTimer = null;
+function saveRuns() {
+  clearTimeout(saveTimer);
+  saveTimer = setTimeout(() => session.set({ runs: recentRuns() }), 200);
+}
+
+async function handleDelivered(item, result) {
+  await recordCapture({ kind: item.page?.metadata?.kind || "page", template: item.template,
+                        title: item.page?.title, run_id: result.run_id, delivered_late: true });
+  loadRuns().catch(() => {});
+}
+
+async function recordCapture(entry) {
+  state.captures = [{ at: Date.now(), ...entry }, ...state.captures].slice(0, 10);
+  await session.set({ captures: state.captures });
+  pushState();
+}
+
+// ---- badge and notifications --------------------------------------------------------------
+
+function updateBadge() {
+  const running = [...state.runs.values()].filter((r) => r.status === "RUNNING").length;
+  let text = running ? String(running) : "";
+  let color = "#2563eb";
+  let title = running ? `Hybrid Engine: ${running} run${running === 1 ? "" : "s"} running` : "Send page to workflow";
+  if (host.status === "disconnected" && !running) {
+    text = "!";
+    color = "#b91c1c";
+    title = `Hybrid Engine host not reachable: ${host.error || "unknown error"}`;
+  }
+  if (state.outboxCount) title += ` (${state.outboxCount} capture${state.outboxCount === 1 ? "" : "s"} waiting)`;
+  api.action.setBadgeText({ text }).catch(() => {});
+  api.action.setBadgeBackgroundColor({ color }).catch(() => {});
+  api.action.setTitle({ title }).catch(() => {});
+}
+
+function notifyFinished(run) {
+  if (!state.settings.notifications || !api.notifications) return;
+  const ok = run.status === "COMPLETED";
+  const title = `${run.name}: ${ok ? "done" : run.status.toLowerCase()}`;
+  const message = ok
+    ? `${run.total_tokens || 0} tokens, cost ${runCost(run).text}`
+    : run.error || `${run.completed_steps || 0} of ${run.total_steps || 0} steps completed`;
+  api.notifications.create(`run:${run.id}`, {
+    type: "basic",
+    iconUrl: api.runtime.getURL("icons/icon-128.png"),
+    title,
+    message,
+  }).catch(() => {});
+}
+
+// ---- captures ------------------------------------------------------------------------------
+
+function captureTemplates() {
+  return state.templates.filter((t) => t.has_capture_slot !== false);
+}
+
+function defaultTemplate() {
+  const names = captureTemplates().map((t) => t.name);
+  if (state.settings.defaultTemplate && (names.includes(state.settings.defaultTemplate) || !names.length)) {
+    return state.settings.defaultTemplate;
+  }
+  return names[0] || null;
+}
+
+async function tabById(tabId) {
+  if (tabId === undefined || tabId === null) {
+    const [tab] = await api.tabs.query({ active: true, lastFocusedWindow: true });
+    return tab;
+  }
+  return api.tabs.get(Number(tabId));
+}
+
+async function send(template, captured, extra = {}) {
+  const { page, notice } = captured;
+  if (!template) {
+    throw Object.assign(new Error("No workflow to send to: the host has not listed any templates yet."),
+                        { code: "no_template" });
+  }
+  const started = performance.now();
+  const outcome = await host.capture(template, page);
+  const sendMs = performance.now() - started;
+  await recordCapture({ kind: page.metadata?.kind || "page", template, title: page.title, notice,
+                        run_id: outcome.result?.run_id || null, queued: !!outcome.queued,
+                        reason: outcome.queued ? outcome.reason : null, ...extra });
+  if (outcome.delivered && outcome.result?.run_id) {
+    // Show the run at once, before the host's first event arrives.
+    const t = state.templates.find((x) => x.name === template);
+    if (!state.runs.has(outcome.result.run_id)) {
+      updateRun({ id: outcome.result.run_id, name: template, template, status: "PENDING", progress: 0,
+                  completed_steps: 1, total_steps: t?.steps || 0, total_tokens: 0, total_cost: 0,
+                  unknown_cost_steps: 0, createdAt: new Date().toISOString(), updatedAt: new Date().toISOString() });
+    }
+  }
+  return { ...outcome, notice, sendMs, bytes: page.content.length };
+}
+
+// The page of a tab, reusing what the popup captured for its estimate when it is fresh.
+async function pageOfTab(tab, template, { reuse = true } = {}) {
+  const prepared = state.prepared.get(tab.id);
+  if (reuse && prepared && Date.now() - prepared.at < PREPARED_TTL_MS && prepared.url === tab.url) {
+    return { ...prepared.captured, ms: 0, reused: true };
+  }
+  const captured = await capturePage(tab, { maxBytes: state.settings.maxCaptureBytes });
+  state.prepared.set(tab.id, { captured, at: Date.now(), url: tab.url, template });
+  return captured;
+}
+
+// Context-menu clicks. A named function on the global scope so tests can call it with a
+// made-up OnClickData (menus cannot be clicked in a headless browser).
+async function onMenuClicked(info, tab) {
+  await ready;
+  const parsed = parseMenuId(info.menuItemId);
+  if (!parsed || !parsed.template) return null;
+  const kind = parsed.kind === "page" ? kindOf(info) : parsed.kind;
+  try {
+    const captured = await captureFromMenu(kind, info, tab, { maxBytes: state.settings.maxCaptureBytes });
+    return await send(parsed.template, captured, { via: "menu" });
+  } catch (err) {
+    await recordCapture({ kind, template: parsed.template, error: err.message });
+    notifyError(`Could not send the ${kind}`, err.message);
+    return { error: err.message };
+  }
+}
+
+async function onCommand(command, tab) {
+  await ready;
+  if (command !== "send-page") return null;
+  const target = tab || (await tabById());
+  try {
+    const captured = await capturePage(target, { maxBytes: state.settings.maxCaptureBytes });
+    const outcome = await send(defaultTemplate(), captured, { via: "shortcut" });
+    if (outcome.queued) notifyError("Capture kept for later", `The host is not reachable (${outcome.reason}).`);
+    return outcome;
+  } catch (err) {
+    notifyError("Could not send the page", err.message);
+    return { error: err.message };
+  }
+}
+
+function notifyError(title, message) {
+  if (!state.settings.notifications || !api.notifications) return;
+  api.notifications.create(`error:${Date.now()}`, {
+    type: "basic", iconUrl: api.runtime.getURL("icons/icon-128.png"), title, message: String(message),
+  }).catch(() => {});
+}
+
+// ---- messages from the popup and the options page -------------------------------------------
+
+function snapshot() {
+  return {
+    connection: host.snapshot(),
+    templates: state.templates,
+    templatesFolder: state.templatesFolder,
+    templateErrors: state.templateErrors,
+    defaultTemplate: defaultTemplate(),
+    settings: state.settings,
+    runs: recentRuns(),
+    runsLoadedAt: state.runsLoadedAt,
+    outboxCount: state.outboxCount,
+    captures: state.captures,
+  };
+}
+
+function pushState() {
+  if (!popups.size) return;
+  const message = { type: "state", state: snapshot() };
+  for (const port of popups) safePost(port, message);
+}
+
+function safePost(port, message) {
+  try {
+    port.postMessage(message);
+  } catch {
+    popups.delete(port);
+  }
+}
+
+function hostCall(type, pick = []) {
+  return (msg) => {
+    const fields = {};
+    for (const k of pick) if (msg[k] !== undefined) fields[k] = msg[k];
+    return host.request(type, fields, { timeoutMs: 60000 });
+  };
+}
+
+const HANDLERS = {
+  state: () => snapshot(),
+  connect: () => {
+    host.connectNow();
+    return host.snapshot();
+  },
+  "runs.list": async () => {
+    await host.whenConnected();
+    return { runs: await loadRuns() };
+  },
+  "runs.get": hostCall("runs.get", ["run_id"]),
+  "runs.output": hostCall("runs.output", ["run_id", "step_id"]),
+  "runs.retry": hostCall("runs.retry", ["run_id"]),
+  "runs.cancel": hostCall("runs.cancel", ["run_id"]),
+  spend: hostCall("spend"),
+  "templates.list": async () => {
+    await host.whenConnected();
+    return { templates: await loadTemplates() };
+  },
+  doctor: hostCall("doctor"),
+  "host.status": hostCall("host.status"),
+  config: hostCall("config"),
+  hello: async () => {
+    await host.whenConnected();
+    return host.hello;
+  },
+  estimate: async ({ tabId, template }) => {
+    const tab = await tabById(tabId);
+    const captured = await pageOfTab(tab, template, { reuse: false });
+    const { page } = captured;
+    const estimate = await host.request("estimate", { template, page: stripMetadata(page) }, { timeoutMs: 30000 });
+    return { estimate, notice: captured.notice,
+             page: { title: page.title, url: page.source_url, bytes: page.content.length, type: page.content_type } };
+  },
+  "capture.page": async ({ tabId, template }) => {
+    const started = performance.now();
+    const tab = await tabById(tabId);
+    const captured = await pageOfTab(tab, template);
+    const outcome = await send(template || defaultTemplate(), captured, { via: "popup" });
+    return { ...outcome, captureMs: captured.ms, totalMs: performance.now() - started, reused: !!captured.reused };
+  },
+  "settings.set": async ({ settings }) => {
+    state.settings = { ...state.settings, ...settings };
+    await local.set({ settings: state.settings });
+    pushState();
+    return state.settings;
+  },
+  outbox: async () => ({
+    items: (await host.outboxItems({ refused: true })).map((i) => ({
+      key: i.key, template: i.template, title: i.page?.title, url: i.page?.source_url, kind: i.page?.metadata?.kind,
+      bytes: i.page?.content?.length || 0, queuedAt: i.queuedAt, failed: i.failed || null,
+    })),
+  }),
+  "outbox.discard": async ({ key }) => {
+    await host.dequeue(key);
+    return { ok: true };
+  },
+  "outbox.flush": async () => {
+    host.connectNow();
+    return { delivered: await host.flushOutbox() };
+  },
+};
+
+function stripMetadata(page) {
+  const { metadata, ...rest } = page;
+  return rest;
+}
+
+async function handleMessage(msg) {
+  await ready;
+  const handler = HANDLERS[msg?.type];
+  if (!handler) return { ok: false, error: { code: "unknown_type", message: `no handler for ${msg?.type}` } };
+  try {
+    return { ok: true, result: await handler(msg) };
+  } catch (err) {
+    return { ok: false, error: { code: err.code || "internal", message: err.message || String(err) } };
+  }
+}
+
+// ---- listeners (top level) -------------------------------------------------------------------
+
+api.runtime.onMessage.addListener((msg, sender, sendResponse) => {
+  if (sender.id !== api.runtime.id) return false;
+  handleMessage(msg).then(sendResponse);
+  return true;
+});
+
+api.runtime.onConnect.addListener((port) => {
+  if (port.name !== "popup" || port.sender?.id !== api.runtime.id) return;
+  popups.add(port);
+  port.onDisconnect.addListener(() => popups.delete(port));
+  ready.then(() => {
+    if (host.status !== "connected") host.connectNow(); // someone is looking: try at once
+    safePost(port, { type: "state", state: snapshot() });
+  });
+});
+
+api.contextMenus.onClicked.addListener((info, tab) => {
+  onMenuClicked(info, tab);
+});
+
+api.commands.onCommand.addListener((command, tab) => {
+  onCommand(command, tab);
+});
+
+api.runtime.onInstalled.addListener(() => {
+  ready.then(() => refreshMenus(state.templates, { hostReachable: host.status === "connected" }));
+});
+
+api.runtime.onStartup.addListener(() => {
+  ready.then(() => host.connectNow());
+});
+
+if (api.notifications?.onClicked) {
+  api.notifications.onClicked.addListener((id) => {
+    if (id.startsWith("run:")) {
+      api.tabs.create({ url: api.runtime.getURL(`popup/popup.html#run=${encodeURIComponent(id.slice(4))}`) });
+    }
+  });
+}
+
+// For tests and debugging from the worker's console.
+Object.assign(globalThis, { onMenuClicked, onCommand, hybrid: { host, state, ready, handleMessage, HANDLERS } });

@@ -1,0 +1,64 @@
+// Numbers as people read them. Money follows the CLI: "$0", "$0.000123" under a cent,
+// "$1.2345" above; a price the host does not know is "unknown", never $0.
+
+export function usd(cost) {
+  if (cost === null || cost === undefined || Number.isNaN(Number(cost))) return "unknown";
+  const n = Number(cost);
+  if (n === 0) return "$0";
+  if (n < 0.01) return `$${n.toFixed(6)}`;
+  return `$${n.toFixed(4)}`;
+}
+
+// Budgets and round amounts: cents are enough.
+export function usdBudget(amount) {
+  const n = Number(amount);
+  return Math.abs(n * 100 - Math.round(n * 100)) < 1e-9 ? `$${n.toFixed(2)}` : usd(n);
+}
+
+// A run summary's cost: unknown when some steps have no price and nothing is known.
+export function runCost(run) {
+  const unknown = Number(run.unknown_cost_steps || 0);
+  const cost = Number(run.total_cost || 0);
+  if (unknown > 0 && !cost) return { text: "unknown", title: `${unknown} step(s) used a model whose price is unknown` };
+  if (unknown > 0) {
+    return { text: `${usd(cost)} + unknown`, title: `${unknown} step(s) used a model whose price is unknown` };
+  }
+  return { text: usd(cost), title: `total cost ${cost} USD` };
+}
+
+export function tokens(n) {
+  return `${Number(n || 0).toLocaleString("en-US")} tok`;
+}
+
+export function age(iso, now = Date.now()) {
+  if (!iso) return "";
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return "";
+  const s = Math.max(0, Math.round((now - t) / 1000));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
+  return `${Math.floor(s / 86400)}d ago`;
+}
+
+export function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  const s = Number(seconds);
+  if (s < 1) return `${Math.round(s * 1000)} ms`;
+  if (s < 60) return `${s.toFixed(1)} s`;
+  return `${Math.floor(s / 60)}m ${Math.round(s % 60)}s`;
+}
+
+export function bytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+  return `${(n / (1024 * 1024)).toFixed(1)} MB`;
+}
+
+export function statusLabel(status) {
+  const s = String(status || "").toUpperCase();
+  return {
+    PENDING: "Waiting", QUEUED: "Queued", RUNNING: "Running", COMPLETED: "Done", FAILED: "Failed",
+    CANCELLED: "Cancelled", SKIPPED: "Skipped", WAITING_FOR_INPUT: "Waiting for input",
+  }[s] || s.toLowerCase();
+}
