@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-REF_PATTERN = re.compile(r"\{\{\s*(.*?)\s*\}\}", re.S)
+REF_PATTERN = re.compile(r"\{\{\s*((?:(?!\}\}).)*?)\s*\}\}", re.S)  # one reference: no "}}" inside
 _STEP_REF = re.compile(r"^steps\.([A-Za-z_][A-Za-z0-9_-]*)\.outputs\.([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_]+)*)$")
 RUN_FIELDS = ("id", "name", "template", "created_at")
 _RUN_REF = re.compile(r"^run\.(" + "|".join(RUN_FIELDS) + r")$")

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import (ARTIFACTS, EXT_ORIGIN, INPUT_PER_MTOK, MODEL, OUTPUT_PER_MTOK, TEMPLATES, sha256, shot,
+from e2e_world import (ARTIFACTS, EXT_ORIGIN, INPUT_PER_MTOK, MODEL, OUTPUT_PER_MTOK, TEMPLATES, sha256, shot,
                       usd, wait_for)
 
 pytestmark = pytest.mark.e2e

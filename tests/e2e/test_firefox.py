@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIREFOX, FIREFOX_EXTENSION_ID, ROOT, free_port, shot_png, wait_for
+from e2e_world import FIREFOX, FIREFOX_EXTENSION_ID, ROOT, free_port, shot_png, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -43,3 +43,8 @@ def test_malformed_reference_is_rejected_with_the_syntax():
         assert "steps.<id>.outputs.<key>" in str(exc)
     else:
         raise AssertionError("accepted a malformed reference")
+
+
+def test_a_string_made_of_several_references_renders_each():
+    lookup = dag.make_lookup({"a": {"text": "A"}, "b": {"text": "B"}}, {})
+    assert dag.render("{{ steps.a.outputs.text }}\n{{ steps.b.outputs.text }}", lookup) == "A\nB"

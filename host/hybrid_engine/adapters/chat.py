@@ -394,10 +394,15 @@ class ChatAdapter(BaseAdapter):
                    "the step will fail unless it sets on_overflow: truncate"))}),
         }
 
-    def _cost_phrase(self, params: dict[str, Any]) -> str:
+    def _safe_estimate(self, params: dict[str, Any]) -> dict | None:
         try:
-            est = self.estimate(params)
-        except Exception:  # the estimate only decorates the message
+            return self.estimate(params)
+        except Exception:  # the estimate only decorates a message
+            return None
+
+    def _cost_phrase(self, params: dict[str, Any], est: dict | None = None) -> str:
+        est = est if est is not None else self._safe_estimate(params)
+        if est is None:
             return ""
         what = f"{est['model']}, about {est['prompt_tokens']:,} prompt tokens, " \
                f"up to {est['max_output_tokens']:,} output tokens"
@@ -408,13 +413,16 @@ class ChatAdapter(BaseAdapter):
 
     def _no_key(self, settings: ProviderSettings, params: dict[str, Any]) -> PermanentStepError:
         others = " or GOOGLE_API_KEY" if self.provider == "gemini" else ""
+        est = self._safe_estimate(params)
+        metadata = {"provider": self.provider, "model": params.get("model"),
+                    "key_env": settings.key_env}
+        if est is not None:
+            metadata["estimate"] = est
         return PermanentStepError(
             f"No {self.label} API key. Set {settings.key_env}{others}, or run "
             f"`hybrid-engine keys set {self.provider}` (a host started by the browser does not "
-            f"see variables exported in your shell).{self._cost_phrase(params)}",
-            code="no_provider",
-            metadata={"provider": self.provider, "model": params.get("model"),
-                      "key_env": settings.key_env})
+            f"see variables exported in your shell).{self._cost_phrase(params, est)}",
+            code="no_provider", metadata=metadata)
 
     # -- running -------------------------------------------------------------------------
     def _config(self, strict: bool = True) -> dict:

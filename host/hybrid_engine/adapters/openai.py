@@ -155,6 +155,15 @@ class LocalChat(OpenAICompatibleChat):
             return False
         return isinstance(conf, dict) and bool(conf.get("base_url"))
 
+    def _no_server_metadata(self, request: ChatRequest, settings: ProviderSettings) -> dict:
+        meta: dict[str, Any] = {"provider": self.provider, "model": request.model,
+                                "base_url": settings.base_url}
+        est = self._safe_estimate({"model": request.model, "prompt": request.prompt,
+                                   "system": request.system, "max_tokens": request.max_tokens})
+        if est is not None:
+            meta["estimate"] = est
+        return meta
+
     def _unreachable(self, exc: Exception, request: ChatRequest, settings: ProviderSettings):
         if not self._configured():
             return PermanentStepError(
@@ -162,8 +171,7 @@ class LocalChat(OpenAICompatibleChat):
                 "(Ollama's default address). Start Ollama or LM Studio, or set "
                 "HYBRID_ENGINE_LOCAL_BASE_URL (or base_url under [providers.local] in "
                 "config.toml) to your server's OpenAI-compatible URL.",
-                code="no_provider", metadata={"provider": self.provider, "model": request.model,
-                                              "base_url": settings.base_url})
+                code="no_provider", metadata=self._no_server_metadata(request, settings))
         return transport_error(self, exc, request.model, request.timeout_s, settings,
                                timed_out=False)
 

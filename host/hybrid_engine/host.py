@@ -1,0 +1,709 @@
+"""The native-messaging host: what the browser starts on ``connectNative``.
+
+    main(caller_args)
+      guard stdout     the real stdout is kept (a dup) for frames only; fd 1 and sys.stdout
+                       now lead to stderr, so a stray print or a C library's write cannot
+                       corrupt the pipe; logging and warnings go to the rotating log file
+      first frame      answered from light modules only: `hello` needs no Service, so the
+                       first reply never waits for pydantic, yaml, an SDK or trafilatura
+      engine           then recovery and the executor start in a daemon thread with its
+                       own asyncio loop (not at all for a caller that is not allowed)
+      serve            frames are read on the main thread; messages are handled on a few
+                       daemon threads (a slow `estimate` does not hold up `runs.list`);
+                       every message gets a reply, a bad one an error reply, and the host
+                       goes on serving
+      end of input     (EOF, a truncated frame, an oversized declared length, SIGTERM)
+                       stop reading, stop the executor (it hands its unfinished steps back
+                       to the queue), start a detached `worker --until-idle` if work is
+                       left, and exit within a second: Firefox kills a host 3 s after
+                       closing its stdin, and runs must outlive the browser
+
+Messages and their fields are in CONTRACT.md ("Native messaging"); HANDLERS maps each
+type to a small function over service.Service. Replies carry the host version
+(``"version"``) next to ``ok``. Events (``run.updated``, ``templates.changed``) are
+sent only after ``runs.subscribe``. This module knows requests and replies; framing
+is protocol.py, use cases are service.py, and no SQL lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import signal
+import sys
+import threading
+import time
+from typing import Any, BinaryIO, Callable
+
+from . import PROTOCOL_VERSION, __version__, protocol
+from .errors import BadRequest, Forbidden, HybridEngineError, TooLarge
+
+log = logging.getLogger(__name__)
+
+# Modules the first reply must not wait for (reported by `hello` and `host.status`, honestly:
+# read from sys.modules at the moment the reply is built).
+HEAVY_MODULES = ("pydantic", "yaml", "openai", "google.genai", "genai_prices", "trafilatura")
+
+HANDLER_THREADS = 4
+POLL_S = 0.15  # run.updated latency: Service.changes is cheap when nothing was committed
+EXIT_BUDGET_S = 0.9  # from end of input to exit; the issue allows 1 s
+_CHROME_ORIGIN = re.compile(r"^chrome-extension://([a-p]{32})/?$")
+
+Handler = Callable[["Host", dict], dict]
+
+
+class _Terminated(BaseException):
+    """SIGTERM/SIGINT while reading: leave the read loop and shut down like on EOF."""
+
+
+# ---- stdout hygiene ------------------------------------------------------------------
+
+def guard_stdout() -> BinaryIO:
+    """Keep the real stdout for frames; send fd 1 and sys.stdout to stderr from now on.
+
+    Returns an unbuffered binary stream on a private duplicate of the original fd 1.
+    Anything else that writes to fd 1 (print, a C extension, a subprocess that inherits
+    it) lands on stderr, or nowhere when stderr is not usable.
+    """
+    frames_fd = os.dup(1)
+    try:
+        os.dup2(2, 1)
+    except OSError:  # no usable stderr: fd 1 goes nowhere rather than into the pipe
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    if sys.stderr is not None:
+        sys.stdout = sys.stderr
+    else:  # pragma: no cover - pythonw without a console
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    if os.name == "nt":  # pragma: no cover - Windows only: no newline translation on the pipes
+        import msvcrt
+
+        msvcrt.setmode(frames_fd, os.O_BINARY)
+        msvcrt.setmode(0, os.O_BINARY)
+    return open(frames_fd, "wb", buffering=0)  # noqa: SIM115 - lives as long as the process
+
+
+# ---- caller origin -------------------------------------------------------------------
+
+def check_origin(args: list[str]) -> str | None:
+    """None when the caller may talk to us, else why not (becomes `forbidden` replies).
+
+    Chrome and its relatives pass ``chrome-extension://<id>/`` (Windows adds
+    ``--parent-window=N``); Firefox passes the manifest path and the add-on id. No
+    argument: a terminal or a test, no check. The pinned ids are accepted without
+    reading anything; others must have been registered with ``install --extension-id``.
+    """
+    from .identity import CHROME_EXTENSION_ID, FIREFOX_EXTENSION_ID
+
+    args = [a for a in args if not a.startswith("--parent-window=")]
+    if not args:
+        return None
+    first = args[0]
+    m = _CHROME_ORIGIN.match(first)
+    if m:
+        ext_id = m.group(1)
+        if ext_id == CHROME_EXTENSION_ID:
+            return None
+        from .install import registered_extension_ids
+
+        if ext_id in registered_extension_ids():
+            return None
+        return (f"extension {ext_id} is not allowed to use this host; register it with "
+                f"`hybrid-engine install --extension-id {ext_id}`")
+    if first.startswith("chrome-extension://"):
+        return f"caller origin {first!r} is not a chrome-extension://<id>/ origin"
+    if len(args) >= 2:
+        addon = args[1]
+        if addon == FIREFOX_EXTENSION_ID:
+            return None
+        from .install import registered_gecko_ids
+
+        if addon in registered_gecko_ids():
+            return None
+        return (f"add-on {addon!r} is not allowed to use this host; register it with "
+                f"`hybrid-engine install --extension-id {addon}`")
+    return f"unrecognised caller {first!r}: expected chrome-extension://<id>/ or a manifest path and an add-on id"
+
+
+# ---- field validation ----------------------------------------------------------------
+
+_MISSING = object()
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def field(msg: dict, name: str, types: type | tuple[type, ...], what: str, *, required: bool = True,
+          default: Any = None, prefix: str = "") -> Any:
+    """msg[name] checked against JSON types; BadRequest naming the field otherwise.
+
+    An optional field may be absent or null. Booleans are never taken for numbers.
+    """
+    label = prefix + name
+    value = msg.get(name, _MISSING)
+    if value is _MISSING or (value is None and not required):
+        if required:
+            raise BadRequest(f"{label}: missing (expected {what})", field=label)
+        return default
+    types = types if isinstance(types, tuple) else (types,)
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+        raise BadRequest(f"{label}: expected {what}, got {_json_type(value)}", field=label)
+    return value
+
+
+def _text(msg: dict, name: str, *, required: bool = True, prefix: str = "") -> str | None:
+    value = field(msg, name, str, "a string", required=required, prefix=prefix)
+    if required and not value.strip():
+        raise BadRequest(f"{prefix}{name}: must not be empty", field=prefix + name)
+    return value
+
+
+def _page(msg: dict) -> dict:
+    """The `page` of capture and estimate: only `content` is required."""
+    page = field(msg, "page", dict, "an object with at least `content`")
+    out = {"content": field(page, "content", str, "a string", prefix="page.")}
+    for key in ("source_url", "content_type", "title", "selection"):
+        out[key] = field(page, key, str, "a string", required=False, prefix="page.")
+    out["metadata"] = field(page, "metadata", dict, "an object", required=False, default={}, prefix="page.")
+    if out["content_type"] is not None:  # checked before a run is created for it
+        from .service import CONTENT_TYPES
+
+        if out["content_type"].split(";")[0].strip().lower() not in CONTENT_TYPES:
+            raise BadRequest(f"page.content_type: {out['content_type'][:80]!r} is not supported "
+                             f"(use one of {', '.join(CONTENT_TYPES)})", field="page.content_type")
+    return out
+
+
+# ---- handlers: one small function per message type ------------------------------------
+
+def h_hello(host: "Host", msg: dict) -> dict:
+    proto = field(msg, "protocol", int, "an integer", required=False, default=PROTOCOL_VERSION)
+    if proto < 1:
+        raise BadRequest("protocol: expected a positive integer", field="protocol")
+    return {
+        "version": __version__,
+        "protocol": PROTOCOL_VERSION,
+        "capabilities": {
+            "types": sorted(HANDLERS),
+            "events": ["run.updated", "templates.changed"],
+            "chunking": True,
+            "max_frame_out": protocol.MAX_OUTGOING,
+            "max_frame_in": protocol.MAX_INCOMING,
+        },
+        "pid": os.getpid(),
+        "heavy_modules_loaded": loaded_heavy_modules(),
+    }
+
+
+def h_host_status(host: "Host", msg: dict) -> dict:
+    ex = host.executor
+    return {
+        "version": __version__,
+        "pid": os.getpid(),
+        "uptime_s": round(time.monotonic() - host.started, 3),
+        "executor": {"running": ex is not None and host.engine_alive(), "executed": ex.executed if ex else 0},
+        "subscribed": host.subscribed,
+        "origin_checked": bool(host.caller_args),
+        "heavy_modules_loaded": loaded_heavy_modules(),
+        "log_file": host.log_file,
+    }
+
+
+def h_templates_list(host: "Host", msg: dict) -> dict:
+    svc = host.service
+    return {"templates": svc.list_templates(), "errors": [e.message for e in svc.templates.errors()],
+            "folder": str(svc.templates.folder)}
+
+
+def h_capture(host: "Host", msg: dict) -> dict:
+    template = _text(msg, "template")
+    page = _page(msg)
+    budget = field(msg, "budget_usd", (int, float), "a number", required=False)
+    result = host.service.start(template, content=page["content"], source_url=page["source_url"],
+                                content_type=page["content_type"] or "text/html", title=page["title"],
+                                selection=page["selection"], metadata=page["metadata"], budget_usd=budget)
+    host.wake_executor()
+    return result
+
+
+_EXTERNAL_FIELDS = ("content", "source_url", "content_type", "step_name", "metadata", "title", "selection")
+
+
+def h_external_data_add(host: "Host", msg: dict) -> dict:
+    run_id = _text(msg, "workflow_id")
+    field(msg, "content", str, "a string")
+    for key in ("source_url", "content_type", "step_name", "title", "selection"):
+        field(msg, key, str, "a string", required=False)
+    field(msg, "metadata", dict, "an object", required=False)
+    request = {k: msg[k] for k in _EXTERNAL_FIELDS if msg.get(k) is not None}
+    response = host.service.ingest(run_id, request)
+    host.wake_executor()
+    return response.model_dump()
+
+
+def h_external_data_list(host: "Host", msg: dict) -> dict:
+    return host.service.external_data(_text(msg, "workflow_id"))
+
+
+def h_runs_list(host: "Host", msg: dict) -> dict:
+    limit = field(msg, "limit", int, "an integer from 1 to 1000", required=False, default=50)
+    offset = field(msg, "offset", int, "a non-negative integer", required=False, default=0)
+    return {"runs": host.service.list_runs(limit, offset), "limit": limit, "offset": offset}
+
+
+def h_runs_get(host: "Host", msg: dict) -> dict:
+    return host.service.run_document(_text(msg, "run_id"))
+
+
+def h_runs_output(host: "Host", msg: dict) -> dict:
+    return host.service.step_outputs(_text(msg, "run_id"), _text(msg, "step_id"))
+
+
+def h_runs_retry(host: "Host", msg: dict) -> dict:
+    summary = host.service.retry(_text(msg, "run_id"))
+    host.wake_executor()
+    return summary
+
+
+def h_runs_cancel(host: "Host", msg: dict) -> dict:
+    return host.service.cancel(_text(msg, "run_id"))
+
+
+def h_runs_subscribe(host: "Host", msg: dict) -> dict:
+    host.subscribe()
+    return {"subscribed": True, "events": ["run.updated", "templates.changed"]}
+
+
+def h_estimate(host: "Host", msg: dict) -> dict:
+    template = _text(msg, "template")
+    return host.service.estimate(template, _page(msg))
+
+
+def h_spend(host: "Host", msg: dict) -> dict:
+    return host.service.spend()
+
+
+HANDLERS: dict[str, Handler] = {
+    "hello": h_hello,
+    "host.status": h_host_status,
+    "templates.list": h_templates_list,
+    "capture": h_capture,
+    "external_data.add": h_external_data_add,
+    "external_data.list": h_external_data_list,
+    "runs.list": h_runs_list,
+    "runs.get": h_runs_get,
+    "runs.output": h_runs_output,
+    "runs.retry": h_runs_retry,
+    "runs.cancel": h_runs_cancel,
+    "runs.subscribe": h_runs_subscribe,
+    "estimate": h_estimate,
+    "spend": h_spend,
+}
+
+
+def loaded_heavy_modules() -> list[str]:
+    return [name for name in HEAVY_MODULES if name in sys.modules]
+
+
+def _valid_id(value: Any) -> bool:
+    if isinstance(value, bool) or value is None:
+        return False
+    if isinstance(value, float):
+        return value == value and value not in (float("inf"), float("-inf"))
+    return isinstance(value, (str, int))
+
+
+# ---- the host --------------------------------------------------------------------------
+
+class Host:
+    def __init__(self, caller_args: list[str], stdin: BinaryIO, stdout: BinaryIO, log_file: str | None = None):
+        self.caller_args = list(caller_args)
+        self.stdin = stdin
+        self.writer = protocol.FrameWriter(stdout)
+        self.log_file = log_file
+        self.started = time.monotonic()
+        self.forbidden: str | None = None
+        self.subscribed = False
+        self.accepting = False  # inside the read loop: a signal interrupts it
+        self.executor = None
+        self._service = None
+        self._service_lock = threading.Lock()
+        self._sub_lock = threading.Lock()
+        self._closing = threading.Event()  # no more input; the engine must stop
+        self._stop = threading.Event()  # poller and template watcher
+        self._gone = threading.Event()  # writing failed: the browser went away
+        self._engine: threading.Thread | None = None
+        self._jobs: queue.Queue = queue.Queue()
+        self._busy = 0
+        self._busy_cond = threading.Condition()
+        self._workers: list[threading.Thread] = []
+
+    # -- lazy parts ------------------------------------------------------------------
+    @property
+    def service(self):
+        if self._service is None:
+            with self._service_lock:
+                if self._service is None:
+                    from .service import Service
+
+                    self._service = Service()
+        return self._service
+
+    def engine_alive(self) -> bool:
+        return self._engine is not None and self._engine.is_alive()
+
+    # -- writing ---------------------------------------------------------------------
+    def send(self, message: dict) -> bool:
+        """Write one message (chunked when large). False if it could not be written."""
+        if self._gone.is_set():
+            return False
+        try:
+            self.writer.send(message)
+            return True
+        except TooLarge as exc:  # only an enormous id makes a reply impossible to chunk
+            log.warning("reply could not be framed: %s", exc.message)
+            if "ok" not in message or message.get("id") is None:
+                return False
+            return self.send(self._error_reply(None, "too_large", f"the reply cannot be sent: {exc.message}"))
+        except (TypeError, ValueError) as exc:
+            log.exception("message could not be encoded: %.200r", message)
+            if "ok" not in message or message.get("error", {}).get("code") == "internal":
+                return False
+            return self.send(self._error_reply(message.get("id"), "internal",
+                                               f"the reply could not be encoded: {exc}"))
+        except OSError as exc:  # BrokenPipeError and friends: nobody is reading
+            log.info("stdout closed (%s); shutting down", exc)
+            self._gone.set()
+            return False
+
+    def _error_reply(self, msg_id: Any, code: str, message: str, **fields) -> dict:
+        return {"id": msg_id, "ok": False, "error": {"code": code, "message": message, **fields},
+                "version": __version__}
+
+    def reply_error(self, msg_id: Any, exc: HybridEngineError) -> None:
+        self.send({"id": msg_id, "ok": False, "error": exc.to_dict(), "version": __version__})
+
+    # -- dispatch --------------------------------------------------------------------
+    def handle(self, msg: dict) -> dict:
+        """The reply to one decoded message. Never raises."""
+        raw_id = msg.get("id")
+        msg_id = raw_id if _valid_id(raw_id) else None
+        try:
+            if "id" not in msg or raw_id is None:
+                raise BadRequest("id: missing (expected a string or a number)", field="id")
+            if not _valid_id(raw_id):
+                raise BadRequest(f"id: expected a string or a number, got {_json_type(raw_id)}", field="id")
+            kind = msg.get("type", _MISSING)
+            if kind is _MISSING or kind is None:
+                raise BadRequest("type: missing (expected a message type such as \"hello\")", field="type")
+            if not isinstance(kind, str):
+                raise BadRequest(f"type: expected a string, got {_json_type(kind)}", field="type")
+            if self.forbidden:
+                raise Forbidden(self.forbidden)
+            handler = HANDLERS.get(kind)
+            if handler is None:
+                raise HybridEngineError(f"unknown message type {kind[:80]!r} (known: {', '.join(sorted(HANDLERS))})",
+                                        code="unknown_type")
+            result = handler(self, msg)
+            return {"id": msg_id, "ok": True, "result": result, "version": __version__}
+        except HybridEngineError as exc:
+            return {"id": msg_id, "ok": False, "error": exc.to_dict(), "version": __version__}
+        except Exception as exc:  # noqa: BLE001 - the client gets a code, the log gets the traceback
+            from .config import ConfigError
+
+            if isinstance(exc, ConfigError):  # a broken config.toml: the user can fix it, say where
+                return self._error_reply(msg_id, "bad_config", str(exc))
+            log.exception("message %r (type %.60r) failed", msg_id, msg.get("type"))
+            where = f" (details in {self.log_file})" if self.log_file else ""
+            return self._error_reply(msg_id, "internal", f"internal error handling {str(msg.get('type'))[:60]!r}"
+                                     f"{where}")
+
+    def _worker(self) -> None:
+        while True:
+            msg = self._jobs.get()
+            if msg is None:
+                return
+            try:
+                self.send(self.handle(msg))
+            finally:
+                with self._busy_cond:
+                    self._busy -= 1
+                    self._busy_cond.notify_all()
+
+    def _submit(self, msg: dict) -> None:
+        if not self._workers:
+            for i in range(HANDLER_THREADS):
+                t = threading.Thread(target=self._worker, name=f"handler-{i}", daemon=True)
+                t.start()
+                self._workers.append(t)
+        with self._busy_cond:
+            self._busy += 1
+        self._jobs.put(msg)
+
+    def _wait_handlers(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._busy_cond:
+            while self._busy > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._busy_cond.wait(left)
+        return True
+
+    # -- the read loop ---------------------------------------------------------------
+    def serve(self) -> int:
+        """Read and answer messages until the input ends; then hand work over and return."""
+        first = True
+        self.accepting = True
+        try:
+            while not self._gone.is_set():
+                try:
+                    body = protocol.read_frame(self.stdin)
+                except protocol.StreamError as exc:
+                    log.warning("closing: %s", exc.message)
+                    self.send(self._error_reply(None, exc.code, f"{exc.message}; closing the connection"))
+                    break
+                if body is None:
+                    log.info("end of input")
+                    break
+                try:
+                    msg = protocol.decode_message(body)
+                except protocol.MessageError as exc:
+                    self.send(self._error_reply(None, exc.code, exc.message))
+                    continue
+                if first:
+                    first = False
+                    # Answered here, before anything heavy is imported or any thread competes.
+                    self.send(self.handle(msg))
+                    self._after_first_reply()
+                    continue
+                self._submit(msg)
+        except _Terminated as exc:
+            log.info("signal %s: shutting down", exc.args[0] if exc.args else "?")
+        except OSError as exc:
+            log.info("stdin failed (%s): shutting down", exc)
+        finally:
+            self.accepting = False
+        return self.close()
+
+    def _after_first_reply(self) -> None:
+        if self.forbidden:
+            return
+        self._engine = threading.Thread(target=self._engine_main, name="engine", daemon=True)
+        self._engine.start()
+
+    # -- the engine: recovery, then the executor in its own asyncio loop -------------
+    def _engine_main(self) -> None:
+        import asyncio
+
+        try:
+            svc = self.service
+            report = svc.recover()
+            if report.requeued or report.dead_lettered:
+                log.warning("recovery: requeued %d, dead-lettered %d", len(report.requeued),
+                            len(report.dead_lettered))
+            if self._closing.is_set():
+                return
+            ex = svc.make_executor()
+            self.executor = ex
+
+            async def run() -> None:
+                task = asyncio.ensure_future(ex.run())
+                await asyncio.sleep(0)  # run() has set its state; a stop() from now on sticks
+                if self._closing.is_set():
+                    ex.stop()
+                await task
+
+            asyncio.run(run())
+        except Exception:  # noqa: BLE001 - the host keeps serving; the next launch or worker executes
+            log.exception("the executor stopped with an error")
+
+    def wake_executor(self) -> None:
+        ex = self.executor
+        if ex is not None:
+            ex.wake()
+
+    # -- events --------------------------------------------------------------------
+    def subscribe(self) -> None:
+        with self._sub_lock:
+            if self.subscribed:
+                return
+            _, cursor = self.service.changes(None)  # from now on, every change is news
+            self.subscribed = True
+        threading.Thread(target=self._poll_changes, args=(cursor,), name="run-events", daemon=True).start()
+        threading.Thread(target=self._watch_templates, name="template-events", daemon=True).start()
+
+    def _poll_changes(self, cursor: dict) -> None:
+        svc = self.service
+        delay = POLL_S
+        while not self._stop.wait(delay):
+            try:
+                changed, cursor = svc.changes(cursor)
+                delay = POLL_S
+            except Exception:  # noqa: BLE001 - a busy or locked store: try again a bit later
+                log.exception("polling for run changes failed")
+                delay = min(5.0, delay * 2)
+                continue
+            for summary in changed:
+                if not self.send({"event": "run.updated", "run": summary, "version": __version__}):
+                    return
+
+    def _watch_templates(self) -> None:
+        svc = self.service
+
+        def changed() -> None:
+            self.send({"event": "templates.changed", "templates": svc.list_templates(),
+                       "errors": [e.message for e in svc.templates.errors()], "version": __version__})
+
+        try:
+            svc.templates.watch(changed, self._stop)
+        except Exception:  # noqa: BLE001
+            log.exception("could not watch the templates folder")
+
+    # -- the end ---------------------------------------------------------------------
+    def close(self) -> int:
+        """Stop everything, hand unfinished work to a detached worker; bounded in time."""
+        deadline = time.monotonic() + EXIT_BUDGET_S
+        self._closing.set()
+        self._wait_handlers(0.3)  # a capture being written lands before the hand-over check
+        for _ in self._workers:
+            self._jobs.put(None)
+        self._stop.set()
+        ex = self.executor
+        if ex is not None:
+            ex.stop()
+        if self._engine is not None:
+            self._engine.join(max(0.05, deadline - time.monotonic() - 0.3))
+            if self._engine.is_alive():
+                log.warning("the executor did not stop in time; the worker recovers its steps")
+        if not self.forbidden:
+            try:
+                if self._work_left():
+                    spawn_worker()
+            except Exception:  # noqa: BLE001 - the next launch recovers and runs it instead
+                log.exception("could not hand unfinished work to a worker")
+        log.info("host exiting after %.3f s", time.monotonic() - self.started)
+        return 0
+
+    def _work_left(self) -> bool:
+        """Queued steps, or RUNNING ones that nobody alive will finish (ours included)."""
+        if self._service is None:
+            from . import config
+
+            if not config.db_path().exists():
+                return False
+        from . import procs
+
+        store = self.service.store
+        if store.has_queued():
+            return True
+        me = os.getpid()
+        for row in store.running_steps():
+            if row.owner_pid == me or procs.owner_alive(row.owner_pid, row.owner_start, row.owner_host) is False:
+                return True
+        return False
+
+
+def spawn_worker() -> "subprocess.Popen":
+    """`hybrid-engine worker --until-idle` outside the browser's process group or job.
+
+    It gets no handle of ours: stdin and stdout are /dev/null, stderr the log folder.
+    """
+    import subprocess
+
+    from . import config
+
+    cmd = [sys.executable, "-m", "hybrid_engine", "worker", "--until-idle", "--quiet"]
+    try:
+        folder = config.ensure_private_dir(config.logs_dir())
+        err: Any = open(folder / "worker-stderr.log", "ab")  # noqa: SIM115 - handed to the child
+    except OSError:
+        err = subprocess.DEVNULL
+    kwargs: dict[str, Any] = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                  close_fds=True, cwd=str(config.data_dir()))
+    try:
+        if os.name == "nt":  # pragma: no cover - Windows only
+            flags = (subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS
+                     | getattr(subprocess, "CREATE_BREAKAWAY_FROM_JOB", 0x01000000))
+            try:
+                proc = subprocess.Popen(cmd, creationflags=flags, **kwargs)
+            except OSError:  # the browser's job forbids breaking away: at least detach
+                proc = subprocess.Popen(cmd, creationflags=flags & ~0x01000000, **kwargs)
+        else:
+            proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+    finally:
+        if err is not subprocess.DEVNULL:
+            err.close()
+    log.info("unfinished work handed to worker pid %d", proc.pid)
+    return proc
+
+
+def _install_signal_handlers(host: Host) -> None:
+    def on_signal(signum, frame):  # noqa: ARG001
+        if host.accepting:  # later, shutdown is already under way: let it finish
+            raise _Terminated(signum)
+
+    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            try:
+                signal.signal(sig, on_signal)
+            except (ValueError, OSError):  # not the main thread, or not supported here
+                pass
+
+
+def main(caller_args: list[str] | None = None) -> int:
+    """`hybrid-engine host [ORIGIN | MANIFEST ADDON-ID]`: serve until the input ends."""
+    frames_out = guard_stdout()
+    if os.environ.get("HYBRID_ENGINE_TEST_STRAY_PRINT"):
+        # Tests: a stray print and a raw fd-1 write at startup must end up on stderr, not in the pipe.
+        print("stray print from the host (must not reach stdout)")
+        os.write(1, b"stray fd-1 write from the host (must not reach stdout)\n")
+    from . import logsetup
+
+    log_file = None
+    try:
+        logsetup.configure("host")
+        from . import config
+
+        log_file = str(config.logs_dir() / "hybrid-engine.log")
+    except Exception:  # noqa: BLE001 - a host without a log still serves
+        pass
+    args = list(caller_args or [])
+    stdin = sys.stdin.buffer if sys.stdin is not None else open(0, "rb", closefd=False)  # noqa: SIM115
+    host = Host(args, stdin, frames_out, log_file)
+    try:
+        host.forbidden = check_origin(args)
+    except Exception:  # noqa: BLE001 - an unreadable install record: only the pinned ids pass
+        log.exception("origin check failed")
+        host.forbidden = "the caller's origin could not be checked"
+    if host.forbidden:
+        log.warning("refusing caller %s: %s", args, host.forbidden)
+    log.info("host %s started (pid %d, caller %s)", __version__, os.getpid(), args or "none")
+    _install_signal_handlers(host)
+    code = host.serve()
+    # Daemon threads (the executor's loop, pollers, watchfiles) must not hold the exit up:
+    # everything that matters is committed or handed over; leave now.
+    logging.shutdown()
+    try:
+        frames_out.close()
+    except OSError:
+        pass
+    os._exit(code)
+
+
+__all__ = ["HANDLERS", "HEAVY_MODULES", "Host", "check_origin", "guard_stdout", "main", "spawn_worker", "field"]
