@@ -7,7 +7,6 @@ Results go to stdout (one JSON document with --json); progress and errors to std
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
@@ -93,6 +92,8 @@ def cmd_run(args) -> int:
 
 
 def _wait_for_run(svc, run_id: str, *, show_progress: bool) -> dict:
+    import asyncio
+
     from . import logsetup
 
     logsetup.configure("cli")
@@ -280,6 +281,8 @@ def cmd_delete(args) -> int:
 
 
 def cmd_worker(args) -> int:
+    import asyncio
+
     from . import logsetup
 
     logsetup.configure("worker")

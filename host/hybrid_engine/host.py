@@ -49,6 +49,7 @@ HEAVY_MODULES = ("pydantic", "yaml", "openai", "google.genai", "genai_prices", "
 HANDLER_THREADS = 4
 POLL_S = 0.15  # run.updated latency: Service.changes is cheap when nothing was committed
 EXIT_BUDGET_S = 0.9  # from end of input to exit; the issue allows 1 s
+MAX_CAPTURE_ID = 200
 _CHROME_ORIGIN = re.compile(r"^chrome-extension://([a-p]{32})/?$")
 
 Handler = Callable[["Host", dict], dict]
@@ -203,6 +204,9 @@ def h_hello(host: "Host", msg: dict) -> dict:
             "chunking": True,
             "max_frame_out": protocol.MAX_OUTGOING,
             "max_frame_in": protocol.MAX_INCOMING,
+            "config": True,
+            "doctor": True,  # without the launch check (see `doctor`'s note)
+            "capture_dedupe": "page.metadata.capture_id",
         },
         "pid": os.getpid(),
         "heavy_modules_loaded": loaded_heavy_modules(),
@@ -233,10 +237,17 @@ def h_capture(host: "Host", msg: dict) -> dict:
     template = _text(msg, "template")
     page = _page(msg)
     budget = field(msg, "budget_usd", (int, float), "a number", required=False)
-    result = host.service.start(template, content=page["content"], source_url=page["source_url"],
-                                content_type=page["content_type"] or "text/html", title=page["title"],
-                                selection=page["selection"], metadata=page["metadata"], budget_usd=budget)
-    host.wake_executor()
+    capture_id = field(page["metadata"], "capture_id", str, "a string", required=False, prefix="page.metadata.")
+    if capture_id is not None and not 1 <= len(capture_id) <= MAX_CAPTURE_ID:
+        raise BadRequest(f"page.metadata.capture_id: expected 1 to {MAX_CAPTURE_ID} characters",
+                         field="page.metadata.capture_id")
+    # A capture re-sent with a capture_id that already made a run gets that run back (duplicate: true).
+    result = host.service.capture(template, capture_id=capture_id, content=page["content"],
+                                  source_url=page["source_url"], content_type=page["content_type"] or "text/html",
+                                  title=page["title"], selection=page["selection"], metadata=page["metadata"],
+                                  budget_usd=budget)
+    if not result.get("duplicate"):
+        host.wake_executor()
     return result
 
 
@@ -297,6 +308,37 @@ def h_spend(host: "Host", msg: dict) -> dict:
     return host.service.spend()
 
 
+def h_config(host: "Host", msg: dict) -> dict:
+    """Providers (has_key and a source label, never a key), base URLs, limits, budgets, folders."""
+    return host.service.config_summary()
+
+
+DOCTOR_NOTE = ("The launch check (start the host, send hello) is skipped: this host is answering now, "
+               "and a host launching itself to check itself proves nothing more and is slow. "
+               "`hybrid-engine doctor` in a terminal runs it.")
+
+
+def h_doctor(host: "Host", msg: dict) -> dict:
+    """install.doctor without the launch check: the registration as the browsers would read it."""
+    ids = field(msg, "extension_ids", list, "an array of extension ids", required=False, default=[])
+    for i, value in enumerate(ids):
+        if not isinstance(value, str):
+            raise BadRequest(f"extension_ids[{i}]: expected a string, got {_json_type(value)}",
+                             field=f"extension_ids[{i}]")
+    from . import install
+
+    findings = install.doctor(extension_ids=ids, check_launch=False)
+    errors = sum(1 for f in findings if f.severity == install.ERROR)
+    return {
+        "ok": errors == 0,
+        "findings": [f.to_dict() for f in findings],
+        "errors": errors,
+        "warnings": sum(1 for f in findings if f.severity == install.WARNING),
+        "launch_checked": False,
+        "note": DOCTOR_NOTE,
+    }
+
+
 HANDLERS: dict[str, Handler] = {
     "hello": h_hello,
     "host.status": h_host_status,
@@ -312,6 +354,8 @@ HANDLERS: dict[str, Handler] = {
     "runs.subscribe": h_runs_subscribe,
     "estimate": h_estimate,
     "spend": h_spend,
+    "config": h_config,
+    "doctor": h_doctor,
 }
 
 

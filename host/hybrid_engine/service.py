@@ -142,8 +142,7 @@ class Service:
         if self.store.run_info(run_id) is not None:
             return run_id
         if len(run_id) >= 4:
-            rows = self.store.conn.execute("SELECT id FROM runs WHERE id LIKE ? || '%' LIMIT 2",
-                                           (run_id,)).fetchall()
+            rows = self.store.runs_with_prefix(run_id)
             if len(rows) == 1:
                 return rows[0][0]
             if len(rows) > 1:
@@ -370,13 +369,15 @@ class Service:
         tpl = self.template(template_ref)
         if content is not None and not tpl.capture_slots:
             raise BadRequest(f"template '{tpl.name}' has no capture step to take the page")
-        run_id = self.create_run(tpl, budget_usd=budget_usd)
-        result = {"run_id": run_id, "step_id": None, "queued_dependents": 0}
-        if content is not None:
-            resp = self.ingest(run_id, ExternalDataRequest(content=content, source_url=source_url,
-                                                           content_type=content_type, title=title,
-                                                           selection=selection, metadata=metadata or {}))
-            result.update(step_id=resp.step_id, queued_dependents=resp.queued_dependents)
+        # One transaction: a page that ingest refuses (type, size) leaves no empty run behind.
+        with self.store.transaction():
+            run_id = self.create_run(tpl, budget_usd=budget_usd)
+            result = {"run_id": run_id, "step_id": None, "queued_dependents": 0}
+            if content is not None:
+                resp = self.ingest(run_id, ExternalDataRequest(content=content, source_url=source_url,
+                                                               content_type=content_type, title=title,
+                                                               selection=selection, metadata=metadata or {}))
+                result.update(step_id=resp.step_id, queued_dependents=resp.queued_dependents)
         return result
 
     # ---- execution -------------------------------------------------------------
@@ -532,6 +533,116 @@ class Service:
             "day_started": day.isoformat(),
             "month_started": month.isoformat(),
         }
+
+    # ---- captures the extension may send twice ---------------------------------------
+
+    def capture(self, template_ref: str, *, capture_id: str | None = None, **page) -> dict:
+        """`start` for the host's `capture`, at most one run per `capture_id`.
+
+        The extension re-sends a capture that was in flight when the host died, with the
+        same page.metadata.capture_id. One it already turned into a run gets that run back,
+        `{run_id, step_id, queued_dependents: 0, duplicate: true}`, from the `captures`
+        table, so across restarts and processes too. Look-up, run and record share one
+        BEGIN IMMEDIATE: two processes re-sending the same id still make one run.
+        """
+        if capture_id is None:
+            return {**self.start(template_ref, **page), "duplicate": False}
+        hit = self._capture_hit(capture_id)
+        if hit is not None:
+            return hit
+        self.template(template_ref)  # load (or refuse) the template before taking the write lock
+        with self.store.transaction():
+            hit = self._capture_hit(capture_id)  # another process may have made it meanwhile
+            if hit is not None:
+                return hit
+            result = self.start(template_ref, **page)
+            self.store.record_capture(capture_id, result["run_id"], result["step_id"])
+        log.info("capture %s made run %s", capture_id, result["run_id"])
+        return {**result, "duplicate": False}
+
+    def _capture_hit(self, capture_id: str) -> dict | None:
+        row = self.store.capture_run(capture_id)
+        if row is None:
+            return None
+        log.info("capture %s was re-sent; it already made run %s", capture_id, row[0])
+        return {"run_id": row[0], "step_id": row[1], "queued_dependents": 0, "duplicate": True}
+
+    # ---- configuration, as the host shows it (never a key) ---------------------------
+
+    def config_summary(self) -> dict:
+        """What is configured, for the extension's options page.
+
+        Per provider: whether it has a key and where the key comes from, as a label only
+        (`env`, `keys_file`, `config`; never the key or any part of it), the variable it is
+        read from, the base URL (credentials in it removed), concurrency and timeout. Then
+        budgets, executor limits and where things live.
+        """
+        from .budget import budget_settings
+
+        conf = config.load_config()
+        providers = {}
+        for name in config.PROVIDERS:
+            s = config.provider_settings(name, conf)
+            source = s.api_key_source or ""
+            from_env = source.startswith("env:")
+            providers[name] = {
+                "has_key": bool(s.api_key),
+                "key_source": "env" if from_env else {"keys": "keys_file", "config": "config"}.get(source),
+                "key_env": source[4:] if from_env else s.key_env,
+                "base_url": _public_url(s.base_url),
+                "concurrency": s.concurrency,
+                "timeout_s": s.timeout_s,
+            }
+        budgets: dict[str, Any] = {"daily_usd": None, "monthly_usd": None, "unknown_price": None}
+        try:
+            daily, monthly, policy = budget_settings(conf)
+            budgets.update(daily_usd=daily, monthly_usd=monthly, unknown_price=policy)
+        except config.ConfigError as exc:  # show the rest; say what is wrong with [budgets]
+            budgets["error"] = str(exc)
+        ex = config.section("executor", conf)
+        actions = ex.get("action_concurrency")
+        limits = {
+            "concurrency": _plain_int(ex.get("concurrency", 16)),
+            "per_provider": {n: p["concurrency"] for n, p in providers.items() if p["concurrency"]},
+            "per_action": ({k: _plain_int(v) for k, v in actions.items()} if isinstance(actions, dict) else {}),
+        }
+        templates = self._templates.folder if self._templates is not None else config.templates_dir()
+        return {
+            "providers": providers,
+            "budgets": budgets,
+            "limits": limits,
+            "templates_folder": str(templates),
+            "data_folder": str(config.data_dir()),
+            "database": str(self.store.path),
+            "log_file": str(config.logs_dir() / "hybrid-engine.log"),
+            "config_file": str(config.config_path()),
+            "config_file_exists": config.config_path().is_file(),
+            "keys_file": str(config.keys_path()),
+        }
+
+
+def _plain_int(value: Any) -> Any:
+    """An int for a well-formed limit; otherwise the value as text (shown, not trusted)."""
+    if isinstance(value, bool):
+        return str(value)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _public_url(url: str | None) -> str | None:
+    """A base URL without user:password@ or a query (where a key could hide)."""
+    if not url:
+        return url
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparseable URL hidden)"
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def read_input_file(path: str) -> tuple[str, str]:

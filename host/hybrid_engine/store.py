@@ -127,6 +127,18 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX step_logs_step ON step_logs(run_id, step_id);
     """,
+    # 2: capture de-duplication. The extension re-sends a capture that was in flight when
+    # the host died, with the same page.metadata.capture_id; this maps that id to the run
+    # it already made, across restarts. Rows go with their run (ON DELETE CASCADE; the
+    # run_id index keeps that delete from scanning the table).
+    """
+    CREATE TABLE captures (
+        capture_id TEXT PRIMARY KEY,
+        run_id     TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        step_id    TEXT
+    );
+    CREATE INDEX captures_run ON captures(run_id);
+    """,
 ]
 
 INLINE_OUTPUT_MAX = 8192
@@ -779,6 +791,11 @@ class Store:
         row = self.conn.execute("SELECT definition FROM run_definitions WHERE run_id = ?", (run_id,)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def runs_with_prefix(self, prefix: str, limit: int = 2) -> list[tuple[str]]:
+        """Run ids starting with `prefix`, taken literally (no LIKE wildcards); uses the primary key."""
+        return self.conn.execute("SELECT id FROM runs WHERE id >= ? AND substr(id, 1, ?) = ? ORDER BY id LIMIT ?",
+                                 (prefix, len(prefix), prefix, limit)).fetchall()
+
     def run_info(self, run_id: str) -> tuple[str, str, float] | None:
         return self.conn.execute("SELECT name, template, created_at FROM runs WHERE id = ?", (run_id,)).fetchone()
 
@@ -862,3 +879,19 @@ class Store:
         return {r[0] or "unknown": r[1] for r in self.conn.execute(
             "SELECT provider, SUM(cost) FROM steps WHERE cost IS NOT NULL AND ended_at >= ? AND status = 'COMPLETED'"
             " GROUP BY provider", (since,))}
+
+    # ---- capture de-duplication (schema 2; added with the host's `capture` dedupe) ----------
+    # Used by Service.capture: look up, then (in the same BEGIN IMMEDIATE) start the run and
+    # record it, so two processes re-sending one capture_id still make one run.
+
+    def capture_run(self, capture_id: str) -> tuple[str, str | None] | None:
+        """(run_id, step_id) of the run a capture_id already made, or None."""
+        return self.conn.execute("SELECT run_id, step_id FROM captures WHERE capture_id = ?",
+                                 (capture_id,)).fetchone()
+
+    def record_capture(self, capture_id: str, run_id: str, step_id: str | None) -> None:
+        with self.transaction():
+            self.conn.execute("INSERT INTO captures (capture_id, run_id, step_id) VALUES (?, ?, ?)",
+                              (capture_id, run_id, step_id))
+
+    # ---- end of capture de-duplication -------------------------------------------------------

@@ -291,3 +291,20 @@ def test_wal_mode_and_synchronous_normal(service):
     conn = service.store.conn
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+
+
+def test_a_refused_page_leaves_no_empty_run_behind(service):
+    from hybrid_engine.errors import BadRequest
+
+    with pytest.raises(BadRequest, match="content_type"):
+        service.start("page-text", content="x", content_type="application/pdf")
+    assert service.list_runs() == []
+
+
+def test_run_ids_resolve_by_a_literal_prefix_only(service):
+    run_id = service.create_run(tpl([{"id": "a", "action": "noop"}]))
+    assert service.resolve_run(run_id[:6]) == run_id
+    with pytest.raises(NotFound):
+        service.resolve_run("%%%%")
+    with pytest.raises(NotFound):
+        service.resolve_run("____")

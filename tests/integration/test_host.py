@@ -518,3 +518,161 @@ def test_a_broken_config_file_is_reported_as_bad_config_naming_the_file(home):
         err = h.error("spend")
         assert err["code"] == "bad_config" and "config.toml" in err["message"]
         assert h.call("runs.list")["runs"] == []
+
+
+# ---- config, doctor, capture de-duplication ---------------------------------------------------
+
+def _raw_session(home: Path, messages: list[dict], extra_env: dict | None = None) -> tuple[bytes, dict]:
+    """Send `messages` to a real host; every byte it wrote to stdout until all were answered and it
+    exited, and the replies by id."""
+    import threading
+
+    proc = subprocess.Popen([sys.executable, "-m", "hybrid_engine", "host"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=host_env(home, extra_env))
+    raw, replies, wanted = bytearray(), {}, {m["id"] for m in messages}
+
+    def read() -> None:
+        assembler = protocol.Reassembler()
+        while True:
+            header = proc.stdout.read(protocol.HEADER.size)
+            if len(header) < protocol.HEADER.size:
+                raw.extend(header)
+                return
+            body = proc.stdout.read(protocol.HEADER.unpack(header)[0])
+            raw.extend(header + body)
+            whole = assembler.feed(protocol.decode_message(body))
+            if whole is not None and "ok" in whole:
+                replies[whole["id"]] = whole
+            if wanted <= set(replies):
+                proc.stdin.close()  # all answered: now the browser goes away
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    proc.stdin.write(b"".join(_frame(json.dumps(m).encode("utf-8")) for m in messages))
+    proc.stdin.flush()
+    reader.join(60)
+    try:
+        assert not reader.is_alive(), f"no answer to all of {sorted(wanted)}; got {sorted(replies)}"
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stderr = proc.stderr.read().decode("utf-8", "replace")
+    assert not proc.stdout.read(), stderr[-2000:]  # nothing after the last frame
+    return bytes(raw), replies
+
+
+def test_config_reports_which_providers_have_a_key_and_never_the_key(home):
+    import uuid
+
+    from hybrid_engine import config
+
+    env_key = f"sk-envkey-{uuid.uuid4().hex}{uuid.uuid4().hex}"
+    stored_key = f"sk-stored-{uuid.uuid4().hex}{uuid.uuid4().hex}"
+    conf_key = f"AIza-conf-{uuid.uuid4().hex}{uuid.uuid4().hex}"
+    url_secret = uuid.uuid4().hex
+    config.set_key("deepseek", stored_key)  # what `hybrid-engine keys set deepseek` does
+    (home / "config.toml").write_text(f"""
+[providers.gemini]
+api_key = "{conf_key}"
+[providers.local]
+base_url = "http://me:{url_secret}@127.0.0.1:8080/v1?token={url_secret}"
+concurrency = 2
+[budgets]
+daily_usd = 1.5
+monthly_usd = 20
+[executor]
+concurrency = 8
+""", encoding="utf-8")
+    raw, replies = _raw_session(home, [{"id": 1, "type": "hello", "protocol": 1}, {"id": 2, "type": "config"},
+                                       {"id": 3, "type": "runs.list"}], {"OPENAI_API_KEY": env_key})
+    assert replies[1]["ok"] and {"config", "doctor"} <= set(replies[1]["result"]["capabilities"]["types"])
+    assert replies[2]["ok"] is True, replies[2]
+    conf = replies[2]["result"]
+    p = conf["providers"]
+    assert p["openai"]["has_key"] is True and p["openai"]["key_source"] == "env"
+    assert p["openai"]["key_env"] == "OPENAI_API_KEY"
+    assert p["deepseek"]["has_key"] is True and p["deepseek"]["key_source"] == "keys_file"
+    assert p["deepseek"]["base_url"] == "https://api.deepseek.com"
+    assert p["gemini"]["has_key"] is True and p["gemini"]["key_source"] == "config"
+    assert p["local"]["has_key"] is False and p["local"]["key_source"] is None
+    assert p["local"]["base_url"] == "http://127.0.0.1:8080/v1" and p["local"]["concurrency"] == 2
+    assert conf["budgets"]["daily_usd"] == 1.5 and conf["budgets"]["monthly_usd"] == 20
+    assert conf["limits"]["concurrency"] == 8 and conf["limits"]["per_provider"] == {"local": 2}
+    assert conf["templates_folder"] == str(home / "templates") and conf["data_folder"] == str(home)
+    assert conf["log_file"] == str(home / "logs" / "hybrid-engine.log") and conf["config_file_exists"] is True
+    # No key, and no part of one, in anything the host wrote to its stdout (or its log).
+    log_text = (home / "logs" / "hybrid-engine.log").read_bytes()
+    for secret in (env_key, stored_key, conf_key, url_secret):
+        for i in range(len(secret) - 11):
+            part = secret[i:i + 12].encode()
+            assert part not in raw, f"part of a secret ({part!r}) reached stdout"
+            assert part not in log_text, f"part of a secret ({part!r}) reached the log"
+
+
+def test_doctor_reports_a_planted_bad_manifest_without_launching_anything(home, tmp_path):
+    from hybrid_engine import install
+
+    if install.current_os() == install.WINDOWS:
+        pytest.skip("manifests are found through the registry on Windows")
+    user = tmp_path / "user"
+    folder = install.manifest_dirs("chromium", install.current_os(), home=user, config_home=user / ".config")[0]
+    folder.mkdir(parents=True)
+    missing = tmp_path / "gone" / "hybrid-engine-host"
+    manifest = folder / "hybrid_engine.json"
+    manifest.write_text(json.dumps({"name": "hybrid_engine", "description": "planted", "path": str(missing),
+                                    "type": "stdio",
+                                    "allowed_origins": [f"chrome-extension://{CHROME_EXTENSION_ID}"]}))
+    with HostClient(home, extra_env={"HOME": str(user), "XDG_CONFIG_HOME": str(user / ".config")}) as h:
+        assert "doctor" in h.call("hello", protocol=1)["capabilities"]["types"]
+        started = time.monotonic()
+        report = h.call("doctor", timeout=30)
+        elapsed = time.monotonic() - started
+        assert h.error("doctor", extension_ids=[1])["code"] == "bad_request"
+        assert h.stdout_problems == []
+    assert report["launch_checked"] is False and "launch" in report["note"]
+    assert report["ok"] is False and report["errors"] >= 2
+    by_code = {f["code"]: f for f in report["findings"]}
+    assert set(by_code["launcher_missing"]) == {"code", "severity", "browser", "path", "problem", "fix"}
+    assert by_code["launcher_missing"]["path"] == str(missing) and by_code["launcher_missing"]["severity"] == "error"
+    assert "chromium" in by_code["launcher_missing"]["browser"] and by_code["launcher_missing"]["fix"]
+    assert by_code["origin_no_trailing_slash"]["path"] == str(manifest)
+    assert "host_no_answer" not in by_code
+    assert elapsed < 10, f"doctor took {elapsed:.1f} s"
+
+
+def test_a_capture_resent_with_the_same_capture_id_returns_the_run_it_made_even_after_a_restart(home):
+    page = {"content": PAGE, "source_url": "https://example.org/pools", "metadata": {"capture_id": "cap-1"}}
+    with HostClient(home) as h:
+        h.call("hello", protocol=1)
+        first = h.call("capture", template="page-text", page=page)
+        assert first["duplicate"] is False and first["step_id"] == "page" and first["queued_dependents"] == 1
+        again = h.call("capture", template="page-text", page=page)
+        assert again == {"run_id": first["run_id"], "step_id": "page", "queued_dependents": 0, "duplicate": True}
+        h.wait_run(first["run_id"])
+        other = h.call("capture", template="page-text", page={**page, "metadata": {"capture_id": "cap-2"}})
+        plain = h.call("capture", template="page-text", page={"content": PAGE})
+        assert other["duplicate"] is False and plain["duplicate"] is False
+        assert len({first["run_id"], other["run_id"], plain["run_id"]}) == 3
+        assert h.error("capture", template="page-text",
+                       page={"content": "x", "metadata": {"capture_id": 7}})["code"] == "bad_request"
+        assert len(h.call("runs.list")["runs"]) == 3
+        assert h.stdout_problems == []
+    with HostClient(home) as h:  # a new host process: the mapping was persisted
+        h.call("hello", protocol=1)
+        after = h.call("capture", template="page-text", page=page)
+        assert after == {"run_id": first["run_id"], "step_id": "page", "queued_dependents": 0, "duplicate": True}
+        assert len(h.call("runs.list")["runs"]) == 3
+        assert step_of(h.call("runs.get", run_id=first["run_id"]), "page")["metadata"]["capture_id"] == "cap-1"
+    # Two hosts receiving the same new capture at once still make one run.
+    with HostClient(home) as a, HostClient(home) as b:
+        for h in (a, b):
+            h.call("hello", protocol=1)
+        fresh = {**page, "metadata": {"capture_id": "cap-3"}}
+        for h in (a, b):
+            h.send({"id": "c3", "type": "capture", "template": "page-text", "page": fresh})
+        replies = [h.reply("c3") for h in (a, b)]
+        assert all(r["ok"] for r in replies), replies
+        assert replies[0]["result"]["run_id"] == replies[1]["result"]["run_id"]
+        assert sorted(r["result"]["duplicate"] for r in replies) == [False, True]
+        assert len(a.call("runs.list")["runs"]) == 4
