@@ -114,9 +114,10 @@ async function runDoctor() {
   $("doctor-output").textContent = "Running…";
   try {
     const r = await call("doctor");
-    const findings = r.findings || r;
-    $("doctor-output").textContent = Array.isArray(findings) && !findings.length
-      ? "No problems found." : JSON.stringify(findings, null, 2);
+    const findings = Array.isArray(r.findings) ? r.findings : [];
+    $("doctor-output").textContent = findings.length
+      ? findings.map((f) => `${f.severity.toUpperCase()}${f.browser ? ` (${f.browser})` : ""}: ${f.problem}\n  Fix: ${f.fix}`).join("\n\n")
+      : "No problems found.";
   } catch (err) {
     $("doctor-output").textContent = `Doctor failed: ${err.message}`;
   }

@@ -137,9 +137,16 @@ def test_options_page_and_keyboard_shortcut_use_the_default_workflow(chromium, h
     wait_js(options, "document.getElementById('templates-folder').textContent.endsWith('templates')")
     assert options.inner_text("#templates-folder") == str(he.he_home / "templates")
     assert options.inner_text("#host-version").startswith("0.1.0")
-    wait_js(options, "document.getElementById('providers-note').textContent.length > 0")
-    assert "hybrid-engine keys list" in options.inner_text("#providers-note")
-    assert "hybrid-engine doctor" in options.inner_text("#doctor-note")
+    # Which providers have a key (the host's `config` message; never the key itself).
+    wait_js(options, "document.querySelectorAll('#providers li').length === 4")
+    providers = options.inner_text("#providers").splitlines()
+    assert sorted(line.split(":")[0] for line in providers) == ["deepseek", "gemini", "local", "openai"]
+    assert all(line.endswith(("key set", "no key")) for line in providers)
+    # The doctor, run from the page (the host's `doctor` message).
+    options.click("#run-doctor")
+    wait_js(options, "!document.getElementById('doctor-output').textContent.startsWith('Running')")
+    report = options.inner_text("#doctor-output")
+    assert report == "No problems found." or "Fix:" in report, report
     assert str(he.he_home / "logs") in options.inner_text("#log-file")
     options.select_option("#default-workflow", "e2e-echo")
     options.get_by_label("Notify me when a run finishes or fails").uncheck()
