@@ -163,7 +163,7 @@ def test_firefox_loads_extension_reaches_host_and_completes_a_capture(firefox, h
     assert page["outputs"]["source_url"] == article
     assert "Local-first workflows keep every step" in page["outputs"]["content"], page["metadata"]
     cost_text = firefox.js(f"return document.querySelector('#run-list li[data-run-id=\"{run_id}\"] .cost').textContent;")
-    from conftest import usd
+    from e2e_world import usd
 
     assert cost_text == usd(doc["metrics"]["total_cost"])
     shot_png(firefox.m.screenshot(format="binary"), "firefox-popup-done")
