@@ -482,6 +482,22 @@ class Store:
     _CLAIM_SET = ("status = 'RUNNING', owner = ?, owner_pid = ?, owner_start = ?, owner_host = ?, epoch = epoch + 1,"
                   " lease_until = ?, attempts = attempts + 1, started_at = ?, ended_at = NULL")
 
+    # The last dependency of a step is done: count it and, in the same write, claim the step.
+    # On the right of SET, columns hold their old values: waiting_on <= 1 means "now ready".
+    _DECREMENT_AND_CLAIM = (
+        "UPDATE steps SET waiting_on = waiting_on - 1,"
+        " status = CASE WHEN waiting_on <= 1 THEN 'RUNNING' ELSE status END,"
+        " owner = CASE WHEN waiting_on <= 1 THEN ?1 ELSE owner END,"
+        " owner_pid = CASE WHEN waiting_on <= 1 THEN ?2 ELSE owner_pid END,"
+        " owner_start = CASE WHEN waiting_on <= 1 THEN ?3 ELSE owner_start END,"
+        " owner_host = CASE WHEN waiting_on <= 1 THEN ?4 ELSE owner_host END,"
+        " epoch = epoch + (waiting_on <= 1),"
+        " lease_until = CASE WHEN waiting_on <= 1 THEN ?5 ELSE lease_until END,"
+        " attempts = attempts + (waiting_on <= 1),"
+        " started_at = CASE WHEN waiting_on <= 1 THEN ?6 ELSE started_at END"
+        " WHERE run_id = ?7 AND step_id = ?8 AND status = 'PENDING'"
+        f" RETURNING waiting_on, {_CLAIM_COLS}")
+
     def _claim(self, req: ClaimRequest, now: float, tx: _Tx) -> list[Claimed]:
         if req.limit <= 0 and not req.inline_limit:
             return []
@@ -605,8 +621,18 @@ class Store:
         became ready."""
         c = self.conn
         deps = json.loads(dependents_json)
-        if len(deps) == 1:  # a chain: two statements on one row, no index touched
+        if len(deps) == 1:  # a chain: one statement on one row, no index touched
             dep_id, action, provider = deps[0]
+            if (req is not None and room[0] > 0 and action not in req.limited_actions
+                    and (provider is None or provider not in req.limited_providers)):
+                row = c.execute(self._DECREMENT_AND_CLAIM, (req.owner, req.pid, req.start, req.host,
+                                                            req.lease_until, now, run_id, dep_id)).fetchone()
+                if row is None or row[0] > 0:
+                    return 0
+                claimed.append(Claimed(*row[1:]))
+                room[0] -= 1
+                tx.started.add(run_id)
+                return 1
             left = c.execute("UPDATE steps SET waiting_on = waiting_on - 1 WHERE run_id = ? AND step_id = ?"
                              " AND status = 'PENDING' RETURNING waiting_on", (run_id, dep_id)).fetchone()
             ready = [deps[0]] if left is not None and left[0] <= 0 else []
