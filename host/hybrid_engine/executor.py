@@ -46,6 +46,7 @@ class Limits:
 
 
 INLINE_BATCH = 48  # inline steps claimed per commit beyond the concurrency slots
+QUEUE_PROBE_EVERY_S = 0.01  # while a chain continues, how often the queue is still looked at
 
 Guard = Callable[[Claimed, dict, Any], None]  # raises StepBudgetExceeded (or another StepError) to stop a start
 
@@ -71,6 +72,7 @@ class Executor:
         self._stopping = False
         self._run_cache: dict[str, dict] = {}
         self._host = procs.hostname()
+        self._last_probe = 0.0
         self._inline_actions = tuple(sorted(name for name, spec in SPECS.items()
                                             if spec.inline and name not in self.limits.per_action))
         self._limited_actions = frozenset(self.limits.per_action)
@@ -150,8 +152,9 @@ class Executor:
     def _claim_request(self) -> ClaimRequest:
         lim = self.limits
         free = lim.concurrency - len(self._inflight)
-        ex_actions, ex_providers = [], []
+        ex_actions, ex_providers = (), ()
         if self._inflight and (lim.per_action or lim.per_provider):
+            ex_actions, ex_providers = [], []
             by_action: dict[str, int] = {}
             by_provider: dict[str, int] = {}
             for c, _ in self._inflight.values():
@@ -170,12 +173,16 @@ class Executor:
                     ex_providers.append(name)
                 else:
                     free = min(free, room)
-        else:
+        elif lim.per_action or lim.per_provider:
             for cap in (*lim.per_action.values(), *lim.per_provider.values()):
                 free = min(free, cap)
-        return ClaimRequest(self.owner, self.pid, self.start_ticks, self._host, clock.now() + self.lease_s,
+        now = clock.now()
+        probe = now - self._last_probe >= QUEUE_PROBE_EVERY_S
+        if probe:
+            self._last_probe = now
+        return ClaimRequest(self.owner, self.pid, self.start_ticks, self._host, now + self.lease_s,
                             max(0, free), ex_actions, ex_providers, self._limited_actions, self._limited_providers,
-                            self._inline_actions, INLINE_BATCH)
+                            self._inline_actions, INLINE_BATCH, probe)
 
     # ---- one step ---------------------------------------------------------------
 

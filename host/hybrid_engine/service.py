@@ -221,7 +221,7 @@ class Service:
             "completed_steps": len(completed),
             "failed_steps": sum(1 for s in steps if s["status"] == "FAILED"),
             "total_steps": len(steps),
-            "duration_ms": (int((run["updated_at"] - run["created_at"]) * 1000)
+            "duration_ms": (int((summary["updated_at"] - run["created_at"]) * 1000)
                             if RunStatus(run["status"]).is_terminal else None),
         }
         view = summary_view(summary)
@@ -239,7 +239,7 @@ class Service:
             "error_code": run["error_code"],
             "budget_usd": run["budget_usd"],
             "createdAt": _iso(run["created_at"]),
-            "updatedAt": _iso(run["updated_at"]),
+            "updatedAt": _iso(summary["updated_at"]),
         }
 
     def step_outputs(self, run_id: str, step_id: str) -> dict:

@@ -15,15 +15,17 @@ lost its lease cannot overwrite the step's new owner.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from .states import RunStatus, StepStatus
+
+log = logging.getLogger(__name__)
 
 OPEN_STATUSES = ("PENDING", "QUEUED", "RUNNING", "WAITING_FOR_INPUT")
 _OPEN_SQL = "('PENDING','QUEUED','RUNNING','WAITING_FOR_INPUT')"
@@ -66,7 +68,7 @@ MIGRATIONS: list[str] = [
         provider      TEXT,
         params        TEXT NOT NULL,
         deps          TEXT NOT NULL,
-        dependents    TEXT NOT NULL DEFAULT '[]',
+        dependents    TEXT NOT NULL DEFAULT '',  -- "step action provider" entries, comma-separated
         waiting_on    INTEGER NOT NULL DEFAULT 0,
         status        TEXT NOT NULL,
         outputs       TEXT,
@@ -96,6 +98,7 @@ MIGRATIONS: list[str] = [
         ended_at      REAL,
         duration_ms   INTEGER,
         external      INTEGER NOT NULL DEFAULT 0,
+        carried       INTEGER NOT NULL DEFAULT 0,  -- closed predecessors not yet taken off runs.open_steps
         PRIMARY KEY (run_id, step_id)
     );
     CREATE INDEX steps_queue ON steps(due_at) WHERE status = 'QUEUED';
@@ -142,6 +145,7 @@ MIGRATIONS: list[str] = [
 ]
 
 INLINE_OUTPUT_MAX = 8192
+HANDED_OVER = -1  # _release_dependents: the continued step took over the closing count
 
 # RUNNING steps are found through the runs that are open (runs_active), not through an
 # index of their own: a chain step then goes PENDING -> RUNNING -> COMPLETED touching no
@@ -182,6 +186,7 @@ class Claimed:
     crash_count: int
     max_retries: int
     timeout_s: float | None
+    carried: int = 0
 
 
 @dataclass(slots=True)
@@ -217,6 +222,9 @@ class ClaimRequest:
     # of them are claimed in the same batch when `limit` is used up.
     inline_actions: tuple = ()
     inline_limit: int = 0
+    # False: when a continuation claimed something, skip looking at the queue this time
+    # (the executor still looks often enough for fairness).
+    probe_queue: bool = True
 
 
 @dataclass
@@ -231,6 +239,7 @@ class RunningRow:
     epoch: int
     lease_until: float | None
     crash_count: int
+    carried: int = 0
 
 
 class _Tx:
@@ -247,6 +256,67 @@ class _Tx:
         if n:
             self.closed[run_id] = self.closed.get(run_id, 0) + n
         self.touched.add(run_id)
+
+
+class _Transaction:
+    __slots__ = ("store", "tx", "outer")
+
+    def __init__(self, store: "Store"):
+        self.store = store
+
+    def __enter__(self) -> _Tx:
+        store = self.store
+        conn = store.conn
+        outer = store._local.tx
+        self.outer = outer is not None
+        if self.outer:
+            return outer
+        conn.execute("BEGIN IMMEDIATE")
+        tx = self.tx = _Tx()
+        store._local.tx = tx
+        return tx
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.outer:
+            return False
+        store = self.store
+        conn = store._local.conn
+        try:
+            if exc_type is None:
+                if self.tx.touched:
+                    store._update_runs(self.tx)
+                conn.execute("COMMIT")
+                store.commits += 1
+                return False
+        except BaseException:
+            _rollback(conn)
+            raise
+        finally:
+            store._local.tx = None
+        _rollback(conn)
+        return False
+
+
+def encode_dependents(entries: list) -> str:
+    """Step ids, action names and providers never hold spaces or commas (the template schema
+    says so), so a step's dependents fit a string that splits faster than JSON parses: read
+    at every completion."""
+    return ",".join(f"{step} {action} {provider or ''}" for step, action, provider in entries)
+
+
+def decode_dependents(text: str) -> list[tuple[str, str, str | None]]:
+    out = []
+    for entry in text.split(","):
+        step, action, provider = entry.split(" ")
+        out.append((step, action, provider or None))
+    return out if text else []
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
 
 
 def _secure_create(path: Path) -> None:
@@ -306,31 +376,12 @@ class Store:
             conn.close()
             self._local.conn = None
 
-    @contextmanager
-    def transaction(self) -> Iterator[_Tx]:
-        """BEGIN IMMEDIATE ... COMMIT; the rows of runs touched inside are brought up to date last."""
-        conn = self.conn
-        outer = self._local.tx
-        if outer is not None:
-            yield outer
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        tx = _Tx()
-        self._local.tx = tx
-        try:
-            yield tx
-            if tx.touched:
-                self._update_runs(tx)
-            conn.execute("COMMIT")
-            self.commits += 1
-        except BaseException:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            raise
-        finally:
-            self._local.tx = None
+    def transaction(self) -> "_Transaction":
+        """BEGIN IMMEDIATE ... COMMIT; the rows of runs touched inside are brought up to date last.
+
+        Nested use joins the outer transaction. (A class, not @contextmanager: this is on
+        the path of every step.)"""
+        return _Transaction(self)
 
     def _update_runs(self, tx: _Tx) -> None:
         from .clock import now as _now
@@ -353,11 +404,16 @@ class Store:
     def _finish_run(self, run_id: str) -> None:
         """The counter says no step is open: check that, then set the final status from the steps."""
         c = self.conn
-        statuses = {r[0]: r[1] for r in c.execute(
-            "SELECT status, COUNT(*) FROM steps WHERE run_id = ? GROUP BY status", (run_id,))}
+        statuses, carried = {}, 0
+        for status, n, debt in c.execute("SELECT status, COUNT(*), SUM(carried) FROM steps WHERE run_id = ?"
+                                         " GROUP BY status", (run_id,)):
+            statuses[status] = n
+            if status in OPEN_STATUSES:
+                carried += debt or 0
         still_open = sum(statuses.get(s, 0) for s in OPEN_STATUSES)
         if still_open:  # the counter drifted (it should not): trust the rows and carry on
-            c.execute("UPDATE runs SET open_steps = ? WHERE id = ?", (still_open, run_id))
+            log.error("run %s: open-step counter drifted; recounted %d open steps", run_id, still_open)
+            c.execute("UPDATE runs SET open_steps = ? WHERE id = ?", (still_open + carried, run_id))
             return
         if statuses.get("FAILED"):
             err = c.execute("SELECT step_id, error, error_code FROM steps WHERE run_id = ? AND status = 'FAILED'"
@@ -416,7 +472,7 @@ class Store:
                 "INSERT INTO steps (run_id, step_id, pos, name, action, provider, params, deps, dependents, waiting_on,"
                 " status, max_retries, timeout_s, due_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [(run_id, s.step_id, i, s.name, s.action, s.provider, _dumps(s.params), _dumps(s.deps),
-                  _dumps(dependents[s.step_id]), len(s.deps), s.status.value, s.max_retries, s.timeout_s,
+                  encode_dependents(dependents[s.step_id]), len(s.deps), s.status.value, s.max_retries, s.timeout_s,
                   now if s.status == StepStatus.QUEUED else None)
                  for i, s in enumerate(steps)])
             c.executemany("INSERT INTO edges (run_id, step_id, dep_id) VALUES (?,?,?)",
@@ -477,7 +533,7 @@ class Store:
     # ---- claiming and settling ---------------------------------------------
 
     _CLAIM_COLS = ("rowid, run_id, step_id, action, provider, params, dependents, epoch, attempts, error_count,"
-                   " crash_count, max_retries, timeout_s")
+                   " crash_count, max_retries, timeout_s, carried")
 
     _CLAIM_SET = ("status = 'RUNNING', owner = ?, owner_pid = ?, owner_start = ?, owner_host = ?, epoch = epoch + 1,"
                   " lease_until = ?, attempts = attempts + 1, started_at = ?, ended_at = NULL")
@@ -494,7 +550,8 @@ class Store:
         " epoch = epoch + (waiting_on <= 1),"
         " lease_until = CASE WHEN waiting_on <= 1 THEN ?5 ELSE lease_until END,"
         " attempts = attempts + (waiting_on <= 1),"
-        " started_at = CASE WHEN waiting_on <= 1 THEN ?6 ELSE started_at END"
+        " started_at = CASE WHEN waiting_on <= 1 THEN ?6 ELSE started_at END,"
+        " carried = carried + CASE WHEN waiting_on <= 1 THEN ?9 ELSE 0 END"
         " WHERE run_id = ?7 AND step_id = ?8 AND status = 'PENDING'"
         f" RETURNING waiting_on, {_CLAIM_COLS}")
 
@@ -543,7 +600,7 @@ class Store:
             claimed: list[Claimed] = []
             room = [req.limit if req is not None else 0]
             applied = [self._apply(o, tx, req, room, claimed) for o in outcomes]
-            if req is not None and (room[0] > 0 or req.inline_limit) and (not claimed or self.conn.execute(
+            if req is not None and (room[0] > 0 or req.inline_limit) and (not claimed or req.probe_queue and self.conn.execute(
                     "SELECT 1 FROM steps WHERE status = 'QUEUED' AND due_at <= ? LIMIT 1", (now,)).fetchone()):
                 req.limit = room[0]
                 claimed += self._claim(req, now, tx)
@@ -577,9 +634,11 @@ class Store:
                 return False
             if o.log:
                 self._log(cl.run_id, cl.step_id, o.ended_at, o.log)
-            if cl.dependents != "[]":
-                self._release_dependents(cl.run_id, cl.dependents, o.ended_at, tx, req, room, claimed)
-            tx.close(cl.run_id)
+            if not cl.dependents or self._release_dependents(
+                    cl.run_id, cl.dependents, o.ended_at, tx, req, room, claimed, cl.carried + 1) != HANDED_OVER:
+                tx.close(cl.run_id, 1 + cl.carried)
+            # else: the step that continues this chain carries the count; the run's row is not
+            # written at every link of a chain.
             return True
         if kind == "retry":
             cur = c.execute(
@@ -605,7 +664,7 @@ class Store:
             if cur.rowcount:
                 if o.log:
                     self._log(cl.run_id, cl.step_id, o.ended_at, o.log)
-                tx.close(cl.run_id, 1 + self._skip_downstream(cl.run_id, cl.step_id, o.ended_at))
+                tx.close(cl.run_id, 1 + cl.carried + self._skip_downstream(cl.run_id, cl.step_id, o.ended_at))
         else:  # pragma: no cover - programming error
             raise ValueError(kind)
         if cur.rowcount == 0:
@@ -615,24 +674,23 @@ class Store:
 
     def _release_dependents(self, run_id: str, dependents_json: str, now: float, tx: _Tx,
                             req: ClaimRequest | None = None, room: list | None = None,
-                            claimed: list | None = None) -> int:
+                            claimed: list | None = None, carry: int = 0) -> int:
         """One dependency of each dependent is done; those with none left are claimed
         (when `req` has room and their group has no limit) or queued. Returns how many
         became ready."""
         c = self.conn
-        deps = json.loads(dependents_json)
+        deps = decode_dependents(dependents_json)
         if len(deps) == 1:  # a chain: one statement on one row, no index touched
             dep_id, action, provider = deps[0]
             if (req is not None and room[0] > 0 and action not in req.limited_actions
                     and (provider is None or provider not in req.limited_providers)):
                 row = c.execute(self._DECREMENT_AND_CLAIM, (req.owner, req.pid, req.start, req.host,
-                                                            req.lease_until, now, run_id, dep_id)).fetchone()
+                                                            req.lease_until, now, run_id, dep_id, carry)).fetchone()
                 if row is None or row[0] > 0:
                     return 0
                 claimed.append(Claimed(*row[1:]))
                 room[0] -= 1
-                tx.started.add(run_id)
-                return 1
+                return HANDED_OVER
             left = c.execute("UPDATE steps SET waiting_on = waiting_on - 1 WHERE run_id = ? AND step_id = ?"
                              " AND status = 'PENDING' RETURNING waiting_on", (run_id, dep_id)).fetchone()
             ready = [deps[0]] if left is not None and left[0] <= 0 else []
@@ -712,7 +770,7 @@ class Store:
 
     def running_steps(self) -> list[RunningRow]:
         rows = self.conn.execute("SELECT rowid, run_id, step_id, owner, owner_pid, owner_start, owner_host, epoch,"
-                                 f" lease_until, crash_count FROM steps WHERE {ACTIVE_RUNS} AND status = 'RUNNING'").fetchall()
+                                 f" lease_until, crash_count, carried FROM steps WHERE {ACTIVE_RUNS} AND status = 'RUNNING'").fetchall()
         return [RunningRow(*r) for r in rows]
 
     def requeue_orphan(self, row: RunningRow, now: float, line: str, *, dead_letter: str | None) -> str | None:
@@ -734,7 +792,7 @@ class Store:
                 return None
             self._log(row.run_id, row.step_id, now, line)
             if dead_letter is not None:
-                tx.close(row.run_id, 1 + self._skip_downstream(row.run_id, row.step_id, now))
+                tx.close(row.run_id, 1 + row.carried + self._skip_downstream(row.run_id, row.step_id, now))
             else:
                 tx.touched.add(row.run_id)
             return outcome
@@ -773,7 +831,7 @@ class Store:
                 spec = SPECS.get(action)
                 status = "WAITING_FOR_INPUT" if spec is not None and spec.input_slot and not external else "PENDING"
                 c.execute("UPDATE steps SET status = ?, error = NULL, error_code = NULL, error_count = 0,"
-                          " crash_count = 0, due_at = NULL, started_at = NULL, ended_at = NULL,"
+                          " crash_count = 0, carried = 0, due_at = NULL, started_at = NULL, ended_at = NULL,"
                           " duration_ms = NULL, owner = NULL, lease_until = NULL, epoch = epoch + 1"
                           " WHERE run_id = ? AND step_id = ?", (status, run_id, step_id))
                 self._log(run_id, step_id, now, line)
@@ -851,7 +909,9 @@ class Store:
             out.setdefault(step_id, []).append((ts, line))
         return out
 
-    _SUMMARY = ("SELECT r.id, r.name, r.template, r.status, r.created_at, r.updated_at, r.error,"
+    # A run's row is not written at every link of a chain, so "updated" also looks at its steps.
+    _SUMMARY = ("SELECT r.id, r.name, r.template, r.status, r.created_at,"
+                " MAX(r.updated_at, COALESCE(MAX(s.started_at), 0), COALESCE(MAX(s.ended_at), 0)), r.error,"
                 " COUNT(s.step_id), COALESCE(SUM(s.status = 'COMPLETED'), 0),"
                 " COALESCE(SUM(CASE WHEN s.status = 'COMPLETED' THEN s.tokens END), 0),"
                 " COALESCE(SUM(CASE WHEN s.status = 'COMPLETED' THEN s.cost END), 0),"
@@ -880,8 +940,10 @@ class Store:
         ids = list(known)
         marks = ",".join("?" * len(ids)) or "NULL"
         return self.conn.execute(
-            f"SELECT id, updated_at, status FROM runs WHERE status IN ('PENDING','RUNNING') OR created_at >= ?"
-            f" OR id IN ({marks})", (since, *ids)).fetchall()
+            f"SELECT r.id, MAX(r.updated_at, COALESCE((SELECT MAX(MAX(COALESCE(s.started_at, 0)),"
+            f" MAX(COALESCE(s.ended_at, 0))) FROM steps s WHERE s.run_id = r.id), 0)), r.status FROM runs r"
+            f" WHERE r.status IN ('PENDING','RUNNING') OR r.created_at >= ? OR r.id IN ({marks})",
+            (since, *ids)).fetchall()
 
     def count_runs(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
