@@ -578,8 +578,23 @@ class Finding:
         return asdict(self)
 
 
+class _Report:
+    """What install/uninstall did; ok when nothing failed."""
+
+    errors: list
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["ok"] = self.ok
+        return out
+
+
 @dataclass
-class InstallReport:
+class InstallReport(_Report):
     launcher: str
     python: str
     os: str
@@ -590,33 +605,15 @@ class InstallReport:
     errors: list[Finding] = field(default_factory=list)
     dry_run: bool = False
 
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["ok"] = self.ok
-        return out
-
 
 @dataclass
-class UninstallReport:
+class UninstallReport(_Report):
     removed: list[Registration] = field(default_factory=list)
     kept: list[Registration] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     errors: list[Finding] = field(default_factory=list)
     launcher_removed: bool = False
     dry_run: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["ok"] = self.ok
-        return out
 
 
 # ---- the record of what was written ---------------------------------------
