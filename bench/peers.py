@@ -461,6 +461,9 @@ def main() -> None:
     print("  - DBOS fan-out: asyncio.gather of async @DBOS.step() calls inside one workflow (each step's")
     print("    output is one row in operation_outputs); a Queue would add a child workflow per step.")
     print("  - Hybrid Engine time includes create_run (one transaction for the whole run) plus execution.")
+    print("    Its executor group-commits completions that finish together, so the fan-out is a few")
+    print("    commits, not one per step; each step is still committed before anything depending on it starts.")
+    print("  - Peer times at their defaults are fsync-bound and move with the disk: compare runs on one machine.")
     if errors:
         print("  - not measured: " + "; ".join(f"{s}: {e}" for s, e in errors.items()))
     if missed:
