@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 
 from .states import OPEN_STEP, TERMINAL_STEP, RunStatus, StepStatus  # noqa: F401 - re-exported
@@ -33,6 +33,31 @@ class WorkflowTemplate(BaseModel):
     budget_usd: float | None = Field(default=None, ge=0)
     steps: list[TemplateStep] = Field(min_length=1)
     source: str | None = Field(default=None, exclude=True)
+
+    _plan: Any = PrivateAttr(default=None)
+
+    def plan(self):
+        """The steps as rows for the store, serialised once per template (runs reuse it)."""
+        if self._plan is None:
+            from .adapters import SPECS
+            from .store import NewStep, Store
+
+            steps = []
+            for s in self.steps:
+                spec = SPECS[s.action]
+                if spec.input_slot:
+                    status = StepStatus.WAITING_FOR_INPUT
+                elif s.dependencies:
+                    status = StepStatus.PENDING
+                else:
+                    status = StepStatus.QUEUED
+                timeout = s.params.get("timeout_s")
+                steps.append(NewStep(step_id=s.id, name=s.name or s.id, action=s.action, provider=spec.provider,
+                                     params=s.params, deps=list(s.dependencies), status=status,
+                                     max_retries=int(s.params.get("retries", spec.default_retries)),
+                                     timeout_s=float(timeout) if timeout else None))
+            self._plan = Store.plan_run(self.model_dump(mode="json"), steps)
+        return self._plan
 
     @property
     def capture_slots(self) -> list[str]:

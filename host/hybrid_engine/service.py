@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from . import clock, config
 from .errors import BadRequest, ConflictError, NotFound
 from .states import RunStatus, StepStatus
-from .store import NewStep, Store
+from .store import Store
 
 if TYPE_CHECKING:  # pydantic, yaml and the executor load on first use: the host answers before them
     from .executor import Executor
@@ -111,28 +111,12 @@ class Service:
     # ---- runs -----------------------------------------------------------------
 
     def create_run(self, template: "WorkflowTemplate | str", *, budget_usd: float | None = None) -> str:
-        from .adapters import SPECS
-
         tpl = self.template(template) if isinstance(template, str) else template
+        plan = tpl.plan()
         run_id = new_run_id()
-        steps = []
-        for s in tpl.steps:
-            spec = SPECS[s.action]
-            if spec.input_slot:
-                status = StepStatus.WAITING_FOR_INPUT
-            elif s.dependencies:
-                status = StepStatus.PENDING
-            else:
-                status = StepStatus.QUEUED
-            retries = s.params.get("retries", spec.default_retries)
-            timeout = s.params.get("timeout_s")
-            steps.append(NewStep(step_id=s.id, name=s.name or s.id, action=s.action, provider=spec.provider,
-                                 params=s.params, deps=list(s.dependencies), status=status,
-                                 max_retries=int(retries), timeout_s=float(timeout) if timeout else None))
         budget = budget_usd if budget_usd is not None else tpl.budget_usd
-        definition = tpl.model_dump(mode="json")
-        self.store.create_run(run_id, tpl.name, tpl.name, definition, budget, steps, clock.now())
-        log.info("run %s created from template %s (%d steps)", run_id, tpl.name, len(steps))
+        self.store.create_run(run_id, tpl.name, tpl.name, plan, budget, clock.now())
+        log.info("run %s created from template %s (%d steps)", run_id, tpl.name, len(plan.rows))
         return run_id
 
     def resolve_run(self, run_id: str) -> str:

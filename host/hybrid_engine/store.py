@@ -104,15 +104,6 @@ MIGRATIONS: list[str] = [
     CREATE INDEX steps_queue ON steps(due_at) WHERE status = 'QUEUED';
     CREATE INDEX steps_billed ON steps(ended_at) WHERE cost IS NOT NULL;
 
-    CREATE TABLE edges (
-        run_id  TEXT NOT NULL,
-        step_id TEXT NOT NULL,
-        dep_id  TEXT NOT NULL,
-        PRIMARY KEY (run_id, step_id, dep_id),
-        FOREIGN KEY (run_id) REFERENCES runs(id) ON DELETE CASCADE
-    ) WITHOUT ROWID;
-    CREATE INDEX edges_dep ON edges(run_id, dep_id);
-
     CREATE TABLE outputs (
         run_id  TEXT NOT NULL,
         step_id TEXT NOT NULL,
@@ -169,6 +160,13 @@ class NewStep:
     status: StepStatus
     max_retries: int
     timeout_s: float | None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    definition: str
+    rows: list[tuple]
+    queued: list[str]
 
 
 @dataclass(slots=True)
@@ -305,11 +303,13 @@ def encode_dependents(entries: list) -> str:
 
 
 def decode_dependents(text: str) -> list[tuple[str, str, str | None]]:
+    if not text:
+        return []
     out = []
     for entry in text.split(","):
         step, action, provider = entry.split(" ")
         out.append((step, action, provider or None))
-    return out if text else []
+    return out
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -456,27 +456,34 @@ class Store:
 
     # ---- creating runs and filling slots -----------------------------------
 
-    def create_run(self, run_id: str, name: str, template: str, definition: dict, budget_usd: float | None,
-                   steps: list[NewStep], now: float) -> None:
+    @staticmethod
+    def plan_run(definition: dict, steps: list[NewStep]) -> "RunPlan":
+        """Serialise a template's steps once; every run made from it reuses the result."""
         dependents: dict[str, list] = {s.step_id: [] for s in steps}
         for s in steps:
             for d in s.deps:
-                dependents[d].append([s.step_id, s.action, s.provider])
+                dependents[d].append((s.step_id, s.action, s.provider))
+        rows = [(s.step_id, i, s.name, s.action, s.provider, _dumps(s.params), _dumps(s.deps),
+                 encode_dependents(dependents[s.step_id]), len(s.deps), s.status.value, s.max_retries, s.timeout_s)
+                for i, s in enumerate(steps)]
+        queued = [r[0] for r in rows if r[9] == "QUEUED"]
+        return RunPlan(_dumps(definition), rows, queued)
+
+    def create_run(self, run_id: str, name: str, template: str, plan: "RunPlan", budget_usd: float | None,
+                   now: float) -> None:
         with self.transaction():
             c = self.conn
             c.execute("INSERT INTO runs (id, name, template, status, budget_usd, open_steps, created_at,"
                       " updated_at) VALUES (?, ?, ?, 'PENDING', ?, ?, ?, ?)",
-                      (run_id, name, template, budget_usd, len(steps), now, now))
-            c.execute("INSERT INTO run_definitions (run_id, definition) VALUES (?, ?)", (run_id, _dumps(definition)))
+                      (run_id, name, template, budget_usd, len(plan.rows), now, now))
+            c.execute("INSERT INTO run_definitions (run_id, definition) VALUES (?, ?)", (run_id, plan.definition))
             c.executemany(
                 "INSERT INTO steps (run_id, step_id, pos, name, action, provider, params, deps, dependents, waiting_on,"
-                " status, max_retries, timeout_s, due_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(run_id, s.step_id, i, s.name, s.action, s.provider, _dumps(s.params), _dumps(s.deps),
-                  encode_dependents(dependents[s.step_id]), len(s.deps), s.status.value, s.max_retries, s.timeout_s,
-                  now if s.status == StepStatus.QUEUED else None)
-                 for i, s in enumerate(steps)])
-            c.executemany("INSERT INTO edges (run_id, step_id, dep_id) VALUES (?,?,?)",
-                          [(run_id, s.step_id, d) for s in steps for d in s.deps])
+                " status, max_retries, timeout_s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(run_id, *row) for row in plan.rows])
+            if plan.queued:
+                c.executemany("UPDATE steps SET due_at = ? WHERE run_id = ? AND step_id = ?",
+                              [(now, run_id, step_id) for step_id in plan.queued])
 
     def open_slots(self, run_id: str) -> list[str]:
         rows = self.conn.execute("SELECT step_id FROM steps WHERE run_id = ? AND status = 'WAITING_FOR_INPUT'"
@@ -726,26 +733,44 @@ class Store:
         return len(ready)
 
     def _queue_ready(self, run_id: str, now: float) -> int:
-        """Recount from the edges and queue every PENDING step whose dependencies are all done."""
+        """Recount every PENDING step's open dependencies and queue those with none left."""
         c = self.conn
-        c.execute("UPDATE steps SET waiting_on = (SELECT COUNT(*) FROM edges e JOIN steps d"
-                  "  ON d.run_id = e.run_id AND d.step_id = e.dep_id"
-                  "  WHERE e.run_id = steps.run_id AND e.step_id = steps.step_id AND d.status != 'COMPLETED')"
-                  " WHERE run_id = ? AND status = 'PENDING'", (run_id,))
-        return c.execute("UPDATE steps SET status = 'QUEUED', due_at = ? WHERE run_id = ? AND status = 'PENDING'"
-                         " AND waiting_on <= 0", (now, run_id)).rowcount
+        rows = c.execute("SELECT step_id, deps, status FROM steps WHERE run_id = ?", (run_id,)).fetchall()
+        done = {step_id for step_id, _, status in rows if status == "COMPLETED"}
+        recount, ready = [], []
+        for step_id, deps, status in rows:
+            if status == "PENDING":
+                missing = sum(1 for d in json.loads(deps) if d not in done)
+                recount.append((missing, run_id, step_id))
+                if not missing:
+                    ready.append(step_id)
+        c.executemany("UPDATE steps SET waiting_on = ? WHERE run_id = ? AND step_id = ?", recount)
+        return self._set_status(run_id, ready, "QUEUED", "due_at = ?", (now,), ("PENDING",))
 
     def _skip_downstream(self, run_id: str, step_id: str, now: float) -> int:
-        cur = self.conn.execute(
-            "UPDATE steps SET status = 'SKIPPED', ended_at = :now,"
-            "   error = 'skipped: upstream step ' || quote(:s) || ' failed'"
-            " WHERE run_id = :r AND status IN ('PENDING','QUEUED','WAITING_FOR_INPUT') AND step_id IN ("
-            "   WITH RECURSIVE down(sid) AS ("
-            "     SELECT step_id FROM edges WHERE run_id = :r AND dep_id = :s"
-            "     UNION SELECT e.step_id FROM edges e JOIN down ON e.dep_id = down.sid WHERE e.run_id = :r)"
-            "   SELECT sid FROM down)",
-            {"r": run_id, "s": step_id, "now": now})
-        return cur.rowcount
+        """Every step downstream of a failed one is SKIPPED (a walk over `dependents`, on failure only)."""
+        rows = self.conn.execute("SELECT step_id, dependents FROM steps WHERE run_id = ?", (run_id,)).fetchall()
+        graph = {sid: [d[0] for d in decode_dependents(deps)] for sid, deps in rows}
+        down, todo = set(), list(graph.get(step_id, ()))
+        while todo:
+            sid = todo.pop()
+            if sid not in down:
+                down.add(sid)
+                todo.extend(graph.get(sid, ()))
+        return self._set_status(run_id, sorted(down), "SKIPPED", "ended_at = ?, error = ?",
+                                (now, f"skipped: upstream step '{step_id}' failed"),
+                                ("PENDING", "QUEUED", "WAITING_FOR_INPUT"))
+
+    def _set_status(self, run_id: str, step_ids: list[str], status: str, extra: str, extra_args: tuple,
+                    only_from: tuple) -> int:
+        changed = 0
+        frm = ",".join(f"'{s}'" for s in only_from)
+        for i in range(0, len(step_ids), 500):
+            chunk = step_ids[i:i + 500]
+            changed += self.conn.execute(
+                f"UPDATE steps SET status = ?, {extra} WHERE run_id = ? AND status IN ({frm}) AND step_id IN"
+                f" ({','.join('?' * len(chunk))})", (status, *extra_args, run_id, *chunk)).rowcount
+        return changed
 
     def _log(self, run_id: str, step_id: str, ts: float, line: str) -> None:
         self.conn.execute("INSERT INTO step_logs (run_id, step_id, ts, line) VALUES (?,?,?,?)",

@@ -48,3 +48,11 @@ def test_malformed_reference_is_rejected_with_the_syntax():
 def test_a_string_made_of_several_references_renders_each():
     lookup = dag.make_lookup({"a": {"text": "A"}, "b": {"text": "B"}}, {})
     assert dag.render("{{ steps.a.outputs.text }}\n{{ steps.b.outputs.text }}", lookup) == "A\nB"
+
+
+def test_dependents_survive_their_compact_encoding():
+    from hybrid_engine.store import decode_dependents, encode_dependents
+
+    entries = [("b", "openai_chat", "openai"), ("c-2", "noop", None)]
+    assert decode_dependents(encode_dependents(entries)) == entries
+    assert decode_dependents(encode_dependents([])) == []
