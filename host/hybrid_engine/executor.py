@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import random
+import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -123,7 +124,15 @@ class Executor:
             req = self._claim_request()
             now = clock.now()
             if outcomes or store.has_ready(now):
-                applied, claimed = store.settle(outcomes, req, now)
+                try:
+                    applied, claimed = store.settle(outcomes, req, now)
+                except sqlite3.OperationalError as exc:
+                    # Busy or locked past the timeout: nothing was written (the transaction rolled
+                    # back), so keep the results and try again rather than lose them.
+                    log.warning("store busy while settling %d step(s): %s; retrying", len(outcomes), exc)
+                    self._done = outcomes + self._done
+                    await asyncio.sleep(min(2.0, 0.05 * (1 + len(self._done))))
+                    continue
                 for outcome, ok in zip(outcomes, applied):
                     if not ok:
                         log.warning("run %s step %s: result dropped, the step's lease was lost to another owner",

@@ -278,8 +278,9 @@ class Service:
         seen = {rid: v for rid, v in seen.items() if v[0] in ("PENDING", "RUNNING")}
         return changed, {"version": version, "since": now, "seen": seen}
 
-    def _signatures(self, rows) -> list[tuple[str, str, float]]:
-        return [(rid, status, updated) for rid, updated, status in rows]
+    def _signatures(self, rows) -> list[tuple[str, str, tuple]]:
+        # The completed count matters: a chain link's times can tie with a parallel branch's.
+        return [(rid, status, (updated, completed)) for rid, updated, status, completed in rows]
 
     # ---- external data and captures --------------------------------------------
 
@@ -323,6 +324,8 @@ class Service:
         name = req.step_name or "External data"
         line = f"External data added at {clock.iso(now)} ({size} bytes, {ctype})"
         queued = self.store.add_external_step(run_id, step_id, name, outputs, metadata, now, line)
+        if queued is None:
+            raise ConflictError(f"run '{run_id}' finished meanwhile; it takes no more data")
         return ExternalDataResponse(workflow_id=run_id, step_id=step_id, status=StepStatus.COMPLETED.value,
                                     queued_dependents=queued,
                                     message=f"added external step '{step_id}'; {queued} step(s) queued")

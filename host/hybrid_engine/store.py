@@ -59,7 +59,10 @@ MIGRATIONS: list[str] = [
         definition TEXT NOT NULL
     );
 
+    -- AUTOINCREMENT: a step's rowid is never reused after its run is deleted, so the
+    -- (rowid, epoch) pair that every compare-and-swap checks names one step forever.
     CREATE TABLE steps (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
         run_id        TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
         step_id       TEXT NOT NULL,
         pos           INTEGER NOT NULL,
@@ -99,7 +102,7 @@ MIGRATIONS: list[str] = [
         duration_ms   INTEGER,
         external      INTEGER NOT NULL DEFAULT 0,
         carried       INTEGER NOT NULL DEFAULT 0,  -- closed predecessors not yet taken off runs.open_steps
-        PRIMARY KEY (run_id, step_id)
+        UNIQUE (run_id, step_id)
     );
     CREATE INDEX steps_queue ON steps(due_at) WHERE status = 'QUEUED';
     CREATE INDEX steps_billed ON steps(ended_at) WHERE cost IS NOT NULL;
@@ -518,9 +521,13 @@ class Store:
             return queued
 
     def add_external_step(self, run_id: str, step_id: str, name: str, outputs: dict, metadata: dict,
-                          now: float, log: str) -> int:
+                          now: float, log: str) -> int | None:
+        """None when the run has finished meanwhile (checked inside the write transaction)."""
         with self.transaction() as tx:
             c = self.conn
+            status = c.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if status is None or status[0] not in ("PENDING", "RUNNING"):
+                return None
             pos = c.execute("SELECT COALESCE(MAX(pos), -1) + 1 FROM steps WHERE run_id = ?", (run_id,)).fetchone()[0]
             inline, ref = self._write_outputs(run_id, step_id, outputs)
             c.execute("INSERT INTO steps (run_id, step_id, pos, name, action, params, deps, status, outputs,"
@@ -628,17 +635,20 @@ class Store:
                            1 if (md.get("price_unknown") or ("cost" in md and cost is None)) else 0)
             else:
                 billing = (None, None, None, None, None, None, 0)
-            inline, ref = self._write_outputs(cl.run_id, cl.step_id, o.outputs)
+            data = _dumps(o.outputs if o.outputs is not None else {})
+            ref = len(data) > INLINE_OUTPUT_MAX
             cur = c.execute(
                 "UPDATE steps SET status = 'COMPLETED', outputs = ?, outputs_ref = ?, ended_at = ?, duration_ms = ?,"
                 " metadata = ?, model = ?, provider = COALESCE(?, provider), tokens = ?, prompt_tokens = ?,"
                 " completion_tokens = ?, cost = ?, price_unknown = ?, error = NULL, error_code = NULL, owner = NULL,"
                 " lease_until = NULL WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'",
-                (inline, ref, o.ended_at, duration_ms, _dumps(md) if md else None, *billing, cl.rowid, cl.epoch))
+                (None if ref else data, int(ref), o.ended_at, duration_ms, _dumps(md) if md else None, *billing,
+                 cl.rowid, cl.epoch))
             if cur.rowcount == 0:
-                if ref:
-                    c.execute("DELETE FROM outputs WHERE run_id = ? AND step_id = ?", (cl.run_id, cl.step_id))
-                return False
+                return False  # the lease was lost: nothing of ours is written, the winner's outputs stay
+            if ref:
+                c.execute("INSERT OR REPLACE INTO outputs (run_id, step_id, data) VALUES (?,?,?)",
+                          (cl.run_id, cl.step_id, data))
             if o.log:
                 self._log(cl.run_id, cl.step_id, o.ended_at, o.log)
             if not cl.dependents or self._release_dependents(
@@ -959,14 +969,15 @@ class Store:
         rows = self._summaries("WHERE r.id = ?", (run_id,))
         return rows[0] if rows else None
 
-    def active_or_recent(self, since: float, known: Iterable[str] = ()) -> list[tuple[str, float, str]]:
-        """(id, updated_at, status) of runs that are open, created since `since`, or in `known`:
+    def active_or_recent(self, since: float, known: Iterable[str] = ()) -> list[tuple[str, float, str, int]]:
+        """(id, last change, status, completed steps) of runs that are open, created since `since`, or in `known`:
         what an event feed must look at, without an index that every step change would touch."""
         ids = list(known)
         marks = ",".join("?" * len(ids)) or "NULL"
         return self.conn.execute(
             f"SELECT r.id, MAX(r.updated_at, COALESCE((SELECT MAX(MAX(COALESCE(s.started_at, 0)),"
-            f" MAX(COALESCE(s.ended_at, 0))) FROM steps s WHERE s.run_id = r.id), 0)), r.status FROM runs r"
+            f" MAX(COALESCE(s.ended_at, 0))) FROM steps s WHERE s.run_id = r.id), 0)), r.status,"
+            f" (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'COMPLETED') FROM runs r"
             f" WHERE r.status IN ('PENDING','RUNNING') OR r.created_at >= ? OR r.id IN ({marks})",
             (since, *ids)).fetchall()
 
