@@ -383,6 +383,13 @@ def main() -> int:
     line("  side effects missing", missing, True)
     line("cost totals != sum of their steps", len(cost_mismatch), True,
          f"store ${store_total:.6f} vs known ${expected_total:.6f}; export cross-check diffs {export_diff}")
+    # The design's bound is per step: a model step is called at most once more than the number of
+    # times its worker died under it (one kill can interrupt several calls in flight at once).
+    recov = {(r, st["id"]): st["execution_metrics"].get("crash_recoveries", 0)
+             for r in runs for st in docs[r]["steps"]}
+    over_bound = sum(1 for i, r in enumerate(runs) for sid in MODELS
+                     if calls[f"chaos run {i} step {sid}: {r}"] > 1 + recov.get((r, sid), 0))
+    line("model steps called more than 1 + their crash recoveries", over_bound, True)
     dup_bad = duplicates > n_kills
     ok = ok and not dup_bad and never_called == 0 and export_diff == 0
     print(f"  {'duplicate provider calls':<46} {duplicates:>6}  {'<= ' + str(n_kills) + ' kills':<9} "
