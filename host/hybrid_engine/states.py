@@ -19,10 +19,6 @@ class StepStatus(StrEnum):
     def is_terminal(self) -> bool:
         return self in TERMINAL_STEP
 
-    @property
-    def is_open(self) -> bool:
-        return not self.is_terminal
-
 
 TERMINAL_STEP = frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED})
 OPEN_STEP = frozenset(StepStatus) - TERMINAL_STEP

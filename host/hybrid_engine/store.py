@@ -52,13 +52,6 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_created ON runs(created_at);
     CREATE INDEX runs_active ON runs(status) WHERE status IN ('PENDING','RUNNING');
 
-    -- The template as the run was started from it: written once, kept off the runs row,
-    -- which changes at every step and must stay small.
-    CREATE TABLE run_definitions (
-        run_id     TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
-        definition TEXT NOT NULL
-    );
-
     -- AUTOINCREMENT: a step's rowid is never reused after its run is deleted, so the
     -- (rowid, epoch) pair that every compare-and-swap checks names one step forever.
     CREATE TABLE steps (
@@ -167,7 +160,8 @@ class NewStep:
 
 @dataclass(frozen=True)
 class RunPlan:
-    definition: str
+    """A template's steps as rows: everything a run needs to execute is in them."""
+
     rows: list[tuple]
     queued: list[str]
 
@@ -460,7 +454,7 @@ class Store:
     # ---- creating runs and filling slots -----------------------------------
 
     @staticmethod
-    def plan_run(definition: dict, steps: list[NewStep]) -> "RunPlan":
+    def plan_run(steps: list[NewStep]) -> "RunPlan":
         """Serialise a template's steps once; every run made from it reuses the result."""
         dependents: dict[str, list] = {s.step_id: [] for s in steps}
         for s in steps:
@@ -470,7 +464,7 @@ class Store:
                  encode_dependents(dependents[s.step_id]), len(s.deps), s.status.value, s.max_retries, s.timeout_s)
                 for i, s in enumerate(steps)]
         queued = [r[0] for r in rows if r[9] == "QUEUED"]
-        return RunPlan(_dumps(definition), rows, queued)
+        return RunPlan(rows, queued)
 
     def create_run(self, run_id: str, name: str, template: str, plan: "RunPlan", budget_usd: float | None,
                    now: float) -> None:
@@ -479,7 +473,6 @@ class Store:
             c.execute("INSERT INTO runs (id, name, template, status, budget_usd, open_steps, created_at,"
                       " updated_at) VALUES (?, ?, ?, 'PENDING', ?, ?, ?, ?)",
                       (run_id, name, template, budget_usd, len(plan.rows), now, now))
-            c.execute("INSERT INTO run_definitions (run_id, definition) VALUES (?, ?)", (run_id, plan.definition))
             c.executemany(
                 "INSERT INTO steps (run_id, step_id, pos, name, action, provider, params, deps, dependents, waiting_on,"
                 " status, max_retries, timeout_s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -493,14 +486,18 @@ class Store:
                                  " ORDER BY pos", (run_id,)).fetchall()
         return [r[0] for r in rows]
 
-    def _write_outputs(self, run_id: str, step_id: str, outputs: dict | None) -> tuple[str | None, int]:
-        """Small outputs go in the step's row; large ones in `outputs`, once. Returns (inline, ref)."""
+    @staticmethod
+    def _place_outputs(outputs: dict | None) -> tuple[str, str | None, int]:
+        """Small outputs go in the step's row, large ones in `outputs`: (json, inline value, ref)."""
         data = _dumps(outputs if outputs is not None else {})
         if len(data) <= INLINE_OUTPUT_MAX:
-            return data, 0
+            return data, data, 0
+        return data, None, 1
+
+    def _write_large_outputs(self, run_id: str, step_id: str, data: str) -> None:
+        """Written once, after the step's own row was won: never rewritten by a status change."""
         self.conn.execute("INSERT OR REPLACE INTO outputs (run_id, step_id, data) VALUES (?,?,?)",
                           (run_id, step_id, data))
-        return None, 1
 
     def fill_slot(self, run_id: str, step_id: str, outputs: dict, metadata: dict, now: float, log: str) -> int | None:
         """Complete a WAITING_FOR_INPUT step with external data; None if it was not waiting."""
@@ -510,10 +507,12 @@ class Store:
                             " AND status = 'WAITING_FOR_INPUT'", (run_id, step_id)).fetchone()
             if row is None:
                 return None
-            inline, ref = self._write_outputs(run_id, step_id, outputs)
+            data, inline, ref = self._place_outputs(outputs)
             c.execute("UPDATE steps SET status = 'COMPLETED', outputs = ?, outputs_ref = ?, metadata = ?,"
                       " started_at = ?, ended_at = ?, duration_ms = 0, error = NULL, error_code = NULL"
                       " WHERE run_id = ? AND step_id = ?", (inline, ref, _dumps(metadata), now, now, run_id, step_id))
+            if ref:
+                self._write_large_outputs(run_id, step_id, data)
             self._log(run_id, step_id, now, log)
             queued = self._release_dependents(run_id, row[0], now, tx)
             tx.close(run_id)
@@ -529,7 +528,9 @@ class Store:
             if status is None or status[0] not in ("PENDING", "RUNNING"):
                 return None
             pos = c.execute("SELECT COALESCE(MAX(pos), -1) + 1 FROM steps WHERE run_id = ?", (run_id,)).fetchone()[0]
-            inline, ref = self._write_outputs(run_id, step_id, outputs)
+            data, inline, ref = self._place_outputs(outputs)
+            if ref:
+                self._write_large_outputs(run_id, step_id, data)
             c.execute("INSERT INTO steps (run_id, step_id, pos, name, action, params, deps, status, outputs,"
                       " outputs_ref, metadata, started_at, ended_at, duration_ms, external)"
                       " VALUES (?, ?, ?, ?, 'capture', '{}', '[]', 'COMPLETED', ?, ?, ?, ?, ?, 0, 1)",
@@ -635,20 +636,18 @@ class Store:
                            1 if (md.get("price_unknown") or ("cost" in md and cost is None)) else 0)
             else:
                 billing = (None, None, None, None, None, None, 0)
-            data = _dumps(o.outputs if o.outputs is not None else {})
-            ref = len(data) > INLINE_OUTPUT_MAX
+            data, inline, ref = self._place_outputs(o.outputs)
             cur = c.execute(
                 "UPDATE steps SET status = 'COMPLETED', outputs = ?, outputs_ref = ?, ended_at = ?, duration_ms = ?,"
                 " metadata = ?, model = ?, provider = COALESCE(?, provider), tokens = ?, prompt_tokens = ?,"
                 " completion_tokens = ?, cost = ?, price_unknown = ?, error = NULL, error_code = NULL, owner = NULL,"
                 " lease_until = NULL WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'",
-                (None if ref else data, int(ref), o.ended_at, duration_ms, _dumps(md) if md else None, *billing,
+                (inline, ref, o.ended_at, duration_ms, _dumps(md) if md else None, *billing,
                  cl.rowid, cl.epoch))
             if cur.rowcount == 0:
                 return False  # the lease was lost: nothing of ours is written, the winner's outputs stay
             if ref:
-                c.execute("INSERT OR REPLACE INTO outputs (run_id, step_id, data) VALUES (?,?,?)",
-                          (cl.run_id, cl.step_id, data))
+                self._write_large_outputs(cl.run_id, cl.step_id, data)
             if o.log:
                 self._log(cl.run_id, cl.step_id, o.ended_at, o.log)
             if not cl.dependents or self._release_dependents(
@@ -906,10 +905,6 @@ class Store:
         rows = self._dict_rows("SELECT * FROM runs WHERE id = ?", (run_id,))
         return rows[0] if rows else None
 
-    def run_definition(self, run_id: str) -> dict | None:
-        row = self.conn.execute("SELECT definition FROM run_definitions WHERE run_id = ?", (run_id,)).fetchone()
-        return json.loads(row[0]) if row else None
-
     def runs_with_prefix(self, prefix: str, limit: int = 2) -> list[tuple[str]]:
         """Run ids starting with `prefix`, taken literally (no LIKE wildcards); uses the primary key."""
         return self.conn.execute("SELECT id FROM runs WHERE id >= ? AND substr(id, 1, ?) = ? ORDER BY id LIMIT ?",
@@ -980,9 +975,6 @@ class Store:
             f" (SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'COMPLETED') FROM runs r"
             f" WHERE r.status IN ('PENDING','RUNNING') OR r.created_at >= ? OR r.id IN ({marks})",
             (since, *ids)).fetchall()
-
-    def count_runs(self) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
 
     def cost_breakdown(self, run_id: str) -> dict[str, float]:
         return {r[0]: r[1] for r in self.conn.execute(

@@ -308,3 +308,14 @@ def test_run_ids_resolve_by_a_literal_prefix_only(service):
         service.resolve_run("%%%%")
     with pytest.raises(NotFound):
         service.resolve_run("____")
+
+
+def test_the_run_document_has_the_seeds_shape(service):
+    from hybrid_engine.models import Workflow
+
+    run_id = service.start("page-text", content="<p>hello</p>", source_url="https://e.x/")["run_id"]
+    drain(service)
+    doc = Workflow.model_validate(service.run_document(run_id, cut=None))
+    assert doc.status == "COMPLETED" and [s.id for s in doc.steps] == ["page", "text", "note"]
+    assert doc.steps[0].outputs["source_url"] == "https://e.x/"
+    assert doc.metrics.completed_steps == 3 and doc.createdAt.endswith("+00:00")
