@@ -22,22 +22,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "host"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from floor import wal_commits  # noqa: E402
 
 
 def floor(folder: Path, n: int) -> float:
-    path = folder / f"floor-{time.monotonic_ns()}.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE steps (run_id TEXT, step_id TEXT, status TEXT, outputs TEXT)")
-    t0 = time.perf_counter()
-    for i in range(n):
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO steps VALUES (?, ?, 'COMPLETED', ?)", ("r", f"s{i}", '{"value": null}'))
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - t0
-    conn.close()
-    return elapsed / n
+    return wal_commits(folder, n) / n
 
 
 def engine(folder: Path, n: int, shape: str) -> tuple[float, float]:

@@ -84,19 +84,9 @@ SYNC_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 # ----------------------------------------------------------------- workers (one process each)
 
 def w_floor(folder: Path, n: int, shape: str) -> dict:
-    path = folder / f"floor-{shape}-{time.monotonic_ns()}.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE steps (run_id TEXT, step_id TEXT, status TEXT, outputs TEXT)")
-    t0 = time.perf_counter()
-    for i in range(n):
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("INSERT INTO steps VALUES (?, ?, 'COMPLETED', ?)", ("r", f"s{i}", '{"value": null}'))
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - t0
-    conn.close()
-    return {"seconds": elapsed, "records": f"{n} commits", "settings": "journal_mode=wal synchronous=NORMAL"}
+    from floor import SETTINGS, wal_commits
+
+    return {"seconds": wal_commits(folder, n, f"{shape}-"), "records": f"{n} commits", "settings": SETTINGS}
 
 
 _OUR_TEMPLATES: dict = {}
