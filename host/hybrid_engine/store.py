@@ -14,6 +14,7 @@ lost its lease cannot overwrite the step's new owner.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -129,6 +130,34 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX captures_run ON captures(run_id);
     """,
+    # 3: a template's step rows, stored once per version (content-addressed by `digest`), so
+    # that creating a run is one INSERT ... SELECT done inside SQLite instead of binding every
+    # column of every row from Python (200 steps: 3.5 -> 1.5 us per step). Runs do not refer
+    # to plans: a plan can be dropped at any time and is written again when next needed.
+    """
+    CREATE TABLE plans (
+        digest     TEXT PRIMARY KEY,
+        template   TEXT NOT NULL,
+        created_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX plans_template ON plans(template);
+    CREATE TABLE plan_steps (
+        digest      TEXT NOT NULL,
+        pos         INTEGER NOT NULL,
+        step_id     TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        provider    TEXT,
+        params      TEXT NOT NULL,
+        deps        TEXT NOT NULL,
+        dependents  TEXT NOT NULL,
+        waiting_on  INTEGER NOT NULL,
+        status      TEXT NOT NULL,
+        max_retries INTEGER NOT NULL,
+        timeout_s   REAL,
+        PRIMARY KEY (digest, pos)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 INLINE_OUTPUT_MAX = 8192
@@ -164,6 +193,7 @@ class RunPlan:
 
     rows: list[tuple]
     queued: list[str]
+    digest: str  # of the rows: names the plan in the store's `plans` table
 
 
 @dataclass(slots=True)
@@ -340,6 +370,7 @@ class Store:
         self.busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         self.commits = 0  # this process's own commits; PRAGMA data_version counts only other connections'
+        self._plans: set[str] = set()  # plan digests this process saw saved (a hint: create_run checks the rows)
         _secure_create(self.path)
         self._migrate()
 
@@ -464,7 +495,14 @@ class Store:
                  encode_dependents(dependents[s.step_id]), len(s.deps), s.status.value, s.max_retries, s.timeout_s)
                 for i, s in enumerate(steps)]
         queued = [r[0] for r in rows if r[9] == "QUEUED"]
-        return RunPlan(rows, queued)
+        digest = hashlib.sha256(_dumps(rows).encode()).hexdigest()[:32]
+        return RunPlan(rows, queued, digest)
+
+    _RUN_FROM_PLAN = (
+        "INSERT INTO steps (run_id, step_id, pos, name, action, provider, params, deps, dependents, waiting_on,"
+        " status, max_retries, timeout_s, due_at) SELECT ?1, step_id, pos, name, action, provider, params, deps,"
+        " dependents, waiting_on, status, max_retries, timeout_s, CASE WHEN status = 'QUEUED' THEN ?3 END"
+        " FROM plan_steps WHERE digest = ?2 ORDER BY pos")
 
     def create_run(self, run_id: str, name: str, template: str, plan: "RunPlan", budget_usd: float | None,
                    now: float) -> None:
@@ -473,13 +511,26 @@ class Store:
             c.execute("INSERT INTO runs (id, name, template, status, budget_usd, open_steps, created_at,"
                       " updated_at) VALUES (?, ?, ?, 'PENDING', ?, ?, ?, ?)",
                       (run_id, name, template, budget_usd, len(plan.rows), now, now))
-            c.executemany(
-                "INSERT INTO steps (run_id, step_id, pos, name, action, provider, params, deps, dependents, waiting_on,"
-                " status, max_retries, timeout_s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(run_id, *row) for row in plan.rows])
-            if plan.queued:
-                c.executemany("UPDATE steps SET due_at = ? WHERE run_id = ? AND step_id = ?",
-                              [(now, run_id, step_id) for step_id in plan.queued])
+            n = c.execute(self._RUN_FROM_PLAN, (run_id, plan.digest, now)).rowcount if plan.digest in self._plans else 0
+            if n == 0:  # not saved yet, or dropped since (by another process saving a newer version)
+                self._save_plan(plan, template, now)
+                n = c.execute(self._RUN_FROM_PLAN, (run_id, plan.digest, now)).rowcount
+            if n != len(plan.rows):
+                raise StoreError(f"plan {plan.digest} of template '{template}' has {n} rows, expected {len(plan.rows)}")
+
+    def _save_plan(self, plan: "RunPlan", template: str, now: float) -> None:
+        """Keep one plan per template: an edited template's older plans go (no run refers to them)."""
+        c = self.conn
+        if c.execute("SELECT 1 FROM plans WHERE digest = ?", (plan.digest,)).fetchone() is None:
+            for (old,) in c.execute("SELECT digest FROM plans WHERE template = ?", (template,)).fetchall():
+                c.execute("DELETE FROM plan_steps WHERE digest = ?", (old,))
+                c.execute("DELETE FROM plans WHERE digest = ?", (old,))
+            c.execute("INSERT INTO plans (digest, template, created_at) VALUES (?, ?, ?)",
+                      (plan.digest, template, now))
+            c.executemany("INSERT INTO plan_steps (digest, step_id, pos, name, action, provider, params, deps,"
+                          " dependents, waiting_on, status, max_retries, timeout_s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                          [(plan.digest, *row) for row in plan.rows])
+        self._plans.add(plan.digest)
 
     def open_slots(self, run_id: str) -> list[str]:
         rows = self.conn.execute("SELECT step_id FROM steps WHERE run_id = ? AND status = 'WAITING_FOR_INPUT'"
@@ -553,22 +604,11 @@ class Store:
     _CLAIM_SET = ("status = 'RUNNING', owner = ?, owner_pid = ?, owner_start = ?, owner_host = ?, epoch = epoch + 1,"
                   " lease_until = ?, attempts = attempts + 1, started_at = ?, ended_at = NULL")
 
-    # The last dependency of a step is done: count it and, in the same write, claim the step.
-    # On the right of SET, columns hold their old values: waiting_on <= 1 means "now ready".
-    _DECREMENT_AND_CLAIM = (
-        "UPDATE steps SET waiting_on = waiting_on - 1,"
-        " status = CASE WHEN waiting_on <= 1 THEN 'RUNNING' ELSE status END,"
-        " owner = CASE WHEN waiting_on <= 1 THEN ?1 ELSE owner END,"
-        " owner_pid = CASE WHEN waiting_on <= 1 THEN ?2 ELSE owner_pid END,"
-        " owner_start = CASE WHEN waiting_on <= 1 THEN ?3 ELSE owner_start END,"
-        " owner_host = CASE WHEN waiting_on <= 1 THEN ?4 ELSE owner_host END,"
-        " epoch = epoch + (waiting_on <= 1),"
-        " lease_until = CASE WHEN waiting_on <= 1 THEN ?5 ELSE lease_until END,"
-        " attempts = attempts + (waiting_on <= 1),"
-        " started_at = CASE WHEN waiting_on <= 1 THEN ?6 ELSE started_at END,"
-        " carried = carried + CASE WHEN waiting_on <= 1 THEN ?9 ELSE 0 END"
-        " WHERE run_id = ?7 AND step_id = ?8 AND status = 'PENDING'"
-        f" RETURNING waiting_on, {_CLAIM_COLS}")
+    # A chain link: read the one dependent, then either count the finished dependency or
+    # claim it by rowid. (A single UPDATE ... RETURNING did both, but SQLite's RETURNING
+    # costs more than this SELECT: ~1 us of a ~30 us chain step.)
+    _CHAIN_NEXT = f"SELECT waiting_on, {_CLAIM_COLS} FROM steps WHERE run_id = ? AND step_id = ? AND status = 'PENDING'"
+    _CLAIM_ROW = f"UPDATE steps SET {_CLAIM_SET}, waiting_on = 0, carried = carried + ? WHERE rowid = ?"
 
     def _claim(self, req: ClaimRequest, now: float, tx: _Tx) -> list[Claimed]:
         if req.limit <= 0 and not req.inline_limit:
@@ -621,6 +661,19 @@ class Store:
                 claimed += self._claim(req, now, tx)
             return applied, claimed
 
+    _COMPLETE = (
+        "UPDATE steps SET status = 'COMPLETED', outputs = ?, outputs_ref = ?, ended_at = ?, duration_ms = ?,"
+        " metadata = ?, model = ?, provider = COALESCE(?, provider), tokens = ?, prompt_tokens = ?,"
+        " completion_tokens = ?, cost = ?, price_unknown = ?, error = NULL, error_code = NULL, owner = NULL,"
+        " lease_until = NULL WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'")
+    # The same for a step without metadata (deterministic actions): the NULLs are literals,
+    # which saves binding eight parameters on every link of a chain (~1.5 us of ~30).
+    _COMPLETE_PLAIN = (
+        "UPDATE steps SET status = 'COMPLETED', outputs = ?, outputs_ref = ?, ended_at = ?, duration_ms = ?,"
+        " metadata = NULL, model = NULL, tokens = NULL, prompt_tokens = NULL, completion_tokens = NULL,"
+        " cost = NULL, price_unknown = 0, error = NULL, error_code = NULL, owner = NULL, lease_until = NULL"
+        " WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'")
+
     def _apply(self, o: Outcome, tx: _Tx, req: ClaimRequest | None = None, room: list | None = None,
                claimed: list | None = None) -> bool:
         c = self.conn
@@ -629,21 +682,19 @@ class Store:
         kind = o.kind
         if kind == "completed":
             md = o.metadata
-            if md and ("cost" in md or "model" in md or "tokens" in md):
-                cost = md.get("cost")
-                billing = (md.get("model"), md.get("provider"), md.get("tokens"), md.get("prompt_tokens"),
-                           md.get("completion_tokens"), cost,
-                           1 if (md.get("price_unknown") or ("cost" in md and cost is None)) else 0)
-            else:
-                billing = (None, None, None, None, None, None, 0)
             data, inline, ref = self._place_outputs(o.outputs)
-            cur = c.execute(
-                "UPDATE steps SET status = 'COMPLETED', outputs = ?, outputs_ref = ?, ended_at = ?, duration_ms = ?,"
-                " metadata = ?, model = ?, provider = COALESCE(?, provider), tokens = ?, prompt_tokens = ?,"
-                " completion_tokens = ?, cost = ?, price_unknown = ?, error = NULL, error_code = NULL, owner = NULL,"
-                " lease_until = NULL WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'",
-                (inline, ref, o.ended_at, duration_ms, _dumps(md) if md else None, *billing,
-                 cl.rowid, cl.epoch))
+            if md:
+                if "cost" in md or "model" in md or "tokens" in md:
+                    cost = md.get("cost")
+                    billing = (md.get("model"), md.get("provider"), md.get("tokens"), md.get("prompt_tokens"),
+                               md.get("completion_tokens"), cost,
+                               1 if (md.get("price_unknown") or ("cost" in md and cost is None)) else 0)
+                else:
+                    billing = (None, None, None, None, None, None, 0)
+                cur = c.execute(self._COMPLETE, (inline, ref, o.ended_at, duration_ms, _dumps(md), *billing,
+                                                 cl.rowid, cl.epoch))
+            else:
+                cur = c.execute(self._COMPLETE_PLAIN, (inline, ref, o.ended_at, duration_ms, cl.rowid, cl.epoch))
             if cur.rowcount == 0:
                 return False  # the lease was lost: nothing of ours is written, the winner's outputs stay
             if ref:
@@ -700,11 +751,19 @@ class Store:
             dep_id, action, provider = deps[0]
             if (req is not None and room[0] > 0 and action not in req.limited_actions
                     and (provider is None or provider not in req.limited_providers)):
-                row = c.execute(self._DECREMENT_AND_CLAIM, (req.owner, req.pid, req.start, req.host,
-                                                            req.lease_until, now, run_id, dep_id, carry)).fetchone()
-                if row is None or row[0] > 0:
+                row = c.execute(self._CHAIN_NEXT, (run_id, dep_id)).fetchone()
+                if row is None:
                     return 0
-                claimed.append(Claimed(*row[1:]))
+                if row[0] > 1:
+                    c.execute("UPDATE steps SET waiting_on = waiting_on - 1 WHERE rowid = ?", (row[1],))
+                    return 0
+                c.execute(self._CLAIM_ROW, (req.owner, req.pid, req.start, req.host, req.lease_until, now, carry,
+                                            row[1]))
+                cl = Claimed(*row[1:])
+                cl.epoch += 1
+                cl.attempts += 1
+                cl.carried += carry
+                claimed.append(cl)
                 room[0] -= 1
                 return HANDED_OVER
             left = c.execute("UPDATE steps SET waiting_on = waiting_on - 1 WHERE run_id = ? AND step_id = ?"

@@ -42,6 +42,23 @@ def test_chain_runs_in_dependency_order_and_completes(service):
     assert starts == sorted(starts)
 
 
+def test_a_join_starts_only_after_its_last_dependency_and_sees_both(service):
+    run_id = service.create_run(tpl([
+        {"id": "a", "action": "noop", "params": {"value": "A"}},
+        {"id": "a2", "action": "template", "dependencies": ["a"], "params": {"template": "{{ steps.a.outputs.value }}"}},
+        {"id": "b", "action": "noop", "params": {"value": "B"}},
+        {"id": "j", "action": "template", "dependencies": ["a2", "b"],
+         "params": {"template": "{{ steps.a2.outputs.text }}+{{ steps.b.outputs.value }}"}},
+    ]))
+    drain(service)
+    doc = service.run_document(run_id)
+    assert doc["status"] == "COMPLETED"
+    steps = {s["id"]: s for s in doc["steps"]}
+    assert steps["j"]["outputs"]["text"] == "A+B"
+    assert steps["j"]["startTime"] >= max(steps["a2"]["endTime"], steps["b"]["endTime"])
+    assert [s["execution_metrics"]["attempts"] for s in doc["steps"]] == [1, 1, 1, 1]
+
+
 def test_new_run_without_input_waits_for_its_capture_slot(service):
     run_id = service.create_run("page-text")
     assert service.summary(run_id)["status"] == "PENDING"
