@@ -56,7 +56,7 @@ class WorkflowTemplate(BaseModel):
                                      params=s.params, deps=list(s.dependencies), status=status,
                                      max_retries=int(s.params.get("retries", spec.default_retries)),
                                      timeout_s=float(timeout) if timeout else None))
-            self._plan = Store.plan_run(steps)
+            self._plan = Store.plan_run(steps, self.name)
         return self._plan
 
     @property

@@ -485,8 +485,11 @@ class Store:
     # ---- creating runs and filling slots -----------------------------------
 
     @staticmethod
-    def plan_run(steps: list[NewStep]) -> "RunPlan":
-        """Serialise a template's steps once; every run made from it reuses the result."""
+    def plan_run(steps: list[NewStep], template: str = "") -> "RunPlan":
+        """Serialise a template's steps once; every run made from it reuses the result.
+
+        The digest covers the template's name too: two templates never share a saved plan,
+        so replacing one's plan never drops the other's."""
         dependents: dict[str, list] = {s.step_id: [] for s in steps}
         for s in steps:
             for d in s.deps:
@@ -495,7 +498,7 @@ class Store:
                  encode_dependents(dependents[s.step_id]), len(s.deps), s.status.value, s.max_retries, s.timeout_s)
                 for i, s in enumerate(steps)]
         queued = [r[0] for r in rows if r[9] == "QUEUED"]
-        digest = hashlib.sha256(_dumps(rows).encode()).hexdigest()[:32]
+        digest = hashlib.sha256(_dumps([template, rows]).encode()).hexdigest()[:32]
         return RunPlan(rows, queued, digest)
 
     _RUN_FROM_PLAN = (

@@ -44,6 +44,13 @@ def test_editing_a_template_replaces_its_saved_plan_and_keeps_other_templates(se
     assert [r[2] for r in step_rows(service.store, new)] == ["template"] * 4
 
 
+def test_templates_with_the_same_steps_keep_separate_plans(service):
+    service.create_run(chain("a", 3))
+    service.create_run(chain("b", 3))
+    service.create_run(chain("a", 4))  # editing "a" leaves "b" alone
+    assert plans(service.store) == [("a", 4), ("b", 3)]
+
+
 def test_a_run_is_created_whole_after_another_process_dropped_its_plan(service):
     store = service.store
     v1, v2 = chain("c", 3), chain("c", 6)
