@@ -7,9 +7,10 @@ browser kills its host); writes take BEGIN IMMEDIATE so a read-then-write never
 races another process. Step outputs live in their own table and are written once,
 when the step completes: a 5 MB page is never rewritten by a status change.
 
-Claiming is one compare-and-swap UPDATE ... RETURNING that bumps the step's epoch;
-every later write by the claimant is conditional on that epoch, so a worker that
-lost its lease cannot overwrite the step's new owner.
+Claiming is a compare-and-swap UPDATE that bumps the step's epoch; every later
+write by the claimant is conditional on that epoch, so a worker that lost its lease
+cannot overwrite the step's new owner. A run is created by copying its template's
+saved plan (`plan_steps`) inside SQLite, not by binding every row from Python.
 """
 
 from __future__ import annotations
