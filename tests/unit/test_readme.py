@@ -33,3 +33,13 @@ def test_ci_runs_the_test_command_the_readme_gives():
     assert setup in ci_lines
     assert command in ci_lines
     assert ci_lines.index(setup) < ci_lines.index(command)
+
+
+def test_every_bench_command_in_the_readme_names_a_bench_that_exists():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    names = set(re.findall(r"`bash bench/run (\w+)`", text))
+    assert names >= {"engine_overhead", "recovery_ingest", "host_startup", "chaos", "tokens", "peers"}
+    runner = (ROOT / "bench" / "run").read_text(encoding="utf-8")
+    for name in names:
+        assert name in runner
+        assert (ROOT / "bench" / (f"{name}.sh" if name == "peers" else f"{name}.py")).exists()
