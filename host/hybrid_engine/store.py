@@ -285,7 +285,11 @@ class _Tx:
 
 
 class _Transaction:
-    __slots__ = ("store", "tx", "outer")
+    """BEGIN IMMEDIATE ... COMMIT, or, inside another transaction, a SAVEPOINT: an inner
+    block that raises undoes only its own writes and bookkeeping, so an outer caller that
+    catches the error can go on (or raise, and the whole transaction goes)."""
+
+    __slots__ = ("store", "tx", "outer", "saved")
 
     def __init__(self, store: "Store"):
         self.store = store
@@ -296,6 +300,9 @@ class _Transaction:
         outer = store._local.tx
         self.outer = outer is not None
         if self.outer:
+            self.tx = outer
+            self.saved = (dict(outer.closed), set(outer.started), set(outer.touched))
+            conn.execute("SAVEPOINT inner")
             return outer
         conn.execute("BEGIN IMMEDIATE")
         tx = self.tx = _Tx()
@@ -303,10 +310,14 @@ class _Transaction:
         return tx
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if self.outer:
-            return False
         store = self.store
         conn = store._local.conn
+        if self.outer:
+            if exc_type is not None:
+                conn.execute("ROLLBACK TO inner")
+                self.tx.closed, self.tx.started, self.tx.touched = self.saved
+            conn.execute("RELEASE inner")
+            return False
         try:
             if exc_type is None:
                 if self.tx.touched:
@@ -408,8 +419,8 @@ class Store:
     def transaction(self) -> "_Transaction":
         """BEGIN IMMEDIATE ... COMMIT; the rows of runs touched inside are brought up to date last.
 
-        Nested use joins the outer transaction. (A class, not @contextmanager: this is on
-        the path of every step.)"""
+        Nested use is a SAVEPOINT in the outer transaction. (A class, not @contextmanager:
+        this is on the path of every step.)"""
         return _Transaction(self)
 
     def _update_runs(self, tx: _Tx) -> None:
