@@ -261,9 +261,11 @@ async function refreshSpend() {
   try {
     const s = await call("spend");
     const budget = s.daily_budget_usd;
-    $("spend-text").textContent = budget
+    const unpriced = Object.values(s.today_unpriced_steps || {}).reduce((a, b) => a + b, 0);
+    $("spend-text").textContent = (budget
       ? `${usd(s.today)} of ${usdBudget(budget)} daily budget · this month ${usd(s.this_month)}`
-      : `${usd(s.today)} today (no daily budget set) · this month ${usd(s.this_month)}`;
+      : `${usd(s.today)} today (no daily budget set) · this month ${usd(s.this_month)}`)
+      + (unpriced ? ` · ${unpriced} step${unpriced === 1 ? "" : "s"} today with unknown price, not counted` : "");
     $("spend-text").dataset.today = String(s.today);
     const meter = $("spend-meter");
     meter.hidden = !budget;

@@ -29,6 +29,7 @@ models, cost_max 0) always start.
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime
 from typing import Any, Callable
 
@@ -237,6 +238,9 @@ def budget_guard(store) -> Callable:
             running_part = f", steps still running may cost up to {money(pending)}" if pending else ""
             bound_hint = "" if params.get("max_tokens") else \
                 " Setting `max_tokens` on the step lowers its upper bound."
+            if label == "run budget":
+                enough = math.ceil((spent + pending + cost_max) * 100) / 100
+                bound_hint += f" To go on: hybrid-engine retry {claim.run_id} --budget {enough:.2f}"
             raise StepBudgetExceeded(
                 f"Not started: {label} {money(limit)}: spent {money(spent)}{running_part}, "
                 f"this step may cost up to {money(cost_max)}{_describe(est)}.{bound_hint}",

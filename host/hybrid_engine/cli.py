@@ -254,7 +254,7 @@ def cmd_external_data(args) -> int:
 
 
 def cmd_retry(args) -> int:
-    summary = _service().retry(args.run)
+    summary = _service().retry(args.run, budget_usd=args.budget)
     if args.json:
         _print_json(summary)
     else:
@@ -467,7 +467,13 @@ def cmd_spend(args) -> int:
         else:
             left = max(0.0, limit - spent)
             print(f"{label} budget: {_money(limit)}, {_money(left)} left")
-    print("known costs of completed model steps; steps whose price is unknown are not counted")
+    unpriced = spend["this_month_unpriced_steps"]
+    if unpriced:
+        models = ", ".join(f"{m} ({n})" for m, n in sorted(unpriced.items()))
+        print(f"not counted: {sum(unpriced.values())} completed step(s) this month whose price is unknown: {models};"
+              " price them with [prices.\"MODEL\"] in config.toml")
+    else:
+        print("known costs of completed model steps")
     return EXIT_OK
 
 
@@ -605,6 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("run")
         if name != "delete":
             sp.add_argument("--json", action="store_true")
+        if name == "retry":
+            sp.add_argument("--budget", type=float, metavar="USD",
+                            help="a new run budget (after a step was stopped by the old one)")
 
     sp = add("worker", cmd_worker, "recover, then execute queued work without a browser")
     sp.add_argument("--until-idle", action="store_true", help="return when nothing is queued or running")

@@ -285,7 +285,8 @@ def h_runs_output(host: "Host", msg: dict) -> dict:
 
 
 def h_runs_retry(host: "Host", msg: dict) -> dict:
-    summary = host.service.retry(_text(msg, "run_id"))
+    budget = field(msg, "budget_usd", (int, float), "a number", required=False)
+    summary = host.service.retry(_text(msg, "run_id"), budget_usd=budget)
     host.wake_executor()
     return summary
 

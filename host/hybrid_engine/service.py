@@ -233,12 +233,20 @@ class Service:
         out = self.store.outputs(run_id, [step_id]).get(step_id)
         return {"run_id": run_id, "step_id": step_id, "outputs": out}
 
-    def retry(self, run_id: str) -> dict:
+    def retry(self, run_id: str, *, budget_usd: float | None = None) -> dict:
+        """Resume a FAILED or CANCELLED run; `budget_usd` replaces its run budget (the way on
+        after a step was stopped by it)."""
+        if budget_usd is not None and (isinstance(budget_usd, bool) or not isinstance(budget_usd, (int, float))
+                                       or not 0 <= budget_usd < float("inf")):
+            raise BadRequest("budget_usd: expected a non-negative number of US dollars", field="budget_usd")
         run_id = self.resolve_run(run_id)
         status = self.store.run_row(run_id)["status"]
         if status not in (RunStatus.FAILED, RunStatus.CANCELLED):
             raise ConflictError(f"run '{run_id}' is {status}; only a FAILED or CANCELLED run can be retried")
-        n = self.store.retry_run(run_id, clock.now(), f"Retry requested at {clock.iso()}")
+        line = f"Retry requested at {clock.iso()}"
+        if budget_usd is not None:
+            line += f" with a run budget of ${budget_usd:.4f}"
+        n = self.store.retry_run(run_id, clock.now(), line, budget_usd=budget_usd)
         log.info("run %s: retry re-opened %d steps", run_id, n)
         return self.summary(run_id)
 
@@ -515,6 +523,8 @@ class Service:
             "this_month": round(sum(this_month.values()), 10),
             "today_by_provider": today,
             "this_month_by_provider": this_month,
+            "today_unpriced_steps": self.store.unpriced_since(day.timestamp()),
+            "this_month_unpriced_steps": self.store.unpriced_since(month.timestamp()),
             "daily_budget_usd": budgets.get("daily_usd"),
             "monthly_budget_usd": budgets.get("monthly_usd"),
             "day_started": day.isoformat(),

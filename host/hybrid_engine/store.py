@@ -928,10 +928,13 @@ class Store:
 
     # ---- user actions: retry, cancel, delete --------------------------------
 
-    def retry_run(self, run_id: str, now: float, line: str) -> int:
-        """Re-open failed, skipped and cancelled steps; completed ones are kept (not re-billed)."""
+    def retry_run(self, run_id: str, now: float, line: str, budget_usd: float | None = None) -> int:
+        """Re-open failed, skipped and cancelled steps; completed ones are kept (not re-billed).
+        A new run budget, when given, is set in the same transaction, before any step can start."""
         with self.transaction() as tx:
             c = self.conn
+            if budget_usd is not None:
+                c.execute("UPDATE runs SET budget_usd = ? WHERE id = ?", (budget_usd, run_id))
             rows = c.execute("SELECT step_id, action, external FROM steps WHERE run_id = ?"
                              " AND status IN ('FAILED','SKIPPED','CANCELLED')", (run_id,)).fetchall()
             from .adapters import SPECS
@@ -1069,6 +1072,13 @@ class Store:
         return {r[0] or "unknown": r[1] for r in self.conn.execute(
             "SELECT provider, SUM(cost) FROM steps WHERE cost IS NOT NULL AND ended_at >= ? AND status = 'COMPLETED'"
             " GROUP BY provider", (since,))}
+
+    def unpriced_since(self, since: float) -> dict[str, int]:
+        """Completed model steps since a time whose price is unknown, per model: spend cannot
+        count them, so it says how many there are rather than let them pass for $0."""
+        return {r[0] or "unknown": r[1] for r in self.conn.execute(
+            "SELECT model, COUNT(*) FROM steps WHERE price_unknown = 1 AND ended_at >= ? AND status = 'COMPLETED'"
+            " GROUP BY model", (since,))}
 
     # ---- capture de-duplication (schema 2; added with the host's `capture` dedupe) ----------
     # Used by Service.capture: look up, then (in the same BEGIN IMMEDIATE) start the run and

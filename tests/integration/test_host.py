@@ -221,6 +221,13 @@ def test_spend_reports_today_this_month_and_budgets(host):
     spend = host.call("spend")
     assert spend["today"] == 0 and spend["this_month"] == 0
     assert "daily_budget_usd" in spend and "monthly_budget_usd" in spend
+    assert spend["today_unpriced_steps"] == {} and spend["this_month_unpriced_steps"] == {}
+
+
+def test_retry_with_a_budget_that_is_not_a_number_is_a_bad_request_naming_the_field(host):
+    bad = host.error("runs.retry", run_id="nope-nope", budget_usd="a lot")
+    assert bad["code"] == "bad_request" and bad["field"] == "budget_usd"
+    assert host.call("hello", protocol=1)["protocol"] == 1  # still serving
 
 
 def test_not_found_for_unknown_runs_steps_and_templates(host):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from hybrid_engine.errors import BadRequest
 from hybrid_engine.templates import validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -230,6 +231,32 @@ def test_run_budget_from_the_command_line(service, fake_provider_env, cli, write
     assert step(doc, "b")["status"] == "FAILED" and len(fake_provider_env.requests) == 1
     table = cli("show", doc["id"], check=True).stdout
     assert "~$0.0100" in table and "run budget $0.0050" in table
+
+
+def test_a_run_stopped_by_its_budget_goes_on_after_retry_with_a_higher_one(service, fake_provider_env, cli):
+    cli.env.update(fake_provider_env.env())
+    run_id = service.create_run(tpl([
+        chat("a", "openai_chat", "gpt-4o", prompt="first", **SMALL),
+        chat("b", "openai_chat", "gpt-4o", prompt="second", deps=["a"], **LARGE)], budget_usd=0.005))
+    drain(service)
+    stopped = step(service.run_document(run_id), "b")
+    assert f"To go on: hybrid-engine retry {run_id} --budget 0.02" in stopped["error"], stopped["error"]
+    out = cli("retry", run_id, "--budget", "0.02", check=True).stdout
+    assert "failed steps queued again" in out
+    drain(service)
+    doc = service.run_document(run_id)
+    assert doc["status"] == "COMPLETED" and doc["budget_usd"] == 0.02
+    assert [r.body["messages"][-1]["content"] for r in fake_provider_env.requests] == ["first", "second"]
+    assert any("with a run budget of $0.0200" in line for line in step(doc, "b")["logs"])
+
+
+def test_retry_refuses_a_budget_that_is_not_a_non_negative_number(service, fake_provider_env):
+    run_id = service.create_run(tpl([chat("a", "openai_chat", "gpt-4o", **LARGE)], budget_usd=0.001))
+    drain(service)
+    for bad in (-1, float("nan"), True, "1"):
+        with pytest.raises(BadRequest, match="budget_usd: expected a non-negative number"):
+            service.retry(run_id, budget_usd=bad)
+    assert service.summary(run_id)["status"] == "FAILED"
 
 
 def test_steps_running_side_by_side_are_counted_against_the_budget(service, fake_provider_env):
@@ -466,6 +493,20 @@ def test_estimate_of_a_chain_marks_upstream_answers_as_unknown(service, fake_pro
 
 
 # ---- unknown prices ----------------------------------------------------------------------------------
+
+def test_spend_names_completed_steps_it_cannot_price_instead_of_counting_them_as_zero(service, fake_provider_env,
+                                                                                       cli):
+    service.create_run(tpl([chat("known", "openai_chat", "gpt-4o"),
+                            chat("odd", "openai_chat", "ft:my-own-model-xyz"),
+                            chat("odd2", "openai_chat", "ft:my-own-model-xyz", prompt="Again")]))
+    drain(service)
+    data = cli.json("spend", "--json")
+    assert data["today_unpriced_steps"] == {"ft:my-own-model-xyz": 2}
+    assert data["this_month_unpriced_steps"] == {"ft:my-own-model-xyz": 2}
+    assert data["today"] > 0  # the priced step alone
+    text = cli("spend", check=True).stdout
+    assert "not counted: 2 completed step(s) this month whose price is unknown: ft:my-own-model-xyz (2)" in text
+
 
 def test_unknown_model_is_null_counted_and_shown_as_unknown(service, fake_provider_env, cli):
     cli.env.update(fake_provider_env.env())
