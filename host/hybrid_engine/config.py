@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
 APP_NAME = "hybrid-engine"
@@ -84,6 +82,8 @@ def load_config() -> dict:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
+    import tomllib  # here, not at the top: the host's runs.list never reads config.toml
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -135,15 +135,32 @@ def stored_key_providers() -> list[str]:
     return sorted(k for k, v in _read_keys().items() if v)
 
 
-@dataclass(frozen=True)
 class ProviderSettings:
-    provider: str
-    api_key: str | None
-    api_key_source: str | None  # "env:OPENAI_API_KEY", "keys", "config" -- never the key itself
-    key_env: str  # the variable a user would set; named in "no key" errors
-    base_url: str | None
-    concurrency: int | None
-    timeout_s: float | None
+    """What a provider step runs with. (A plain class: `dataclasses` costs the host's
+    runs.list 3 ms of imports.)"""
+
+    __slots__ = ("provider", "api_key", "api_key_source", "key_env", "base_url", "concurrency", "timeout_s")
+
+    def __init__(self, *, provider: str, api_key: str | None, api_key_source: str | None, key_env: str,
+                 base_url: str | None, concurrency: int | None, timeout_s: float | None):
+        self.provider = provider
+        self.api_key = api_key
+        self.api_key_source = api_key_source  # "env:OPENAI_API_KEY", "keys", "config" -- never the key itself
+        self.key_env = key_env  # the variable a user would set; named in "no key" errors
+        self.base_url = base_url
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+
+    def __setattr__(self, name, value):
+        if hasattr(self, name):
+            raise AttributeError(f"ProviderSettings.{name} is read-only")
+        object.__setattr__(self, name, value)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ProviderSettings) and all(
+            getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None
 
     def __repr__(self) -> str:  # keep the key out of logs and tracebacks
         return (f"ProviderSettings(provider={self.provider!r}, base_url={self.base_url!r}, "

@@ -1,13 +1,15 @@
 """The native-messaging host: what the browser starts on ``connectNative``.
 
-    main(caller_args)
+    hostboot.main(caller_args), then serve_after_boot
       guard stdout     the real stdout is kept (a dup) for frames only; fd 1 and sys.stdout
                        now lead to stderr, so a stray print or a C library's write cannot
                        corrupt the pipe; logging and warnings go to the rotating log file
-      first frame      answered from light modules only: `hello` needs no Service, so the
-                       first reply never waits for pydantic, yaml, an SDK or trafilatura
-      engine           then recovery and the executor start in a daemon thread with its
-                       own asyncio loop (not at all for a caller that is not allowed)
+      first frame      a `hello` from a pinned caller is answered by hostboot with the
+                       standard library alone (this module is not even imported yet);
+                       anything else is answered here, still before any Service exists
+      engine           once the browser's opening requests are answered (ENGINE_QUIET_S),
+                       the log file, recovery and the executor start in a daemon thread with
+                       its own asyncio loop (not at all for a caller that is not allowed)
       serve            frames are read on the main thread; messages are handled on a few
                        daemon threads (a slow `estimate` does not hold up `runs.list`);
                        every message gets a reply, a bad one an error reply, and the host
@@ -29,62 +31,37 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
-import re
 import signal
 import sys
 import threading
 import time
-from typing import Any, BinaryIO, Callable
-
 from . import PROTOCOL_VERSION, __version__, protocol
 from .errors import BadRequest, Forbidden, HybridEngineError, TooLarge
+from .hostboot import HEAVY_MODULES, guard_stdout  # noqa: F401 - guard_stdout is re-exported
+
+TYPE_CHECKING = False  # `typing` itself costs 2 ms of the host's start
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO, Callable
+
+    Handler = Callable[["Host", dict], dict]
 
 log = logging.getLogger(__name__)
-
-# Modules the first reply must not wait for (reported by `hello` and `host.status`, honestly:
-# read from sys.modules at the moment the reply is built).
-HEAVY_MODULES = ("pydantic", "yaml", "openai", "google.genai", "genai_prices", "trafilatura")
 
 HANDLER_THREADS = 4
 POLL_S = 0.15  # run.updated latency: Service.changes is cheap when nothing was committed
 EXIT_BUDGET_S = 0.9  # from end of input to exit; the issue allows 1 s
+# The engine (recovery, asyncio, the executor) and the log file load once the browser's opening
+# requests are answered: when none has been pending for ENGINE_QUIET_S, at the latest
+# ENGINE_DELAY_MAX_S after the first reply. Loaded together with the first runs.list they
+# would double its wait (measured: 58 -> 42 ms from spawn).
+ENGINE_QUIET_S = 0.03
+ENGINE_DELAY_MAX_S = 1.0
 MAX_CAPTURE_ID = 200
-_CHROME_ORIGIN = re.compile(r"^chrome-extension://([a-p]{32})/?$")
-
-Handler = Callable[["Host", dict], dict]
+_CHROME_PREFIX = "chrome-extension://"
 
 
 class _Terminated(BaseException):
     """SIGTERM/SIGINT while reading: leave the read loop and shut down like on EOF."""
-
-
-# ---- stdout hygiene ------------------------------------------------------------------
-
-def guard_stdout() -> BinaryIO:
-    """Keep the real stdout for frames; send fd 1 and sys.stdout to stderr from now on.
-
-    Returns an unbuffered binary stream on a private duplicate of the original fd 1.
-    Anything else that writes to fd 1 (print, a C extension, a subprocess that inherits
-    it) lands on stderr, or nowhere when stderr is not usable.
-    """
-    frames_fd = os.dup(1)
-    try:
-        os.dup2(2, 1)
-    except OSError:  # no usable stderr: fd 1 goes nowhere rather than into the pipe
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.close(devnull)
-    if sys.stderr is not None:
-        sys.stdout = sys.stderr
-    else:  # pragma: no cover - pythonw without a console
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-    if os.name == "nt":  # pragma: no cover - Windows only: no newline translation on the pipes
-        import msvcrt
-
-        msvcrt.setmode(frames_fd, os.O_BINARY)
-        msvcrt.setmode(0, os.O_BINARY)
-    return open(frames_fd, "wb", buffering=0)  # noqa: SIM115 - lives as long as the process
 
 
 # ---- caller origin -------------------------------------------------------------------
@@ -103,9 +80,8 @@ def check_origin(args: list[str]) -> str | None:
     if not args:
         return None
     first = args[0]
-    m = _CHROME_ORIGIN.match(first)
-    if m:
-        ext_id = m.group(1)
+    ext_id = _chrome_origin_id(first)
+    if ext_id is not None:
         if ext_id == CHROME_EXTENSION_ID:
             return None
         from .install import registered_extension_ids
@@ -127,6 +103,16 @@ def check_origin(args: list[str]) -> str | None:
         return (f"add-on {addon!r} is not allowed to use this host; register it with "
                 f"`hybrid-engine install --extension-id {addon}`")
     return f"unrecognised caller {first!r}: expected chrome-extension://<id>/ or a manifest path and an add-on id"
+
+
+def _chrome_origin_id(origin: str) -> str | None:
+    """The id in ``chrome-extension://<32 letters a-p>/`` (slash optional), else None."""
+    if not origin.startswith(_CHROME_PREFIX):
+        return None
+    ext_id = origin[len(_CHROME_PREFIX):]
+    if ext_id.endswith("/"):
+        ext_id = ext_id[:-1]
+    return ext_id if len(ext_id) == 32 and all("a" <= ch <= "p" for ch in ext_id) else None
 
 
 # ---- field validation ----------------------------------------------------------------
@@ -214,6 +200,7 @@ def h_hello(host: "Host", msg: dict) -> dict:
 
 
 def h_host_status(host: "Host", msg: dict) -> dict:
+    host.start_logging()  # so that log_file is known even before the engine has started
     ex = host.executor
     return {
         "version": __version__,
@@ -223,7 +210,7 @@ def h_host_status(host: "Host", msg: dict) -> dict:
         "subscribed": host.subscribed,
         "origin_checked": bool(host.caller_args),
         "heavy_modules_loaded": loaded_heavy_modules(),
-        "log_file": host.log_file,
+        "log_file": host.log_file or None,
     }
 
 
@@ -380,7 +367,10 @@ class Host:
         self.stdin = stdin
         self.writer = protocol.FrameWriter(stdout)
         self.log_file = log_file
+        self.early_problems: list[str] = []  # noticed before logging was set up; logged then
         self.started = time.monotonic()
+        self.last_message = self.started
+        self._log_lock = threading.Lock()
         self.forbidden: str | None = None
         self.subscribed = False
         self.accepting = False  # inside the read loop: a signal interrupts it
@@ -392,7 +382,7 @@ class Host:
         self._stop = threading.Event()  # poller and template watcher
         self._gone = threading.Event()  # writing failed: the browser went away
         self._engine: threading.Thread | None = None
-        self._jobs: queue.Queue = queue.Queue()
+        self._jobs = None  # a queue.Queue, made with the handler threads after the first reply
         self._busy = 0
         self._busy_cond = threading.Condition()
         self._workers: list[threading.Thread] = []
@@ -472,6 +462,7 @@ class Host:
 
             if isinstance(exc, ConfigError):  # a broken config.toml: the user can fix it, say where
                 return self._error_reply(msg_id, "bad_config", str(exc))
+            self.start_logging()
             log.exception("message %r (type %.60r) failed", msg_id, msg.get("type"))
             where = f" (details in {self.log_file})" if self.log_file else ""
             return self._error_reply(msg_id, "internal", f"internal error handling {str(msg.get('type'))[:60]!r}"
@@ -491,6 +482,9 @@ class Host:
 
     def _submit(self, msg: dict) -> None:
         if not self._workers:
+            import queue
+
+            self._jobs = queue.Queue()
             for i in range(HANDLER_THREADS):
                 t = threading.Thread(target=self._worker, name=f"handler-{i}", daemon=True)
                 t.start()
@@ -510,19 +504,26 @@ class Host:
         return True
 
     # -- the read loop ---------------------------------------------------------------
-    def serve(self) -> int:
-        """Read and answer messages until the input ends; then hand work over and return."""
-        first = True
+    def serve(self, first_answered: bool = False) -> int:
+        """Read and answer messages until the input ends; then hand work over and return.
+
+        `first_answered`: hostboot already answered the browser's hello."""
+        first = not first_answered
         self.accepting = True
+        if first_answered:
+            self._after_first_reply()
         try:
             while not self._gone.is_set():
                 try:
                     body = protocol.read_frame(self.stdin)
                 except protocol.StreamError as exc:
+                    self.start_logging()
                     log.warning("closing: %s", exc.message)
                     self.send(self._error_reply(None, exc.code, f"{exc.message}; closing the connection"))
                     break
+                self.last_message = time.monotonic()
                 if body is None:
+                    self.start_logging()
                     log.info("end of input")
                     break
                 try:
@@ -545,14 +546,47 @@ class Host:
             self.accepting = False
         return self.close()
 
+    def start_logging(self) -> None:
+        """The rotating log file; done after the first reply (it costs imports), and by close()."""
+        with self._log_lock:
+            if self.log_file is not None:
+                return
+            try:
+                from . import config, logsetup
+
+                logsetup.configure("host")
+                self.log_file = str(config.logs_dir() / "hybrid-engine.log")
+            except Exception:  # noqa: BLE001 - a host without a log still serves
+                self.log_file = ""
+        log.info("host %s started (pid %d, caller %s)", __version__, os.getpid(), self.caller_args or "none")
+        for problem in self.early_problems:
+            log.error("%s", problem)
+        if self.forbidden:
+            log.warning("refusing caller %s: %s", self.caller_args, self.forbidden)
+
     def _after_first_reply(self) -> None:
         if self.forbidden:
+            self.start_logging()
             return
         self._engine = threading.Thread(target=self._engine_main, name="engine", daemon=True)
         self._engine.start()
 
     # -- the engine: recovery, then the executor in its own asyncio loop -------------
+    def _wait_for_quiet(self) -> None:
+        deadline = time.monotonic() + ENGINE_DELAY_MAX_S
+        while not self._closing.is_set():
+            now = time.monotonic()
+            with self._busy_cond:
+                busy = self._busy
+            if now >= deadline or (not busy and now - self.last_message >= ENGINE_QUIET_S):
+                return
+            self._closing.wait(min(ENGINE_QUIET_S, deadline - now))
+
     def _engine_main(self) -> None:
+        self._wait_for_quiet()
+        self.start_logging()
+        if self._closing.is_set():
+            return  # close() hands any work left to a worker, which recovers first
         import asyncio
 
         try:
@@ -623,6 +657,7 @@ class Host:
     def close(self) -> int:
         """Stop everything, hand unfinished work to a detached worker; bounded in time."""
         deadline = time.monotonic() + EXIT_BUDGET_S
+        self.start_logging()
         self._closing.set()
         self._wait_handlers(0.3)  # a capture being written lands before the hand-over check
         for _ in self._workers:
@@ -711,36 +746,16 @@ def _install_signal_handlers(host: Host) -> None:
                 pass
 
 
-def main(caller_args: list[str] | None = None) -> int:
-    """`hybrid-engine host [ORIGIN | MANIFEST ADDON-ID]`: serve until the input ends."""
-    frames_out = guard_stdout()
-    if os.environ.get("HYBRID_ENGINE_TEST_STRAY_PRINT"):
-        # Tests: a stray print and a raw fd-1 write at startup must end up on stderr, not in the pipe.
-        print("stray print from the host (must not reach stdout)")
-        os.write(1, b"stray fd-1 write from the host (must not reach stdout)\n")
-    from . import logsetup
-
-    log_file = None
-    try:
-        logsetup.configure("host")
-        from . import config
-
-        log_file = str(config.logs_dir() / "hybrid-engine.log")
-    except Exception:  # noqa: BLE001 - a host without a log still serves
-        pass
-    args = list(caller_args or [])
-    stdin = sys.stdin.buffer if sys.stdin is not None else open(0, "rb", closefd=False)  # noqa: SIM115
-    host = Host(args, stdin, frames_out, log_file)
+def serve_after_boot(args: list[str], stdin, frames_out, first_answered: bool) -> int:
+    """Everything after hostboot: the origin check, signals, serving, the hand-over, exit."""
+    host = Host(args, stdin, frames_out)
     try:
         host.forbidden = check_origin(args)
-    except Exception:  # noqa: BLE001 - an unreadable install record: only the pinned ids pass
-        log.exception("origin check failed")
+    except Exception as exc:  # noqa: BLE001 - an unreadable install record: only the pinned ids pass
+        host.early_problems.append(f"origin check failed: {type(exc).__name__}: {exc}")
         host.forbidden = "the caller's origin could not be checked"
-    if host.forbidden:
-        log.warning("refusing caller %s: %s", args, host.forbidden)
-    log.info("host %s started (pid %d, caller %s)", __version__, os.getpid(), args or "none")
     _install_signal_handlers(host)
-    code = host.serve()
+    code = host.serve(first_answered)
     # Daemon threads (the executor's loop, pollers, watchfiles) must not hold the exit up:
     # everything that matters is committed or handed over; leave now.
     logging.shutdown()
@@ -751,4 +766,12 @@ def main(caller_args: list[str] | None = None) -> int:
     os._exit(code)
 
 
-__all__ = ["HANDLERS", "HEAVY_MODULES", "Host", "check_origin", "guard_stdout", "main", "spawn_worker", "field"]
+def main(caller_args: list[str] | None = None) -> int:
+    """`hybrid-engine host [ORIGIN | MANIFEST ADDON-ID]`: serve until the input ends."""
+    from .hostboot import main as boot
+
+    return boot(caller_args)
+
+
+__all__ = ["HANDLERS", "HEAVY_MODULES", "Host", "check_origin", "guard_stdout", "main", "serve_after_boot",
+           "spawn_worker", "field"]

@@ -38,7 +38,9 @@ from __future__ import annotations
 import json
 import struct
 import threading
-from typing import Any, BinaryIO, Iterator
+TYPE_CHECKING = False  # `typing` is not imported before the host's first reply
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO, Iterator
 
 from .errors import HybridEngineError, TooLarge
 

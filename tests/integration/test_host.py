@@ -340,6 +340,69 @@ def test_a_stream_that_cannot_be_resynchronised_is_closed_cleanly(home, raw, rep
         assert "Traceback" not in h.stderr()
 
 
+# ---- the first frame (read by hostboot, handed to host.py when it is not a plain hello) ---
+
+def test_a_first_message_other_than_hello_is_answered_by_the_full_host(home):
+    with HostClient(home) as h:
+        assert h.call("runs.list")["runs"] == []
+        assert h.call("hello", protocol=1)["protocol"] == 1
+        assert h.stdout_problems == []
+
+
+@pytest.mark.parametrize("message, code", [
+    ({"id": 1.5, "type": "hello"}, None),  # a float id is a valid id: answered by host.py alike
+    ({"id": "first", "type": "hello", "protocol": 0}, "bad_request"),
+    ({"id": "first", "type": "hello", "protocol": "1"}, "bad_request"),
+], ids=["float-id", "protocol-0", "protocol-string"])
+def test_a_first_hello_boot_does_not_take_gets_the_full_hosts_answer(home, message, code):
+    with HostClient(home) as h:
+        h.send(message)
+        reply = h.reply(message["id"])
+        if code is None:
+            assert reply["ok"] is True and reply["result"]["protocol"] == 1
+        else:
+            assert reply["ok"] is False and reply["error"]["code"] == code and reply["error"]["field"] == "protocol"
+        assert h.call("runs.list")["runs"] == []
+
+
+@pytest.mark.parametrize("raw, code", [
+    (protocol.HEADER.pack(9) + b'{"id": 1,', "bad_json"),
+    (protocol.HEADER.pack(2) + b"\xff\xfe", "bad_frame"),  # not UTF-8
+    (protocol.HEADER.pack(2) + b"[]", "bad_request"),  # not an object
+], ids=["bad-json", "bad-utf8", "not-an-object"])
+def test_a_malformed_first_frame_gets_its_error_and_the_host_serves_on(home, raw, code):
+    with HostClient(home) as h:
+        h.send_raw(raw)
+        assert h.next_unmatched(1)["error"]["code"] == code
+        assert h.call("hello", protocol=1)["protocol"] == 1
+        assert h.stdout_problems == []
+
+
+@pytest.mark.parametrize("raw", [
+    protocol.HEADER.pack(protocol.MAX_INCOMING + 1) + b"{}",
+    protocol.HEADER.pack(100) + b'{"id": 1, "ty',
+    b"\x05\x00",
+], ids=["oversized-length", "truncated-body", "truncated-header"])
+def test_a_broken_first_frame_is_answered_and_the_host_exits_cleanly(home, raw):
+    with HostClient(home) as h:
+        h.send_raw(raw)
+        h.close_stdin()
+        assert h.wait(2.0) == 0
+        assert h.next_unmatched(1)["error"]["code"] == "bad_frame"
+        h.close()
+        assert h.stdout_problems == []
+        assert "Traceback" not in h.stderr()
+
+
+def test_an_empty_input_ends_the_host_at_once(home):
+    with HostClient(home) as h:
+        started = time.monotonic()
+        h.close_stdin()
+        assert h.wait(2.0) == 0
+        assert time.monotonic() - started < 1.0
+        assert h.stdout_problems == []
+
+
 # ---- large replies -----------------------------------------------------------------------
 
 def test_a_5_mb_step_output_arrives_in_chunks_of_at_most_1_mib_and_reassembles_exactly(host, home):

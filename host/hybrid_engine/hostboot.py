@@ -1,0 +1,165 @@
+"""The native host's first moments: the browser's `hello` answered from the standard library.
+
+The browser starts the host on `connectNative` and waits for the reply to its first
+message; everything the host imports before that reply is latency the user sees. So the
+first frame is read here, with nothing but os/sys/struct/json loaded: a `hello` from an
+allowed caller is answered on the spot, and only then is host.py (logging, threads, the
+store, ...) imported to serve the rest. Anything else, such as another first message, a
+malformed frame or a caller that needs the install record to be checked, is handed to
+host.py untouched, with the bytes already read put back in front of stdin, so that every
+error reply comes from one place.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+
+from . import PROTOCOL_VERSION, __version__
+from .identity import CHROME_EXTENSION_ID, FIREFOX_EXTENSION_ID
+
+# Every message type host.HANDLERS serves (a test keeps the two equal): hello lists them.
+MESSAGE_TYPES = ("capture", "config", "doctor", "estimate", "external_data.add", "external_data.list", "hello",
+                 "host.status", "runs.cancel", "runs.get", "runs.list", "runs.output", "runs.retry",
+                 "runs.subscribe", "spend", "templates.list")
+EVENTS = ("run.updated", "templates.changed")
+MAX_INCOMING = 64 * 1024 * 1024  # browser -> host (protocol.MAX_INCOMING)
+MAX_OUTGOING = 1024 * 1024  # host -> browser, per frame (protocol.MAX_OUTGOING)
+HEAVY_MODULES = ("pydantic", "yaml", "openai", "google.genai", "genai_prices", "trafilatura")
+_HEADER = struct.Struct("=I")
+_FIRST_FRAME_MAX = 64 * 1024  # a hello is tiny; a bigger first frame goes to host.py as it is
+
+
+def guard_stdout():
+    """Keep the real stdout for frames; send fd 1 and sys.stdout to stderr from now on.
+
+    Returns an unbuffered binary stream on a private duplicate of the original fd 1.
+    Anything else that writes to fd 1 (print, a C extension, a subprocess that inherits
+    it) lands on stderr, or nowhere when stderr is not usable.
+    """
+    frames_fd = os.dup(1)
+    try:
+        os.dup2(2, 1)
+    except OSError:  # no usable stderr: fd 1 goes nowhere rather than into the pipe
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    if sys.stderr is not None:
+        sys.stdout = sys.stderr
+    else:  # pragma: no cover - pythonw without a console
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    if os.name == "nt":  # pragma: no cover - Windows only: no newline translation on the pipes
+        import msvcrt
+
+        msvcrt.setmode(frames_fd, os.O_BINARY)
+        msvcrt.setmode(0, os.O_BINARY)
+    return open(frames_fd, "wb", buffering=0)  # noqa: SIM115 - lives as long as the process
+
+
+class Prepended:
+    """A byte stream that yields `head` first, then reads `stream`: the first frame's bytes,
+    already read here, put back for host.py's reader."""
+
+    def __init__(self, head: bytes, stream):
+        self._head = head
+        self._stream = stream
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            if n is None or n < 0:
+                out, self._head = self._head + self._stream.read(), b""
+                return out
+            out, self._head = self._head[:n], self._head[n:]
+            return out
+        return self._stream.read(n)
+
+
+def pinned_caller(args: list[str]) -> bool:
+    """True when the caller is our own extension by its pinned id (nothing to read for that)."""
+    args = [a for a in args if not a.startswith("--parent-window=")]
+    if not args:
+        return True  # a terminal or a test: host.check_origin does not check either
+    first = args[0]
+    if first in (f"chrome-extension://{CHROME_EXTENSION_ID}/", f"chrome-extension://{CHROME_EXTENSION_ID}"):
+        return True
+    return len(args) >= 2 and not first.startswith("chrome-extension://") and args[1] == FIREFOX_EXTENSION_ID
+
+
+def hello_reply(msg: dict) -> dict | None:
+    """The reply to a well-formed hello, or None to let host.py answer (and explain) it."""
+    if msg.get("type") != "hello":
+        return None
+    msg_id = msg.get("id")
+    if isinstance(msg_id, bool) or not isinstance(msg_id, (str, int)):
+        return None  # floats, null, missing: host.py's id rules apply
+    proto = msg.get("protocol", PROTOCOL_VERSION)
+    if isinstance(proto, bool) or not isinstance(proto, int) or proto < 1:
+        return None
+    result = {
+        "version": __version__,
+        "protocol": PROTOCOL_VERSION,
+        "capabilities": {
+            "types": list(MESSAGE_TYPES),
+            "events": list(EVENTS),
+            "chunking": True,
+            "max_frame_out": MAX_OUTGOING,
+            "max_frame_in": MAX_INCOMING,
+            "config": True,
+            "doctor": True,  # without the launch check (see `doctor`'s note)
+            "capture_dedupe": "page.metadata.capture_id",
+        },
+        "pid": os.getpid(),
+        "heavy_modules_loaded": [name for name in HEAVY_MODULES if name in sys.modules],
+    }
+    return {"id": msg_id, "ok": True, "result": result, "version": __version__}
+
+
+def _read_upto(stream, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = stream.read(n - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def main(caller_args: list[str] | None = None) -> int:
+    """`python -m hybrid_engine host [ORIGIN | MANIFEST ADDON-ID]`, as the launcher runs it."""
+    frames_out = guard_stdout()
+    if os.environ.get("HYBRID_ENGINE_TEST_STRAY_PRINT"):
+        # Tests: a stray print and a raw fd-1 write at startup must end up on stderr, not in the pipe.
+        print("stray print from the host (must not reach stdout)")
+        os.write(1, b"stray fd-1 write from the host (must not reach stdout)\n")
+    args = list(caller_args or [])
+    stdin = sys.stdin.buffer if sys.stdin is not None else open(0, "rb", closefd=False)  # noqa: SIM115
+    answered = False
+    head = _read_upto(stdin, _HEADER.size)
+    if len(head) == _HEADER.size:
+        (length,) = _HEADER.unpack(head)
+        if length <= _FIRST_FRAME_MAX:
+            body = _read_upto(stdin, length)
+            head += body
+            if len(body) == length and pinned_caller(args):
+                import json
+
+                try:
+                    msg = json.loads(body.decode("utf-8"))
+                    reply = hello_reply(msg) if isinstance(msg, dict) else None
+                    data = json.dumps(reply, ensure_ascii=False, separators=(",", ":")).encode() if reply else b""
+                except (ValueError, RecursionError):  # host.py answers with the exact error
+                    data = b""
+                if data:
+                    try:
+                        frames_out.write(_HEADER.pack(len(data)) + data)
+                        answered = True
+                        head = b""
+                    except OSError:
+                        pass  # nobody is reading; host.py finds out and exits
+    from .host import serve_after_boot
+
+    return serve_after_boot(args, Prepended(head, stdin) if head else stdin, frames_out, answered)
+
+
+__all__ = ["MESSAGE_TYPES", "Prepended", "guard_stdout", "hello_reply", "main", "pinned_caller"]
