@@ -3,7 +3,12 @@
 Run: python bench/host_startup.py [--rounds 20] [--capture-rounds 7]
 
 1. Startup, against the floor of starting the same interpreter (`python -c pass`), in
-   interleaved rounds so drift hits all sides alike (medians, with min-max spread):
+   interleaved rounds so drift hits all sides alike (medians, with min-max spread and the
+   middle half of the per-round ratios). Run it with the interpreter the launcher uses
+   (`bash bench/run host_startup` uses .venv, as install.sh's launcher does): an interpreter
+   whose site-packages import things at every start (.pth files) inflates the floor.
+   Judged with a bytecode cache, as an installed host has; every start compiling the
+   package (PYTHONDONTWRITEBYTECODE=1) is printed too:
      spawn -> hello reply       target: at most 3x the floor
      spawn -> runs.list reply   target: at most 5x the floor (hello and runs.list are
                                 written together at spawn, as the extension does; the
@@ -143,15 +148,15 @@ def main() -> int:
         seed_runs(env, args.runs)
         print(f"interpreter: {PY} ({sys.version.split()[0]}), {args.rounds} interleaved rounds, "
               f"{args.runs} runs in the store")
-        modes = [("as this environment starts Python", env)]
-        if os.environ.get("PYTHONDONTWRITEBYTECODE"):
-            # Here every start compiles the package from source; an installed package has .pyc
-            # files. Measure that case too, with a private cache so the checkout stays clean.
-            cached = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-            cached["PYTHONPYCACHEPREFIX"] = str(folder / "pycache")
-            modes = [("PYTHONDONTWRITEBYTECODE=1: the package is compiled at every start", env),
-                     ("with a bytecode cache, as an installed package has", cached)]
-        for label, mode_env in modes:
+        # Judged: with .pyc files, as install.sh's non-editable `pip install` leaves them (a private
+        # cache here, so the checkout stays clean). Also shown: every start compiling the package,
+        # as a checkout run with PYTHONDONTWRITEBYTECODE=1 does.
+        cached = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        cached["PYTHONPYCACHEPREFIX"] = str(folder / "pycache")
+        uncached = {**env, "PYTHONDONTWRITEBYTECODE": "1"}
+        modes = [("with a bytecode cache, as an installed host has (judged)", cached, True),
+                 ("PYTHONDONTWRITEBYTECODE=1: the package compiled at every start (informative)", uncached, False)]
+        for label, mode_env, judged in modes:
             # warm the OS caches (and the bytecode cache) for every side once
             time_python_pass(mode_env), time_hello(mode_env), time_runs_list(mode_env, min(50, args.runs))
             floor, hello, listing = [], [], []
@@ -161,12 +166,22 @@ def main() -> int:
                 listing.append(time_runs_list(mode_env, min(50, args.runs)))
             base = statistics.median(floor)
             r_hello, r_list = statistics.median(hello) / base, statistics.median(listing) / base
+
+            def rounds(xs: list[float]) -> str:  # the middle half of the per-round ratios: the noise
+                q = statistics.quantiles([x / f for x, f in zip(xs, floor)], n=4)
+                return f"rounds {q[0]:.2f}-{q[2]:.2f}"
+
+            def verdict(ratio: float, target: float) -> str:
+                if not judged:
+                    return f"target <= {target:g}x applies to the cached case"
+                return f"target <= {target:g}x: {'met' if ratio <= target else 'NOT met'}"
+
             print(label)
             print(f"  python -c pass           {med(floor)}")
-            print(f"  spawn -> hello           {med(hello)}   ratio {r_hello:.2f}x  (target <= 3x: "
-                  f"{'met' if r_hello <= 3 else 'NOT met'})")
-            print(f"  spawn -> runs.list       {med(listing)}   ratio {r_list:.2f}x  (target <= 5x: "
-                  f"{'met' if r_list <= 5 else 'NOT met'})")
+            print(f"  spawn -> hello           {med(hello)}   ratio {r_hello:.2f}x ({rounds(hello)})  "
+                  f"({verdict(r_hello, 3)})")
+            print(f"  spawn -> runs.list       {med(listing)}   ratio {r_list:.2f}x ({rounds(listing)})  "
+                  f"({verdict(r_list, 5)})")
 
         # ---- a 5 MB capture --------------------------------------------------------
         templates = folder / "home" / "templates"
