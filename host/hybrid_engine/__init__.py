@@ -7,5 +7,7 @@ is cheap: no SDK, no trafilatura, no pydantic until a module needs them.
 
 __version__ = "0.1.0"
 PROTOCOL_VERSION = 1
+MAX_INCOMING = 64 * 1024 * 1024  # native messaging: browser -> host, per frame
+MAX_OUTGOING = 1024 * 1024  # host -> browser, per frame (JSON body bytes)
 
-__all__ = ["__version__", "PROTOCOL_VERSION"]
+__all__ = ["__version__", "PROTOCOL_VERSION", "MAX_INCOMING", "MAX_OUTGOING"]

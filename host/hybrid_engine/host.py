@@ -37,7 +37,7 @@ import threading
 import time
 from . import PROTOCOL_VERSION, __version__, protocol
 from .errors import BadRequest, Forbidden, HybridEngineError, TooLarge
-from .hostboot import HEAVY_MODULES, guard_stdout  # noqa: F401 - guard_stdout is re-exported
+from .hostboot import HEAVY_MODULES, guard_stdout, hello_result, loaded_heavy_modules  # noqa: F401 - re-exported
 
 TYPE_CHECKING = False  # `typing` itself costs 2 ms of the host's start
 if TYPE_CHECKING:
@@ -181,22 +181,7 @@ def h_hello(host: "Host", msg: dict) -> dict:
     proto = field(msg, "protocol", int, "an integer", required=False, default=PROTOCOL_VERSION)
     if proto < 1:
         raise BadRequest("protocol: expected a positive integer", field="protocol")
-    return {
-        "version": __version__,
-        "protocol": PROTOCOL_VERSION,
-        "capabilities": {
-            "types": sorted(HANDLERS),
-            "events": ["run.updated", "templates.changed"],
-            "chunking": True,
-            "max_frame_out": protocol.MAX_OUTGOING,
-            "max_frame_in": protocol.MAX_INCOMING,
-            "config": True,
-            "doctor": True,  # without the launch check (see `doctor`'s note)
-            "capture_dedupe": "page.metadata.capture_id",
-        },
-        "pid": os.getpid(),
-        "heavy_modules_loaded": loaded_heavy_modules(),
-    }
+    return hello_result()
 
 
 def h_host_status(host: "Host", msg: dict) -> dict:
@@ -345,10 +330,6 @@ HANDLERS: dict[str, Handler] = {
     "config": h_config,
     "doctor": h_doctor,
 }
-
-
-def loaded_heavy_modules() -> list[str]:
-    return [name for name in HEAVY_MODULES if name in sys.modules]
 
 
 def _valid_id(value: Any) -> bool:

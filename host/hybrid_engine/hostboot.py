@@ -16,7 +16,7 @@ import os
 import struct
 import sys
 
-from . import PROTOCOL_VERSION, __version__
+from . import MAX_INCOMING, MAX_OUTGOING, PROTOCOL_VERSION, __version__
 from .identity import CHROME_EXTENSION_ID, FIREFOX_EXTENSION_ID
 
 # Every message type host.HANDLERS serves (a test keeps the two equal): hello lists them.
@@ -24,8 +24,6 @@ MESSAGE_TYPES = ("capture", "config", "doctor", "estimate", "external_data.add",
                  "host.status", "runs.cancel", "runs.get", "runs.list", "runs.output", "runs.retry",
                  "runs.subscribe", "spend", "templates.list")
 EVENTS = ("run.updated", "templates.changed")
-MAX_INCOMING = 64 * 1024 * 1024  # browser -> host (protocol.MAX_INCOMING)
-MAX_OUTGOING = 1024 * 1024  # host -> browser, per frame (protocol.MAX_OUTGOING)
 HEAVY_MODULES = ("pydantic", "yaml", "openai", "google.genai", "genai_prices", "trafilatura")
 _HEADER = struct.Struct("=I")
 _FIRST_FRAME_MAX = 64 * 1024  # a hello is tiny; a bigger first frame goes to host.py as it is
@@ -86,17 +84,14 @@ def pinned_caller(args: list[str]) -> bool:
     return len(args) >= 2 and not first.startswith("chrome-extension://") and args[1] == FIREFOX_EXTENSION_ID
 
 
-def hello_reply(msg: dict) -> dict | None:
-    """The reply to a well-formed hello, or None to let host.py answer (and explain) it."""
-    if msg.get("type") != "hello":
-        return None
-    msg_id = msg.get("id")
-    if isinstance(msg_id, bool) or not isinstance(msg_id, (str, int)):
-        return None  # floats, null, missing: host.py's id rules apply
-    proto = msg.get("protocol", PROTOCOL_VERSION)
-    if isinstance(proto, bool) or not isinstance(proto, int) or proto < 1:
-        return None
-    result = {
+def loaded_heavy_modules() -> list[str]:
+    """Reported by `hello` and `host.status`, honestly: read when the reply is built."""
+    return [name for name in HEAVY_MODULES if name in sys.modules]
+
+
+def hello_result() -> dict:
+    """What `hello` answers, here and in host.py alike."""
+    return {
         "version": __version__,
         "protocol": PROTOCOL_VERSION,
         "capabilities": {
@@ -110,8 +105,21 @@ def hello_reply(msg: dict) -> dict | None:
             "capture_dedupe": "page.metadata.capture_id",
         },
         "pid": os.getpid(),
-        "heavy_modules_loaded": [name for name in HEAVY_MODULES if name in sys.modules],
+        "heavy_modules_loaded": loaded_heavy_modules(),
     }
+
+
+def hello_reply(msg: dict) -> dict | None:
+    """The reply to a well-formed hello, or None to let host.py answer (and explain) it."""
+    if msg.get("type") != "hello":
+        return None
+    msg_id = msg.get("id")
+    if isinstance(msg_id, bool) or not isinstance(msg_id, (str, int)):
+        return None  # floats, null, missing: host.py's id rules apply
+    proto = msg.get("protocol", PROTOCOL_VERSION)
+    if isinstance(proto, bool) or not isinstance(proto, int) or proto < 1:
+        return None
+    result = hello_result()
     return {"id": msg_id, "ok": True, "result": result, "version": __version__}
 
 
@@ -162,4 +170,4 @@ def main(caller_args: list[str] | None = None) -> int:
     return serve_after_boot(args, Prepended(head, stdin) if head else stdin, frames_out, answered)
 
 
-__all__ = ["MESSAGE_TYPES", "Prepended", "guard_stdout", "hello_reply", "main", "pinned_caller"]
+__all__ = ["MESSAGE_TYPES", "Prepended", "guard_stdout", "hello_reply", "hello_result", "loaded_heavy_modules", "main", "pinned_caller"]

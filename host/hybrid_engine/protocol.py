@@ -38,15 +38,15 @@ from __future__ import annotations
 import json
 import struct
 import threading
+
+from . import MAX_INCOMING, MAX_OUTGOING  # noqa: F401 - re-exported: the limits of the framing
+from .errors import HybridEngineError, TooLarge
+
 TYPE_CHECKING = False  # `typing` is not imported before the host's first reply
 if TYPE_CHECKING:
     from typing import Any, BinaryIO, Iterator
 
-from .errors import HybridEngineError, TooLarge
-
 HEADER = struct.Struct("=I")  # native byte order, standard size: 4 bytes
-MAX_INCOMING = 64 * 1024 * 1024  # browser -> host
-MAX_OUTGOING = 1024 * 1024  # host -> browser, per frame, JSON body bytes
 _READ_STEP = 1024 * 1024  # grow the body buffer as bytes arrive, not by the declared size
 
 
