@@ -37,6 +37,7 @@ import threading
 import time
 from . import PROTOCOL_VERSION, __version__, protocol
 from .errors import BadRequest, Forbidden, HybridEngineError, TooLarge
+from . import hostboot
 from .hostboot import HEAVY_MODULES, guard_stdout, hello_result, loaded_heavy_modules  # noqa: F401 - re-exported
 
 TYPE_CHECKING = False  # `typing` itself costs 2 ms of the host's start
@@ -60,8 +61,40 @@ MAX_CAPTURE_ID = 200
 _CHROME_PREFIX = "chrome-extension://"
 
 
-class _Terminated(BaseException):
-    """SIGTERM/SIGINT while reading: leave the read loop and shut down like on EOF."""
+_Terminated = hostboot.Terminated  # SIGTERM/SIGINT/SIGHUP while reading: shut down as on EOF
+
+
+class _EarlyRecords(logging.Handler):
+    """Holds the records logged before the log file is set up, for start_logging to write
+    there: nothing is lost, and nothing goes to stderr unmasked meanwhile."""
+
+    LIMIT = 2000
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) < self.LIMIT:
+            self.records.append(record)
+
+    def install(self) -> None:
+        root = logging.getLogger()
+        if root.level > logging.INFO or root.level == logging.NOTSET:
+            root.setLevel(logging.INFO)
+        root.addHandler(self)
+
+    def replay(self) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self)
+        records, self.records = self.records, []
+        for record in records:
+            for handler in root.handlers:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+
+
+_EARLY = _EarlyRecords()
 
 
 # ---- caller origin -------------------------------------------------------------------
@@ -348,7 +381,6 @@ class Host:
         self.stdin = stdin
         self.writer = protocol.FrameWriter(stdout)
         self.log_file = log_file
-        self.early_problems: list[str] = []  # noticed before logging was set up; logged then
         self.started = time.monotonic()
         self.last_message = self.started
         self._log_lock = threading.Lock()
@@ -528,22 +560,20 @@ class Host:
         return self.close()
 
     def start_logging(self) -> None:
-        """The rotating log file; done after the first reply (it costs imports), and by close()."""
+        """The rotating log file; done once the opening requests are answered (it costs
+        imports), or earlier by whoever needs it. What was logged before is held by
+        _EarlyRecords and written to the file first, through its key-masking filter."""
         with self._log_lock:
             if self.log_file is not None:
                 return
             try:
                 from . import config, logsetup
 
-                logsetup.configure("host")
+                logsetup.configure("host")  # replaces every root handler, _EARLY's too
                 self.log_file = str(config.logs_dir() / "hybrid-engine.log")
             except Exception:  # noqa: BLE001 - a host without a log still serves
                 self.log_file = ""
-        log.info("host %s started (pid %d, caller %s)", __version__, os.getpid(), self.caller_args or "none")
-        for problem in self.early_problems:
-            log.error("%s", problem)
-        if self.forbidden:
-            log.warning("refusing caller %s: %s", self.caller_args, self.forbidden)
+            _EARLY.replay()
 
     def _after_first_reply(self) -> None:
         if self.forbidden:
@@ -729,14 +759,22 @@ def _install_signal_handlers(host: Host) -> None:
 
 def serve_after_boot(args: list[str], stdin, frames_out, first_answered: bool) -> int:
     """Everything after hostboot: the origin check, signals, serving, the hand-over, exit."""
+    _EARLY.install()
     host = Host(args, stdin, frames_out)
     try:
         host.forbidden = check_origin(args)
-    except Exception as exc:  # noqa: BLE001 - an unreadable install record: only the pinned ids pass
-        host.early_problems.append(f"origin check failed: {type(exc).__name__}: {exc}")
+    except Exception:  # noqa: BLE001 - an unreadable install record: only the pinned ids pass
+        log.exception("origin check failed")
         host.forbidden = "the caller's origin could not be checked"
+    log.info("host %s started (pid %d, caller %s)", __version__, os.getpid(), args or "none")
+    if host.forbidden:
+        log.warning("refusing caller %s: %s", args, host.forbidden)
     _install_signal_handlers(host)
-    code = host.serve(first_answered)
+    if hostboot.signal_seen() is not None:  # while hostboot read or host.py loaded: as on EOF
+        log.info("signal %s before serving: shutting down", hostboot.signal_seen())
+        code = host.close()
+    else:
+        code = host.serve(first_answered)
     # Daemon threads (the executor's loop, pollers, watchfiles) must not hold the exit up:
     # everything that matters is committed or handed over; leave now.
     logging.shutdown()

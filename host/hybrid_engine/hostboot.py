@@ -29,6 +29,42 @@ _HEADER = struct.Struct("=I")
 _FIRST_FRAME_MAX = 64 * 1024  # a hello is tiny; a bigger first frame goes to host.py as it is
 
 
+class Terminated(BaseException):
+    """SIGTERM/SIGINT/SIGHUP while a read is waiting: stop reading and shut down as on EOF."""
+
+
+_signal_seen: list[int] = []  # signals that arrived before host.py took over; it acts on them
+_reading = False  # a signal may interrupt the read of the first frame, not the import of host.py
+
+
+def _on_signal(signum, frame):  # noqa: ARG001
+    _signal_seen.append(signum)
+    if _reading:
+        raise Terminated(signum)
+
+
+def install_signal_handlers() -> None:
+    """Before the first read: a browser that gives up on us must still get the hand-over
+    (queued work passed to a worker), not a kill in the middle of nothing."""
+    import signal
+
+    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            try:
+                signal.signal(sig, _on_signal)
+            except (ValueError, OSError):  # not the main thread, or not supported here
+                pass
+
+
+def signal_seen() -> int | None:
+    return _signal_seen[0] if _signal_seen else None
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")  # as protocol.decode_message: no NaN, no Infinity
+
+
 def guard_stdout():
     """Keep the real stdout for frames; send fd 1 and sys.stdout to stderr from now on.
 
@@ -123,18 +159,40 @@ def hello_reply(msg: dict) -> dict | None:
     return {"id": msg_id, "ok": True, "result": result, "version": __version__}
 
 
-def _read_upto(stream, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = stream.read(n - len(buf))
+def _read_upto(stream, n: int, into: bytearray) -> bool:
+    """Append up to n bytes to `into`; False when the input ended first."""
+    want = len(into) + n
+    while len(into) < want:
+        chunk = stream.read(want - len(into))
         if not chunk:
-            break
-        buf += chunk
-    return buf
+            return False
+        into += chunk
+    return True
+
+
+def _first_hello(head: bytes, args: list[str]) -> bytes | None:
+    """The reply frame for a first frame that is a pinned caller's plain hello, else None."""
+    if len(head) < _HEADER.size or not pinned_caller(args):
+        return None
+    (length,) = _HEADER.unpack(head[:_HEADER.size])
+    if len(head) != _HEADER.size + length:
+        return None
+    import json
+
+    try:
+        msg = json.loads(head[_HEADER.size:].decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, RecursionError):  # host.py answers with the exact error
+        return None
+    reply = hello_reply(msg) if isinstance(msg, dict) else None
+    if reply is None:
+        return None
+    data = json.dumps(reply, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _HEADER.pack(len(data)) + data
 
 
 def main(caller_args: list[str] | None = None) -> int:
     """`python -m hybrid_engine host [ORIGIN | MANIFEST ADDON-ID]`, as the launcher runs it."""
+    global _reading
     frames_out = guard_stdout()
     if os.environ.get("HYBRID_ENGINE_TEST_STRAY_PRINT"):
         # Tests: a stray print and a raw fd-1 write at startup must end up on stderr, not in the pipe.
@@ -142,32 +200,31 @@ def main(caller_args: list[str] | None = None) -> int:
         os.write(1, b"stray fd-1 write from the host (must not reach stdout)\n")
     args = list(caller_args or [])
     stdin = sys.stdin.buffer if sys.stdin is not None else open(0, "rb", closefd=False)  # noqa: SIM115
+    install_signal_handlers()
+    head = bytearray()
+    try:
+        _reading = True
+        if _read_upto(stdin, _HEADER.size, head):
+            (length,) = _HEADER.unpack(head)
+            if length <= _FIRST_FRAME_MAX:
+                _read_upto(stdin, length, head)
+    except Terminated:
+        pass  # host.py sees signal_seen() and shuts down, handing queued work over
+    finally:
+        _reading = False
     answered = False
-    head = _read_upto(stdin, _HEADER.size)
-    if len(head) == _HEADER.size:
-        (length,) = _HEADER.unpack(head)
-        if length <= _FIRST_FRAME_MAX:
-            body = _read_upto(stdin, length)
-            head += body
-            if len(body) == length and pinned_caller(args):
-                import json
-
-                try:
-                    msg = json.loads(body.decode("utf-8"))
-                    reply = hello_reply(msg) if isinstance(msg, dict) else None
-                    data = json.dumps(reply, ensure_ascii=False, separators=(",", ":")).encode() if reply else b""
-                except (ValueError, RecursionError):  # host.py answers with the exact error
-                    data = b""
-                if data:
-                    try:
-                        frames_out.write(_HEADER.pack(len(data)) + data)
-                        answered = True
-                        head = b""
-                    except OSError:
-                        pass  # nobody is reading; host.py finds out and exits
+    reply = _first_hello(bytes(head), args) if signal_seen() is None else None
+    if reply is not None:
+        try:
+            frames_out.write(reply)
+            answered = True
+        except OSError:
+            pass  # nobody is reading: host.py answers the same frame, finds the pipe closed and exits
     from .host import serve_after_boot
 
-    return serve_after_boot(args, Prepended(head, stdin) if head else stdin, frames_out, answered)
+    rest = stdin if answered or not head else Prepended(bytes(head), stdin)
+    return serve_after_boot(args, rest, frames_out, answered)
 
 
-__all__ = ["MESSAGE_TYPES", "Prepended", "guard_stdout", "hello_reply", "hello_result", "loaded_heavy_modules", "main", "pinned_caller"]
+__all__ = ["MESSAGE_TYPES", "Prepended", "Terminated", "guard_stdout", "hello_reply", "hello_result",
+           "loaded_heavy_modules", "main", "pinned_caller", "signal_seen"]

@@ -316,10 +316,15 @@ class _Transaction:
         store = self.store
         conn = store._local.conn
         if self.outer:
-            if exc_type is not None:
+            if exc_type is None:
+                conn.execute("RELEASE inner")
+                return False
+            self.tx.closed, self.tx.started, self.tx.touched = self.saved
+            try:
                 conn.execute("ROLLBACK TO inner")
-                self.tx.closed, self.tx.started, self.tx.touched = self.saved
-            conn.execute("RELEASE inner")
+                conn.execute("RELEASE inner")
+            except sqlite3.Error:  # SQLite ended the whole transaction itself (disk full, ...):
+                pass  # the savepoint is gone with it; the original error goes on up
             return False
         try:
             if exc_type is None:

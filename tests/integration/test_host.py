@@ -418,6 +418,43 @@ def test_an_empty_input_ends_the_host_at_once(home):
         assert h.stdout_problems == []
 
 
+def test_a_first_hello_with_nan_gets_bad_json_as_any_other_frame_would(home):
+    with HostClient(home) as h:
+        h.send_raw(protocol.frame(b'{"id":1,"type":"hello","x":NaN}'))
+        assert h.next_unmatched(1)["error"]["code"] == "bad_json"
+        assert h.call("hello", protocol=1)["protocol"] == 1
+
+
+def _catches_sigterm(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+def test_sigterm_before_the_first_frame_still_hands_queued_work_to_a_worker(home, cli):
+    name = write_template(home, "queued", [{"id": "a", "action": "noop", "params": {"value": 1}}])
+    run_id = cli("run", name, check=True).stdout.strip()  # queued, nothing executes it yet
+    with HostClient(home) as h:
+        wait_until(lambda: _catches_sigterm(h.proc.pid), timeout=10, what="the host's signal handlers")
+        h.proc.send_signal(signal.SIGTERM)
+        assert h.wait(2.0) == 0
+        assert h.stdout_problems == []
+    wait_until(lambda: run_status(home, run_id) == "COMPLETED", timeout=60, what="the worker to finish the run")
+    assert "handed to worker" in (home / "logs" / "hybrid-engine.log").read_text()
+
+
+def test_what_is_logged_before_the_engine_starts_reaches_the_log_file(home):
+    with HostClient(home) as h:
+        h.call("hello", protocol=1)
+        h.call("capture", template="page-text", page={"content": PAGE, "metadata": {"capture_id": "cap-early-1"}})
+        h.close_stdin()  # at once: the engine waits for the host to be quiet before it starts
+        assert h.wait(2.0) == 0
+    from hybrid_engine import __version__
+
+    text = (home / "logs" / "hybrid-engine.log").read_text()
+    assert "capture cap-early-1 made run" in text and f"host {__version__} started" in text
+
+
 # ---- large replies -----------------------------------------------------------------------
 
 def test_a_5_mb_step_output_arrives_in_chunks_of_at_most_1_mib_and_reassembles_exactly(host, home):
