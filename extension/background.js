@@ -326,7 +326,7 @@ const HANDLERS = {
   },
   "runs.get": hostCall("runs.get", ["run_id"]),
   "runs.output": hostCall("runs.output", ["run_id", "step_id"]),
-  "runs.retry": hostCall("runs.retry", ["run_id"]),
+  "runs.retry": hostCall("runs.retry", ["run_id", "budget_usd"]),
   "runs.cancel": hostCall("runs.cancel", ["run_id"]),
   spend: hostCall("spend"),
   "templates.list": async () => {

@@ -24,6 +24,7 @@ const view = {
   wasConnected: false,
   lastTemplatesKey: "",
   spendFor: null,
+  retryBudget: null, // the run budget "Retry" offers after the old one stopped a step
 };
 globalThis.__view = view; // read by the end-to-end tests (the full output, timings)
 
@@ -467,9 +468,21 @@ function renderDetail(run) {
     body.append(tr);
   }
   const canRetry = run.status === "FAILED" || run.status === "CANCELLED";
+  view.retryBudget = canRetry ? budgetToGoOn(run) : null;
+  $("retry-run").textContent = view.retryBudget ? `Retry with a ${usdBudget(view.retryBudget)} run budget` : "Retry";
   $("retry-run").hidden = !canRetry;
   $("cancel-run").hidden = TERMINAL.has(run.status);
   if (!TERMINAL.has(run.status)) $("output-note").textContent = "The output appears when the run completes.";
+}
+
+// A run stopped by its own budget goes on only with a bigger one: enough for what was spent,
+// what was still running and the stopped step's upper bound, rounded up to the cent.
+function budgetToGoOn(run) {
+  if (run.error_code !== "budget_exceeded") return null;
+  const stopped = (run.steps || []).find((s) => s.error_code === "budget_exceeded" && s.metadata?.budget);
+  const b = stopped?.metadata.budget;
+  if (!b || b.kind !== "run" || typeof b.step_cost_max_usd !== "number") return null;
+  return Math.ceil(((b.spent_usd || 0) + (b.running_usd || 0) + b.step_cost_max_usd) * 100) / 100;
 }
 
 // The final step: one nothing else depends on, completed, last in template order.
@@ -556,7 +569,9 @@ async function start() {
   $("back").addEventListener("click", closeDetail);
   $("copy-output").addEventListener("click", (e) => view.output !== null && copyText(view.output, e.currentTarget));
   $("retry-run").addEventListener("click", async () => {
-    await call("runs.retry", { run_id: view.detailId }).catch((err) => alert(err.message));
+    const fields = { run_id: view.detailId };
+    if (view.retryBudget) fields.budget_usd = view.retryBudget;
+    await call("runs.retry", fields).catch((err) => alert(err.message));
     view.output = null;
     scheduleDetailReload();
   });

@@ -40,7 +40,6 @@ from .errors import PermanentStepError, StepBudgetExceeded, StepError
 log = logging.getLogger(__name__)
 
 UNKNOWN_PRICE_POLICIES = ("refuse", "allow")
-_RUN_CACHE_MAX = 1024
 
 
 def money(usd: float | None) -> str:
@@ -155,16 +154,7 @@ class _Reservations:
 
 def budget_guard(store) -> Callable:
     """The executor guard: raises StepBudgetExceeded for a model step that would cross a budget."""
-    run_budgets: dict[str, float | None] = {}
     reserved = _Reservations()
-
-    def run_budget(run_id: str) -> float | None:
-        if run_id not in run_budgets:
-            if len(run_budgets) >= _RUN_CACHE_MAX:
-                run_budgets.clear()
-            row = store.run_row(run_id)
-            run_budgets[run_id] = row["budget_usd"] if row else None
-        return run_budgets[run_id]
 
     def guard(claim, params: dict, action) -> None:
         spec = getattr(action, "spec", None)
@@ -178,7 +168,8 @@ def budget_guard(store) -> Callable:
         except ConfigError as exc:
             raise PermanentStepError(f"budgets could not be read, so no model step starts: {exc}",
                                      code="bad_config") from exc
-        per_run = run_budget(claim.run_id)
+        # Read at every model step, never cached: `retry --budget` may change it from any process.
+        per_run = store.run_budget(claim.run_id)
         if per_run is None and daily is None and monthly is None:
             return
 

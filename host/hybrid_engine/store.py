@@ -997,6 +997,10 @@ class Store:
         return self.conn.execute("SELECT id FROM runs WHERE id >= ? AND substr(id, 1, ?) = ? ORDER BY id LIMIT ?",
                                  (prefix, len(prefix), prefix, limit)).fetchall()
 
+    def run_budget(self, run_id: str) -> float | None:
+        row = self.conn.execute("SELECT budget_usd FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return row[0] if row else None
+
     def run_info(self, run_id: str) -> tuple[str, str, float] | None:
         return self.conn.execute("SELECT name, template, created_at FROM runs WHERE id = ?", (run_id,)).fetchone()
 

@@ -357,6 +357,27 @@ def test_host_killed_during_run_popup_reconnects_and_run_completes(chromium, he,
     assert row_cost(popup, run_id) == usd(doc["metrics"]["total_cost"])
 
 
+def test_a_run_stopped_by_its_budget_goes_on_from_the_popup_with_a_bigger_one(chromium, he, site):
+    (he.he_home / "templates" / "e2e-budget.yaml").write_text(
+        TEMPLATES["e2e-digest"].replace("name: e2e-digest", "name: e2e-budget") + "budget_usd: 0.0001\n",
+        encoding="utf-8")
+    article = site.url("article.html")
+    chromium.open(article)
+    popup = chromium.popup(article)
+    run_id = send_from_popup(popup, "e2e-budget")
+    stopped = he.wait_run(run_id, "FAILED")
+    assert stopped["error_code"] == "budget_exceeded" and he.fake.requests_for("local") == []
+    run_row(popup, run_id).locator("button").click()
+    popup.wait_for_selector("#detail:not([hidden])")
+    button = popup.locator("#retry-run")
+    button.wait_for(state="visible", timeout=20000)
+    assert button.inner_text() == "Retry with a $0.01 run budget"
+    button.click()  # the host that stopped the step runs it again: its budget is read afresh
+    done = he.wait_run(run_id, "COMPLETED")
+    assert done["budget_usd"] == 0.01 and len(he.fake.requests_for("local")) == 1
+    assert 0 < done["metrics"]["total_cost"] <= 0.01
+
+
 def row_cost(popup, run_id):
     return run_row(popup, run_id).locator(".cost").inner_text()
 

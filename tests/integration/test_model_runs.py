@@ -238,12 +238,13 @@ def test_a_run_stopped_by_its_budget_goes_on_after_retry_with_a_higher_one(servi
     run_id = service.create_run(tpl([
         chat("a", "openai_chat", "gpt-4o", prompt="first", **SMALL),
         chat("b", "openai_chat", "gpt-4o", prompt="second", deps=["a"], **LARGE)], budget_usd=0.005))
-    drain(service)
+    executor = service.make_executor()  # one executor throughout, as a host keeps it
+    asyncio.run(executor.run(until_idle=True))
     stopped = step(service.run_document(run_id), "b")
     assert f"To go on: hybrid-engine retry {run_id} --budget 0.02" in stopped["error"], stopped["error"]
-    out = cli("retry", run_id, "--budget", "0.02", check=True).stdout
+    out = cli("retry", run_id, "--budget", "0.02", check=True).stdout  # another process
     assert "failed steps queued again" in out
-    drain(service)
+    asyncio.run(executor.run(until_idle=True))
     doc = service.run_document(run_id)
     assert doc["status"] == "COMPLETED" and doc["budget_usd"] == 0.02
     assert [r.body["messages"][-1]["content"] for r in fake_provider_env.requests] == ["first", "second"]
