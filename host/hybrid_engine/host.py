@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import threading
 import time
@@ -748,13 +747,7 @@ def _install_signal_handlers(host: Host) -> None:
         if host.accepting:  # later, shutdown is already under way: let it finish
             raise _Terminated(signum)
 
-    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
-        sig = getattr(signal, name, None)
-        if sig is not None:
-            try:
-                signal.signal(sig, on_signal)
-            except (ValueError, OSError):  # not the main thread, or not supported here
-                pass
+    hostboot.install_signal_handlers(on_signal)
 
 
 def serve_after_boot(args: list[str], stdin, frames_out, first_answered: bool) -> int:

@@ -43,16 +43,17 @@ def _on_signal(signum, frame):  # noqa: ARG001
         raise Terminated(signum)
 
 
-def install_signal_handlers() -> None:
-    """Before the first read: a browser that gives up on us must still get the hand-over
-    (queued work passed to a worker), not a kill in the middle of nothing."""
+def install_signal_handlers(handler=_on_signal) -> None:
+    """From before the first read (host.py installs its own later): a browser that gives up
+    on us must still get the hand-over (queued work passed to a worker), not a kill in the
+    middle of nothing."""
     import signal
 
     for name in ("SIGTERM", "SIGINT", "SIGHUP"):
         sig = getattr(signal, name, None)
         if sig is not None:
             try:
-                signal.signal(sig, _on_signal)
+                signal.signal(sig, handler)
             except (ValueError, OSError):  # not the main thread, or not supported here
                 pass
 
