@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT / "host"))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from fake_provider import FakeProvider  # noqa: E402
+from polling import wait_for  # noqa: E402,F401 - the tests import it from here
 from hybrid_engine import install as he_install  # noqa: E402
 from hybrid_engine.identity import CHROME_EXTENSION_ID, FIREFOX_EXTENSION_ID  # noqa: E402
 
@@ -103,17 +104,6 @@ def usd(cost: float | None) -> str:
 
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
 # ---- the loopback model provider and web site ------------------------------------------------

@@ -14,20 +14,11 @@ from collections import Counter
 import pytest
 
 from hybrid_engine.templates import validate
+from polling import wait_for
 
 
 def tpl(steps, name="t"):
     return validate({"name": name, "steps": steps}, "test.yaml")
-
-
-def wait_for(predicate, timeout=20.0, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def step(service, run_id, step_id):
@@ -55,7 +46,7 @@ def test_killed_worker_is_recovered_and_the_run_resumes_from_the_right_step(serv
     ]))
     worker = cli.popen("worker")
     try:
-        wait_for(lambda: step(service, run_id, "b")["status"] == "RUNNING", what="b RUNNING")
+        wait_for(lambda: step(service, run_id, "b")["status"] == "RUNNING", timeout=20, what="b RUNNING")
     finally:
         kill(worker)
     assert step(service, run_id, "b")["status"] == "RUNNING"  # orphaned: its owner is dead
@@ -73,7 +64,7 @@ def test_recovery_leaves_a_step_owned_by_a_live_process_alone(service, cli):
     run_id = service.create_run(tpl([{"id": "slow", "action": "sleep", "params": {"seconds": 30}}]))
     worker = cli.popen("worker")
     try:
-        wait_for(lambda: step(service, run_id, "slow")["status"] == "RUNNING", what="RUNNING")
+        wait_for(lambda: step(service, run_id, "slow")["status"] == "RUNNING", timeout=20, what="RUNNING")
         owner_before = service.store.conn.execute("SELECT owner, epoch FROM steps WHERE run_id=?",
                                                   (run_id,)).fetchone()
         report = cli.json("recover", "--json")

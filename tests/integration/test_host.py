@@ -16,6 +16,7 @@ from hybrid_engine import protocol
 from hybrid_engine.identity import CHROME_EXTENSION_ID, FIREFOX_EXTENSION_ID
 
 from host_client import HostClient, host_env
+from polling import wait_for
 
 HEAVY = {"pydantic", "yaml", "openai", "google.genai", "genai_prices", "trafilatura"}
 CONTRACT_TYPES = {"hello", "templates.list", "capture", "external_data.add", "external_data.list", "runs.list",
@@ -52,16 +53,6 @@ def host(home):
 
 def step_of(doc: dict, step_id: str) -> dict:
     return next(s for s in doc["steps"] if s["id"] == step_id)
-
-
-def wait_until(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def run_status(home: Path, run_id: str) -> str | None:
@@ -211,7 +202,7 @@ def test_retry_resumes_a_failed_run_and_cancel_stops_one(host, home):
     assert host.error("runs.retry", run_id=run_id)["code"] == "conflict"
 
     slow = host.call("capture", template="slow", page={"content": "x"})["run_id"]
-    wait_until(lambda: step_of(host.call("runs.get", run_id=slow), "nap")["status"] == "RUNNING", what="nap RUNNING")
+    wait_for(lambda: step_of(host.call("runs.get", run_id=slow), "nap")["status"] == "RUNNING", what="nap RUNNING")
     cancelled = host.call("runs.cancel", run_id=slow)
     assert cancelled["id"] == slow and cancelled["status"] == "CANCELLED"
 
@@ -435,11 +426,11 @@ def test_sigterm_before_the_first_frame_still_hands_queued_work_to_a_worker(home
     name = write_template(home, "queued", [{"id": "a", "action": "noop", "params": {"value": 1}}])
     run_id = cli("run", name, check=True).stdout.strip()  # queued, nothing executes it yet
     with HostClient(home) as h:
-        wait_until(lambda: _catches_sigterm(h.proc.pid), timeout=10, what="the host's signal handlers")
+        wait_for(lambda: _catches_sigterm(h.proc.pid), timeout=10, what="the host's signal handlers")
         h.proc.send_signal(signal.SIGTERM)
         assert h.wait(2.0) == 0
         assert h.stdout_problems == []
-    wait_until(lambda: run_status(home, run_id) == "COMPLETED", timeout=60, what="the worker to finish the run")
+    wait_for(lambda: run_status(home, run_id) == "COMPLETED", timeout=60, what="the worker to finish the run")
     assert "handed to worker" in (home / "logs" / "hybrid-engine.log").read_text()
 
 
@@ -499,7 +490,7 @@ def test_stdin_closed_mid_run_the_host_exits_within_1_s_and_the_run_still_comple
     with HostClient(home) as h:
         h.call("hello", protocol=1)
         run_id = h.call("capture", template=name, page={"content": "x"})["run_id"]
-        wait_until(lambda: step_of(h.call("runs.get", run_id=run_id), "nap")["status"] == "RUNNING",
+        wait_for(lambda: step_of(h.call("runs.get", run_id=run_id), "nap")["status"] == "RUNNING",
                    what="nap RUNNING")
         started = time.monotonic()
         if how == "sigterm":
@@ -509,7 +500,7 @@ def test_stdin_closed_mid_run_the_host_exits_within_1_s_and_the_run_still_comple
         assert h.wait(2.0) == 0
         elapsed = time.monotonic() - started
         assert elapsed < 1.0, f"the host took {elapsed:.2f} s to exit"
-    wait_until(lambda: run_status(home, run_id) == "COMPLETED", timeout=60, what="the worker to finish the run")
+    wait_for(lambda: run_status(home, run_id) == "COMPLETED", timeout=60, what="the worker to finish the run")
     assert log.read_text().splitlines() == [run_id]
     assert "handed to worker" in (home / "logs" / "hybrid-engine.log").read_text()
 
@@ -521,7 +512,7 @@ def test_a_host_killed_mid_run_leaves_an_orphan_the_next_host_recovers(home, tmp
     try:
         first.call("hello", protocol=1)
         run_id = first.call("capture", template=name, page={"content": "x"})["run_id"]
-        wait_until(lambda: step_of(first.call("runs.get", run_id=run_id), "nap")["status"] == "RUNNING",
+        wait_for(lambda: step_of(first.call("runs.get", run_id=run_id), "nap")["status"] == "RUNNING",
                    what="nap RUNNING")
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait(10)
