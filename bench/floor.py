@@ -13,13 +13,19 @@ from pathlib import Path
 SETTINGS = "journal_mode=wal synchronous=NORMAL"
 
 
-def wal_commits(folder: Path, n: int, tag: str = "") -> float:
-    """Seconds for n steps, one commit each."""
-    path = folder / f"floor-{tag}{time.monotonic_ns()}.db"
+def raw_db(path: Path, schema: str) -> sqlite3.Connection:
+    """A plain SQLite file with the store's journal settings: what every bench's raw side writes to."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE steps (run_id TEXT, step_id TEXT, status TEXT, outputs TEXT)")
+    conn.execute(schema)
+    return conn
+
+
+def wal_commits(folder: Path, n: int, tag: str = "") -> float:
+    """Seconds for n steps, one commit each."""
+    conn = raw_db(folder / f"floor-{tag}{time.monotonic_ns()}.db",
+                  "CREATE TABLE steps (run_id TEXT, step_id TEXT, status TEXT, outputs TEXT)")
     t0 = time.perf_counter()
     for i in range(n):
         conn.execute("BEGIN IMMEDIATE")

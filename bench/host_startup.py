@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "host"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from floor import raw_db  # noqa: E402
 from hybrid_engine import protocol  # noqa: E402
 
 PY = sys.executable
@@ -114,11 +115,7 @@ def seed_runs(env: dict, n: int) -> None:
 
 
 def sqlite_floor(folder: Path, data: str) -> float:
-    path = folder / f"floor-{time.monotonic_ns()}.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, body TEXT)")
+    conn = raw_db(folder / f"floor-{time.monotonic_ns()}.db", "CREATE TABLE blobs (id INTEGER PRIMARY KEY, body TEXT)")
     t0 = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
     conn.execute("INSERT INTO blobs (body) VALUES (?)", (data,))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "host"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from floor import raw_db  # noqa: E402
 
 
 def _service(folder: Path, name: str):
@@ -112,10 +114,7 @@ def bench_ingest(folder: Path, rounds: int) -> None:
     svc = _service(folder, "ingest")
     tpl = validate({"name": "slot", "steps": [{"id": "page", "action": "capture"},
                                               {"id": "next", "action": "noop", "dependencies": ["page"]}]}, "bench")
-    raw = sqlite3.connect(folder / "raw.db", isolation_level=None)
-    raw.execute("PRAGMA journal_mode=WAL")
-    raw.execute("PRAGMA synchronous=NORMAL")
-    raw.execute("CREATE TABLE pages (id INTEGER PRIMARY KEY, data TEXT)")
+    raw = raw_db(folder / "raw.db", "CREATE TABLE pages (id INTEGER PRIMARY KEY, data TEXT)")
     ours, floor = [], []
     for _ in range(rounds):
         run_id = svc.create_run(tpl)
