@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import namedtuple
 from pathlib import Path
 
 APP_NAME = "hybrid-engine"
@@ -135,32 +136,13 @@ def stored_key_providers() -> list[str]:
     return sorted(k for k, v in _read_keys().items() if v)
 
 
-class ProviderSettings:
-    """What a provider step runs with. (A plain class: `dataclasses` costs the host's
-    runs.list 3 ms of imports.)"""
+class ProviderSettings(namedtuple("ProviderSettings", "provider api_key api_key_source key_env base_url "
+                                                   "concurrency timeout_s")):
+    """What a provider step runs with: read-only. api_key_source is "env:OPENAI_API_KEY", "keys"
+    or "config", never the key; key_env is the variable named in "no key" errors. (A named
+    tuple, not a dataclass: `dataclasses` costs the host's first runs.list 3 ms of imports.)"""
 
-    __slots__ = ("provider", "api_key", "api_key_source", "key_env", "base_url", "concurrency", "timeout_s")
-
-    def __init__(self, *, provider: str, api_key: str | None, api_key_source: str | None, key_env: str,
-                 base_url: str | None, concurrency: int | None, timeout_s: float | None):
-        self.provider = provider
-        self.api_key = api_key
-        self.api_key_source = api_key_source  # "env:OPENAI_API_KEY", "keys", "config" -- never the key itself
-        self.key_env = key_env  # the variable a user would set; named in "no key" errors
-        self.base_url = base_url
-        self.concurrency = concurrency
-        self.timeout_s = timeout_s
-
-    def __setattr__(self, name, value):
-        if hasattr(self, name):
-            raise AttributeError(f"ProviderSettings.{name} is read-only")
-        object.__setattr__(self, name, value)
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, ProviderSettings) and all(
-            getattr(self, n) == getattr(other, n) for n in self.__slots__)
-
-    __hash__ = None
+    __slots__ = ()
 
     def __repr__(self) -> str:  # keep the key out of logs and tracebacks
         return (f"ProviderSettings(provider={self.provider!r}, base_url={self.base_url!r}, "
