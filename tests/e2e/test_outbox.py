@@ -227,3 +227,22 @@ def test_failing_storage_while_the_host_dies_is_no_unhandled_rejection(chromium,
     # The reconnect's own work (templates, runs) has written to storage, or tried to.
     wait_for(lambda: chromium.bg("self.hybrid.state.runsLoadedAt") != loaded, 20, 0.05, "the runs reloaded")
     assert chromium.bg("self.__unhandled") == []
+
+
+def test_captures_kept_in_the_earlier_outbox_layout_are_sent_after_an_update(chromium, he):
+    """The earlier layout: a list `outbox` of keys and `outbox:<key>` holding the whole
+    capture; its lost-update race left captures out of the list (never sent, never shown).
+    Both kinds are brought over when the outbox is read at start, sent, and leave nothing behind."""
+    chromium.wait_connected()
+    old = {"outbox": ["listed"], "outboxRefused": []}
+    for key in ("listed", "left-out"):
+        page = {"content": f"<p>{key}</p>", "source_url": f"https://example.test/{key}", "content_type": "text/html",
+                "title": key, "selection": None, "metadata": {"kind": "page", "capture_id": key}}
+        old[f"outbox:{key}"] = {"key": key, "template": TEMPLATE, "page": page, "queuedAt": 1, "attempts": 0}
+    chromium.bg("chrome.storage.local.set(arg)", old)
+    # What a worker start does after an update: read the outbox (init), then flush (hello).
+    chromium.bg("(async () => { const h = self.hybrid.host; h.outbox.loaded = false;"
+                " await h.outbox.count(); return h.flushOutbox(); })()")
+    chromium.wait_connected()
+    wait_for(lambda: runs_by_capture(he)[0] == {"listed": 1, "left-out": 1}, 30, 0.1, "both captures to run")
+    wait_for(lambda: outbox_keys(chromium) == [], 10, 0.05, "the outbox to empty")
