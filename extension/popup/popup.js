@@ -194,6 +194,10 @@ async function sendPage() {
       status.textContent = `Run started.${r.notice ? ` ${r.notice}` : ""}`;
       status.dataset.runId = r.result.run_id;
       refreshRuns();
+    } else if (r.discarded) {
+      status.dataset.kind = "";
+      status.textContent = r.sent ? "Discarded; it had been sent already, so the host may have started its run."
+        : "Discarded before it was sent.";
     } else {
       status.dataset.kind = "queued";
       status.textContent = `The host is not reachable; the page is kept and will be sent when it is back.`
