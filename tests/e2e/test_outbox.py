@@ -100,6 +100,23 @@ def runs_from(he, prefix: str) -> int:
         return 0  # the host has not created the store (or its tables) yet
 
 
+def captured_order(he) -> list[tuple[int, int]]:
+    """(round, index) of each page that made a run, in the order the store made them
+    (`missing-` pages are round 9)."""
+    db = sqlite3.connect(f"file:{he.he_home / 'engine.db'}?mode=ro", uri=True)
+    try:
+        urls = [r[0] for r in db.execute(
+            "SELECT json_extract(metadata, '$.source_url') FROM steps WHERE step_id = 'page' ORDER BY id")]
+    finally:
+        db.close()
+    order = []
+    for url in urls:
+        name = url.rsplit("/", 1)[1]
+        head, index = name.split("-")
+        order.append((9 if head == "missing" else int(head.removeprefix("flap")), int(index)))
+    return order
+
+
 def outbox_keys(chromium) -> list[str]:
     return [k for k in chromium.bg("chrome.storage.local.getKeys()") if k.startswith("outbox")]
 
@@ -164,6 +181,9 @@ def test_captures_and_discards_while_the_host_flaps_run_exactly_once(chromium, h
     assert set(runs) <= ids and total == sum(runs.values()), "a run that no capture of this test made"
     assert outbox_keys(chromium) == [], "a header or a page body was left in storage"
     assert chromium.bg("self.hybrid.state.outboxCount") == 0
+    # One send at a time, oldest first: the store made the runs in the order of the captures.
+    order = captured_order(he)
+    assert order == sorted(order)
 
 
 def test_outbox_view_lists_captures_without_reading_their_pages(chromium_factory, he):
