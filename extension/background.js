@@ -414,15 +414,6 @@ api.commands.onCommand.addListener((command, tab) => {
   onCommand(command, tab).catch((err) => console.error("shortcut capture failed", err));
 });
 
-// A prepared page belongs to what the tab showed: gone with the tab or its next page.
-api.tabs.onRemoved.addListener((tabId) => {
-  state.prepared.evict(tabId);
-});
-
-api.tabs.onUpdated.addListener((tabId, change) => {
-  if (change.url || change.status === "loading") state.prepared.evict(tabId);
-});
-
 api.runtime.onInstalled.addListener(() => {
   ready.then(() => refreshMenus(state.templates, { hostReachable: host.status === "connected" }))
     .catch((err) => console.error("could not build the menus", err));

@@ -1,7 +1,11 @@
 // The page the popup captured for its estimate, kept so that its "Send" does not read the
 // tab a second time. A page can be megabytes and the service worker may live for hours:
-// an entry is dropped when its tab closes or loads another page (background.js), when it
-// is older than MAX_AGE_MS, and beyond the MAX_TABS newest.
+// an entry is dropped when its tab closes or loads another page, when it is older than
+// MAX_AGE_MS, and beyond the MAX_TABS newest. The tab listeners are added only while an
+// entry is kept (and the worker is alive): at the top level they would wake the worker for
+// every page load in the browser, with nothing to drop.
+
+import { api } from "./ext.js";
 
 export const MAX_AGE_MS = 30000;
 export const MAX_TABS = 4;
@@ -13,6 +17,11 @@ export class PreparedPages {
     this.now = now;
     this.entries = new Map(); // tab id -> {url, captured, at}, oldest first
     this.timer = null;
+    this.watching = false;
+    this.onRemoved = (tabId) => this.evict(tabId);
+    this.onUpdated = (tabId, change) => {
+      if (change.url || change.status === "loading") this.evict(tabId);
+    };
   }
 
   // The captured page of this tab when it is fresh and still of this URL.
@@ -25,8 +34,8 @@ export class PreparedPages {
   put(tabId, url, captured) {
     this.entries.delete(tabId); // re-inserted last: the Map's order is the age order
     this.entries.set(tabId, { url, captured, at: this.now() });
-    this.sweep();
     while (this.entries.size > this.maxTabs) this.entries.delete(this.entries.keys().next().value);
+    this.sweep();
   }
 
   has(tabId) {
@@ -54,5 +63,14 @@ export class PreparedPages {
     this.timer = null;
     const first = this.entries.values().next().value;
     if (first) this.timer = setTimeout(() => this.sweep(), first.at + this.maxAgeMs - this.now() + 1);
+    this.watch(this.entries.size > 0);
+  }
+
+  watch(on) {
+    if (on === this.watching || !api?.tabs) return;
+    const how = on ? "addListener" : "removeListener";
+    api.tabs.onRemoved[how](this.onRemoved);
+    api.tabs.onUpdated[how](this.onUpdated);
+    this.watching = on;
   }
 }
