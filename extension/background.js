@@ -9,11 +9,11 @@ import { NativeHost } from "./lib/native.js";
 import { DEFAULT_MAX_BYTES, captureFromMenu, capturePage, kindOf } from "./lib/capture.js";
 import { parseMenuId, refreshMenus } from "./lib/menus.js";
 import { runCost } from "./lib/format.js";
+import { PreparedPages } from "./lib/prepared.js";
 
 const DEFAULT_SETTINGS = { defaultTemplate: "", notifications: true, maxCaptureBytes: DEFAULT_MAX_BYTES };
 const TERMINAL = new Set(["COMPLETED", "FAILED", "CANCELLED"]);
 const RECENT_LIMIT = 20;
-const PREPARED_TTL_MS = 30000;
 
 const state = {
   settings: { ...DEFAULT_SETTINGS },
@@ -23,7 +23,7 @@ const state = {
   runs: new Map(), // id -> summary, newest first when listed
   runsLoadedAt: null,
   outboxCount: 0,
-  prepared: new Map(), // tabId -> {template, page, notice, at}: what the popup estimated
+  prepared: new PreparedPages(), // tab id -> the page the popup estimated, reused by its Send
   captures: [], // recent capture outcomes, for the popup
 };
 const popups = new Set();
@@ -43,11 +43,11 @@ const host = new NativeHost({
 // ---- start-up ----------------------------------------------------------------------------
 
 async function init() {
-  const stored = await local.getMany(["settings", "templates", "templatesFolder", "outbox", "outboxRefused"]);
+  const stored = await local.getMany(["settings", "templates", "templatesFolder"]);
   state.templatesFolder = stored.templatesFolder || null;
   state.settings = { ...DEFAULT_SETTINGS, ...(stored.settings || {}) };
   state.templates = stored.templates || [];
-  state.outboxCount = (stored.outbox || []).length + (stored.outboxRefused || []).length;
+  state.outboxCount = await host.outbox.count(); // loads the outbox (and brings an older layout over)
   state.captures = (await session.get("captures")) || [];
   for (const run of (await session.get("runs")) || []) state.runs.set(run.id, run);
   await host.restore();
@@ -102,8 +102,8 @@ function handleEvent(msg) {
     if (Array.isArray(msg.templates)) {
       state.templates = msg.templates;
       if (Array.isArray(msg.errors)) state.templateErrors = msg.errors;
-      local.set({ templates: state.templates });
-      refreshMenus(state.templates);
+      local.set({ templates: state.templates }).catch((err) => console.error("could not keep the templates", err));
+      refreshMenus(state.templates).catch((err) => console.error("could not update the menus", err));
       pushState();
     } else {
       loadTemplates().catch(() => {});
@@ -131,12 +131,15 @@ function recentRuns() {
 let saveTimer = null;
 function saveRuns() {
   clearTimeout(saveTimer);
-  saveTimer = setTimeout(() => session.set({ runs: recentRuns() }), 200);
+  saveTimer = setTimeout(() => {
+    session.set({ runs: recentRuns() }).catch((err) => console.error("could not keep the runs", err));
+  }, 200);
 }
 
-async function handleDelivered(item, result) {
-  await recordCapture({ kind: item.page?.metadata?.kind || "page", template: item.template,
-                        title: item.page?.title, run_id: result.run_id, delivered_late: true });
+// A capture from the outbox that nobody was waiting for any more (header: lib/outbox.js).
+async function handleDelivered(header, result) {
+  await recordCapture({ kind: header.kind, template: header.template, title: header.title,
+                        run_id: result.run_id, delivered_late: true });
   loadRuns().catch(() => {});
 }
 
@@ -212,7 +215,7 @@ async function send(template, captured, extra = {}) {
   const sendMs = performance.now() - started;
   await recordCapture({ kind: page.metadata?.kind || "page", template, title: page.title, notice,
                         run_id: outcome.result?.run_id || null, queued: !!outcome.queued,
-                        reason: outcome.queued ? outcome.reason : null, ...extra });
+                        discarded: !!outcome.discarded, reason: outcome.queued ? outcome.reason : null, ...extra });
   if (outcome.delivered && outcome.result?.run_id) {
     // Show the run at once, before the host's first event arrives.
     const t = state.templates.find((x) => x.name === template);
@@ -227,12 +230,10 @@ async function send(template, captured, extra = {}) {
 
 // The page of a tab, reusing what the popup captured for its estimate when it is fresh.
 async function pageOfTab(tab, template, { reuse = true } = {}) {
-  const prepared = state.prepared.get(tab.id);
-  if (reuse && prepared && Date.now() - prepared.at < PREPARED_TTL_MS && prepared.url === tab.url) {
-    return { ...prepared.captured, ms: 0, reused: true };
-  }
+  const prepared = reuse ? state.prepared.get(tab.id, tab.url) : null;
+  if (prepared) return { ...prepared, ms: 0, reused: true };
   const captured = await capturePage(tab, { maxBytes: state.settings.maxCaptureBytes });
-  state.prepared.set(tab.id, { captured, at: Date.now(), url: tab.url, template });
+  state.prepared.put(tab.id, tab.url, captured);
   return captured;
 }
 
@@ -361,16 +362,10 @@ const HANDLERS = {
     pushState();
     return state.settings;
   },
-  outbox: async () => ({
-    items: (await host.outboxItems({ refused: true })).map((i) => ({
-      key: i.key, template: i.template, title: i.page?.title, url: i.page?.source_url, kind: i.page?.metadata?.kind,
-      bytes: i.page?.content?.length || 0, queuedAt: i.queuedAt, failed: i.failed || null,
-    })),
-  }),
-  "outbox.discard": async ({ key }) => {
-    await host.dequeue(key);
-    return { ok: true };
-  },
+  // Headers only (lib/outbox.js): the pages stay in storage.
+  outbox: async () => ({ items: await host.outbox.list() }),
+  "outbox.discard": ({ id }) => host.discard(String(id)),
+  "outbox.retry": ({ id }) => host.retry(String(id)),
   "outbox.flush": async () => {
     host.connectNow();
     return { delivered: await host.flushOutbox() };
@@ -412,15 +407,16 @@ api.runtime.onConnect.addListener((port) => {
 });
 
 api.contextMenus.onClicked.addListener((info, tab) => {
-  onMenuClicked(info, tab);
+  onMenuClicked(info, tab).catch((err) => console.error("menu capture failed", err));
 });
 
 api.commands.onCommand.addListener((command, tab) => {
-  onCommand(command, tab);
+  onCommand(command, tab).catch((err) => console.error("shortcut capture failed", err));
 });
 
 api.runtime.onInstalled.addListener(() => {
-  ready.then(() => refreshMenus(state.templates, { hostReachable: host.status === "connected" }));
+  ready.then(() => refreshMenus(state.templates, { hostReachable: host.status === "connected" }))
+    .catch((err) => console.error("could not build the menus", err));
 });
 
 api.runtime.onStartup.addListener(() => {
@@ -436,4 +432,4 @@ if (api.notifications?.onClicked) {
 }
 
 // For tests and debugging from the worker's console.
-Object.assign(globalThis, { onMenuClicked, onCommand, hybrid: { host, state, ready, handleMessage, HANDLERS } });
+Object.assign(globalThis, { onMenuClicked, onCommand, hybrid: { host, state, ready, handleMessage, HANDLERS, send } });

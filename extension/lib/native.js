@@ -1,14 +1,15 @@
 // The one native-messaging port to the `hybrid_engine` host (CONTRACT.md, "Native
 // messaging"): connect, hello, requests with replies matched by id and timeouts, chunked
 // replies reassembled, events handed on, reconnect with backoff after the host exits,
-// and a persistent outbox for captures made while the host cannot be reached.
+// and the delivery of captures through the outbox (lib/outbox.js).
 //
 // States: "idle" -> "connecting" (port open, hello sent) -> "connected" (hello answered)
 // -> "disconnected" (port gone; a reconnect is scheduled). The last error text the
 // browser gave ("Specified native messaging host not found.", "Native host has exited.")
 // is kept in storage.session so the popup can show it after the worker restarts.
 
-import { api, local, portError, session } from "./ext.js";
+import { api, portError, session } from "./ext.js";
+import { Outbox } from "./outbox.js";
 
 export const HOST_NAME = "hybrid_engine";
 export const PROTOCOL = 1;
@@ -18,8 +19,7 @@ const BACKOFF_CAP_MS = 15000;
 const HELLO_TIMEOUT_MS = 15000;
 const DEFAULT_TIMEOUT_MS = 20000;
 const CONNECT_WAIT_MS = 8000;
-const OUTBOX_INDEX = "outbox"; // keys of captures waiting to be delivered, oldest first
-const REFUSED_INDEX = "outboxRefused"; // keys of captures the host refused (kept to be seen, then discarded)
+const CAPTURE_TIMEOUT_MS = 120000;
 
 // Transport failures: the request may be sent again later. Anything else is the host's answer.
 export const TRANSPORT_CODES = new Set(["host_unavailable", "disconnected", "timeout"]);
@@ -44,7 +44,9 @@ export class NativeHost {
     this.onState = onState;
     this.onConnected = onConnected;
     this.onDelivered = onDelivered;
-    this.onOutboxChanged = onOutboxChanged;
+    this.outbox = new Outbox({ onChanged: onOutboxChanged });
+    this.captureWaiters = new Map(); // capture id -> resolve: a caller waiting for its answer
+    this.flushWanted = false;
     this.port = null;
     this.status = "idle";
     this.hello = null;
@@ -92,10 +94,15 @@ export class NativeHost {
     this.onState(this.snapshot());
   }
 
+  // Called without waiting: storage failing must not become an unhandled rejection.
   async rememberError(message) {
     this.error = message;
     this.errorAt = Date.now();
-    await session.set({ hostError: { message, at: this.errorAt } });
+    try {
+      await session.set({ hostError: { message, at: this.errorAt } });
+    } catch (err) {
+      console.error("could not keep the host error in storage.session", err);
+    }
   }
 
   connect() {
@@ -165,6 +172,8 @@ export class NativeHost {
       this.pending.delete(id);
     }
     for (const w of this.waiters.splice(0)) w.reject(err);
+    // Captures in the outbox stay there; whoever waits for one hears that it is kept.
+    this.keepAll(text);
     this.hello = null;
     this.connectedAt = null;
     this.attempt += 1;
@@ -306,102 +315,134 @@ export class NativeHost {
 
   // ---- captures and the outbox ----------------------------------------------------------
   //
-  // A capture is delivered at once when the host answers; when it cannot be reached (or the
-  // port dies before the reply) it is written to storage.local and delivered, in order,
-  // on the next successful connect. At least once: a capture in flight when the host died
-  // may be sent again (the host can dedupe by page.metadata.capture_id).
+  // One delivery path: a capture is written to the outbox first, then the flush sends
+  // captures one at a time, oldest first, and removes each only after the host answered
+  // for it. At least once: a capture in flight when the port died is sent again, with the
+  // same page.metadata.capture_id, and the host gives back the run it already made, so
+  // each capture makes exactly one run.
 
-  async capture(template, page, { timeoutMs = 120000 } = {}) {
-    const key = newKey();
-    page = { ...page, metadata: { ...(page.metadata || {}), capture_id: key } };
-    const item = { key, template, page, queuedAt: Date.now(), attempts: 0 };
-    const pendingBefore = (await this.outboxKeys()).length;
-    if (pendingBefore === 0) {
-      try {
-        const result = await this.request("capture", { template, page }, { timeoutMs });
-        return { delivered: true, result, key: item.key };
-      } catch (err) {
-        if (!TRANSPORT_CODES.has(err.code)) throw err;
-        item.lastError = err.message;
-      }
+  // Wait (while the person waits) for this capture's answer: {delivered, result} when the
+  // host made its run, {queued, reason} when it cannot be reached now (it stays in the
+  // outbox), {discarded} when it was discarded meanwhile; a refusal is thrown.
+  async capture(template, page, { connectTimeoutMs = CONNECT_WAIT_MS } = {}) {
+    const { id } = await this.outbox.add(template, page);
+    const outcome = new Promise((resolve) => this.captureWaiters.set(id, resolve));
+    this.whenConnected(connectTimeoutMs).then(() => this.flushOutbox(),
+                                              (err) => this.settle(id, { queued: true, reason: err.message }));
+    const result = await outcome;
+    if (result.error) throw result.error;
+    return { id, delivered: false, queued: false, ...result };
+  }
+
+  settle(id, outcome) {
+    const resolve = this.captureWaiters.get(id);
+    if (!resolve) return false;
+    this.captureWaiters.delete(id);
+    resolve(outcome);
+    return true;
+  }
+
+  async discard(id) {
+    const out = await this.outbox.discard(id);
+    if (out.discarded) this.settle(id, { discarded: true, sent: out.sent });
+    return out;
+  }
+
+  async retry(id) {
+    const header = await this.outbox.retry(id);
+    if (header) {
+      this.connectNow();
+      if (this.status === "connected") this.flushOutbox();
     }
-    // The host is away, or older captures wait: queue behind them so order is kept.
-    await this.enqueue(item);
-    if (this.status === "connected") this.flushOutbox();
-    else this.connectNow();
-    return { delivered: false, queued: true, key: item.key, reason: item.lastError || this.error };
+    return { retried: !!header };
   }
 
-  async outboxKeys() {
-    return local.get(OUTBOX_INDEX, []);
-  }
-
-  async outboxItems({ refused = false } = {}) {
-    const keys = await this.outboxKeys();
-    if (refused) keys.push(...(await local.get(REFUSED_INDEX, [])));
-    if (!keys.length) return [];
-    const got = await local.getMany(keys.map((k) => `${OUTBOX_INDEX}:${k}`));
-    return keys.map((k) => got[`${OUTBOX_INDEX}:${k}`]).filter(Boolean);
-  }
-
-  async enqueue(item) {
-    // The item first, the index second: a crash in between leaves an orphan, never a hole.
-    await local.set({ [`${OUTBOX_INDEX}:${item.key}`]: item });
-    const keys = await this.outboxKeys();
-    keys.push(item.key);
-    await local.set({ [OUTBOX_INDEX]: keys });
-    this.onOutboxChanged(keys.length);
-  }
-
-  async dequeue(key) {
-    const keys = (await this.outboxKeys()).filter((k) => k !== key);
-    const refused = (await local.get(REFUSED_INDEX, [])).filter((k) => k !== key);
-    await local.set({ [OUTBOX_INDEX]: keys, [REFUSED_INDEX]: refused });
-    await local.remove(`${OUTBOX_INDEX}:${key}`);
-    this.onOutboxChanged(keys.length + refused.length);
-  }
-
-  // The host answered with an error (an unknown template, a bad page): sending it again
-  // would fail again. It leaves the queue but stays in storage until the person discards it.
-  async refuse(item, err) {
-    item.failed = { code: err.code, message: err.message, at: Date.now() };
-    await local.set({ [`${OUTBOX_INDEX}:${item.key}`]: item });
-    const keys = (await this.outboxKeys()).filter((k) => k !== item.key);
-    const refused = [...(await local.get(REFUSED_INDEX, [])), item.key];
-    await local.set({ [OUTBOX_INDEX]: keys, [REFUSED_INDEX]: refused });
-    this.onOutboxChanged(keys.length + refused.length);
-  }
-
+  // Asked again while running: the running flush goes round once more, so a capture made
+  // (or a connection won) near its end is not left waiting for the next trigger.
   flushOutbox() {
+    this.flushWanted = true;
     if (!this.flushing) {
-      this.flushing = this.flushOnce().finally(() => {
-        this.flushing = null;
-      });
+      this.flushing = this.flushLoop()
+        .catch((err) => {
+          console.error("outbox flush failed", err);
+          return 0;
+        })
+        .finally(() => {
+          this.flushing = null;
+        });
     }
     return this.flushing;
   }
 
+  async flushLoop() {
+    let delivered = 0;
+    while (this.flushWanted) {
+      this.flushWanted = false;
+      delivered += await this.flushOnce();
+    }
+    return delivered;
+  }
+
   async flushOnce() {
     let delivered = 0;
-    for (const item of await this.outboxItems()) {
-      if (this.status !== "connected") break;
-      item.attempts = (item.attempts || 0) + 1;
+    while (this.status === "connected") {
+      const next = await this.outbox.oldestWaiting();
+      if (!next) break;
+      let sending;
       try {
-        const result = await this.send({ type: "capture", template: item.template, page: item.page },
-                                        { timeoutMs: 120000 });
-        await this.dequeue(item.key);
-        delivered += 1;
-        Promise.resolve(this.onDelivered(item, result)).catch(() => {});
+        sending = await this.outbox.beginSend(next.id, (body) => this.send(
+          { type: "capture", template: body.template, page: body.page }, { timeoutMs: CAPTURE_TIMEOUT_MS }));
       } catch (err) {
-        if (TRANSPORT_CODES.has(err.code)) break; // the host went away again: keep the rest
-        await this.refuse(item, err);
+        if (err.code === "body_missing") { // dropped from the outbox: nobody can send it
+          this.settle(next.id, { error: err });
+          continue;
+        }
+        this.keepAll(`storage failed: ${err.message}`); // the outbox cannot be read: try on the next trigger
+        break;
+      }
+      if (!sending) continue; // discarded meanwhile
+      let result;
+      try {
+        result = await sending.reply;
+      } catch (err) {
+        if (TRANSPORT_CODES.has(err.code)) {
+          // The host went away (or is stuck): keep it and everything behind it.
+          await this.outbox.failed(next.id, err.message).catch(() => {});
+          this.keepAll(err.message);
+          break;
+        }
+        // A refusal: the person who is waiting for it hears it now and it leaves the outbox;
+        // with nobody waiting it stays, marked, for the person to see.
+        const waiting = this.captureWaiters.has(next.id);
+        this.settle(next.id, { error: err });
+        try {
+          await (waiting ? this.outbox.delivered(next.id) : this.outbox.refuse(next.id, err));
+        } catch (storageErr) {
+          console.error("could not record a refused capture in the outbox", storageErr);
+          this.keepAll(`storage failed: ${storageErr.message}`);
+          break; // going on would send it again at once
+        }
+        continue;
+      }
+      try {
+        await this.outbox.delivered(next.id);
+      } catch (err) {
+        // Still in the outbox: sent again on the next trigger, and the host answers with the
+        // same run (capture_id). Going on now would only send it again at once.
+        console.error("could not remove a delivered capture from the outbox", err);
+        this.keepAll(`storage failed: ${err.message}`);
+        break;
+      }
+      delivered += 1;
+      if (!this.settle(next.id, { delivered: true, result })) {
+        Promise.resolve(this.onDelivered(sending.header, result)).catch(() => {});
       }
     }
     return delivered;
   }
-}
 
-function newKey() {
-  if (globalThis.crypto?.randomUUID) return crypto.randomUUID();
-  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+  // Tell everyone still waiting that their capture is kept for later.
+  keepAll(reason) {
+    for (const id of [...this.captureWaiters.keys()]) this.settle(id, { queued: true, reason });
+  }
 }

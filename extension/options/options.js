@@ -28,8 +28,14 @@ function setText(el, text) {
   });
 }
 
+// Called from change listeners without waiting: a failed save is shown, never left unhandled.
 async function save(patch) {
-  settings = await call("settings.set", { settings: patch });
+  try {
+    settings = await call("settings.set", { settings: patch });
+  } catch (err) {
+    $("saved").textContent = `Not saved: ${err.message}`;
+    return;
+  }
   $("saved").textContent = "Saved.";
   setTimeout(() => { $("saved").textContent = ""; }, 1500);
 }

@@ -21,6 +21,7 @@ const view = {
   detailRun: null,
   output: null, // full text of the open run's final output
   estimateSeq: 0,
+  outboxSeq: 0,
   wasConnected: false,
   lastTemplatesKey: "",
   spendFor: null,
@@ -193,6 +194,10 @@ async function sendPage() {
       status.textContent = `Run started.${r.notice ? ` ${r.notice}` : ""}`;
       status.dataset.runId = r.result.run_id;
       refreshRuns();
+    } else if (r.discarded) {
+      status.dataset.kind = "";
+      status.textContent = r.sent ? "Discarded; it had been sent already, so the host may have started its run."
+        : "Discarded before it was sent.";
     } else {
       status.dataset.kind = "queued";
       status.textContent = `The host is not reachable; the page is kept and will be sent when it is back.`
@@ -218,7 +223,10 @@ function renderLastCapture(c) {
 
 // ---- outbox ---------------------------------------------------------------------------------
 
+// The background answers with headers only (title, URL, template, size, attempts): the pages
+// stay in storage. Replies can cross: only the newest request's answer is drawn.
 async function renderOutbox(count) {
+  const seq = ++view.outboxSeq;
   $("outbox").hidden = !count;
   if (!count) return;
   $("outbox-text").textContent = `${count} capture${count === 1 ? "" : "s"} waiting; they are sent as soon as the host answers.`;
@@ -228,32 +236,55 @@ async function renderOutbox(count) {
   } catch {
     return; // the list is a detail; the count above is what matters
   }
-  const waiting = items.filter((i) => !i.failed).length;
+  if (seq !== view.outboxSeq) return;
+  const waiting = items.filter((i) => !i.refused).length;
   const refused = items.length - waiting;
   const parts = [];
   if (waiting) parts.push(`${waiting} capture${waiting === 1 ? "" : "s"} waiting; they are sent as soon as the host answers.`);
-  if (refused) parts.push(`${refused} refused by the host (kept until you discard ${refused === 1 ? "it" : "them"}).`);
+  if (refused) parts.push(`${refused} refused by the host (kept until you discard ${refused === 1 ? "it" : "them"} or send again).`);
   $("outbox-text").textContent = parts.join(" ");
   const list = $("outbox-list");
   list.textContent = "";
-  for (const item of items) {
-    const li = document.createElement("li");
-    const label = document.createElement("span");
-    label.className = "ellipsis";
-    label.textContent = `${item.kind || "page"} → ${item.template}: ${item.title || item.url || ""}`;
-    if (item.failed) {
-      label.textContent += ` (refused: ${item.failed.message})`;
-      label.title = item.failed.message;
-    }
-    const discard = document.createElement("button");
-    discard.type = "button";
-    discard.className = "small";
-    discard.textContent = "Discard";
-    discard.setAttribute("aria-label", `Discard the capture of ${item.title || item.url || "this page"}`);
-    discard.addEventListener("click", () => call("outbox.discard", { key: item.key }));
-    li.append(label, discard);
-    list.append(li);
+  for (const item of items) list.append(outboxRow(item));
+}
+
+function outboxRow(item) {
+  const name = item.title || item.url || "this page";
+  const li = document.createElement("li");
+  li.dataset.id = item.id;
+  const label = document.createElement("span");
+  label.className = "ellipsis";
+  label.textContent = `${item.kind || "page"} → ${item.template}: ${item.title || item.url || ""}`;
+  if (item.refused) {
+    label.textContent += ` (refused: ${item.refused.message})`;
+    label.title = item.refused.message;
+  } else if (item.attempts) {
+    // Sent before without an answer: the host may already have made its run (only one).
+    label.title = `Sent ${item.attempts} time${item.attempts === 1 ? "" : "s"} without an answer`
+      + (item.last_error ? `: ${item.last_error}` : "");
   }
+  li.append(label);
+  if (item.refused) li.append(outboxButton("Send again", `Send the capture of ${name} again`, "outbox.retry", item));
+  li.append(outboxButton("Discard", `Discard the capture of ${name}`, "outbox.discard", item));
+  return li;
+}
+
+function outboxButton(text, label, type, item) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "small";
+  button.textContent = text;
+  button.setAttribute("aria-label", label);
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await call(type, { id: item.id });
+    } catch (err) {
+      $("outbox-text").textContent = `${text} failed: ${err.message}`;
+      button.disabled = false;
+    }
+  });
+  return button;
 }
 
 // ---- spend ----------------------------------------------------------------------------------

@@ -306,7 +306,7 @@ def test_context_menu_captures_selection_link_and_image(chromium, he, site):
     info = {"menuItemId": "page:no-such-workflow", "pageUrl": article, "frameId": 0}
     out = chromium.bg("onMenuClicked(arg.info, arg.tab)", {"info": info, "tab": tab_info})
     assert "no-such-workflow" in out["error"], out
-    assert chromium.bg("chrome.storage.local.get('outbox')").get("outbox", []) == []
+    assert chromium.bg("self.hybrid.host.outbox.list()") == []
 
     # Over the size cap: the page's text goes instead of its HTML, and the notice says so.
     chromium.bg("self.hybrid.handleMessage({type: 'settings.set', settings: {maxCaptureBytes: 1000000}})")
@@ -406,8 +406,9 @@ def test_host_missing_capture_is_kept_and_delivered_when_it_returns(chromium_fac
                       {"info": info, "tab": {"id": chromium.tab_id(article), "url": article, "title": "t"}})
     assert out["queued"] and not out["delivered"], out
     stored = chromium.bg("chrome.storage.local.get(null)")
-    assert stored["outbox"] == [out["key"]]
-    assert stored[f"outbox:{out['key']}"]["page"]["metadata"]["kind"] == "selection"
+    assert sorted(k for k in stored if k.startswith("outbox")) == [f"outbox-body:{out['id']}", f"outbox:{out['id']}"]
+    assert stored[f"outbox:{out['id']}"]["kind"] == "selection"
+    assert stored[f"outbox-body:{out['id']}"]["page"]["metadata"]["kind"] == "selection"
     popup.wait_for_selector("#outbox:not([hidden])")
     assert "1 capture waiting" in popup.inner_text("#outbox-text")
 
@@ -420,7 +421,8 @@ def test_host_missing_capture_is_kept_and_delivered_when_it_returns(chromium_fac
     popup.reload()  # a person opens the popup again: the worker wakes and connects
     popup.wait_for_selector('#connection[data-status="connected"]', timeout=20000)
     popup.wait_for_selector("#outbox", state="hidden", timeout=20000)
-    assert chromium.bg("chrome.storage.local.get('outbox')")["outbox"] == []
+    assert chromium.bg("self.hybrid.host.outbox.list()") == []
+    assert [k for k in chromium.bg("chrome.storage.local.getKeys()") if k.startswith("outbox")] == []
     runs = he.cli_json("runs", "--json")
     runs = runs["runs"] if isinstance(runs, dict) else runs
     assert len(runs) == 1
@@ -428,7 +430,7 @@ def test_host_missing_capture_is_kept_and_delivered_when_it_returns(chromium_fac
     doc = he.run_doc(runs[0]["id"])
     page = next(s for s in doc["steps"] if s["id"] == "page")
     assert "Local-first workflows keep every step" in page["outputs"]["content"]
-    assert page["metadata"]["capture_id"] == out["key"]
+    assert page["metadata"]["capture_id"] == out["id"]
     run_row(popup, doc["id"]).wait_for(timeout=10000)
 
 
