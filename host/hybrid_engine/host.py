@@ -58,6 +58,7 @@ POLL_S = 0.15  # run.updated latency: Service.changes is cheap when nothing was 
 # would double its wait (measured: 58 -> 42 ms from spawn).
 ENGINE_QUIET_S = 0.03
 ENGINE_DELAY_MAX_S = 1.0
+WORKER_WATCH_S = 2.0  # how soon a background worker that died is replaced while the browser is connected
 MAX_CAPTURE_ID = 200
 _CHROME_PREFIX = "chrome-extension://"
 
@@ -597,12 +598,17 @@ class Host:
         self.start_logging()
         if self._closing.is_set():
             return  # close() looks for work left
-        try:
-            from . import worker
+        from . import worker
 
-            worker.ensure(self.service.store)  # orphans of a crash, work queued while no worker ran
-        except Exception:  # noqa: BLE001 - the host keeps serving; the next capture or launch tries again
-            log.exception("could not start the background worker")
+        # At start: orphans of a crash, work queued while no worker ran. Then, while the browser
+        # is connected, a worker that died (killed, out of memory) is replaced within WATCH_S.
+        while True:
+            try:
+                worker.ensure(self.service.store)
+            except Exception:  # noqa: BLE001 - the host keeps serving; the next round tries again
+                log.exception("could not start the background worker")
+            if self._closing.wait(WORKER_WATCH_S):
+                return
 
     def ensure_worker(self) -> None:
         """Work was just committed: a running worker picks it up within worker.POLL_S; start

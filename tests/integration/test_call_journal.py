@@ -19,7 +19,6 @@ import time
 
 import pytest
 
-from hybrid_engine import worker
 from hybrid_engine.templates import validate
 from host_client import HostClient
 from polling import wait_for
@@ -193,4 +192,6 @@ def test_the_host_going_away_mid_call_neither_cuts_nor_repeats_it(fake_provider_
     [call] = calls(service, run_id)
     assert call["state"] == "answered"
     assert step(service, run_id)["execution_metrics"]["crash_recoveries"] == 0
+    from hybrid_engine import worker
+
     wait_for(lambda: worker.lock().holder() is None, what="the idle worker to leave")
