@@ -297,7 +297,8 @@ async function refreshSpend() {
     $("spend-text").textContent = (budget
       ? `${usd(s.today)} of ${usdBudget(budget)} daily budget · this month ${usd(s.this_month)}`
       : `${usd(s.today)} today (no daily budget set) · this month ${usd(s.this_month)}`)
-      + (unpriced ? ` · ${unpriced} step${unpriced === 1 ? "" : "s"} today with unknown price, not counted` : "");
+      + (unpriced ? ` · ${unpriced} step${unpriced === 1 ? "" : "s"} today with unknown price, not counted` : "")
+      + unconfirmedPhrase(s.today_unconfirmed, " today");
     $("spend-text").dataset.today = String(s.today);
     const meter = $("spend-meter");
     meter.hidden = !budget;
@@ -467,7 +468,8 @@ function renderDetail(run) {
   st.textContent = statusLabel(run.status);
   st.dataset.status = run.status;
   const cost = runCost({ total_cost: m.total_cost, unknown_cost_steps: m.unknown_cost_steps });
-  $("detail-meta").textContent = `${done}/${total} steps · ${tokens(m.total_tokens)} · ${cost.text} · started ${age(run.createdAt)}`;
+  $("detail-meta").textContent = `${done}/${total} steps · ${tokens(m.total_tokens)} · ${cost.text}`
+    + `${unconfirmedPhrase({ calls: m.unconfirmed_calls, cost_max: m.unconfirmed_cost_max })} · started ${age(run.createdAt)}`;
   $("detail-meta").dataset.cost = String(m.total_cost ?? 0);
   const bar = $("detail-progress");
   bar.dataset.status = run.status;
@@ -495,6 +497,11 @@ function renderDetail(run) {
       tr.append(td);
     });
     if (s.error) tr.title = s.error;
+    if (em.unconfirmed_calls) {
+      tr.dataset.unconfirmed = String(em.unconfirmed_calls);
+      tr.title = [tr.title, unconfirmedPhrase({ calls: em.unconfirmed_calls, cost_max: em.unconfirmed_cost_max }).slice(3)]
+        .filter(Boolean).join("\n");
+    }
     tr.dataset.stepId = s.id;
     body.append(tr);
   }
@@ -504,6 +511,15 @@ function renderDetail(run) {
   $("retry-run").hidden = !canRetry;
   $("cancel-run").hidden = TERMINAL.has(run.status);
   if (!TERMINAL.has(run.status)) $("output-note").textContent = "The output appears when the run completes.";
+}
+
+// A provider call that was sent but whose answer was never recorded (its worker died, its run
+// was cancelled) may have been billed: say so, with the most it may have cost.
+function unconfirmedPhrase(lost, when = "") {
+  const n = Number(lost?.calls || 0);
+  if (!n) return "";
+  const bound = lost.cost_max === null || lost.cost_max === undefined ? "price unknown" : `up to ${usd(lost.cost_max)}`;
+  return ` · ${n} unconfirmed call${n === 1 ? "" : "s"}${when}, may have been billed ${bound}`;
 }
 
 // A run stopped by its own budget goes on only with a bigger one: enough for what was spent,

@@ -8,7 +8,8 @@ Three budgets, each checked just before a model step starts (the executor's guar
 
 A step starts only if, for every budget that applies,
 
-    spent (completed steps' known costs)
+    spent (completed steps' known costs, plus the upper bound of every call that may
+           have been billed without an answer on record: the journal's unconfirmed calls)
     + what this process's steps still running may cost (their estimated cost_max)
     + this step's estimated cost_max (whole prompt, max_tokens of answer)
     <= the budget.
@@ -179,15 +180,17 @@ def budget_guard(store) -> Callable:
 
         checks: list[tuple[str, float, float, str | None]] = []  # label, limit, spent, run scope
         if per_run is not None:
-            checks.append(("run budget", per_run, store.run_cost(claim.run_id) or 0.0, claim.run_id))
+            checks.append(("run budget", per_run, (store.run_cost(claim.run_id) or 0.0)
+                           + store.unconfirmed_cost(run_id=claim.run_id), claim.run_id))
         if daily is not None or monthly is not None:
             day_start, month_start = period_starts()
             if daily is not None:
                 checks.append(("daily budget ([budgets] daily_usd)", daily,
-                               sum(store.spend_since(day_start).values()), None))
+                               sum(store.spend_since(day_start).values()) + store.unconfirmed_cost(day_start), None))
             if monthly is not None:
                 checks.append(("monthly budget ([budgets] monthly_usd)", monthly,
-                               sum(store.spend_since(month_start).values()), None))
+                               sum(store.spend_since(month_start).values()) + store.unconfirmed_cost(month_start),
+                               None))
 
         def over(cost: float) -> tuple[str, float, float, float] | None:
             for label, limit, spent, scope in checks:

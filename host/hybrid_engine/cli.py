@@ -173,6 +173,11 @@ def _print_run_table(doc: dict) -> None:
                  total_cost, ""])
     print(f"run {doc['id']} ({doc['template']}): {doc['status']}")
     print(_table(["step", "action", "status", "time", "tokens", "cost", "model"], rows))
+    for s in doc["steps"]:
+        lost = s["execution_metrics"].get("unconfirmed_calls")
+        if lost:
+            print(f"\n{s['id']}: {lost} unconfirmed provider call(s): "
+                  f"{_unconfirmed_phrase(s['execution_metrics'].get('unconfirmed_cost_max'))}")
     failed = [s for s in doc["steps"] if s["status"] == "FAILED" and s["error"]]
     for s in failed:
         print(f"\n{s['id']}: {s['error']}")
@@ -181,6 +186,13 @@ def _print_run_table(doc: dict) -> None:
     final = _final_text(doc)
     if final and doc["status"] == "COMPLETED":
         print("\n" + final)
+
+
+def _unconfirmed_phrase(bound: float | None) -> str:
+    """Sent, but no answer was recorded (the worker died, the run was cancelled): billed or not."""
+    if bound is None:
+        return "may have been billed (price unknown)"
+    return f"may have been billed up to {_money(bound)}"
 
 
 def _final_text(doc: dict) -> str | None:
@@ -287,6 +299,8 @@ def cmd_worker(args) -> int:
 
     logsetup.configure("worker")
     svc = _service()
+    if args.background:
+        return _background_worker(svc, args)
     report = svc.recover()
     if report.requeued or report.dead_lettered:
         _err(f"recovered {len(report.requeued)} orphaned step(s), dead-lettered {len(report.dead_lettered)}")
@@ -297,6 +311,27 @@ def cmd_worker(args) -> int:
         pass
     if not args.quiet:
         _err(f"worker done: {executor.executed} step(s) executed")
+    return EXIT_OK
+
+
+def _background_worker(svc, args) -> int:
+    """What the host starts: one per data folder, outside the browser's process tree."""
+    import signal
+
+    from . import worker
+
+    current: list = []
+
+    def on_signal(signum, frame):  # noqa: ARG001 - hand running steps back, then exit
+        for ex in current:
+            ex.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    executed = worker.serve(svc, linger=args.linger if args.linger is not None else worker.linger_s(),
+                            on_executor=lambda ex: (current.clear(), current.append(ex)))
+    if not args.quiet:
+        _err(f"background worker done: {executed} step(s) executed")
     return EXIT_OK
 
 
@@ -467,6 +502,11 @@ def cmd_spend(args) -> int:
         else:
             left = max(0.0, limit - spent)
             print(f"{label} budget: {_money(limit)}, {_money(left)} left")
+    for label, key in (("today", "today_unconfirmed"), ("this month", "this_month_unconfirmed")):
+        lost = spend.get(key) or {}
+        if lost.get("calls"):
+            print(f"{label}: {lost['calls']} unconfirmed provider call(s) (sent, no answer recorded) "
+                  f"{_unconfirmed_phrase(lost.get('cost_max'))}; budgets count them at that bound")
     unpriced = spend["this_month_unpriced_steps"]
     if unpriced:
         models = ", ".join(f"{m} ({n})" for m, n in sorted(unpriced.items()))
@@ -617,6 +657,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("worker", cmd_worker, "recover, then execute queued work without a browser")
     sp.add_argument("--until-idle", action="store_true", help="return when nothing is queued or running")
+    sp.add_argument("--background", action="store_true",
+                    help="the host's worker: one per data folder, exits after --linger idle seconds")
+    sp.add_argument("--linger", type=float, default=None, metavar="S",
+                    help="with --background: idle seconds before exiting (default [worker] linger_s, 60)")
     sp.add_argument("--quiet", action="store_true")
 
     sp = add("recover", cmd_recover, "requeue steps orphaned by dead processes")

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from . import clock, dag, procs, recovery
 from .adapters import SPECS, load_action
-from .adapters.base import StepContext, StepResult, SyncAction
+from .adapters.base import CallNotSent, StepContext, StepResult, SyncAction
 from .errors import PermanentStepError, StepBudgetExceeded, StepError, TransientStepError
 from .store import Claimed, ClaimRequest, Outcome, Store
 
@@ -67,10 +67,12 @@ class Executor:
         self.owner = f"{procs.hostname()}:{self.pid}:{uuid.uuid4().hex[:8]}"
         self.start_ticks = procs.process_start(self.pid)
         self._inflight: dict[int, tuple[Claimed, asyncio.Task | None]] = {}
+        self._calls: dict[int, int] = {}  # claim rowid -> journaled call id of its current attempt
         self._done: list[Outcome] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping = False
+        self._stop_requested = False
         self._run_cache: dict[str, dict] = {}
         self._host = procs.hostname()
         self._last_probe = 0.0
@@ -93,6 +95,7 @@ class Executor:
 
     def stop(self) -> None:
         self._stopping = True
+        self._stop_requested = True
         self.wake()
 
     @property
@@ -101,20 +104,28 @@ class Executor:
 
     # ---- the loop --------------------------------------------------------------
 
-    async def run(self, *, until_idle: bool = False) -> None:
+    async def run(self, *, until_idle: bool = False, linger_s: float = 0.0) -> None:
+        """Execute until stopped or, with until_idle, until nothing is queued or running here
+        or elsewhere for `linger_s` seconds (a background worker waits a while for more)."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._stopping = False
+        await asyncio.to_thread(self._preload)
         keeper = asyncio.create_task(self._keep_leases(), name="lease-keeper")
         try:
-            await self._main(until_idle)
+            await self._main(until_idle, linger_s)
         finally:
             keeper.cancel()
             await self._shutdown()
 
-    async def _main(self, until_idle: bool) -> None:
+    @property
+    def stopped_by_request(self) -> bool:
+        return self._stop_requested
+
+    async def _main(self, until_idle: bool, linger_s: float = 0.0) -> None:
         store = self.store
         yielded = clock.now()
+        idle_since: float | None = None
         while not self._stopping:
             if self._done and clock.now() - yielded > 0.02:
                 # A long chain of inline steps never awaits: let tasks, leases and events breathe.
@@ -144,8 +155,16 @@ class Executor:
             if until_idle and not self._inflight and not self._done:
                 if not store.has_queued():
                     if not store.has_running():
-                        return
-                    recovery.requeue_orphans(store, own_owner=self.owner, remove_stale=False)
+                        now = clock.now()
+                        if idle_since is None:
+                            idle_since = now
+                        if now - idle_since >= linger_s:
+                            return
+                    else:
+                        idle_since = None
+                        recovery.requeue_orphans(store, own_owner=self.owner, remove_stale=False)
+                else:
+                    idle_since = None
             self._wake.clear()
             if self._done:
                 continue
@@ -157,6 +176,16 @@ class Executor:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
+
+    def _preload(self) -> None:
+        """Import what the open runs will need before claiming anything, so that a claimed
+        step starts at once: a process killed while importing an SDK holds no claim."""
+        for action in self.store.open_actions():
+            if action in SPECS and not SPECS[action].input_slot:
+                try:
+                    load_action(action)
+                except Exception:  # noqa: BLE001 - the step reports it when it runs
+                    log.exception("could not load action %s", action)
 
     def _claim_request(self) -> ClaimRequest:
         lim = self.limits
@@ -213,6 +242,8 @@ class Executor:
             self._done.append(self._failure(c, exc, started))
             return
         ctx = StepContext(c.run_id, c.step_id, c.action, c.attempts, self._logger(c))
+        if spec.provider is not None:
+            ctx.journal = self._journal_for(c)
         if spec.inline and isinstance(action, SyncAction):
             try:
                 self._done.append(self._success(c, action.compute(params, ctx), started))
@@ -224,6 +255,18 @@ class Executor:
         task = asyncio.create_task(self._execute(c, action, params, ctx, timeout, started),
                                    name=f"step:{c.run_id}:{c.step_id}")
         self._inflight[c.rowid] = (c, task)
+
+    def _journal_for(self, c: Claimed):
+        store, pid = self.store, self.pid
+
+        async def journal(*, provider: str | None, model: str | None, prompt_tokens: int | None,
+                          max_output_tokens: int | None, cost_max: float | None) -> None:
+            call_id = await asyncio.to_thread(store.journal_call, c.rowid, c.epoch, c.attempts, provider, model,
+                                              prompt_tokens, max_output_tokens, cost_max, pid, clock.now())
+            if call_id is None:
+                raise CallNotSent(f"run {c.run_id} step {c.step_id} is no longer ours")
+            self._calls[c.rowid] = call_id
+        return journal
 
     def _logger(self, c: Claimed):
         store = self.store
@@ -238,9 +281,16 @@ class Executor:
             result = await asyncio.wait_for(action.run(params, ctx), timeout)
             outcome = self._success(c, result, started)
         except asyncio.CancelledError:
+            call_id = self._calls.pop(c.rowid, None)
             if self._inflight.pop(c.rowid, None) is not None and self._stopping:
-                self._done.append(Outcome(claim=c, kind="released", started_at=started, ended_at=clock.now()))
+                self._done.append(Outcome(claim=c, kind="released", started_at=started, ended_at=clock.now(),
+                                          call_id=call_id, call_state="unconfirmed",
+                                          error="stopped while the call was in flight"))
             raise
+        except CallNotSent:
+            log.info("run %s step %s: taken over before its call was sent; nothing sent", c.run_id, c.step_id)
+            self._inflight.pop(c.rowid, None)
+            return
         except asyncio.TimeoutError:
             outcome = self._failure(c, TransientStepError(f"timed out after {timeout:g} s", code="timeout"), started)
         except Exception as exc:  # noqa: BLE001
@@ -281,8 +331,14 @@ class Executor:
         if md:
             md = dict(md)
             md.setdefault("duration_ms", int(round((ended - started) * 1000)))
-        return Outcome(claim=c, kind="completed", started_at=started, ended_at=ended, outputs=result.outputs,
-                       metadata=md)
+        outcome = Outcome(claim=c, kind="completed", started_at=started, ended_at=ended, outputs=result.outputs,
+                          metadata=md)
+        if self._calls:
+            call_id = self._calls.pop(c.rowid, None)
+            if call_id is not None:
+                outcome.call_id, outcome.call_state = call_id, "answered"
+                outcome.call_cost = md.get("cost") if md else None
+        return outcome
 
     def _failure(self, c: Claimed, exc: BaseException, started: float) -> Outcome:
         ended = clock.now()
@@ -295,8 +351,9 @@ class Executor:
                 line = (f"Attempt {c.attempts} failed at {stamp}: {exc.message.rstrip('.')}; retry {errors_so_far} of "
                         f"{c.max_retries} in {delay:.2f} s{hint}")
                 log.info("run %s step %s: %s", c.run_id, c.step_id, line)
-                return Outcome(claim=c, kind="retry", started_at=started, ended_at=ended, error=exc.message,
-                               error_code=exc.code, due_at=ended + delay, log=line)
+                return self._with_call(c, exc, Outcome(claim=c, kind="retry", started_at=started, ended_at=ended,
+                                                       error=exc.message, error_code=exc.code, due_at=ended + delay,
+                                                       log=line))
             message = f"{exc.message} (gave up after {c.attempts} attempts)"
             code = exc.code
         elif isinstance(exc, StepBudgetExceeded):
@@ -309,8 +366,17 @@ class Executor:
             message, code = f"{type(exc).__name__}: {exc}", "internal"
         line = f"Failed at {stamp}: {message}"
         md = getattr(exc, "metadata", None) or None
-        return Outcome(claim=c, kind="failed", started_at=started, ended_at=ended, error=message, error_code=code,
-                       metadata=md, log=line)
+        return self._with_call(c, exc, Outcome(claim=c, kind="failed", started_at=started, ended_at=ended,
+                                               error=message, error_code=code, metadata=md, log=line))
+
+    def _with_call(self, c: Claimed, exc: BaseException, outcome: Outcome) -> Outcome:
+        """A failed attempt that had sent its call: refused when the provider answered with an
+        error status (not billed), else unconfirmed (a timeout or a cut connection may be billed)."""
+        call_id = self._calls.pop(c.rowid, None) if self._calls else None
+        if call_id is not None:
+            answered = (getattr(exc, "metadata", None) or {}).get("http_status") is not None
+            outcome.call_id, outcome.call_state = call_id, "refused" if answered else "unconfirmed"
+        return outcome
 
     # ---- leases, recovery and shutdown ------------------------------------------
 
@@ -328,6 +394,7 @@ class Executor:
                             log.warning("run %s step %s: lease lost (cancelled or taken over); stopping it",
                                         c.run_id, c.step_id)
                             self._inflight.pop(rowid, None)
+                            self._calls.pop(rowid, None)  # whoever took the step settled its call
                             if task is not None:
                                 task.cancel()
                 if clock.now() - last_recovery >= self.recover_every_s:

@@ -7,18 +7,21 @@
       first frame      a `hello` from a pinned caller is answered by hostboot with the
                        standard library alone (this module is not even imported yet);
                        anything else is answered here, still before any Service exists
-      engine           once the browser's opening requests are answered (ENGINE_QUIET_S),
-                       the log file, recovery and the executor start in a daemon thread with
-                       its own asyncio loop (not at all for a caller that is not allowed)
+      engine           the host executes nothing itself: once the browser's opening requests
+                       are answered (ENGINE_QUIET_S), it opens the log file and, if work is
+                       waiting, starts the background worker (worker.py), a process outside
+                       the browser's process tree that recovers orphans and runs the steps;
+                       a capture, an ingest or a retry makes sure that worker runs (not at
+                       all for a caller that is not allowed)
       serve            frames are read on the main thread; messages are handled on a few
                        daemon threads (a slow `estimate` does not hold up `runs.list`);
                        every message gets a reply, a bad one an error reply, and the host
                        goes on serving
       end of input     (EOF, a truncated frame, an oversized declared length, SIGTERM)
-                       stop reading, stop the executor (it hands its unfinished steps back
-                       to the queue), start a detached `worker --until-idle` if work is
-                       left, and exit within a second: Firefox kills a host 3 s after
-                       closing its stdin, and runs must outlive the browser
+                       stop reading, make sure the worker runs if work is left, and exit
+                       within a second: Firefox kills a host 3 s after closing its stdin;
+                       a model call in flight is the worker's, so it is neither cut off nor
+                       sent twice when the browser goes
 
 Messages and their fields are in CONTRACT.md ("Native messaging"); HANDLERS maps each
 type to a small function over service.Service. Replies carry the host version
@@ -49,13 +52,13 @@ log = logging.getLogger(__name__)
 
 HANDLER_THREADS = 4
 POLL_S = 0.15  # run.updated latency: Service.changes is cheap when nothing was committed
-EXIT_BUDGET_S = 0.9  # from end of input to exit; the issue allows 1 s
-# The engine (recovery, asyncio, the executor) and the log file load once the browser's opening
+# The worker check and the log file load once the browser's opening
 # requests are answered: when none has been pending for ENGINE_QUIET_S, at the latest
 # ENGINE_DELAY_MAX_S after the first reply. Loaded together with the first runs.list they
 # would double its wait (measured: 58 -> 42 ms from spawn).
 ENGINE_QUIET_S = 0.03
 ENGINE_DELAY_MAX_S = 1.0
+WORKER_WATCH_S = 2.0  # how soon a background worker that died is replaced while the browser is connected
 MAX_CAPTURE_ID = 200
 _CHROME_PREFIX = "chrome-extension://"
 
@@ -218,12 +221,14 @@ def h_hello(host: "Host", msg: dict) -> dict:
 
 def h_host_status(host: "Host", msg: dict) -> dict:
     host.start_logging()  # so that log_file is known even before the engine has started
-    ex = host.executor
+    from . import worker
+
+    pid = worker.lock().holder()
     return {
         "version": __version__,
         "pid": os.getpid(),
         "uptime_s": round(time.monotonic() - host.started, 3),
-        "executor": {"running": ex is not None and host.engine_alive(), "executed": ex.executed if ex else 0},
+        "worker": {"running": pid is not None, "pid": pid if pid and pid > 0 else None},
         "subscribed": host.subscribed,
         "origin_checked": bool(host.caller_args),
         "heavy_modules_loaded": loaded_heavy_modules(),
@@ -251,7 +256,7 @@ def h_capture(host: "Host", msg: dict) -> dict:
                                   title=page["title"], selection=page["selection"], metadata=page["metadata"],
                                   budget_usd=budget)
     if not result.get("duplicate"):
-        host.wake_executor()
+        host.ensure_worker()
     return result
 
 
@@ -266,7 +271,7 @@ def h_external_data_add(host: "Host", msg: dict) -> dict:
     field(msg, "metadata", dict, "an object", required=False)
     request = {k: msg[k] for k in _EXTERNAL_FIELDS if msg.get(k) is not None}
     response = host.service.ingest(run_id, request)
-    host.wake_executor()
+    host.ensure_worker()
     return response.model_dump()
 
 
@@ -291,7 +296,7 @@ def h_runs_output(host: "Host", msg: dict) -> dict:
 def h_runs_retry(host: "Host", msg: dict) -> dict:
     budget = field(msg, "budget_usd", (int, float), "a number", required=False)
     summary = host.service.retry(_text(msg, "run_id"), budget_usd=budget)
-    host.wake_executor()
+    host.ensure_worker()
     return summary
 
 
@@ -386,7 +391,6 @@ class Host:
         self.forbidden: str | None = None
         self.subscribed = False
         self.accepting = False  # inside the read loop: a signal interrupts it
-        self.executor = None
         self._service = None
         self._service_lock = threading.Lock()
         self._sub_lock = threading.Lock()
@@ -409,9 +413,6 @@ class Host:
 
                     self._service = Service()
         return self._service
-
-    def engine_alive(self) -> bool:
-        return self._engine is not None and self._engine.is_alive()
 
     # -- writing ---------------------------------------------------------------------
     def send(self, message: dict) -> bool:
@@ -581,7 +582,7 @@ class Host:
         self._engine = threading.Thread(target=self._engine_main, name="engine", daemon=True)
         self._engine.start()
 
-    # -- the engine: recovery, then the executor in its own asyncio loop -------------
+    # -- the engine: the background worker -------------------------------------------
     def _wait_for_quiet(self) -> None:
         deadline = time.monotonic() + ENGINE_DELAY_MAX_S
         while not self._closing.is_set():
@@ -596,35 +597,28 @@ class Host:
         self._wait_for_quiet()
         self.start_logging()
         if self._closing.is_set():
-            return  # close() hands any work left to a worker, which recovers first
-        import asyncio
+            return  # close() looks for work left
+        from . import worker
 
-        try:
-            svc = self.service
-            report = svc.recover()
-            if report.requeued or report.dead_lettered:
-                log.warning("recovery: requeued %d, dead-lettered %d", len(report.requeued),
-                            len(report.dead_lettered))
-            if self._closing.is_set():
+        # At start: orphans of a crash, work queued while no worker ran. Then, while the browser
+        # is connected, a worker that died (killed, out of memory) is replaced within WATCH_S.
+        while True:
+            try:
+                worker.ensure(self.service.store)
+            except Exception:  # noqa: BLE001 - the host keeps serving; the next round tries again
+                log.exception("could not start the background worker")
+            if self._closing.wait(WORKER_WATCH_S):
                 return
-            ex = svc.make_executor()
-            self.executor = ex
 
-            async def run() -> None:
-                task = asyncio.ensure_future(ex.run())
-                await asyncio.sleep(0)  # run() has set its state; a stop() from now on sticks
-                if self._closing.is_set():
-                    ex.stop()
-                await task
+    def ensure_worker(self) -> None:
+        """Work was just committed: a running worker picks it up within worker.POLL_S; start
+        one if none runs (after the commit, so a worker that is just leaving sees it)."""
+        try:
+            from . import worker
 
-            asyncio.run(run())
-        except Exception:  # noqa: BLE001 - the host keeps serving; the next launch or worker executes
-            log.exception("the executor stopped with an error")
-
-    def wake_executor(self) -> None:
-        ex = self.executor
-        if ex is not None:
-            ex.wake()
+            worker.ensure()
+        except Exception:  # noqa: BLE001 - the capture is stored; the next launch runs it
+            log.exception("could not start the background worker")
 
     # -- events --------------------------------------------------------------------
     def subscribe(self) -> None:
@@ -665,81 +659,30 @@ class Host:
 
     # -- the end ---------------------------------------------------------------------
     def close(self) -> int:
-        """Stop everything, hand unfinished work to a detached worker; bounded in time."""
-        deadline = time.monotonic() + EXIT_BUDGET_S
+        """Stop serving; if work is left and no worker runs, start one; bounded in time."""
         self.start_logging()
         self._closing.set()
         self._wait_handlers(0.3)  # a capture being written lands before the hand-over check
         for _ in self._workers:
             self._jobs.put(None)
         self._stop.set()
-        ex = self.executor
-        if ex is not None:
-            ex.stop()
-        if self._engine is not None:
-            self._engine.join(max(0.05, deadline - time.monotonic() - 0.3))
-            if self._engine.is_alive():
-                log.warning("the executor did not stop in time; the worker recovers its steps")
         if not self.forbidden:
             try:
-                if self._work_left():
-                    spawn_worker()
+                self._hand_over()
             except Exception:  # noqa: BLE001 - the next launch recovers and runs it instead
                 log.exception("could not hand unfinished work to a worker")
         log.info("host exiting after %.3f s", time.monotonic() - self.started)
         return 0
 
-    def _work_left(self) -> bool:
-        """Queued steps, or RUNNING ones that nobody alive will finish (ours included)."""
+    def _hand_over(self) -> None:
         if self._service is None:
             from . import config
 
             if not config.db_path().exists():
-                return False
-        from . import procs
+                return
+        from . import worker
 
-        store = self.service.store
-        if store.has_queued():
-            return True
-        me = os.getpid()
-        for row in store.running_steps():
-            if row.owner_pid == me or procs.owner_alive(row.owner_pid, row.owner_start, row.owner_host) is False:
-                return True
-        return False
-
-
-def spawn_worker() -> "subprocess.Popen":
-    """`hybrid-engine worker --until-idle` outside the browser's process group or job.
-
-    It gets no handle of ours: stdin and stdout are /dev/null, stderr the log folder.
-    """
-    import subprocess
-
-    from . import config
-
-    cmd = [sys.executable, "-m", "hybrid_engine", "worker", "--until-idle", "--quiet"]
-    try:
-        folder = config.ensure_private_dir(config.logs_dir())
-        err: Any = open(folder / "worker-stderr.log", "ab")  # noqa: SIM115 - handed to the child
-    except OSError:
-        err = subprocess.DEVNULL
-    kwargs: dict[str, Any] = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                  close_fds=True, cwd=str(config.data_dir()))
-    try:
-        if os.name == "nt":  # pragma: no cover - Windows only
-            flags = (subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS
-                     | getattr(subprocess, "CREATE_BREAKAWAY_FROM_JOB", 0x01000000))
-            try:
-                proc = subprocess.Popen(cmd, creationflags=flags, **kwargs)
-            except OSError:  # the browser's job forbids breaking away: at least detach
-                proc = subprocess.Popen(cmd, creationflags=flags & ~0x01000000, **kwargs)
-        else:
-            proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
-    finally:
-        if err is not subprocess.DEVNULL:
-            err.close()
-    log.info("unfinished work handed to worker pid %d", proc.pid)
-    return proc
+        worker.ensure(self.service.store)
 
 
 def _install_signal_handlers(host: Host) -> None:
@@ -768,7 +711,7 @@ def serve_after_boot(args: list[str], stdin, frames_out, first_answered: bool) -
         code = host.close()
     else:
         code = host.serve(first_answered)
-    # Daemon threads (the executor's loop, pollers, watchfiles) must not hold the exit up:
+    # Daemon threads (handlers, pollers, watchfiles) must not hold the exit up:
     # everything that matters is committed or handed over; leave now.
     logging.shutdown()
     try:
@@ -786,4 +729,4 @@ def main(caller_args: list[str] | None = None) -> int:
 
 
 __all__ = ["HANDLERS", "HEAVY_MODULES", "Host", "check_origin", "guard_stdout", "main", "serve_after_boot",
-           "spawn_worker", "field"]
+           "field"]

@@ -1,7 +1,9 @@
 """Orphan recovery, run at every launch of anything that executes.
 
 Built only on store calls, each a compare-and-swap on the step's epoch, so two
-processes recovering at once cannot both count the same crash. Cost is
+processes recovering at once cannot both count the same crash. A crash counts as a
+strike only when the step had sent its provider call (the store reads the journal in
+the same transaction): a worker killed between claiming and sending costs nothing. Cost is
 O(steps RUNNING right now), not O(every run ever kept): the store keeps a
 partial index of RUNNING steps.
 """
@@ -50,23 +52,14 @@ def requeue_orphans(store: Store, *, own_owner: str | None = None, now: float | 
             continue
         why = (f"owner pid {row.owner_pid} is gone" if alive is False
                else f"lease of {row.owner} expired at {clock.iso(row.lease_until)}")
-        crashes = row.crash_count + 1
-        stamp = clock.iso(now)
-        if crashes >= MAX_CRASH_RECOVERIES:
-            reason = (f"dead-lettered: the step's worker died {crashes} times while running it ({why}); "
-                      f"not retried automatically so it cannot spend money at every start. "
-                      f"Fix the cause, then `hybrid-engine retry {row.run_id}`.")
-            line = f"Recovered from orphaned RUNNING state at {stamp}: {why}; crash {crashes} of " \
-                   f"{MAX_CRASH_RECOVERIES}, step failed (dead-lettered)"
-            outcome = store.requeue_orphan(row, now, line, dead_letter=reason)
-        else:
-            line = (f"Recovered from orphaned RUNNING state at {stamp}: {why}; requeued "
-                    f"(crash recovery {crashes} of {MAX_CRASH_RECOVERIES})")
-            outcome = store.requeue_orphan(row, now, line, dead_letter=None)
+        result = store.requeue_orphan(row, now, why, max_strikes=MAX_CRASH_RECOVERIES)
+        if result is None:
+            continue
+        outcome, line = result
         if outcome == "requeued":
             report.requeued.append((row.run_id, row.step_id))
             log.warning("run %s step %s: %s", row.run_id, row.step_id, line)
-        elif outcome == "dead_lettered":
+        else:
             report.dead_lettered.append((row.run_id, row.step_id))
             log.error("run %s step %s: %s", row.run_id, row.step_id, line)
     if remove_stale:

@@ -154,6 +154,9 @@ class Service:
         steps = self.store.step_rows(run_id)
         outputs = self.store.outputs(run_id)
         logs = self.store.logs(run_id)
+        calls: dict[str, list[dict]] = {}
+        for call in self.store.calls(run_id):
+            calls.setdefault(call["step_id"], []).append(_call_view(call))
         docs = []
         for s in steps:
             md = json.loads(s["metadata"]) if s["metadata"] else {}
@@ -188,6 +191,14 @@ class Service:
                     "crash_recoveries": s["crash_count"],
                 },
             }
+            step_calls = calls.get(s["step_id"])
+            if step_calls:
+                doc["calls"] = step_calls
+                lost = [c for c in step_calls if c["state"] in ("unconfirmed", "discarded")]
+                doc["execution_metrics"]["provider_calls"] = len(step_calls)
+                doc["execution_metrics"]["unconfirmed_calls"] = len(lost)
+                if lost:
+                    doc["execution_metrics"]["unconfirmed_cost_max"] = _bound(lost)
             if s["error_code"]:
                 doc["error_code"] = s["error_code"]
             if s["external"]:
@@ -203,6 +214,9 @@ class Service:
             "total_cost": round(sum(s["cost"] for s in completed if s["cost"] is not None), 10),
             "unknown_cost_steps": sum(1 for s in completed if s["price_unknown"]),
             "completed_steps": len(completed),
+            "unconfirmed_calls": sum(d["execution_metrics"].get("unconfirmed_calls", 0) for d in docs),
+            "unconfirmed_cost_max": _bound([c for cs in calls.values() for c in cs
+                                            if c["state"] in ("unconfirmed", "discarded")]),
             "failed_steps": sum(1 for s in steps if s["status"] == "FAILED"),
             "total_steps": len(steps),
             "duration_ms": (int((summary["updated_at"] - run["created_at"]) * 1000)
@@ -518,7 +532,13 @@ class Service:
         budgets = config.section("budgets")
         today = self.store.spend_since(day.timestamp())
         this_month = self.store.spend_since(month.timestamp())
+        lost_today = self.store.unconfirmed_since(day.timestamp())
+        lost_month = self.store.unconfirmed_since(month.timestamp())
         return {
+            # Calls that may have been billed without an answer on record: budgets count them
+            # at their upper bound, so spend shows them beside the confirmed figures.
+            "today_unconfirmed": _unconfirmed_view(lost_today),
+            "this_month_unconfirmed": _unconfirmed_view(lost_month),
             "today": round(sum(today.values()), 10),
             "this_month": round(sum(this_month.values()), 10),
             "today_by_provider": today,
@@ -616,6 +636,36 @@ class Service:
             "config_file_exists": config.config_path().is_file(),
             "keys_file": str(config.keys_path()),
         }
+
+
+def _call_view(call: dict) -> dict:
+    """A journaled provider call as people read it: what it may have cost and what became of it."""
+    return {"attempt": call["attempt"], "state": call["state"], "provider": call["provider"],
+            "model": call["model"], "prompt_tokens": call["prompt_tokens"],
+            "max_output_tokens": call["max_output_tokens"], "cost_max": call["cost_max"],
+            "cost": call["cost"], "sent_at": _iso(call["sent_at"]), "settled_at": _iso(call["settled_at"]),
+            "reason": call["reason"]}
+
+
+def _bound(calls: list[dict]) -> float | None:
+    """The most these calls may have cost: a discarded answer at its price, the rest at their
+    bound; None when any of them has no known price."""
+    total = 0.0
+    for c in calls:
+        value = c["cost"] if c["state"] == "discarded" else c["cost_max"]
+        if value is None:
+            return None
+        total += value
+    return round(total, 10)
+
+
+def _unconfirmed_view(by_provider: dict[str, dict]) -> dict:
+    calls = sum(v["calls"] for v in by_provider.values())
+    unknown = any(v["cost_max"] is None for v in by_provider.values())
+    return {"calls": calls, "cost_max": None if unknown else round(sum(v["cost_max_known"] for v in
+                                                                       by_provider.values()), 10),
+            "cost_max_known": round(sum(v["cost_max_known"] for v in by_provider.values()), 10),
+            "by_provider": {k: {"calls": v["calls"], "cost_max": v["cost_max"]} for k, v in by_provider.items()}}
 
 
 def _plain_int(value: Any) -> Any:

@@ -162,6 +162,34 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (digest, pos)
     ) WITHOUT ROWID;
     """,
+    # 4: the call journal. A provider call is written here, committed, before its request is
+    # sent; settling the step settles the call in the same transaction. A call still `sent`
+    # whose process died, or whose answer was dropped (cancel, timeout), becomes
+    # `unconfirmed`: it may have been billed, so budgets and spend count it at `cost_max`.
+    # States: sent -> answered (the step's row holds its cost) | refused (the provider
+    # answered with an error: not billed) | unconfirmed.
+    """
+    CREATE TABLE calls (
+        id          INTEGER PRIMARY KEY,
+        run_id      TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        step_id     TEXT NOT NULL,
+        epoch       INTEGER NOT NULL,
+        attempt     INTEGER NOT NULL,
+        provider    TEXT,
+        model       TEXT,
+        prompt_tokens INTEGER,
+        max_output_tokens INTEGER,
+        cost_max    REAL,
+        cost        REAL,
+        owner_pid   INTEGER,
+        sent_at     REAL NOT NULL,
+        state       TEXT NOT NULL,
+        settled_at  REAL,
+        reason      TEXT
+    );
+    CREATE INDEX calls_step ON calls(run_id, step_id);
+    CREATE INDEX calls_open ON calls(sent_at) WHERE state IN ('sent', 'unconfirmed');
+    """,
 ]
 
 INLINE_OUTPUT_MAX = 8192
@@ -176,6 +204,16 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 class StoreError(RuntimeError):
     pass
+
+
+class _Stale(Exception):
+    """The row changed under us: the transaction is undone and the caller told so."""
+
+
+def _iso(ts: float) -> str:
+    from .clock import iso
+
+    return iso(ts)
 
 
 @dataclass
@@ -232,6 +270,11 @@ class Outcome:
     error_code: str | None = None
     due_at: float | None = None
     log: str | None = None
+    # The journaled provider call of this attempt, if one was sent, and what became of it:
+    # "answered", "refused" (the provider answered with an error) or "unconfirmed".
+    call_id: int | None = None
+    call_state: str | None = None
+    call_cost: float | None = None
 
 
 @dataclass
@@ -269,6 +312,7 @@ class RunningRow:
     lease_until: float | None
     crash_count: int
     carried: int = 0
+    provider: str | None = None
 
 
 class _Tx:
@@ -705,6 +749,8 @@ class Store:
         cl = o.claim
         duration_ms = int(round((o.ended_at - o.started_at) * 1000))
         kind = o.kind
+        if o.call_id is not None:
+            self._settle_call(o)
         if kind == "completed":
             md = o.metadata
             data, inline, ref = self._place_outputs(o.outputs)
@@ -763,6 +809,58 @@ class Store:
             return False
         tx.touched.add(cl.run_id)
         return True
+
+    def _settle_call(self, o: Outcome) -> None:
+        """The call's fate, whatever became of the step: an answer whose step was taken over
+        meanwhile (cancelled, recovered) was still billed, so it stays on the record, priced."""
+        c = self.conn
+        if o.call_state == "answered":
+            c.execute("UPDATE calls SET state = CASE WHEN EXISTS (SELECT 1 FROM steps WHERE rowid = ? AND epoch = ?"
+                      " AND status = 'RUNNING') THEN 'answered' ELSE 'discarded' END, cost = ?, settled_at = ?"
+                      " WHERE id = ? AND state IN ('sent', 'unconfirmed')",
+                      (o.claim.rowid, o.claim.epoch, o.call_cost, o.ended_at, o.call_id))
+        else:
+            c.execute("UPDATE calls SET state = ?, settled_at = ?, reason = ? WHERE id = ? AND state = 'sent'",
+                      (o.call_state or "unconfirmed", o.ended_at, o.error, o.call_id))
+
+    # ---- the call journal ----------------------------------------------------
+
+    def journal_call(self, rowid: int, epoch: int, attempt: int, provider: str | None, model: str | None,
+                     prompt_tokens: int | None, max_output_tokens: int | None, cost_max: float | None,
+                     pid: int, now: float) -> int | None:
+        """Record a provider call before it is sent; None when the step is no longer ours (do not send)."""
+        with self.transaction():
+            row = self.conn.execute(
+                "INSERT INTO calls (run_id, step_id, epoch, attempt, provider, model, prompt_tokens,"
+                " max_output_tokens, cost_max, owner_pid, sent_at, state) SELECT run_id, step_id, epoch, ?, ?, ?, ?,"
+                " ?, ?, ?, ?, 'sent' FROM steps WHERE rowid = ? AND epoch = ? AND status = 'RUNNING' RETURNING id",
+                (attempt, provider, model, prompt_tokens, max_output_tokens, cost_max, pid, now, rowid,
+                 epoch)).fetchone()
+            return row[0] if row else None
+
+    def calls(self, run_id: str) -> list[dict]:
+        return self._dict_rows("SELECT * FROM calls WHERE run_id = ? ORDER BY id", (run_id,))
+
+    def unconfirmed_since(self, since: float, run_id: str | None = None) -> dict[str, dict]:
+        """Calls that may have been billed but whose answer was never recorded, per provider:
+        {provider: {"calls": n, "cost_max": USD or None when a bound is unknown}}; with the
+        calls answered after their step was taken over (state `discarded`, their cost known)."""
+        where, args = "state IN ('unconfirmed', 'discarded') AND sent_at >= ?", [since]
+        if run_id is not None:
+            where += " AND run_id = ?"
+            args.append(run_id)
+        out: dict[str, dict] = {}
+        for provider, n, bound, unknown in self.conn.execute(
+                "SELECT provider, COUNT(*), SUM(CASE WHEN state = 'discarded' THEN cost ELSE cost_max END),"
+                " SUM(CASE WHEN state = 'discarded' THEN cost IS NULL ELSE cost_max IS NULL END)"
+                f" FROM calls WHERE {where} GROUP BY provider", args):
+            out[provider or "unknown"] = {"calls": n, "cost_max": None if unknown else (bound or 0.0),
+                                          "cost_max_known": bound or 0.0, "unpriced": unknown or 0}
+        return out
+
+    def unconfirmed_cost(self, since: float = 0.0, run_id: str | None = None) -> float:
+        """What budgets count for those calls: their upper bound (known part)."""
+        return sum(v["cost_max_known"] for v in self.unconfirmed_since(since, run_id).values())
 
     def _release_dependents(self, run_id: str, dependents_json: str, now: float, tx: _Tx,
                             req: ClaimRequest | None = None, room: list | None = None,
@@ -888,32 +986,62 @@ class Store:
 
     def running_steps(self) -> list[RunningRow]:
         rows = self.conn.execute("SELECT rowid, run_id, step_id, owner, owner_pid, owner_start, owner_host, epoch,"
-                                 f" lease_until, crash_count, carried FROM steps WHERE {ACTIVE_RUNS} AND status = 'RUNNING'").fetchall()
+                                 f" lease_until, crash_count, carried, provider FROM steps WHERE {ACTIVE_RUNS}"
+                                 " AND status = 'RUNNING'").fetchall()
         return [RunningRow(*r) for r in rows]
 
-    def requeue_orphan(self, row: RunningRow, now: float, line: str, *, dead_letter: str | None) -> str | None:
-        """Requeue (or, with dead_letter, fail) one orphan, if it is still the one we saw."""
+    def requeue_orphan(self, row: RunningRow, now: float, why: str, *, max_strikes: int) -> tuple[str, str] | None:
+        try:
+            return self._requeue_orphan(row, now, why, max_strikes)
+        except _Stale:
+            return None
+
+    def _requeue_orphan(self, row: RunningRow, now: float, why: str, max_strikes: int) -> tuple[str, str]:
+        """Requeue (or dead-letter) one orphan, if it is still the one we saw: (outcome, log line).
+
+        A strike counts only when the step's side effect had started: for a model step, a
+        call journaled as sent under this claim (it may have been billed, so it becomes
+        `unconfirmed`); a step killed before it sent anything goes back to the queue as if
+        never claimed. Steps without a provider strike at every crash, as they ran at once."""
         with self.transaction() as tx:
             c = self.conn
-            if dead_letter is None:
+            sent = c.execute("UPDATE calls SET state = 'unconfirmed', settled_at = ?, reason = ?"
+                             " WHERE run_id = ? AND step_id = ? AND state = 'sent' RETURNING epoch",
+                             (now, f"no answer recorded: {why}", row.run_id, row.step_id)).fetchall()
+            strike = row.provider is None or any(epoch == row.epoch for (epoch,) in sent)
+            stamp = f"Recovered from orphaned RUNNING state at {_iso(now)}: {why}"
+            crashes = row.crash_count + 1
+            if not strike:
+                cur = c.execute("UPDATE steps SET status = 'QUEUED', due_at = ?, attempts = MAX(attempts - 1, 0),"
+                                " epoch = epoch + 1, owner = NULL, lease_until = NULL"
+                                " WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'", (now, row.rowid, row.epoch))
+                outcome, line = "requeued", f"{stamp}; requeued without a strike (no provider call had been sent)"
+            elif crashes < max_strikes:
                 cur = c.execute("UPDATE steps SET status = 'QUEUED', due_at = ?, crash_count = crash_count + 1,"
                                 " epoch = epoch + 1, owner = NULL, lease_until = NULL"
                                 " WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'", (now, row.rowid, row.epoch))
                 outcome = "requeued"
+                line = f"{stamp}; requeued (crash recovery {crashes} of {max_strikes})"
             else:
+                reason = (f"dead-lettered: the step's worker died {crashes} times while running it ({why}); "
+                          f"not retried automatically so it cannot spend money at every start. "
+                          f"Fix the cause, then `hybrid-engine retry {row.run_id}`.")
                 cur = c.execute("UPDATE steps SET status = 'FAILED', crash_count = crash_count + 1, error = ?,"
                                 " error_code = 'dead_lettered', ended_at = ?, epoch = epoch + 1, owner = NULL,"
                                 " lease_until = NULL WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'",
-                                (dead_letter, now, row.rowid, row.epoch))
+                                (reason, now, row.rowid, row.epoch))
                 outcome = "dead_lettered"
+                line = f"{stamp}; crash {crashes} of {max_strikes}, step failed (dead-lettered)"
             if cur.rowcount == 0:
-                return None
+                raise _Stale()  # another process got there first: undo the call update with the rest
+            if sent:
+                line += f"; {len(sent)} provider call(s) sent without a recorded answer are kept as unconfirmed"
             self._log(row.run_id, row.step_id, now, line)
-            if dead_letter is not None:
+            if outcome == "dead_lettered":
                 tx.close(row.run_id, 1 + row.carried + self._skip_downstream(row.run_id, row.step_id, now))
             else:
                 tx.touched.add(row.run_id)
-            return outcome
+            return outcome, line
 
     def delete_stale_steps(self) -> int:
         """Queue entries whose run is gone (deleted by a process without foreign keys)."""
@@ -921,6 +1049,11 @@ class Store:
             cur = self.conn.execute("DELETE FROM steps WHERE status = 'QUEUED'"
                                     " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.id = steps.run_id)")
             return cur.rowcount
+
+    def open_actions(self) -> list[str]:
+        """Actions that steps of open runs may still run (O(steps of open runs))."""
+        return [r[0] for r in self.conn.execute(
+            f"SELECT DISTINCT action FROM steps WHERE {ACTIVE_RUNS} AND status IN ('PENDING','QUEUED','RUNNING')")]
 
     def has_queued(self) -> bool:
         return self.conn.execute("SELECT 1 FROM steps WHERE status = 'QUEUED' LIMIT 1").fetchone() is not None
@@ -972,6 +1105,9 @@ class Store:
                              f" WHERE run_id = ? AND status IN {_OPEN_SQL} RETURNING step_id", (now, run_id)).fetchall()
             for (step_id,) in rows:
                 self._log(run_id, step_id, now, line)
+            # A call in flight is not recalled by cancelling: it may be billed, and its answer is dropped.
+            c.execute("UPDATE calls SET state = 'unconfirmed', settled_at = ?, reason = 'cancelled while the call"
+                      " was in flight' WHERE run_id = ? AND state = 'sent'", (now, run_id))
             c.execute("UPDATE runs SET status = 'CANCELLED', error = 'cancelled by the user', error_code = 'cancelled',"
                       " open_steps = 0 WHERE id = ? AND status NOT IN ('COMPLETED','FAILED','CANCELLED')", (run_id,))
             tx.touched.add(run_id)

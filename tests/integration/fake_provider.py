@@ -16,6 +16,7 @@ One threaded HTTP server on 127.0.0.1 (a random free port) answers like:
     fake.set_default("deepseek", latency=0.2)
     fake.requests                      # every request: provider, path, body, model, times
     fake.max_in_flight                 # concurrency high-water mark
+    fake.hold(); fake.wait_requests(1); fake.release()   # keep answers back until released
     fake.close()
 
 A reply is a Reply: status, latency (seconds, before anything is sent), headers, text,
@@ -77,6 +78,9 @@ DEFAULT_USAGE = {"prompt_tokens": 120, "completion_tokens": 30}
 class FakeProvider:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._gate = threading.Event()  # cleared by hold(): every answer waits for release()
+        self._gate.set()
         self._abort = threading.Event()  # set by reset()/close(): replies still waiting give up
         self._generation = 0
         self._scripts: dict[str, list[Reply]] = {p: [] for p in PROVIDERS}
@@ -149,12 +153,29 @@ class FakeProvider:
         with self._lock:
             self._abort.set()
             self._abort = threading.Event()
+            self._gate.set()
             self._generation += 1
             self._scripts = {p: [] for p in PROVIDERS}
             self._defaults = {p: Reply() for p in PROVIDERS}
             self.requests = []
             self.in_flight = 0
             self.max_in_flight = 0
+
+    def hold(self) -> None:
+        """From now on requests are received and recorded but not answered until release()."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def wait_requests(self, n: int, timeout: float = 60.0, provider: str | None = None) -> list[Request]:
+        """Block until at least n requests (of the provider) have arrived; they are returned."""
+        def seen() -> list[Request]:
+            return [r for r in self.requests if provider is None or r.provider == provider]
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(seen()) >= n, timeout):
+                raise AssertionError(f"timed out waiting for {n} request(s); got {len(seen())}")
+            return seen()
 
     def requests_for(self, provider: str) -> list[Request]:
         with self._lock:
@@ -172,6 +193,7 @@ class FakeProvider:
             self.requests.append(request)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self._arrived.notify_all()
             return self._abort
 
     def _leave(self, request: Request) -> None:
@@ -296,6 +318,10 @@ class _Handler(BaseHTTPRequestHandler):
                           model=model, stream=stream, started=time.monotonic())
         abort = fake._enter(request)
         try:
+            while not fake._gate.wait(0.05):
+                if abort.is_set():
+                    self.close_connection = True
+                    return
             reply = fake._next_reply(provider)
             if not fake._sleep(reply.latency, abort):
                 self.close_connection = True

@@ -41,7 +41,7 @@ def test_a_worker_that_lost_its_lease_leaves_the_winners_large_outputs_alone(ser
     ]))
     [loser] = store.claim(req("w1"), clock.now())
     row = [r for r in store.running_steps() if r.run_id == run_id][0]
-    assert store.requeue_orphan(row, clock.now(), "lease expired", dead_letter=None) == "requeued"
+    assert store.requeue_orphan(row, clock.now(), "lease expired", max_strikes=3)[0] == "requeued"
     [winner] = store.claim(req("w2"), clock.now())
     now = clock.now()
     big = "W" * 10_000  # over the inline limit: stored in `outputs`

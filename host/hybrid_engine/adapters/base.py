@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,13 @@ class StepContext:
     attempt: int
     log: Callable[[str], None] = lambda line: None
     run_created_at: str | None = None
+    # Awaited by an action right before it sends a billable request, with what the call may
+    # cost; raises CallNotSent when the step is no longer this process's to run.
+    journal: Callable[..., Awaitable[None]] | None = None
+
+
+class CallNotSent(Exception):
+    """The step was taken over (cancelled, recovered elsewhere) before its call was sent."""
 
 
 @dataclass

@@ -359,6 +359,14 @@ class ChatAdapter(BaseAdapter):
                      "prompt_kept_share": round(share, 4),
                      "prompt_tokens_before_truncation": sent})
 
+    def _call_bound(self, request: ChatRequest, config: dict) -> dict[str, Any]:
+        """What the journal records before the request goes: the most this call can cost."""
+        count = tokens.count_chat_tokens(request.prompt, request.system, request.model, self.provider)
+        max_out = request.max_tokens or tokens.model_limits(request.model, self.provider, config).max_output_tokens
+        cost = pricing.price(request.model, self.provider, pricing.Usage(count.high, max_out), config=config)
+        return {"provider": self.provider, "model": request.model, "prompt_tokens": count.tokens,
+                "max_output_tokens": max_out, "cost_max": None if cost.price_unknown else cost.usd}
+
     # -- keys and estimates ----------------------------------------------------------------
     def estimate(self, params: dict[str, Any]) -> dict:
         """Prompt tokens and a cost range, offline; never calls the provider."""
@@ -451,6 +459,12 @@ class ChatAdapter(BaseAdapter):
                     f"{fit['prompt_kept_share']:.0%} ({fit['prompt_tokens_kept']:,} of "
                     f"{fit['prompt_tokens_before_truncation']:,} tokens)")
         self._prepare(settings, request)
+        if ctx.journal is not None:
+            if tokens.max_tokens_bound(request.prompt) > 20_000:
+                bound = await asyncio.to_thread(self._call_bound, request, config)
+            else:
+                bound = self._call_bound(request, config)
+            await ctx.journal(**bound)
         started = utc_now()
         t0 = time.perf_counter()
         try:
