@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from . import safepath
+
 REF_PATTERN = re.compile(r"\{\{\s*((?:(?!\}\}).)*?)\s*\}\}", re.S)  # one reference: no "}}" inside
 _STEP_REF = re.compile(r"^steps\.([A-Za-z_][A-Za-z0-9_-]*)\.outputs\.([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_]+)*)$")
 RUN_FIELDS = ("id", "name", "template", "created_at")
@@ -162,6 +164,46 @@ def render(value: Any, lookup: Callable[[Ref], Any]) -> Any:
     if isinstance(value, list):
         return [render(v, lookup) for v in value]
     return value
+
+
+def render_path(raw: Any, lookup: Callable[[Ref], Any], tag_seed: str | None) -> Any:
+    """A path param: the template's text keeps its meaning, each value is one safe name piece.
+
+    Separators, `..`, `~` and absolute paths can therefore only come from the template.
+    When a piece came from a step's outputs and `tag_seed` is given, the file name gets a
+    tag unique to that seed, so two pages with the same title land in two files.
+    """
+    if not isinstance(raw, str):
+        return raw  # the action reports the wrong type
+    problem = safepath.template_problem(raw, REF_PATTERN)
+    if problem:
+        raise RenderError(problem)
+    from_data = False
+
+    def piece(m: re.Match) -> str:
+        nonlocal from_data
+        ref = parse_ref(m.group(1))
+        from_data = from_data or ref.kind == "step"
+        return safepath.name_piece(lookup(ref))
+
+    text = REF_PATTERN.sub(piece, raw)
+    return safepath.tag_name(text, tag_seed) if from_data and tag_seed else text
+
+
+def render_params(params: dict, lookup: Callable[[Ref], Any], paths: dict[str, str | None],
+                  tag_seed: str) -> dict:
+    """A step's params; `paths` (ActionSpec.path_params) are rendered by render_path."""
+    if not paths:
+        return render(params, lookup)
+    out = render({k: v for k, v in params.items() if k not in paths}, lookup)
+    for key, shared_by in paths.items():
+        if key in params:
+            shared = shared_by is not None and out.get(shared_by) is True
+            try:
+                out[key] = render_path(params[key], lookup, None if shared else tag_seed)
+            except RenderError as exc:
+                raise RenderError(f"params.{key}: {exc}") from exc
+    return out
 
 
 def make_lookup(outputs: dict[str, dict], run: dict) -> Callable[[Ref], Any]:
