@@ -170,24 +170,28 @@ def render_path(raw: Any, lookup: Callable[[Ref], Any], tag_seed: str | None) ->
     """A path param: the template's text keeps its meaning, each value is one safe name piece.
 
     Separators, `..`, `~` and absolute paths can therefore only come from the template.
-    When a piece came from a step's outputs and `tag_seed` is given, the file name gets a
-    tag unique to that seed, so two pages with the same title land in two files.
+    When `tag_seed` is given, the last piece that came from a step's outputs gets a tag
+    unique to that seed (before the template's own `.md`), so two pages with the same
+    title land in two files.
     """
     if not isinstance(raw, str):
         return raw  # the action reports the wrong type
     problem = safepath.template_problem(raw, REF_PATTERN)
     if problem:
         raise RenderError(problem)
-    from_data = False
-
-    def piece(m: re.Match) -> str:
-        nonlocal from_data
+    out: list[str] = []
+    last_data = -1
+    at = 0
+    for m in REF_PATTERN.finditer(raw):
         ref = parse_ref(m.group(1))
-        from_data = from_data or ref.kind == "step"
-        return safepath.name_piece(lookup(ref))
-
-    text = REF_PATTERN.sub(piece, raw)
-    return safepath.tag_name(text, tag_seed) if from_data and tag_seed else text
+        out += [raw[at:m.start()], safepath.name_piece(lookup(ref))]
+        if ref.kind == "step":
+            last_data = len(out) - 1
+        at = m.end()
+    out.append(raw[at:])
+    if last_data >= 0 and tag_seed:
+        out[last_data] = safepath.tagged(out[last_data], tag_seed)
+    return "".join(out)
 
 
 def render_params(params: dict, lookup: Callable[[Ref], Any], paths: dict[str, str | None],

@@ -4,9 +4,9 @@ A template chooses where a file goes; the data a run carries (a page's title, a
 model's answer) may only fill in a *name*. Two halves keep that true:
 
 - rendering (dag.render_path): each value substituted into a path becomes one safe
-  name piece (`name_piece`), and a name that came from a step's outputs gets a
-  short tag unique to the run and step (`tag_name`), so two pages with the same
-  title do not overwrite each other;
+  name piece (`name_piece`), and the last piece that came from a step's outputs
+  gets a short tag unique to the run and step (`tagged`), so two pages with the
+  same title do not overwrite each other;
 - writing (`open_for_write`): a relative path lands inside the files folder, `..`
   and `~user` are refused, no symbolic link is followed below the folder, and only
   a regular file is ever written (a FIFO or a device is refused without blocking).
@@ -80,17 +80,12 @@ def unique_tag(seed: str) -> str:
     return hashlib.sha256(seed.encode("utf-8")).hexdigest()[:TAG_CHARS]
 
 
-def tag_name(path: str, seed: str) -> str:
-    """`pages/My-Title.md` -> `pages/My-Title-1a2b3c4d.md`: the tag goes before the extension.
+def tagged(piece: str, seed: str) -> str:
+    """`My-Title` -> `My-Title-1a2b3c4d`, the tag derived from `seed` (run and step).
 
-    Derived from `seed` (run and step), so a retry of the same step writes the same file
-    again instead of leaving a second copy.
+    A retry of the same step writes the same file again instead of leaving a second copy.
     """
-    head, sep, name = path.rpartition("/")
-    stem, dot, ext = name.rpartition(".")
-    if not stem:  # no extension (or a literal dot-name): the tag goes at the end
-        stem, dot, ext = name, "", ""
-    return f"{head}{sep}{stem}-{unique_tag(seed)}{dot}{ext}"
+    return f"{piece}-{unique_tag(seed)}"
 
 
 def _is_anchored(skeleton: str) -> bool:
