@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from . import safepath
+
 REF_PATTERN = re.compile(r"\{\{\s*((?:(?!\}\}).)*?)\s*\}\}", re.S)  # one reference: no "}}" inside
 _STEP_REF = re.compile(r"^steps\.([A-Za-z_][A-Za-z0-9_-]*)\.outputs\.([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_]+)*)$")
 RUN_FIELDS = ("id", "name", "template", "created_at")
@@ -162,6 +164,50 @@ def render(value: Any, lookup: Callable[[Ref], Any]) -> Any:
     if isinstance(value, list):
         return [render(v, lookup) for v in value]
     return value
+
+
+def render_path(raw: Any, lookup: Callable[[Ref], Any], tag_seed: str | None) -> Any:
+    """A path param: the template's text keeps its meaning, each value is one safe name piece.
+
+    Separators, `..`, `~` and absolute paths can therefore only come from the template.
+    When `tag_seed` is given, the last piece that came from a step's outputs gets a tag
+    unique to that seed (before the template's own `.md`), so two pages with the same
+    title land in two files.
+    """
+    if not isinstance(raw, str):
+        return raw  # the action reports the wrong type
+    problem = safepath.template_problem(raw, REF_PATTERN)
+    if problem:
+        raise RenderError(problem)
+    out: list[str] = []
+    last_data = -1
+    at = 0
+    for m in REF_PATTERN.finditer(raw):
+        ref = parse_ref(m.group(1))
+        out += [raw[at:m.start()], safepath.name_piece(lookup(ref))]
+        if ref.kind == "step":
+            last_data = len(out) - 1
+        at = m.end()
+    out.append(raw[at:])
+    if last_data >= 0 and tag_seed:
+        out[last_data] = safepath.tagged(out[last_data], tag_seed)
+    return "".join(out)
+
+
+def render_params(params: dict, lookup: Callable[[Ref], Any], paths: dict[str, str | None],
+                  tag_seed: str) -> dict:
+    """A step's params; `paths` (ActionSpec.path_params) are rendered by render_path."""
+    if not paths:
+        return render(params, lookup)
+    out = render({k: v for k, v in params.items() if k not in paths}, lookup)
+    for key, shared_by in paths.items():
+        if key in params:
+            shared = shared_by is not None and out.get(shared_by) is True
+            try:
+                out[key] = render_path(params[key], lookup, None if shared else tag_seed)
+            except RenderError as exc:
+                raise RenderError(f"params.{key}: {exc}") from exc
+    return out
 
 
 def make_lookup(outputs: dict[str, dict], run: dict) -> Callable[[Ref], Any]:

@@ -318,7 +318,8 @@ class Executor:
         wanted = dag.referenced_steps(params)
         outputs = self.store.outputs(c.run_id, wanted)
         try:
-            return dag.render(params, dag.make_lookup(outputs, run))
+            return dag.render_params(params, dag.make_lookup(outputs, run), SPECS[c.action].path_params,
+                                     f"{c.run_id}/{c.step_id}")
         except (dag.RenderError, dag.RefError) as exc:
             raise PermanentStepError(f"cannot render params: {exc}", code="bad_reference") from exc
 

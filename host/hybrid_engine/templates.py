@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from . import config, dag
+from . import config, dag, safepath
 from .adapters import SPECS
 from .errors import NotFound, TemplateError
 from .models import WorkflowTemplate
@@ -112,6 +112,10 @@ def validate(data: Any, source: str) -> WorkflowTemplate:
                 elif not (isinstance(value, str) and dag.REF_PATTERN.fullmatch(value)) and not _type_ok(value, p.type):
                     problems.append(f"step '{s.id}', field 'params.{key}': expected {_type_name(p.type)}, "
                                     f"got {type(value).__name__} {json.dumps(value, default=str)[:60]}")
+                elif p.kind == "path" and isinstance(value, str):
+                    problem = safepath.template_problem(value, dag.REF_PATTERN)
+                    if problem:
+                        problems.append(f"step '{s.id}', field 'params.{key}': {problem}")
             for key, p in allowed.items():
                 if p.required and key not in s.params:
                     problems.append(f"step '{s.id}', field 'params.{key}': required by '{s.action}'")

@@ -169,3 +169,23 @@ def test_fresh_install_seeds_bundled_examples(he_home):
     reg = TemplateRegistry()
     names = {t.name for t in reg.all()}
     assert {"page-digest", "page-text"} <= names
+
+
+def _save_step_error(write_template, path: str) -> str:
+    return _error(write_template, {"name": "save", "steps": [
+        {"id": "page", "action": "capture"},
+        {"id": "save", "action": "write_file", "dependencies": ["page"], "params": {"path": path, "content": "x"}}]})
+
+
+def test_write_file_path_with_dotdot_is_refused_at_load(write_template):
+    msg = _save_step_error(write_template, "../{{ steps.page.outputs.title }}.md")
+    assert "step 'save', field 'params.path'" in msg and "'..'" in msg
+
+
+def test_step_output_in_a_folder_of_an_absolute_path_is_refused_at_load(write_template):
+    msg = _save_step_error(write_template, "~/notes/{{ steps.page.outputs.title }}/x.md")
+    assert "step 'save', field 'params.path'" in msg and "only fill the file name" in msg
+
+
+def test_another_users_home_folder_is_refused_at_load(write_template):
+    assert "'~name'" in _save_step_error(write_template, "~root/.bashrc")

@@ -14,9 +14,21 @@ from typing import Any, Awaitable, Callable
 
 @dataclass(frozen=True)
 class Param:
+    """One parameter of an action.
+
+    `kind` says what a value means beyond its type, and so who may choose it. "path": a
+    file path; the template chooses the folder and data only fills in names (see
+    dag.render_path and safepath). `same_name_if` names a boolean param of the same
+    action that, when true, keeps a data-derived name as it is instead of making it
+    unique per run (an append log that several runs share). "url" and "command" are
+    reserved for actions that will take them, under the same rule.
+    """
+
     type: type | tuple[type, ...]
     required: bool = False
     doc: str = ""
+    kind: str = "text"
+    same_name_if: str | None = None
 
 
 # Parameters every action accepts; the executor reads them, actions may ignore them.
@@ -41,6 +53,11 @@ class ActionSpec:
 
     def all_params(self) -> dict[str, Param]:
         return {**COMMON_PARAMS, **self.params}
+
+    @property
+    def path_params(self) -> dict[str, str | None]:
+        """Path params -> the param that shares a name (see Param), for dag.render_params."""
+        return {key: p.same_name_if for key, p in self.params.items() if p.kind == "path"}
 
 
 @dataclass

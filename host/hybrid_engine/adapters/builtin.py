@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 
 from ..errors import PermanentStepError, TransientStepError
 from .base import Action, StepContext, StepResult, SyncAction
@@ -65,21 +64,37 @@ class Fail(SyncAction):
 
 
 class WriteFile(SyncAction):
-    """Save text to a file (append or replace); relative paths land in the data folder's files/."""
+    """Save text to a file (append or replace) in the files folder, or a folder the template names.
+
+    The path has been rendered by dag.render_path (data fills names only); safepath opens
+    it without following links and writes regular files only. Runs in a worker thread
+    (spec.blocking), so a slow disk holds a thread under the step's timeout, not the loop.
+    """
 
     def compute(self, params, ctx) -> StepResult:
-        from .. import config
+        from .. import config, safepath
 
-        path = Path(os.path.expanduser(params["path"]))
-        if not path.is_absolute():
-            path = config.data_dir() / "files" / path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = params.get("path")
+        if not isinstance(path, str):
+            raise PermanentStepError(f"params.path: expected text, got {type(path).__name__}", code="bad_path")
         content = params.get("content", "")
         if not isinstance(content, str):
             import json
 
             content = json.dumps(content, ensure_ascii=False)
-        mode = "a" if params.get("append") else "w"
-        with open(path, mode, encoding="utf-8") as fh:
-            fh.write(content)
-        return StepResult(outputs={"path": str(path), "bytes": len(content.encode("utf-8"))})
+        data = content.encode("utf-8")
+        try:
+            fd, where = safepath.open_for_write(path, config.data_dir() / "files", append=params.get("append") is True)
+        except safepath.UnsafePath as exc:
+            raise PermanentStepError(f"params.path: {exc}", code="unsafe_path") from exc
+        except OSError as exc:
+            raise PermanentStepError(f"params.path: cannot open '{path}': {exc.strerror or exc}",
+                                     code="bad_path") from exc
+        try:
+            safepath.write_all(fd, data)
+        except OSError as exc:
+            raise PermanentStepError(f"params.path: cannot write '{where}': {exc.strerror or exc}",
+                                     code="bad_path") from exc
+        finally:
+            os.close(fd)
+        return StepResult(outputs={"path": str(where), "bytes": len(data)})
