@@ -162,6 +162,7 @@ class Service:
             if out is not None and cut is not None:
                 out, truncated = _cut(out, cut)
             cost = None if s["price_unknown"] else (s["cost"] if s["cost"] is not None else 0.0)
+            estimated = cost is not None and md.get("cost_estimated") is True
             doc = {
                 "id": s["step_id"],
                 "name": s["name"],
@@ -181,6 +182,7 @@ class Service:
                     "prompt_tokens": s["prompt_tokens"] or 0,
                     "completion_tokens": s["completion_tokens"] or 0,
                     "cost": cost,
+                    "cost_estimated": estimated,
                     "model": s["model"],
                     "duration_ms": s["duration_ms"],
                     "attempts": s["attempts"],
@@ -194,6 +196,9 @@ class Service:
                 doc["external"] = True
             if truncated:
                 doc["outputs_truncated"] = True
+            warnings = _step_warnings(md, doc["params"])
+            if warnings:
+                doc["warnings"] = warnings
             docs.append(doc)
         completed = [s for s in steps if s["status"] == "COMPLETED"]
         metrics = {
@@ -202,6 +207,8 @@ class Service:
             "completion_tokens": sum(s["completion_tokens"] or 0 for s in completed),
             "total_cost": round(sum(s["cost"] for s in completed if s["cost"] is not None), 10),
             "unknown_cost_steps": sum(1 for s in completed if s["price_unknown"]),
+            "estimated_cost_steps": sum(1 for d in docs if d["status"] == "COMPLETED"
+                                        and d["execution_metrics"]["cost_estimated"]),
             "completed_steps": len(completed),
             "failed_steps": sum(1 for s in steps if s["status"] == "FAILED"),
             "total_steps": len(steps),
@@ -518,11 +525,17 @@ class Service:
         budgets = config.section("budgets")
         today = self.store.spend_since(day.timestamp())
         this_month = self.store.spend_since(month.timestamp())
+        month_estimated = self.store.estimated_since(month.timestamp())
         return {
             "today": round(sum(today.values()), 10),
             "this_month": round(sum(this_month.values()), 10),
             "today_by_provider": today,
             "this_month_by_provider": this_month,
+            # Included in the sums above: calls whose provider gave no usable usage, priced
+            # from our own token count.
+            "today_estimated": round(sum(self.store.estimated_since(day.timestamp()).values()), 10),
+            "this_month_estimated": round(sum(month_estimated.values()), 10),
+            "this_month_estimated_by_provider": month_estimated,
             "today_unpriced_steps": self.store.unpriced_since(day.timestamp()),
             "this_month_unpriced_steps": self.store.unpriced_since(month.timestamp()),
             "daily_budget_usd": budgets.get("daily_usd"),
@@ -616,6 +629,16 @@ class Service:
             "config_file_exists": config.config_path().is_file(),
             "keys_file": str(config.keys_path()),
         }
+
+
+def _step_warnings(md: dict, params: dict) -> list[str]:
+    """What a user must know about a step that completed: said where its row is shown."""
+    warnings = []
+    if md.get("finish_reason") == "length":
+        limit = params.get("max_tokens") if isinstance(params, dict) else None
+        limit = f" ({limit:,} tokens)" if isinstance(limit, int) and not isinstance(limit, bool) else ""
+        warnings.append(f"cut at max_tokens{limit}: the answer is incomplete")
+    return warnings
 
 
 def _plain_int(value: Any) -> Any:
