@@ -400,6 +400,14 @@ def test_unusable_usage_of_a_model_without_a_price_is_unknown_not_zero(fake_prov
     assert meta["completion_tokens"] > 0
 
 
+def test_local_model_without_usage_stays_free_with_its_tokens_counted(fake_provider_env):
+    fake_provider_env.script("local", usage=None, text=ANSWER)
+    meta = run("local_chat", {"model": "llama3.1", "prompt": "x"}).metadata
+    assert meta["cost"] == 0.0 and meta["price_source"] == "local"
+    assert meta["usage_source"] == "estimated" and meta["cost_estimated"] is False
+    assert meta["completion_tokens"] > 0
+
+
 def test_gemini_max_tokens_reads_as_length_and_keeps_the_raw_reason(fake_provider_env):
     fake_provider_env.script("gemini", finish_reason="length")  # the fake sends MAX_TOKENS
     logs: list[str] = []

@@ -473,12 +473,13 @@ class ChatAdapter(BaseAdapter):
         usage, billing = await self._billable_usage(request, reply, config)
         cost = pricing.price(request.model, self.provider, usage, started, config)
         if billing.get("usage_source") == "estimated":
-            billing["cost_estimated"] = cost.usd is not None
+            # A local model's $0 does not depend on the count; any other figure does.
+            billing["cost_estimated"] = cost.usd is not None and cost.source != "local"
             ctx.log(f"{self.label} reported unusable token usage ({billing['usage_problem']}): "
                     f"priced from our own count of {usage.prompt_tokens:,} prompt and "
                     f"{usage.completion_tokens:,} completion tokens, "
-                    + (f"about ${cost.usd:.6f} (estimated)" if cost.usd is not None
-                       else "price unknown"))
+                    + ("price unknown" if cost.usd is None else "free (local model)"
+                       if cost.source == "local" else f"about ${cost.usd:.6f} (estimated)"))
         meta: dict[str, Any] = {
             "provider": self.provider,
             "model": request.model,
