@@ -382,7 +382,15 @@ def test_unusable_usage_is_priced_from_our_own_count_and_flagged_estimated(fake_
     assert problem in meta["usage_problem"], meta["usage_problem"]
     assert meta["prompt_tokens_exact"] is (provider == "openai")
     assert (meta["provider_usage"] is None) is (usage is None)
-    assert any("unusable token usage" in line and "estimated" in line for line in logs), logs
+    assert any("no usable token usage" in line and "estimated" in line for line in logs), logs
+
+
+def test_an_answer_cut_at_max_tokens_without_usage_is_counted_as_the_whole_limit(fake_provider_env):
+    # A model that thinks without returning its thoughts spent the limit all the same.
+    fake_provider_env.script("openai", usage=None, text="Short", finish_reason="length")
+    meta = run("openai_chat", {"model": "o3-mini", "prompt": "x", "max_tokens": 500}).metadata
+    assert meta["completion_tokens"] == 500 and meta["reasoning_tokens"] == 499
+    assert meta["cost_estimated"] is True
 
 
 def test_usage_a_little_past_max_tokens_is_billed_as_reported(fake_provider_env):

@@ -475,7 +475,7 @@ class ChatAdapter(BaseAdapter):
         if billing.get("usage_source") == "estimated":
             # A local model's $0 does not depend on the count; any other figure does.
             billing["cost_estimated"] = cost.usd is not None and cost.source != "local"
-            ctx.log(f"{self.label} reported unusable token usage ({billing['usage_problem']}): "
+            ctx.log(f"{self.label} gave no usable token usage ({billing['usage_problem']}): "
                     f"priced from our own count of {usage.prompt_tokens:,} prompt and "
                     f"{usage.completion_tokens:,} completion tokens, "
                     + ("price unknown" if cost.usd is None else "free (local model)"
@@ -532,7 +532,8 @@ class ChatAdapter(BaseAdapter):
         size = tokens.max_tokens_bound(request.prompt) + tokens.max_tokens_bound(reply.text)
         count = functools.partial(
             usage_check.estimate, prompt=request.prompt, system=request.system, text=reply.text,
-            reasoning=reply.reasoning, model=request.model, provider=self.provider)
+            reasoning=reply.reasoning, model=request.model, provider=self.provider,
+            cut_at=request.max_tokens if reply.finish_reason == "length" else None)
         est = await asyncio.to_thread(count) if size > 200_000 else count()
         return est.usage, {
             "usage_source": "estimated", "usage_problem": problem,

@@ -101,18 +101,20 @@ def problem(*, raw: dict | None, usage: pricing.Usage, reported_total: int | Non
 
 
 def estimate(*, prompt: str, system: str | None, text: str, reasoning: str | None,
-             model: str, provider: str) -> Estimate:
+             model: str, provider: str, cut_at: int | None = None) -> Estimate:
     """Our own count of a call: the prompt as sent with its chat framing, and the answer.
 
     Hidden reasoning (a model that thinks without returning the thoughts) cannot be
-    counted, so for such a model the figure is a floor; cached input is priced as
-    uncached, which can only raise it.
+    counted, so for such a model the figure is a floor, except for an answer cut at
+    max_tokens (`cut_at`): that one used the whole limit. Cached input is priced as
+    uncached, which can only raise the figure.
     """
     sent = tokens.count_chat_tokens(prompt, system, model, provider)
     answer = tokens.count_tokens(text, model, provider).tokens if text else 0
     thought = tokens.count_tokens(reasoning, model, provider).tokens if reasoning else 0
-    return Estimate(pricing.Usage(prompt_tokens=sent.tokens, completion_tokens=answer + thought,
-                                  reasoning_tokens=thought),
+    completion = max(answer + thought, cut_at or 0)
+    return Estimate(pricing.Usage(prompt_tokens=sent.tokens, completion_tokens=completion,
+                                  reasoning_tokens=completion - answer),
                     exact_prompt=sent.exact,
                     tokenizer=sent.encoding if sent.method == "bpe" else "heuristic")
 
