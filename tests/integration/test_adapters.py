@@ -393,6 +393,16 @@ def test_an_answer_cut_at_max_tokens_without_usage_is_counted_as_the_whole_limit
     assert meta["cost_estimated"] is True
 
 
+def test_usage_of_nan_and_infinity_is_estimated_and_kept_as_valid_json(fake_provider_env):
+    # (google-genai refuses such a body in its own validation: the step fails as provider_bad_response.)
+    provider, model = CHAT["openai_chat"]
+    fake_provider_env.script(provider, usage={"prompt_tokens": float("nan"), "completion_tokens": float("inf"),
+                                              "total_tokens": float("-inf")}, text=ANSWER)
+    meta = run("openai_chat", {"model": model, "prompt": "x"}).metadata
+    assert meta["cost_estimated"] is True and meta["cost"] > 0
+    json.dumps(meta, allow_nan=False)  # the extension's JSON.parse takes no NaN
+
+
 def test_usage_a_little_past_max_tokens_is_billed_as_reported(fake_provider_env):
     fake_provider_env.script("openai", usage={"prompt_tokens": 120, "completion_tokens": 70})
     meta = run("openai_chat", {"model": "gpt-4o", "prompt": "x", "max_tokens": 64}).metadata

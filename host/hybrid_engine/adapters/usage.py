@@ -13,6 +13,7 @@ Only the counts are checked here; pricing stays in pricing.py.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,8 +123,10 @@ def estimate(*, prompt: str, system: str | None, text: str, reasoning: str | Non
 def record(raw: Any, depth: int = 0) -> Any:
     """The provider's usage for the record, bounded: it comes from outside and is kept in
     the step's metadata, so long strings are cut and deep or wide structures trimmed."""
-    if raw is None or isinstance(raw, (bool, int, float)):
+    if raw is None or isinstance(raw, (bool, int)):
         return raw
+    if isinstance(raw, float):  # NaN and infinities are not JSON: the extension could not read them
+        return raw if math.isfinite(raw) else str(raw)
     if isinstance(raw, str):
         return raw[:RECORD_STRING]
     if depth >= RECORD_DEPTH:
