@@ -10,6 +10,7 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const OUTPUT_PREVIEW_CHARS = 100000;
 const TERMINAL = new Set(["COMPLETED", "FAILED", "CANCELLED"]);
+const ESTIMATED_TITLE = "Estimated from our own token count: the provider reported no usable token usage";
 
 const timings = (globalThis.__timings = { start: performance.now() });
 const view = {
@@ -297,6 +298,7 @@ async function refreshSpend() {
     $("spend-text").textContent = (budget
       ? `${usd(s.today)} of ${usdBudget(budget)} daily budget · this month ${usd(s.this_month)}`
       : `${usd(s.today)} today (no daily budget set) · this month ${usd(s.this_month)}`)
+      + (s.today_estimated ? ` (≈${usd(s.today_estimated)} of today estimated)` : "")
       + (unpriced ? ` · ${unpriced} step${unpriced === 1 ? "" : "s"} today with unknown price, not counted` : "")
       + unconfirmedPhrase(s.today_unconfirmed, " today");
     $("spend-text").dataset.today = String(s.today);
@@ -468,8 +470,10 @@ function renderDetail(run) {
   st.textContent = statusLabel(run.status);
   st.dataset.status = run.status;
   const cost = runCost({ total_cost: m.total_cost, unknown_cost_steps: m.unknown_cost_steps });
-  $("detail-meta").textContent = `${done}/${total} steps · ${tokens(m.total_tokens)} · ${cost.text}`
+  const estimated = Number(m.estimated_cost_steps || 0) > 0 ? "≈" : "";
+  $("detail-meta").textContent = `${done}/${total} steps · ${tokens(m.total_tokens)} · ${estimated}${cost.text}`
     + `${unconfirmedPhrase({ calls: m.unconfirmed_calls, cost_max: m.unconfirmed_cost_max })} · started ${age(run.createdAt)}`;
+  $("detail-meta").title = estimated ? ESTIMATED_TITLE : "";
   $("detail-meta").dataset.cost = String(m.total_cost ?? 0);
   const bar = $("detail-progress");
   bar.dataset.status = run.status;
@@ -485,7 +489,8 @@ function renderDetail(run) {
     const tr = document.createElement("tr");
     const em = s.execution_metrics || {};
     const stepCost = em.cost === null ? "unknown" : em.tokens || em.cost ? usd(em.cost) : "";
-    const cells = [s.name || s.id, statusLabel(s.status), duration(s.duration), em.tokens ? tokens(em.tokens) : "", stepCost];
+    const cells = [s.name || s.id, statusLabel(s.status), duration(s.duration), em.tokens ? tokens(em.tokens) : "",
+      em.cost_estimated ? `≈${stepCost}` : stepCost];
     cells.forEach((text, i) => {
       const td = document.createElement(i === 0 ? "th" : "td");
       if (i === 0) td.scope = "row";
@@ -494,8 +499,19 @@ function renderDetail(run) {
         td.className = "status";
         td.dataset.status = s.status;
       }
+      if (i === 4 && em.cost_estimated) {
+        td.className = "estimated";
+        td.title = ESTIMATED_TITLE;
+      }
       tr.append(td);
     });
+    // A warning (an answer cut at max_tokens) is said on the step's row, not only in metadata.
+    for (const text of s.warnings || []) {
+      const note = document.createElement("span");
+      note.className = "step-warning";
+      note.textContent = `⚠ ${text}`;
+      tr.firstElementChild.append(note);
+    }
     if (s.error) tr.title = s.error;
     if (em.unconfirmed_calls) {
       tr.dataset.unconfirmed = String(em.unconfirmed_calls);

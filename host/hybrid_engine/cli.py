@@ -160,19 +160,31 @@ def _print_run_table(doc: dict) -> None:
         unknown = em["cost"] is None
         is_model = bool(s["metadata"].get("provider") or s["action"].endswith("_chat"))
         cost = _money(em["cost"], unknown) if is_model else "-"
+        if em.get("cost_estimated") and not unknown:
+            cost = f"~{cost} est."
         if s["status"] != "COMPLETED" and is_model:
             est = s["metadata"].get("estimate") or {}
             cost = f"~{_money(est.get('cost_max'))}" if est.get("cost_max") is not None else "-"
         rows.append([s["id"], s["action"], s["status"],
                      f"{s['duration']:.2f}s" if s["duration"] is not None else "-",
                      f"{em['tokens']:,}" if em["tokens"] else "-", cost,
-                     em["model"] or s["metadata"].get("model") or "-"])
+                     em["model"] or s["metadata"].get("model") or "-",
+                     "; ".join(f"! {w.split(':')[0]}" for w in s.get("warnings") or ())])
     m = doc["metrics"]
     total_cost = _run_cost(m["total_cost"], m["unknown_cost_steps"])
+    if m.get("estimated_cost_steps"):
+        total_cost = f"~{total_cost} est."
     rows.append(["total", "", doc["status"], f"{(m['duration_ms'] or 0) / 1000:.2f}s", f"{m['total_tokens']:,}",
-                 total_cost, ""])
+                 total_cost, "", ""])
     print(f"run {doc['id']} ({doc['template']}): {doc['status']}")
-    print(_table(["step", "action", "status", "time", "tokens", "cost", "model"], rows))
+    print(_table(["step", "action", "status", "time", "tokens", "cost", "model", "note"], rows))
+    for s in doc["steps"]:
+        for warning in s.get("warnings") or ():
+            print(f"\nwarning: {s['id']} was {warning}.")
+    estimated = [s["id"] for s in doc["steps"] if s["execution_metrics"].get("cost_estimated")]
+    if estimated:
+        print(f"\n~ est.: {', '.join(estimated)}: the provider reported no usable token usage, so the cost is "
+              "estimated from our own count of the prompt and the answer.")
     for s in doc["steps"]:
         lost = s["execution_metrics"].get("unconfirmed_calls")
         if lost:
@@ -493,6 +505,9 @@ def cmd_spend(args) -> int:
             for p in providers]
     rows.append(["total", _money(spend["today"]), _money(spend["this_month"])])
     print(_table(["provider", "today", "this month"], rows))
+    if spend.get("this_month_estimated"):
+        print(f"of which ~{_money(spend['today_estimated'])} today and ~{_money(spend['this_month_estimated'])}"
+              " this month are estimated from our own token count (the provider reported no usable usage)")
     print()
     for label, key, spent in (("daily", "daily_budget_usd", spend["today"]),
                               ("monthly", "monthly_budget_usd", spend["this_month"])):

@@ -165,6 +165,7 @@ class Service:
             if out is not None and cut is not None:
                 out, truncated = _cut(out, cut)
             cost = None if s["price_unknown"] else (s["cost"] if s["cost"] is not None else 0.0)
+            estimated = cost is not None and md.get("cost_estimated") is True
             doc = {
                 "id": s["step_id"],
                 "name": s["name"],
@@ -184,6 +185,7 @@ class Service:
                     "prompt_tokens": s["prompt_tokens"] or 0,
                     "completion_tokens": s["completion_tokens"] or 0,
                     "cost": cost,
+                    "cost_estimated": estimated,
                     "model": s["model"],
                     "duration_ms": s["duration_ms"],
                     "attempts": s["attempts"],
@@ -205,6 +207,9 @@ class Service:
                 doc["external"] = True
             if truncated:
                 doc["outputs_truncated"] = True
+            warnings = _step_warnings(md, doc["params"])
+            if warnings:
+                doc["warnings"] = warnings
             docs.append(doc)
         completed = [s for s in steps if s["status"] == "COMPLETED"]
         metrics = {
@@ -213,6 +218,8 @@ class Service:
             "completion_tokens": sum(s["completion_tokens"] or 0 for s in completed),
             "total_cost": round(sum(s["cost"] for s in completed if s["cost"] is not None), 10),
             "unknown_cost_steps": sum(1 for s in completed if s["price_unknown"]),
+            "estimated_cost_steps": sum(1 for d in docs if d["status"] == "COMPLETED"
+                                        and d["execution_metrics"]["cost_estimated"]),
             "completed_steps": len(completed),
             "unconfirmed_calls": sum(d["execution_metrics"].get("unconfirmed_calls", 0) for d in docs),
             "unconfirmed_cost_max": _bound([c for cs in calls.values() for c in cs
@@ -534,6 +541,7 @@ class Service:
         this_month = self.store.spend_since(month.timestamp())
         lost_today = self.store.unconfirmed_since(day.timestamp())
         lost_month = self.store.unconfirmed_since(month.timestamp())
+        month_estimated = self.store.estimated_since(month.timestamp())
         return {
             # Calls that may have been billed without an answer on record: budgets count them
             # at their upper bound, so spend shows them beside the confirmed figures.
@@ -543,6 +551,11 @@ class Service:
             "this_month": round(sum(this_month.values()), 10),
             "today_by_provider": today,
             "this_month_by_provider": this_month,
+            # Included in the sums above: calls whose provider gave no usable usage, priced
+            # from our own token count.
+            "today_estimated": round(sum(self.store.estimated_since(day.timestamp()).values()), 10),
+            "this_month_estimated": round(sum(month_estimated.values()), 10),
+            "this_month_estimated_by_provider": month_estimated,
             "today_unpriced_steps": self.store.unpriced_since(day.timestamp()),
             "this_month_unpriced_steps": self.store.unpriced_since(month.timestamp()),
             "daily_budget_usd": budgets.get("daily_usd"),
@@ -666,6 +679,16 @@ def _unconfirmed_view(by_provider: dict[str, dict]) -> dict:
                                                                        by_provider.values()), 10),
             "cost_max_known": round(sum(v["cost_max_known"] for v in by_provider.values()), 10),
             "by_provider": {k: {"calls": v["calls"], "cost_max": v["cost_max"]} for k, v in by_provider.items()}}
+
+
+def _step_warnings(md: dict, params: dict) -> list[str]:
+    """What a user must know about a step that completed: said where its row is shown."""
+    warnings = []
+    if md.get("finish_reason") == "length":
+        limit = params.get("max_tokens") if isinstance(params, dict) else None
+        limit = f" ({limit:,} tokens)" if isinstance(limit, int) and not isinstance(limit, bool) else ""
+        warnings.append(f"cut at max_tokens{limit}: the answer is incomplete")
+    return warnings
 
 
 def _plain_int(value: Any) -> Any:

@@ -1223,6 +1223,14 @@ class Store:
             "SELECT provider, SUM(cost) FROM steps WHERE cost IS NOT NULL AND ended_at >= ? AND status = 'COMPLETED'"
             " GROUP BY provider", (since,))}
 
+    def estimated_since(self, since: float) -> dict[str, float]:
+        """The part of spend_since priced from our own token count (the provider's usage was
+        missing or impossible), per provider: spend counts it and says it is estimated."""
+        return {r[0] or "unknown": r[1] for r in self.conn.execute(
+            "SELECT provider, SUM(cost) FROM steps WHERE cost IS NOT NULL AND ended_at >= ? AND status = 'COMPLETED'"
+            " AND CASE WHEN json_valid(metadata) THEN json_extract(metadata, '$.cost_estimated') END = 1"
+            " GROUP BY provider", (since,))}
+
     def unpriced_since(self, since: float) -> dict[str, int]:
         """Completed model steps since a time whose price is unknown, per model: spend cannot
         count them, so it says how many there are rather than let them pass for $0."""

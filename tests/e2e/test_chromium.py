@@ -380,6 +380,27 @@ def test_a_run_stopped_by_its_budget_goes_on_from_the_popup_with_a_bigger_one(ch
     assert 0 < done["metrics"]["total_cost"] <= 0.01
 
 
+def test_run_detail_warns_of_a_cut_answer_and_marks_an_estimated_cost(chromium, he, site):
+    he.fake.set_default("local", finish_reason="length", usage=None)  # cut, and no usage reported
+    article = site.url("article.html")
+    chromium.open(article)
+    popup = chromium.popup(article)
+    run_id = send_from_popup(popup, "e2e-digest")
+    wait_row_done(popup, run_id)
+    summary = next(s for s in he.run_doc(run_id)["steps"] if s["id"] == "summary")
+    cost = summary["execution_metrics"]["cost"]
+    assert summary["execution_metrics"]["cost_estimated"] is True and cost > 0
+    run_row(popup, run_id).locator("button").click()
+    popup.wait_for_selector("#detail:not([hidden])")
+    row = popup.locator('#detail-steps tr[data-step-id="summary"]')
+    row.wait_for(timeout=20000)
+    warning = row.locator(".step-warning")
+    assert warning.is_visible()
+    assert warning.inner_text() == "⚠ cut at max_tokens (200 tokens): the answer is incomplete"
+    assert row.locator("td.estimated").inner_text() == f"≈{usd(cost)}"
+    assert popup.inner_text("#detail-meta").split(" · ")[2] == f"≈{usd(cost)}"
+
+
 def row_cost(popup, run_id):
     return run_row(popup, run_id).locator(".cost").inner_text()
 

@@ -20,7 +20,9 @@ One threaded HTTP server on 127.0.0.1 (a random free port) answers like:
     fake.close()
 
 A reply is a Reply: status, latency (seconds, before anything is sent), headers, text,
-usage (prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens / thoughts_tokens),
+usage (prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens / thoughts_tokens,
+total_tokens to report a total that is not the sum; any of them zero, negative or absurd
+as given; usage=None leaves usage out of the reply, as some servers do),
 reasoning, finish_reason, retry_delay (Gemini RetryInfo), body (raw bytes/str sent as is:
 garbage), error (message for an error status). Scripted replies are used once each,
 in order, per provider; then the provider's default applies.
@@ -47,7 +49,7 @@ class Reply:
     latency: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     text: str | None = None  # None: "reply from <provider> <model>"
-    usage: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, int] | None = field(default_factory=dict)  # None: the reply has no usage
     reasoning: str | None = None
     finish_reason: str = "stop"
     retry_delay: str | None = None  # Gemini RetryInfo retryDelay, e.g. "2s"
@@ -214,7 +216,7 @@ def _openai_usage(provider: str, usage: dict[str, int]) -> dict:
     prompt, completion = u["prompt_tokens"], u["completion_tokens"]
     cached, reasoning = u.get("cached_tokens", 0), u.get("reasoning_tokens", 0)
     out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                           "total_tokens": prompt + completion,
+                           "total_tokens": u.get("total_tokens", prompt + completion),
                            "prompt_tokens_details": {"cached_tokens": cached},
                            "completion_tokens_details": {"reasoning_tokens": reasoning}}
     if provider == "deepseek":  # DeepSeek's own cache fields
@@ -227,14 +229,16 @@ def _openai_body(provider: str, model: str, reply: Reply, text: str) -> dict:
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if reply.reasoning is not None:
         message["reasoning_content"] = reply.reasoning
-    return {
+    body = {
         "id": f"chatcmpl-fake-{provider}-{time.monotonic_ns()}",
         "object": "chat.completion", "created": int(time.time()), "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason,
                      "logprobs": None}],
-        "usage": _openai_usage(provider, reply.usage),
         "system_fingerprint": "fp_fake",
     }
+    if reply.usage is not None:
+        body["usage"] = _openai_usage(provider, reply.usage)
+    return body
 
 
 def _gemini_usage(usage: dict[str, int]) -> dict:
@@ -245,7 +249,7 @@ def _gemini_usage(usage: dict[str, int]) -> dict:
         out["thoughtsTokenCount"] = thoughts
     if u.get("cached_tokens"):
         out["cachedContentTokenCount"] = u["cached_tokens"]
-    out["totalTokenCount"] = u["prompt_tokens"] + u["completion_tokens"] + thoughts
+    out["totalTokenCount"] = u.get("total_tokens", u["prompt_tokens"] + u["completion_tokens"] + thoughts)
     return out
 
 
@@ -253,14 +257,16 @@ _GEMINI_FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "content_filter": "SAF
 
 
 def _gemini_body(model: str, reply: Reply, text: str) -> dict:
-    return {
+    body = {
         "candidates": [{"content": {"role": "model", "parts": [{"text": text}]},
                         "finishReason": _GEMINI_FINISH.get(reply.finish_reason, reply.finish_reason),
                         "index": 0}],
-        "usageMetadata": _gemini_usage(reply.usage),
         "modelVersion": model,
         "responseId": f"fake-gemini-{time.monotonic_ns()}",
     }
+    if reply.usage is not None:
+        body["usageMetadata"] = _gemini_usage(reply.usage)
+    return body
 
 
 _STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
@@ -381,7 +387,8 @@ class _Handler(BaseHTTPRequestHandler):
                                                 "finish_reason": None}]})
         chunks.append({**base, "choices": [{"index": 0, "delta": {},
                                             "finish_reason": reply.finish_reason}]})
-        chunks.append({**base, "choices": [], "usage": body["usage"]})
+        if "usage" in body:
+            chunks.append({**base, "choices": [], "usage": body["usage"]})
         self._send_sse(reply.status, chunks, headers, done=True)
 
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:

@@ -344,6 +344,97 @@ def test_local_server_that_cut_the_prompt_is_caught(fake_provider_env):
     assert 0 < meta["prompt_kept_share"] < 0.1
 
 
+# ---- usage a provider left out, or could not have meant ----------------------------------------
+# Such a call was still made and billed: it is priced from our own count and says so.
+
+ANSWER = "The page describes a durable workflow engine that keeps every step on disk. " * 4
+USAGE_MODES = {  # mode -> (the usage the fake reports, words of the problem recorded)
+    "no usage": (None, "no token usage"),
+    "zero usage": ({"prompt_tokens": 0, "completion_tokens": 0}, "zero prompt tokens"),
+    "negative usage": ({"prompt_tokens": -120, "completion_tokens": -30}, "negative token counts"),
+    "absurd completion tokens": ({"prompt_tokens": 120, "completion_tokens": 5_000_000},
+                                 "capped at max_tokens 64"),
+    "inconsistent total": ({"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 9},
+                           "not prompt + completion"),
+}
+
+
+@pytest.mark.parametrize("mode", list(USAGE_MODES))
+@pytest.mark.parametrize("action", ["openai_chat", "gemini_chat"])
+def test_unusable_usage_is_priced_from_our_own_count_and_flagged_estimated(fake_provider_env, action, mode):
+    from hybrid_engine import pricing, tokens
+
+    provider, model = CHAT[action]
+    usage, problem = USAGE_MODES[mode]
+    fake_provider_env.script(provider, usage=usage, text=ANSWER)
+    logs: list[str] = []
+    meta = run(action, {"model": model, "prompt": "Summarise the page", "system": "Be brief",
+                        "max_tokens": 64}, logs).metadata
+
+    prompt = tokens.count_chat_tokens("Summarise the page", "Be brief", model, provider).tokens
+    answer = tokens.count_tokens(ANSWER, model, provider).tokens
+    assert (meta["prompt_tokens"], meta["completion_tokens"]) == (prompt, answer)
+    assert meta["tokens"] == prompt + answer
+    expected = pricing.price(model, provider, pricing.Usage(prompt, answer)).usd
+    assert meta["cost"] == pytest.approx(expected) and meta["cost"] > 0
+    assert meta["cost_estimated"] is True and meta["usage_source"] == "estimated"
+    assert meta["price_unknown"] is False
+    assert problem in meta["usage_problem"], meta["usage_problem"]
+    assert meta["prompt_tokens_exact"] is (provider == "openai")
+    assert (meta["provider_usage"] is None) is (usage is None)
+    assert any("no usable token usage" in line and "estimated" in line for line in logs), logs
+
+
+def test_an_answer_cut_at_max_tokens_without_usage_is_counted_as_the_whole_limit(fake_provider_env):
+    # A model that thinks without returning its thoughts spent the limit all the same.
+    fake_provider_env.script("openai", usage=None, text="Short", finish_reason="length")
+    meta = run("openai_chat", {"model": "o3-mini", "prompt": "x", "max_tokens": 500}).metadata
+    assert meta["completion_tokens"] == 500 and meta["reasoning_tokens"] == 499
+    assert meta["cost_estimated"] is True
+
+
+def test_usage_of_nan_and_infinity_is_estimated_and_kept_as_valid_json(fake_provider_env):
+    # (google-genai refuses such a body in its own validation: the step fails as provider_bad_response.)
+    provider, model = CHAT["openai_chat"]
+    fake_provider_env.script(provider, usage={"prompt_tokens": float("nan"), "completion_tokens": float("inf"),
+                                              "total_tokens": float("-inf")}, text=ANSWER)
+    meta = run("openai_chat", {"model": model, "prompt": "x"}).metadata
+    assert meta["cost_estimated"] is True and meta["cost"] > 0
+    json.dumps(meta, allow_nan=False)  # the extension's JSON.parse takes no NaN
+
+
+def test_usage_a_little_past_max_tokens_is_billed_as_reported(fake_provider_env):
+    fake_provider_env.script("openai", usage={"prompt_tokens": 120, "completion_tokens": 70})
+    meta = run("openai_chat", {"model": "gpt-4o", "prompt": "x", "max_tokens": 64}).metadata
+    assert meta["usage_source"] == "provider" and meta["cost_estimated"] is False
+    assert (meta["prompt_tokens"], meta["completion_tokens"]) == (120, 70)
+
+
+def test_unusable_usage_of_a_model_without_a_price_is_unknown_not_zero(fake_provider_env):
+    fake_provider_env.script("openai", usage=None, text=ANSWER)
+    meta = run("openai_chat", {"model": "ft:my-own-model-xyz", "prompt": "x"}).metadata
+    assert meta["cost"] is None and meta["price_unknown"] is True
+    assert meta["usage_source"] == "estimated" and meta["cost_estimated"] is False
+    assert meta["completion_tokens"] > 0
+
+
+def test_local_model_without_usage_stays_free_with_its_tokens_counted(fake_provider_env):
+    fake_provider_env.script("local", usage=None, text=ANSWER)
+    meta = run("local_chat", {"model": "llama3.1", "prompt": "x"}).metadata
+    assert meta["cost"] == 0.0 and meta["price_source"] == "local"
+    assert meta["usage_source"] == "estimated" and meta["cost_estimated"] is False
+    assert meta["completion_tokens"] > 0
+
+
+def test_gemini_max_tokens_reads_as_length_and_keeps_the_raw_reason(fake_provider_env):
+    fake_provider_env.script("gemini", finish_reason="length")  # the fake sends MAX_TOKENS
+    logs: list[str] = []
+    result = run("gemini_chat", {"model": "gemini-2.5-flash", "prompt": "x", "max_tokens": 30}, logs)
+    assert result.outputs["finish_reason"] == "length"
+    assert result.metadata["provider_finish_reason"] == "MAX_TOKENS"
+    assert any("cut at max_tokens 30" in line for line in logs), logs
+
+
 # ---- side by side, the seed interface, lazy imports ------------------------------------------
 
 @pytest.mark.parametrize("action", ["openai_chat", "gemini_chat"])

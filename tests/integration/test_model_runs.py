@@ -493,6 +493,74 @@ def test_estimate_of_a_chain_marks_upstream_answers_as_unknown(service, fake_pro
     assert fake_provider_env.requests == []
 
 
+# ---- replies without usable usage: estimated, counted, and said so ----------------------------------
+
+ANSWER = "The page describes a durable workflow engine that keeps every step on disk. " * 4
+
+
+def test_run_budget_counts_estimated_costs_so_replies_without_usage_stop_after_two_calls(service, fake_provider_env):
+    from hybrid_engine.adapters import load_action
+
+    fake = fake_provider_env
+    fake.set_default("openai", usage=None, text=ANSWER)
+    params = {"prompt": "Summarise: x", "max_tokens": 200}
+    per_call = step(one_step_run(service, fake, **params), "a")["execution_metrics"]["cost"] or 0.0
+    cost_max = load_action("openai_chat").estimate({"model": "gpt-4o", **params})["cost_max"]
+    before = len(fake.requests)
+    # Room for a step's upper bound after two calls' spend has been counted, not after three.
+    run_id = service.create_run(tpl([chat(f"s{i}", "openai_chat", "gpt-4o", deps=[f"s{i - 1}"] if i else [],
+                                          **params) for i in range(6)], budget_usd=cost_max + 1.5 * per_call))
+    drain(service)
+    assert len(fake.requests) - before == 2
+    doc = service.run_document(run_id)
+    assert [s["status"] for s in doc["steps"]] == ["COMPLETED", "COMPLETED", "FAILED"] + ["SKIPPED"] * 3
+    assert step(doc, "s2")["error_code"] == "budget_exceeded"
+    assert per_call > 0 and doc["metrics"]["total_cost"] == pytest.approx(2 * per_call)
+    assert doc["metrics"]["estimated_cost_steps"] == 2
+
+
+def test_spend_counts_estimated_costs_and_says_they_are_estimated(service, fake_provider_env, cli):
+    fake_provider_env.set_default("openai", usage={"prompt_tokens": -1, "completion_tokens": -1}, text=ANSWER)
+    cost = step(one_step_run(service, fake_provider_env), "a")["execution_metrics"]["cost"]
+    data = cli.json("spend", "--json")
+    assert cost > 0 and data["today"] == pytest.approx(cost) and data["this_month"] == pytest.approx(cost)
+    assert data["today_estimated"] == pytest.approx(cost) and data["this_month_estimated"] == pytest.approx(cost)
+    text = cli("spend", check=True).stdout
+    assert f"of which ~${cost:.6f} today and ~${cost:.6f} this month are estimated" in text, text
+
+
+def test_show_marks_a_cost_estimated_from_our_own_count(service, fake_provider_env, cli):
+    fake_provider_env.set_default("openai", usage=None, text=ANSWER)
+    doc = one_step_run(service, fake_provider_env)
+    a = step(doc, "a")
+    assert a["execution_metrics"]["cost_estimated"] is True and doc["metrics"]["estimated_cost_steps"] == 1
+    table = cli("show", doc["id"], check=True).stdout
+    row = next(line for line in table.splitlines() if line.startswith("a "))
+    assert f"~${a['execution_metrics']['cost']:.6f} est." in row, table
+    total = next(line for line in table.splitlines() if line.startswith("total "))
+    assert "est." in total, table
+    assert "~ est.: a: the provider reported no usable token usage" in table
+
+
+def test_show_warns_of_an_answer_cut_at_max_tokens(service, fake_provider_env, cli):
+    fake_provider_env.script("openai", finish_reason="length")
+    doc = one_step_run(service, fake_provider_env, max_tokens=30)
+    assert step(doc, "a")["warnings"] == ["cut at max_tokens (30 tokens): the answer is incomplete"]
+    table = cli("show", doc["id"], check=True).stdout
+    row = next(line for line in table.splitlines() if line.startswith("a "))
+    assert "! cut at max_tokens (30 tokens)" in row, table
+    assert "warning: a was cut at max_tokens (30 tokens): the answer is incomplete." in table
+
+
+def test_run_wait_warns_of_a_gemini_answer_cut_at_max_tokens(fake_provider_env, cli, write_template):
+    cli.env.update(fake_provider_env.env())
+    fake_provider_env.script("gemini", finish_reason="length")  # the fake sends MAX_TOKENS
+    path = write_template({"name": "cut", "steps": [chat("a", "gemini_chat", "gemini-2.5-flash", max_tokens=30)]})
+    proc = cli("run", path, "--wait")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: a was cut at max_tokens (30 tokens): the answer is incomplete." in proc.stdout, proc.stdout
+
+
 # ---- unknown prices ----------------------------------------------------------------------------------
 
 def test_spend_names_completed_steps_it_cannot_price_instead_of_counting_them_as_zero(service, fake_provider_env,

@@ -11,6 +11,8 @@ No SDK is imported here.
       -> fit_prompt: check the context window; fail, or truncate when asked
       -> no key: PermanentStepError(code="no_provider") naming the variable and the cost
       -> _complete(): one attempt, SDK retries off; the engine owns retries
+      -> usage: the provider's, or our own count (labelled estimated) when it is
+         missing or cannot be true (usage.py)
       -> price the usage at the request time -> StepResult(outputs, metadata)
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import logging
 import math
 import re
@@ -30,6 +33,7 @@ from typing import Any, Callable
 from .. import pricing, tokens
 from ..config import ProviderSettings, load_config, provider_settings
 from ..errors import PermanentStepError, StepError, TransientStepError
+from . import usage as usage_check
 from .base import AdapterResult, BaseAdapter, StepContext, StepResult
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,10 @@ class ChatReply:
     request_id: str | None = None
     response_model: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The provider's usage object as it came (None: the reply had none) and its own total,
+    # so run() can tell usage it can bill from usage that is missing or nonsense.
+    raw_usage: dict[str, Any] | None = None
+    reported_total: int | None = None
 
 
 def utc_now() -> datetime:
@@ -476,8 +484,16 @@ class ChatAdapter(BaseAdapter):
             exc.metadata.setdefault("timestamp", iso(started))
             raise
         duration_ms = round((time.perf_counter() - t0) * 1000)
-        usage = reply.usage
+        usage, billing = await self._billable_usage(request, reply, config)
         cost = pricing.price(request.model, self.provider, usage, started, config)
+        if billing.get("usage_source") == "estimated":
+            # A local model's $0 does not depend on the count; any other figure does.
+            billing["cost_estimated"] = cost.usd is not None and cost.source != "local"
+            ctx.log(f"{self.label} gave no usable token usage ({billing['usage_problem']}): "
+                    f"priced from our own count of {usage.prompt_tokens:,} prompt and "
+                    f"{usage.completion_tokens:,} completion tokens, "
+                    + ("price unknown" if cost.usd is None else "free (local model)"
+                       if cost.source == "local" else f"about ${cost.usd:.6f} (estimated)"))
         meta: dict[str, Any] = {
             "provider": self.provider,
             "model": request.model,
@@ -488,6 +504,7 @@ class ChatAdapter(BaseAdapter):
             "cached_tokens": usage.cached_tokens,
             "reasoning_tokens": usage.reasoning_tokens,
             **cost.as_metadata(),
+            **billing,
             "duration_ms": duration_ms,
             "timestamp": iso(started),
             "request_id": reply.request_id,
@@ -496,7 +513,12 @@ class ChatAdapter(BaseAdapter):
         }
         meta.update(fit)
         meta.update(reply.extra)
-        if self.provider == "local":
+        if reply.finish_reason == "length":
+            limit = f"max_tokens {request.max_tokens:,}" if request.max_tokens else \
+                "the model's output limit"
+            ctx.log(f"the answer was cut at {limit} (finish_reason: length): it is incomplete; "
+                    "raise max_tokens on the step for the whole answer")
+        if self.provider == "local" and billing["usage_source"] == "provider":
             await asyncio.to_thread(self._server_cut, request, usage.prompt_tokens, on_overflow, meta)
         if cost.price_unknown:
             ctx.log(f"no price known for {self.provider} model {request.model}: cost recorded "
@@ -505,6 +527,33 @@ class ChatAdapter(BaseAdapter):
         if reply.reasoning:
             outputs["reasoning"] = reply.reasoning
         return StepResult(outputs=outputs, metadata=meta)
+
+    async def _billable_usage(self, request: ChatRequest, reply: ChatReply,
+                              config: dict) -> tuple[pricing.Usage, dict[str, Any]]:
+        """The usage to bill and how it was obtained: the provider's, or our own count
+        when the provider's is missing or cannot be true (see usage.py)."""
+        limits = tokens.model_limits(request.model, self.provider, config)
+        # model_limits falls back to a default output limit; only a documented one caps usage.
+        documented = limits.source == "table" or limits.max_output_tokens != tokens.DEFAULT_MAX_OUTPUT
+        problem = usage_check.problem(
+            raw=reply.raw_usage, usage=reply.usage, reported_total=reply.reported_total,
+            prompt=request.prompt, system=request.system, text=reply.text,
+            reasoning=reply.reasoning, max_tokens=request.max_tokens,
+            max_output=limits.max_output_tokens if documented else None,
+            context_window=limits.context_window)
+        if problem is None:
+            return reply.usage, {"usage_source": "provider", "cost_estimated": False}
+        size = tokens.max_tokens_bound(request.prompt) + tokens.max_tokens_bound(reply.text)
+        count = functools.partial(
+            usage_check.estimate, prompt=request.prompt, system=request.system, text=reply.text,
+            reasoning=reply.reasoning, model=request.model, provider=self.provider,
+            cut_at=request.max_tokens if reply.finish_reason == "length" else None)
+        est = await asyncio.to_thread(count) if size > 200_000 else count()
+        return est.usage, {
+            "usage_source": "estimated", "usage_problem": problem,
+            "provider_usage": usage_check.record(reply.raw_usage),
+            "estimate_tokenizer": est.tokenizer, "prompt_tokens_exact": est.exact_prompt,
+        }
 
     # -- the seed's adapter interface ----------------------------------------------------
     async def execute(self, prompt: str, **params: Any) -> AdapterResult:
@@ -528,9 +577,32 @@ class ChatAdapter(BaseAdapter):
 def as_int(value: Any) -> int:
     try:
         return max(0, int(value or 0))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return 0
 
 
+def reported_int(value: Any) -> int | None:
+    """A count as the provider reported it, sign kept; None when it gave no number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+            or value in (math.inf, -math.inf):
+        return None
+    return int(value)
+
+
+def raw_usage(obj: Any) -> dict[str, Any] | None:
+    """An SDK's usage object as a plain dict, for checking and for the record; None when
+    the reply had no usage at all."""
+    if obj is None:
+        return None
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump):
+        try:
+            return dump(exclude_none=True, warnings=False)
+        except Exception:  # a shape the SDK's model cannot dump: keep what we can say
+            pass
+    return obj if isinstance(obj, dict) else {"value": str(obj)}
+
+
 __all__ = ["ChatAdapter", "ChatRequest", "ChatReply", "ClientCache", "http_error",
-           "transport_error", "malformed", "parse_retry_after", "parse_retry_info", "as_int"]
+           "transport_error", "malformed", "parse_retry_after", "parse_retry_info", "as_int",
+           "reported_int", "raw_usage"]

@@ -22,7 +22,7 @@ from ..config import ProviderSettings, section
 from . import get_spec
 from .base import StepContext
 from .chat import (ChatAdapter, ChatReply, ChatRequest, ClientCache, as_int, http_error,
-                   malformed, transport_error)
+                   malformed, raw_usage, reported_int, transport_error)
 
 DEFAULT_API_VERSION = "v1beta"
 
@@ -147,15 +147,15 @@ class GeminiChat(ChatAdapter):
         extra: dict[str, Any] = {}
         if raw_finish and finish != raw_finish.lower():
             extra["provider_finish_reason"] = raw_finish
-        if meta is None:
-            extra["usage_missing"] = True
         return ChatReply(
             text="".join(texts), finish_reason=finish,
             usage=pricing.Usage(prompt_tokens=prompt, completion_tokens=output,
                                 cached_tokens=min(cached, prompt), reasoning_tokens=thought_tokens),
             reasoning="".join(thoughts) or None,
             request_id=getattr(response, "response_id", None),
-            response_model=getattr(response, "model_version", None), extra=extra)
+            response_model=getattr(response, "model_version", None), extra=extra,
+            raw_usage=raw_usage(meta),
+            reported_total=reported_int(getattr(meta, "total_token_count", None)))
 
 
 def _enum_name(value: Any) -> str | None:

@@ -24,7 +24,7 @@ from ..errors import PermanentStepError
 from . import get_spec
 from .base import StepContext
 from .chat import (ChatAdapter, ChatReply, ChatRequest, ClientCache, as_int, http_error,
-                   malformed, transport_error)
+                   malformed, raw_usage, reported_int, transport_error)
 from .. import pricing
 
 _clients = ClientCache()
@@ -110,9 +110,7 @@ class OpenAICompatibleChat(ChatAdapter):
             _field(_field(usage, "prompt_tokens_details"), "cached_tokens"))
         reasoning_tokens = as_int(_field(_field(usage, "completion_tokens_details"),
                                          "reasoning_tokens"))
-        extra = {}
-        if usage is None:
-            extra["usage_missing"] = True
+        extra: dict[str, Any] = {}
         request_id = (headers.get("x-request-id") if headers is not None else None) \
             or getattr(completion, "id", None)
         return ChatReply(
@@ -121,7 +119,8 @@ class OpenAICompatibleChat(ChatAdapter):
                                 cached_tokens=min(cached, prompt),
                                 reasoning_tokens=min(reasoning_tokens, completion_tokens)),
             reasoning=reasoning if isinstance(reasoning, str) and reasoning else None,
-            request_id=request_id, response_model=getattr(completion, "model", None), extra=extra)
+            request_id=request_id, response_model=getattr(completion, "model", None), extra=extra,
+            raw_usage=raw_usage(usage), reported_total=reported_int(_field(usage, "total_tokens")))
 
 
 class OpenAIChat(OpenAICompatibleChat):
