@@ -56,6 +56,7 @@ EXIT_BUDGET_S = 0.9  # from end of input to exit; the issue allows 1 s
 # would double its wait (measured: 58 -> 42 ms from spawn).
 ENGINE_QUIET_S = 0.03
 ENGINE_DELAY_MAX_S = 1.0
+CONFIG_RECHECK_S = 1.0  # while the settings are bad: how often the executor looks for a fix
 MAX_CAPTURE_ID = 200
 _CHROME_PREFIX = "chrome-extension://"
 
@@ -228,6 +229,7 @@ def h_host_status(host: "Host", msg: dict) -> dict:
         "origin_checked": bool(host.caller_args),
         "heavy_modules_loaded": loaded_heavy_modules(),
         "log_file": host.log_file or None,
+        "config_error": host.config_problem,
     }
 
 
@@ -290,6 +292,7 @@ def h_runs_output(host: "Host", msg: dict) -> dict:
 
 def h_runs_retry(host: "Host", msg: dict) -> dict:
     budget = field(msg, "budget_usd", (int, float), "a number", required=False)
+    _check_settings()  # a retry the executor cannot start would only fail again
     summary = host.service.retry(_text(msg, "run_id"), budget_usd=budget)
     host.wake_executor()
     return summary
@@ -306,10 +309,12 @@ def h_runs_subscribe(host: "Host", msg: dict) -> dict:
 
 def h_estimate(host: "Host", msg: dict) -> dict:
     template = _text(msg, "template")
+    _check_settings()
     return host.service.estimate(template, _page(msg))
 
 
 def h_spend(host: "Host", msg: dict) -> dict:
+    _check_settings()  # the popup asks for spend when it opens: a bad setting shows there
     return host.service.spend()
 
 
@@ -387,6 +392,7 @@ class Host:
         self.subscribed = False
         self.accepting = False  # inside the read loop: a signal interrupts it
         self.executor = None
+        self.config_problem: str | None = None  # why the executor waits (a bad config.toml or keys.json)
         self._service = None
         self._service_lock = threading.Lock()
         self._sub_lock = threading.Lock()
@@ -607,7 +613,9 @@ class Host:
                             len(report.dead_lettered))
             if self._closing.is_set():
                 return
-            ex = svc.make_executor()
+            ex = self._make_executor(svc)
+            if ex is None:
+                return
             self.executor = ex
 
             async def run() -> None:
@@ -620,6 +628,29 @@ class Host:
             asyncio.run(run())
         except Exception:  # noqa: BLE001 - the host keeps serving; the next launch or worker executes
             log.exception("the executor stopped with an error")
+
+    def _make_executor(self, svc):
+        """The executor, once config.toml and keys.json are good. Until then the host keeps
+        serving, answers bad_config where settings matter (spend, estimate, retry, config's
+        `errors`) and tries again when either file changes; captures wait queued."""
+        from .config import ConfigError
+
+        while not self._closing.is_set():
+            stamp = _settings_stamp()
+            try:
+                ex = svc.make_executor()
+            except ConfigError as exc:
+                if self.config_problem != str(exc):
+                    log.warning("no step starts until this is fixed: %s", exc)
+                self.config_problem = str(exc)
+                while stamp == _settings_stamp() and not self._closing.wait(CONFIG_RECHECK_S):
+                    pass
+                continue
+            if self.config_problem:
+                log.info("the settings are good again; the executor starts")
+            self.config_problem = None
+            return ex
+        return None
 
     def wake_executor(self) -> None:
         ex = self.executor
@@ -706,6 +737,27 @@ class Host:
             if row.owner_pid == me or procs.owner_alive(row.owner_pid, row.owner_start, row.owner_host) is False:
                 return True
         return False
+
+
+def _settings_stamp() -> tuple:
+    """When config.toml and keys.json last changed (None: absent)."""
+    from . import config
+
+    stamp = []
+    for path in (config.config_path(), config.keys_path()):
+        try:
+            st = path.stat()
+            stamp.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            stamp.append(None)
+    return tuple(stamp)
+
+
+def _check_settings() -> None:
+    """ConfigError (bad_config, naming the file, key and range) when a setting is bad."""
+    from . import settings
+
+    settings.check()
 
 
 def spawn_worker() -> "subprocess.Popen":
