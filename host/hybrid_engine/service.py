@@ -642,7 +642,7 @@ def _check_budget(budget_usd: Any) -> None:
     """A run budget of nan or below zero would never stop anything: refused, as bad input."""
     if budget_usd is not None and (isinstance(budget_usd, bool) or not isinstance(budget_usd, (int, float))
                                    or not 0 <= budget_usd < float("inf")):
-        raise BadRequest("budget_usd: expected a finite number of US dollars >= 0", field="budget_usd")
+        raise BadRequest("budget_usd: expected a non-negative number of US dollars (not nan or inf)", field="budget_usd")
 
 
 def read_input_file(path: str) -> tuple[str, str]:
