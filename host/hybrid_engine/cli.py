@@ -406,6 +406,7 @@ def cmd_estimate(args) -> int:
     from .service import read_input_file
 
     svc = _service()
+    _check_settings()  # a bad price override would otherwise be left out of the figures unsaid
     tpl = svc.template(args.template)
     if args.input:
         content, ctype = read_input_file(args.input)

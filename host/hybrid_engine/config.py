@@ -94,6 +94,7 @@ def load_config() -> dict:
 
 
 def section(name: str, config: dict | None = None) -> dict:
+    """One table of config.toml, unchecked: settings.py reads (and checks) the known ones."""
     config = load_config() if config is None else config
     value = config.get(name, {})
     return value if isinstance(value, dict) else {}
@@ -203,6 +204,9 @@ class ProviderSettings(namedtuple("ProviderSettings", "provider api_key api_key_
         return {"keys": str(keys_path()), "config": f"{config_path()} [providers.{self.provider}]"}.get(source, source)
 
 
+_warned: set[str] = set()
+
+
 def provider_settings(provider: str, config: dict | None = None) -> ProviderSettings:
     """Read at execution time, so fixing a key and retrying a run works.
 
@@ -225,9 +229,10 @@ def provider_settings(provider: str, config: dict | None = None) -> ProviderSett
         if stored:
             api_key, source = stored, "keys"
             warning = keys_file_warning()
-            if warning:
+            if warning and warning not in _warned:
                 import logging
 
+                _warned.add(warning)  # once per process, not at every step
                 logging.getLogger(__name__).warning("%s", warning)
     if api_key is None and conf.api_key:
         api_key, source = conf.api_key, "config"

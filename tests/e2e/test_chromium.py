@@ -142,6 +142,7 @@ def test_options_page_says_where_each_key_came_from_and_what_is_wrong_with_the_s
     providers = options.inner_text("#providers").splitlines()
     assert f"deepseek: key set (from {keys})" in providers, providers
     assert "openai: no key" in providers
+    assert "gemini: no key" in providers  # Debian's Chromium exports its own GOOGLE_API_KEY to the host
     wait_js(options, "!!document.getElementById('settings-problems')?.textContent")
     problems = options.inner_text("#settings-problems")
     assert "[executor] concurrency" in problems and ">= 1" in problems and "config.toml" in problems
