@@ -207,12 +207,14 @@ class ProviderSettings(namedtuple("ProviderSettings", "provider api_key api_key_
 _warned: set[str] = set()
 
 
-def provider_settings(provider: str, config: dict | None = None) -> ProviderSettings:
+def provider_settings(provider: str, config: dict | None = None, *,
+                      keys_file: bool = True) -> ProviderSettings:
     """Read at execution time, so fixing a key and retrying a run works.
 
     Only what the user gave Hybrid Engine counts: its own variables, keys.json, config.toml.
     GOOGLE_API_KEY is never read: Chromium on Debian and Ubuntu exports its own Google key
-    under that name, and a browser-started host inherits it."""
+    under that name, and a browser-started host inherits it. keys_file=False leaves keys.json
+    out (to show the rest when it is broken)."""
     from . import settings
 
     if provider not in _ENV:
@@ -224,7 +226,7 @@ def provider_settings(provider: str, config: dict | None = None) -> ProviderSett
         if os.environ.get(var, "").strip():
             api_key, source = os.environ[var].strip(), f"env:{var}"
             break
-    if api_key is None:
+    if api_key is None and keys_file:
         stored = _read_keys().get(provider, "").strip()
         if stored:
             api_key, source = stored, "keys"

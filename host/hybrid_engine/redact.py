@@ -25,8 +25,8 @@ BASE_URL_ENV_VARS = ("OPENAI_BASE_URL", "DEEPSEEK_BASE_URL", "GEMINI_BASE_URL",
                      "HYBRID_ENGINE_LOCAL_BASE_URL")
 MIN_SECRET_LEN = 6  # shorter values would mask ordinary words
 
-_SHAPES = re.compile(r"sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|(?<=Bearer )[A-Za-z0-9._~+/\-]{8,}=*",
-                     re.IGNORECASE)
+_SHAPES = re.compile(r"(?<![A-Za-z0-9_\-])(?:sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,})"
+                     r"|(?:(?<=Bearer )|(?<=bearer ))[A-Za-z0-9._~+/\-]{8,}=*")
 _USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.\-]*://)(?P<info>[^/?#\s@\"'<>]+)@", re.IGNORECASE)
 _SECRET_PARAMS = r"(?:x-goog-api-key|api[-_]?key|apikey|key|access[-_]?token|token|auth|password|secret|sig|signature)"
 _PARAM = re.compile(r"(?P<name>(?<![A-Za-z0-9_\-])" + _SECRET_PARAMS + r")(?P<sep>=|%3D)(?P<value>[^&#\s\"'<>,;)]+)",

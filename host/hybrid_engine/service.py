@@ -593,10 +593,10 @@ class Service:
             except config.ConfigError as exc:
                 if str(exc) not in errors:
                     errors.append(str(exc))
-                try:  # keys.json is the problem: show the rest, without its keys
-                    s = config.provider_settings(name, {})
+                try:  # show the rest: without keys.json, then without config.toml's table too
+                    s = config.provider_settings(name, conf, keys_file=False)
                 except config.ConfigError:
-                    continue
+                    s = config.provider_settings(name, {}, keys_file=False)
             source = s.api_key_source or ""
             from_env = source.startswith("env:")
             providers[name] = {

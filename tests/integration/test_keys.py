@@ -214,3 +214,4 @@ def test_host_config_reports_a_broken_keys_file_and_still_shows_the_rest(he_home
         conf = h.call("config")
     assert any(str(path) in e for e in conf["errors"]), conf["errors"]
     assert conf["providers"]["openai"]["has_key"] is True
+    assert sorted(conf["providers"]) == ["deepseek", "gemini", "local", "openai"]

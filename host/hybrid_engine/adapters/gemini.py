@@ -16,6 +16,7 @@ thinking is billed as output, and reported as reasoning_tokens.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .. import pricing
@@ -51,6 +52,16 @@ def _transport_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
             if isinstance(cls, type):
                 bucket.append(cls)
     return tuple(timeouts), tuple(transport)
+
+
+def _drop_env_key_notice(record: logging.LogRecord) -> bool:
+    """google-genai looks at the environment even when given a key, and logs "Both
+    GOOGLE_API_KEY and GEMINI_API_KEY are set. Using GOOGLE_API_KEY." That is not so here
+    (the client is given its key); the line would only mislead whoever reads the log."""
+    return "Using GOOGLE_API_KEY" not in str(record.msg)
+
+
+logging.getLogger("google_genai._api_client").addFilter(_drop_env_key_notice)
 
 
 def _api_version() -> str:
