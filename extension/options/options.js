@@ -79,25 +79,29 @@ async function renderHostDetails() {
   } catch (err) {
     $("log-file").textContent = `unavailable: ${err.message}`;
   }
-  // Providers: the host has no message for this yet (see the issue note); show what it offers.
+  // Providers: `config` says which have a key and where each key came from (a variable's
+  // name or a file, never the key); older hosts list provider names in hello only.
   const list = $("providers");
   list.textContent = "";
   const fromHello = hello?.capabilities?.providers;
   let providers = null;
-  if (fromHello) providers = fromHello;
-  else if (types.includes("config")) {
+  let summary = null;
+  if (types.includes("config")) {
     try {
-      providers = (await call("config")).providers;
-    } catch {
-      providers = null;
+      summary = await call("config");
+      providers = summary.providers;
+    } catch (err) {
+      summary = { errors: [err.message] };
     }
   }
+  if (!providers && fromHello) providers = fromHello;
   if (providers) {
     const entries = Array.isArray(providers) ? providers.map((p) => [p, true]) : Object.entries(providers);
     for (const [name, info] of entries) {
       const li = document.createElement("li");
       const has = typeof info === "object" ? info.has_key ?? info.key ?? info.configured : info;
-      li.textContent = `${name}: ${has ? "key set" : "no key"}`;
+      const from = typeof info === "object" && has && info.key_from ? ` (from ${info.key_from})` : "";
+      li.textContent = `${name}: ${has ? "key set" : "no key"}${from}`;
       list.append(li);
     }
     setText($("providers-note"), "");
@@ -106,6 +110,7 @@ async function renderHostDetails() {
       + "In a terminal, `hybrid-engine keys list` shows which providers have a key, and "
       + "`hybrid-engine keys set openai` adds one.");
   }
+  renderSettingsProblems(summary);
   if (types.includes("doctor")) {
     $("run-doctor").hidden = false;
     setText($("doctor-note"), "Checks the host's registration for every browser and names the fix for each problem.");
@@ -114,6 +119,26 @@ async function renderHostDetails() {
     setText($("doctor-note"), "This host does not run its diagnosis from the browser yet. In a terminal, "
       + "`hybrid-engine doctor` checks every browser's registration and prints the fix for each finding.");
   }
+}
+
+// A bad config.toml or keys.json (named with the key and the allowed range), and a keys.json
+// others can read: shown under the providers, where the user looks when nothing runs.
+function renderSettingsProblems(summary) {
+  let box = $("settings-problems");
+  if (!box) {
+    box = document.createElement("p");
+    box.id = "settings-problems";
+    box.className = "error-text";
+    box.setAttribute("role", "alert");
+    $("providers-note").after(box);
+  }
+  const problems = [...(summary?.errors || []), ...(summary?.warnings || [])];
+  box.hidden = !problems.length;
+  box.textContent = "";
+  problems.forEach((text, i) => {
+    if (i) box.append(document.createElement("br"));
+    box.append(text);
+  });
 }
 
 async function runDoctor() {

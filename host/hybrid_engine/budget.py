@@ -35,7 +35,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from . import clock, pricing, tokens
-from .config import ConfigError, load_config, section
+from .config import ConfigError, load_config
 from .errors import PermanentStepError, StepBudgetExceeded, StepError
 
 log = logging.getLogger(__name__)
@@ -59,21 +59,12 @@ def period_starts(now: datetime | None = None) -> tuple[float, float]:
 
 
 def budget_settings(conf: dict) -> tuple[float | None, float | None, str]:
-    """(daily_usd, monthly_usd, unknown_price) from config.toml's [budgets]."""
-    budgets = section("budgets", conf)
+    """(daily_usd, monthly_usd, unknown_price) from config.toml's [budgets], checked: a budget
+    of nan or below zero is a ConfigError naming the key, never a budget nothing crosses."""
+    from . import settings
 
-    def amount(key: str) -> float | None:
-        value = budgets.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(f"[budgets] {key}: expected a non-negative number of USD, got {value!r}")
-        return float(value)
-
-    policy = str(budgets.get("unknown_price", "refuse")).lower()
-    if policy not in UNKNOWN_PRICE_POLICIES:
-        raise ConfigError(f"[budgets] unknown_price: expected 'refuse' or 'allow', got {policy!r}")
-    return amount("daily_usd"), amount("monthly_usd"), policy
+    b = settings.budgets(conf)
+    return b.daily_usd, b.monthly_usd, b.unknown_price
 
 
 def _cheap_cost_max(action: Any, params: dict, conf: dict) -> float | None:

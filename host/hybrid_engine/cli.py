@@ -55,6 +55,17 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+def _usd(text: str) -> float:
+    """--budget: a finite number of US dollars >= 0 (nan or -1 would never stop anything)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of US dollars, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number of US dollars >= 0, got {text!r}")
+    return value
+
+
 def _service():
     from .service import Service
 
@@ -63,10 +74,18 @@ def _service():
 
 # ---- commands -----------------------------------------------------------------
 
+def _check_settings() -> None:
+    """config.toml and keys.json, checked: a ConfigError (exit 2) names the file, key and range."""
+    from . import settings
+
+    settings.check()
+
+
 def cmd_run(args) -> int:
     from .service import read_input_file
 
     svc = _service()
+    _check_settings()  # a bad config.toml stops here, before a run is made that nothing would execute
     content = ctype = None
     if args.input:
         content, ctype = read_input_file(args.input)
@@ -311,6 +330,7 @@ def cmd_worker(args) -> int:
 
     logsetup.configure("worker")
     svc = _service()
+    _check_settings()
     if args.background:
         return _background_worker(svc, args)
     report = svc.recover()
@@ -391,16 +411,21 @@ def cmd_keys(args) -> int:
     from . import config
 
     if args.keys_cmd == "list":
+        from .redact import public_url
+
         out = []
         for p in config.PROVIDERS:
             s = config.provider_settings(p)
             out.append({"provider": p, "configured": bool(s.api_key), "source": s.api_key_source,
-                        "base_url": s.base_url})
+                        "from": s.key_source_label, "base_url": public_url(s.base_url)})
+        warning = config.keys_file_warning()
+        if warning:
+            _err(f"warning: {warning}")
         if args.json:
             _print_json({"providers": out})
         else:
             print(_table(["provider", "key", "from", "base url"],
-                         [[o["provider"], "set" if o["configured"] else "-", o["source"] or "-", o["base_url"] or "-"]
+                         [[o["provider"], "set" if o["configured"] else "-", o["from"] or "-", o["base_url"] or "-"]
                           for o in out]))
         return EXIT_OK
     provider = args.provider
@@ -428,6 +453,7 @@ def cmd_estimate(args) -> int:
     from .service import read_input_file
 
     svc = _service()
+    _check_settings()  # a bad price override would otherwise be left out of the figures unsaid
     tpl = svc.template(args.template)
     if args.input:
         content, ctype = read_input_file(args.input)
@@ -632,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--input", metavar="FILE", help="a page to fill the capture slot with")
     sp.add_argument("--source-url", metavar="URL")
     sp.add_argument("--content-type", metavar="TYPE", help="text/html, text/plain or text/markdown")
-    sp.add_argument("--budget", type=float, metavar="USD", help="stop starting model steps past this cost")
+    sp.add_argument("--budget", type=_usd, metavar="USD", help="stop starting model steps past this cost")
     sp.add_argument("--wait", action="store_true", help="execute now, show progress, end with a summary")
     sp.add_argument("--json", action="store_true")
 
@@ -667,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "delete":
             sp.add_argument("--json", action="store_true")
         if name == "retry":
-            sp.add_argument("--budget", type=float, metavar="USD",
+            sp.add_argument("--budget", type=_usd, metavar="USD",
                             help="a new run budget (after a step was stopped by the old one)")
 
     sp = add("worker", cmd_worker, "recover, then execute queued work without a browser")

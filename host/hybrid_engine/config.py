@@ -17,10 +17,12 @@ APP_NAME = "hybrid-engine"
 
 PROVIDERS = ("openai", "deepseek", "gemini", "local")
 
+# Key variables, base URL variable, default base URL. Gemini's key is GEMINI_API_KEY only:
+# GOOGLE_API_KEY is Chromium's own key on Debian and Ubuntu, inherited by the host.
 _ENV = {
-    "openai": (("OPENAI_API_KEY",), "OPENAI_BASE_URL", None),
+    "openai": (("OPENAI_API_KEY",), "OPENAI_BASE_URL", "https://api.openai.com/v1"),
     "deepseek": (("DEEPSEEK_API_KEY",), "DEEPSEEK_BASE_URL", "https://api.deepseek.com"),
-    "gemini": (("GEMINI_API_KEY", "GOOGLE_API_KEY"), "GEMINI_BASE_URL", None),
+    "gemini": (("GEMINI_API_KEY",), "GEMINI_BASE_URL", None),
     "local": (("HYBRID_ENGINE_LOCAL_API_KEY",), "HYBRID_ENGINE_LOCAL_BASE_URL", "http://localhost:11434/v1"),
 }
 
@@ -92,6 +94,7 @@ def load_config() -> dict:
 
 
 def section(name: str, config: dict | None = None) -> dict:
+    """One table of config.toml, unchecked: settings.py reads (and checks) the known ones."""
     config = load_config() if config is None else config
     value = config.get(name, {})
     return value if isinstance(value, dict) else {}
@@ -99,11 +102,52 @@ def section(name: str, config: dict | None = None) -> dict:
 
 # ---- secrets -------------------------------------------------------------
 
+class KeysFileError(ConfigError):
+    """keys.json exists but cannot be used; the message names the file and the fix."""
+
+
 def _read_keys() -> dict:
+    """keys.json as {provider: key}; missing: {}. Anything else wrong with it is an error
+    that names the file, never a quiet "no key": a key the user stored must not vanish."""
+    path = keys_path()
     try:
-        return json.loads(keys_path().read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeysFileError(f"{path}: cannot be read ({exc}); fix its permissions or remove it "
+                            "and store the keys again with `hybrid-engine keys set PROVIDER`") from exc
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise KeysFileError(f"{path}: not valid JSON ({exc}); fix it (it holds "
+                            '{"provider": "key", ...}) or remove it and store the keys again with '
+                            "`hybrid-engine keys set PROVIDER`") from None
+    if not isinstance(data, dict):
+        raise KeysFileError(f"{path}: expected a JSON object {{\"provider\": \"key\", ...}}, got "
+                            f"{type(data).__name__}; fix it or remove it and store the keys again "
+                            "with `hybrid-engine keys set PROVIDER`")
+    bad = sorted(str(k) for k, v in data.items() if not isinstance(v, str))
+    if bad:
+        raise KeysFileError(f"{path}: the key for {', '.join(bad)} is not a string; fix it or store "
+                            "it again with `hybrid-engine keys set PROVIDER`")
+    return data
+
+
+def keys_file_warning() -> str | None:
+    """A warning when keys.json can be read by other users of this computer."""
+    path = keys_path()
+    if os.name != "posix":
+        return None
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if mode & 0o077:
+        return (f"{path} can be read by other users (mode {mode & 0o777:o}); "
+                f"run `chmod 600 {path}` (or store a key again with `hybrid-engine keys set`, "
+                "which rewrites it readable by you alone)")
+    return None
 
 
 def _write_keys(keys: dict) -> None:
@@ -138,9 +182,10 @@ def stored_key_providers() -> list[str]:
 
 class ProviderSettings(namedtuple("ProviderSettings", "provider api_key api_key_source key_env base_url "
                                                    "concurrency timeout_s")):
-    """What a provider step runs with: read-only. api_key_source is "env:OPENAI_API_KEY", "keys"
-    or "config", never the key; key_env is the variable named in "no key" errors. (A named
-    tuple, not a dataclass: `dataclasses` costs the host's first runs.list 3 ms of imports.)"""
+    """What a provider step runs with: read-only. api_key_source says where the key came from,
+    never the key: "env:OPENAI_API_KEY" (the variable), "keys" (keys.json) or "config"
+    (config.toml); key_env is the variable named in "no key" errors. (A named tuple, not a
+    dataclass: `dataclasses` costs the host's first runs.list 3 ms of imports.)"""
 
     __slots__ = ()
 
@@ -148,34 +193,58 @@ class ProviderSettings(namedtuple("ProviderSettings", "provider api_key api_key_
         return (f"ProviderSettings(provider={self.provider!r}, base_url={self.base_url!r}, "
                 f"api_key={'set' if self.api_key else 'unset'})")
 
+    @property
+    def key_source_label(self) -> str | None:
+        """Where the key came from, for people: the variable's name, keys.json or config.toml."""
+        source = self.api_key_source
+        if not source:
+            return None
+        if source.startswith("env:"):
+            return f"{source[4:]} (environment)"
+        return {"keys": str(keys_path()), "config": f"{config_path()} [providers.{self.provider}]"}.get(source, source)
 
-def provider_settings(provider: str, config: dict | None = None) -> ProviderSettings:
-    """Read at execution time, so fixing a key and retrying a run works."""
+
+_warned: set[str] = set()
+
+
+def provider_settings(provider: str, config: dict | None = None, *,
+                      keys_file: bool = True) -> ProviderSettings:
+    """Read at execution time, so fixing a key and retrying a run works.
+
+    Only what the user gave Hybrid Engine counts: its own variables, keys.json, config.toml.
+    GOOGLE_API_KEY is never read: Chromium on Debian and Ubuntu exports its own Google key
+    under that name, and a browser-started host inherits it. keys_file=False leaves keys.json
+    out (to show the rest when it is broken)."""
+    from . import settings
+
     if provider not in _ENV:
         raise KeyError(provider)
     key_vars, base_var, default_base = _ENV[provider]
-    conf = section("providers", config).get(provider, {})
-    conf = conf if isinstance(conf, dict) else {}
+    conf = settings.provider(provider, config)
     api_key, source = None, None
     for var in key_vars:
-        if os.environ.get(var):
-            api_key, source = os.environ[var], f"env:{var}"
+        if os.environ.get(var, "").strip():
+            api_key, source = os.environ[var].strip(), f"env:{var}"
             break
-    if api_key is None:
-        stored = _read_keys().get(provider)
+    if api_key is None and keys_file:
+        stored = _read_keys().get(provider, "").strip()
         if stored:
             api_key, source = stored, "keys"
-    if api_key is None and conf.get("api_key"):
-        api_key, source = str(conf["api_key"]), "config"
-    base_url = os.environ.get(base_var) or conf.get("base_url") or default_base
-    concurrency = conf.get("concurrency")
-    timeout_s = conf.get("timeout_s")
+            warning = keys_file_warning()
+            if warning and warning not in _warned:
+                import logging
+
+                _warned.add(warning)  # once per process, not at every step
+                logging.getLogger(__name__).warning("%s", warning)
+    if api_key is None and conf.api_key:
+        api_key, source = conf.api_key, "config"
+    base_url = os.environ.get(base_var, "").strip() or conf.base_url or default_base
     return ProviderSettings(
         provider=provider,
         api_key=api_key,
         api_key_source=source,
         key_env=key_vars[0],
         base_url=base_url,
-        concurrency=int(concurrency) if concurrency else None,
-        timeout_s=float(timeout_s) if timeout_s else None,
+        concurrency=conf.concurrency,
+        timeout_s=conf.timeout_s,
     )

@@ -364,7 +364,9 @@ class Executor:
         else:
             log.exception("run %s step %s: unexpected error in action %s", c.run_id, c.step_id, c.action,
                           exc_info=exc)
-            message, code = f"{type(exc).__name__}: {exc}", "internal"
+            from .redact import redact  # an SDK's own exception text can carry a URL's password
+
+            message, code = redact(f"{type(exc).__name__}: {exc}"), "internal"
         line = f"Failed at {stamp}: {message}"
         md = getattr(exc, "metadata", None) or None
         return self._with_call(c, exc, Outcome(claim=c, kind="failed", started_at=started, ended_at=ended,

@@ -233,6 +233,7 @@ def h_host_status(host: "Host", msg: dict) -> dict:
         "origin_checked": bool(host.caller_args),
         "heavy_modules_loaded": loaded_heavy_modules(),
         "log_file": host.log_file or None,
+        "config_error": host.config_problem,
     }
 
 
@@ -295,6 +296,7 @@ def h_runs_output(host: "Host", msg: dict) -> dict:
 
 def h_runs_retry(host: "Host", msg: dict) -> dict:
     budget = field(msg, "budget_usd", (int, float), "a number", required=False)
+    _check_settings()  # a retry the executor cannot start would only fail again
     summary = host.service.retry(_text(msg, "run_id"), budget_usd=budget)
     host.ensure_worker()
     return summary
@@ -311,10 +313,12 @@ def h_runs_subscribe(host: "Host", msg: dict) -> dict:
 
 def h_estimate(host: "Host", msg: dict) -> dict:
     template = _text(msg, "template")
+    _check_settings()
     return host.service.estimate(template, _page(msg))
 
 
 def h_spend(host: "Host", msg: dict) -> dict:
+    _check_settings()  # the popup asks for spend when it opens: a bad setting shows there
     return host.service.spend()
 
 
@@ -391,6 +395,7 @@ class Host:
         self.forbidden: str | None = None
         self.subscribed = False
         self.accepting = False  # inside the read loop: a signal interrupts it
+        self.config_problem: str | None = None  # why no step starts (a bad config.toml or keys.json)
         self._service = None
         self._service_lock = threading.Lock()
         self._sub_lock = threading.Lock()
@@ -604,11 +609,29 @@ class Host:
         # is connected, a worker that died (killed, out of memory) is replaced within WATCH_S.
         while True:
             try:
-                worker.ensure(self.service.store)
+                if self._settings_ok():
+                    worker.ensure(self.service.store)
             except Exception:  # noqa: BLE001 - the host keeps serving; the next round tries again
                 log.exception("could not start the background worker")
             if self._closing.wait(WORKER_WATCH_S):
                 return
+
+    def _settings_ok(self) -> bool:
+        """A worker started with a bad config.toml or keys.json would only exit again: until
+        the file is fixed, captures wait queued and host.status, spend and estimate say why."""
+        from .config import ConfigError
+
+        try:
+            _check_settings()
+        except ConfigError as exc:
+            if self.config_problem != str(exc):
+                log.warning("no step starts until this is fixed: %s", exc)
+            self.config_problem = str(exc)
+            return False
+        if self.config_problem:
+            log.info("the settings are good again; the background worker starts")
+        self.config_problem = None
+        return True
 
     def ensure_worker(self) -> None:
         """Work was just committed: a running worker picks it up within worker.POLL_S; start
@@ -616,7 +639,8 @@ class Host:
         try:
             from . import worker
 
-            worker.ensure()
+            if self._settings_ok():
+                worker.ensure()
         except Exception:  # noqa: BLE001 - the capture is stored; the next launch runs it
             log.exception("could not start the background worker")
 
@@ -682,7 +706,15 @@ class Host:
                 return
         from . import worker
 
-        worker.ensure(self.service.store)
+        if self._settings_ok():
+            worker.ensure(self.service.store)
+
+
+def _check_settings() -> None:
+    """ConfigError (bad_config, naming the file, key and range) when a setting is bad."""
+    from . import settings
+
+    settings.check()
 
 
 def _install_signal_handlers(host: Host) -> None:

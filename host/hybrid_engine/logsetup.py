@@ -1,7 +1,8 @@
 """Logging to a rotating file under the data folder, never to stdout.
 
 stdout of the host carries frames only, and the CLI's stdout carries results; so
-logs go to a file, and a filter masks anything shaped like an API key.
+logs go to a file, through a filter that masks every key and URL credential
+(redact.py) in messages and tracebacks alike.
 """
 
 from __future__ import annotations
@@ -9,27 +10,32 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
-import re
 
 from . import config
 
-_KEY_PATTERNS = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|Bearer\s+[A-Za-z0-9._\-]{8,})")
+_TRACEBACKS = logging.Formatter()
 
 
 class RedactKeys(logging.Filter):
+    """Masks secrets in the message and in the traceback (an SDK's exception text can
+    carry a base URL with its password, or echo a key)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
+        from .redact import redact
+
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001
             return True
-        redacted = _KEY_PATTERNS.sub("[redacted]", message)
-        for var in ("OPENAI_API_KEY", "DEEPSEEK_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
-                    "HYBRID_ENGINE_LOCAL_API_KEY"):
-            value = os.environ.get(var)
-            if value and len(value) >= 6:
-                redacted = redacted.replace(value, "[redacted]")
+        redacted = redact(message)
         if redacted != message:
             record.msg, record.args = redacted, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _TRACEBACKS.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 

@@ -74,30 +74,33 @@ class Cost:
 UNKNOWN = Cost(None)
 
 
-def _override(model: str, provider: str, config: dict | None) -> dict | None:
-    from .config import section
+def _override(model: str, provider: str, config: dict | None):
+    """The [prices."<model>"] entry (or "<provider>/<model>"), checked. A bad table is refused
+    before any call (ChatAdapter._config); here, pricing a call already made, it is skipped
+    with a warning rather than booked as a negative or nan figure."""
+    from . import settings
+    from .config import ConfigError
 
     try:
-        prices = section("prices", config)
-    except Exception as exc:  # an unreadable config.toml must not fail a paid call
+        prices = settings.prices(config)
+    except ConfigError as exc:
+        log.warning("price overrides not used: %s", exc)
+        return None
+    except Exception as exc:  # noqa: BLE001 - an unreadable config.toml must not fail a paid call
         log.warning("price overrides not read: %s", exc)
         return None
     for key in (f"{provider}/{model}", model):
         entry = prices.get(key)
-        if isinstance(entry, dict):
+        if entry is not None:
             return entry
     return None
 
 
-def _price_override(entry: dict, model: str, usage: Usage) -> Cost | None:
-    try:
-        rate_in = Decimal(str(entry["input_per_mtok"]))
-        rate_out = Decimal(str(entry["output_per_mtok"]))
-        rate_cached = Decimal(str(entry.get("cached_input_per_mtok", entry["input_per_mtok"])))
-    except (KeyError, ArithmeticError, ValueError) as exc:
-        log.warning("price override for %s ignored: needs input_per_mtok and output_per_mtok "
-                    "numbers (%s)", model, exc)
-        return None
+def _price_override(entry, model: str, usage: Usage) -> Cost:
+    rate_in = Decimal(str(entry.input_per_mtok))
+    rate_out = Decimal(str(entry.output_per_mtok))
+    rate_cached = Decimal(str(entry.cached_input_per_mtok)) if entry.cached_input_per_mtok is not None \
+        else rate_in
     cached = min(usage.cached_tokens, usage.prompt_tokens)
     input_usd = ((usage.prompt_tokens - cached) * rate_in + cached * rate_cached) / MTOK
     output_usd = usage.completion_tokens * rate_out / MTOK

@@ -111,6 +111,7 @@ class Service:
     # ---- runs -----------------------------------------------------------------
 
     def create_run(self, template: "WorkflowTemplate | str", *, budget_usd: float | None = None) -> str:
+        _check_budget(budget_usd)
         tpl = self.template(template) if isinstance(template, str) else template
         plan = tpl.plan()
         run_id = new_run_id()
@@ -257,9 +258,7 @@ class Service:
     def retry(self, run_id: str, *, budget_usd: float | None = None) -> dict:
         """Resume a FAILED or CANCELLED run; `budget_usd` replaces its run budget (the way on
         after a step was stopped by it)."""
-        if budget_usd is not None and (isinstance(budget_usd, bool) or not isinstance(budget_usd, (int, float))
-                                       or not 0 <= budget_usd < float("inf")):
-            raise BadRequest("budget_usd: expected a non-negative number of US dollars", field="budget_usd")
+        _check_budget(budget_usd)
         run_id = self.resolve_run(run_id)
         status = self.store.run_row(run_id)["status"]
         if status not in (RunStatus.FAILED, RunStatus.CANCELLED):
@@ -399,20 +398,18 @@ class Service:
     # ---- execution -------------------------------------------------------------
 
     def make_executor(self, **overrides) -> "Executor":
+        """An executor with config.toml's limits; a ConfigError (file, key, allowed range)
+        before anything starts when a setting is out of range."""
+        from . import settings
         from .executor import Executor, Limits, RetryPolicy
 
-        conf = config.load_config()
-        ex = config.section("executor", conf)
-        per_provider = {}
-        for name in config.PROVIDERS:
-            limit = config.provider_settings(name, conf).concurrency
-            if limit:
-                per_provider[name] = limit
-        limits = Limits(concurrency=int(ex.get("concurrency", 16)),
-                        per_action={k: int(v) for k, v in (ex.get("action_concurrency") or {}).items()},
+        checked = settings.check()  # a broken keys.json too: said now, not at the first step
+        ex = checked.executor
+        per_provider = {name: p.concurrency for name, p in checked.providers.items() if p.concurrency}
+        limits = Limits(concurrency=ex.concurrency, per_action=dict(ex.action_concurrency),
                         per_provider=per_provider)
-        retry = RetryPolicy(base_s=float(ex.get("backoff_base_s", 1.0)), cap_s=float(ex.get("backoff_cap_s", 60.0)))
-        kwargs: dict[str, Any] = dict(limits=limits, retry=retry, lease_s=float(ex.get("lease_s", 30.0)),
+        retry = RetryPolicy(base_s=ex.backoff_base_s, cap_s=ex.backoff_cap_s)
+        kwargs: dict[str, Any] = dict(limits=limits, retry=retry, lease_s=ex.lease_s,
                                       guards=self.guards())
         kwargs.update(overrides)
         return Executor(self.store, **kwargs)
@@ -536,7 +533,9 @@ class Service:
         now = datetime.now().astimezone()
         day = now.replace(hour=0, minute=0, second=0, microsecond=0)
         month = day.replace(day=1)
-        budgets = config.section("budgets")
+        from . import settings
+
+        budgets = settings.budgets()  # a bad [budgets] is bad_config, never a nan in the reply
         today = self.store.spend_since(day.timestamp())
         this_month = self.store.spend_since(month.timestamp())
         lost_today = self.store.unconfirmed_since(day.timestamp())
@@ -558,8 +557,8 @@ class Service:
             "this_month_estimated_by_provider": month_estimated,
             "today_unpriced_steps": self.store.unpriced_since(day.timestamp()),
             "this_month_unpriced_steps": self.store.unpriced_since(month.timestamp()),
-            "daily_budget_usd": budgets.get("daily_usd"),
-            "monthly_budget_usd": budgets.get("monthly_usd"),
+            "daily_budget_usd": budgets.daily_usd,
+            "monthly_budget_usd": budgets.monthly_usd,
             "day_started": day.isoformat(),
             "month_started": month.isoformat(),
         }
@@ -603,44 +602,65 @@ class Service:
         """What is configured, for the extension's options page.
 
         Per provider: whether it has a key and where the key comes from, as a label only
-        (`env`, `keys_file`, `config`; never the key or any part of it), the variable it is
-        read from, the base URL (credentials in it removed), concurrency and timeout. Then
-        budgets, executor limits and where things live.
+        (`env`, `keys_file`, `config`; never the key or any part of it) with `key_from` naming
+        the variable or the file, the base URL (credentials in it removed), concurrency and
+        timeout. Then budgets, executor limits and where things live. A bad config.toml or
+        keys.json does not hide the rest: what cannot be read is named in `errors`.
         """
-        from .budget import budget_settings
+        from . import settings
+        from .redact import public_url
 
-        conf = config.load_config()
+        errors: list[str] = []
+        try:
+            conf = config.load_config()
+        except config.ConfigError as exc:
+            conf, errors = {}, [str(exc)]
+        try:
+            settings.load(conf)
+        except config.ConfigError as exc:
+            errors.append(str(exc))
         providers = {}
         for name in config.PROVIDERS:
-            s = config.provider_settings(name, conf)
+            try:
+                s = config.provider_settings(name, conf)
+            except config.ConfigError as exc:
+                if str(exc) not in errors:
+                    errors.append(str(exc))
+                try:  # show the rest: without keys.json, then without config.toml's table too
+                    s = config.provider_settings(name, conf, keys_file=False)
+                except config.ConfigError:
+                    s = config.provider_settings(name, {}, keys_file=False)
             source = s.api_key_source or ""
             from_env = source.startswith("env:")
             providers[name] = {
                 "has_key": bool(s.api_key),
                 "key_source": "env" if from_env else {"keys": "keys_file", "config": "config"}.get(source),
                 "key_env": source[4:] if from_env else s.key_env,
-                "base_url": _public_url(s.base_url),
+                "key_from": s.key_source_label,
+                "base_url": public_url(s.base_url),
                 "concurrency": s.concurrency,
                 "timeout_s": s.timeout_s,
             }
         budgets: dict[str, Any] = {"daily_usd": None, "monthly_usd": None, "unknown_price": None}
         try:
-            daily, monthly, policy = budget_settings(conf)
-            budgets.update(daily_usd=daily, monthly_usd=monthly, unknown_price=policy)
+            b = settings.budgets(conf)
+            budgets.update(daily_usd=b.daily_usd, monthly_usd=b.monthly_usd, unknown_price=b.unknown_price)
         except config.ConfigError as exc:  # show the rest; say what is wrong with [budgets]
             budgets["error"] = str(exc)
-        ex = config.section("executor", conf)
-        actions = ex.get("action_concurrency")
-        limits = {
-            "concurrency": _plain_int(ex.get("concurrency", 16)),
-            "per_provider": {n: p["concurrency"] for n, p in providers.items() if p["concurrency"]},
-            "per_action": ({k: _plain_int(v) for k, v in actions.items()} if isinstance(actions, dict) else {}),
-        }
+        try:
+            ex = settings.executor(conf)
+            limits: dict[str, Any] = {"concurrency": ex.concurrency, "per_action": dict(ex.action_concurrency)}
+        except config.ConfigError as exc:
+            limits = {"concurrency": None, "per_action": {}, "error": str(exc)}
+        limits["per_provider"] = {n: p["concurrency"] for n, p in providers.items() if p["concurrency"]}
+        warning = config.keys_file_warning()
         templates = self._templates.folder if self._templates is not None else config.templates_dir()
         return {
             "providers": providers,
             "budgets": budgets,
             "limits": limits,
+            "errors": errors,
+            "warnings": [warning] if warning else [],
             "templates_folder": str(templates),
             "data_folder": str(config.data_dir()),
             "database": str(self.store.path),
@@ -691,28 +711,11 @@ def _step_warnings(md: dict, params: dict) -> list[str]:
     return warnings
 
 
-def _plain_int(value: Any) -> Any:
-    """An int for a well-formed limit; otherwise the value as text (shown, not trusted)."""
-    if isinstance(value, bool):
-        return str(value)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def _public_url(url: str | None) -> str | None:
-    """A base URL without user:password@ or a query (where a key could hide)."""
-    if not url:
-        return url
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(unparseable URL hidden)"
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+def _check_budget(budget_usd: Any) -> None:
+    """A run budget of nan or below zero would never stop anything: refused, as bad input."""
+    if budget_usd is not None and (isinstance(budget_usd, bool) or not isinstance(budget_usd, (int, float))
+                                   or not 0 <= budget_usd < float("inf")):
+        raise BadRequest("budget_usd: expected a non-negative number of US dollars (not nan or inf)", field="budget_usd")
 
 
 def read_input_file(path: str) -> tuple[str, str]:

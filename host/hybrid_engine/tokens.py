@@ -239,15 +239,13 @@ class ModelLimits:
     source: str  # "config", "table", "genai-prices", "default"
 
 
-def _model_config(model: str, config: dict | None) -> dict:
-    from .config import section
+def _model_config(model: str, config: dict | None):
+    from . import settings
 
     try:
-        models = section("models", config)
-    except Exception:  # an unreadable config.toml is reported elsewhere
-        return {}
-    value = models.get(model)
-    return value if isinstance(value, dict) else {}
+        return settings.models(config).get(model) or settings.ModelOverride()
+    except Exception:  # noqa: BLE001 - a bad config.toml is reported before any call (settings.load)
+        return settings.ModelOverride()
 
 
 def model_limits(model: str, provider: str, config: dict | None = None) -> ModelLimits:
@@ -266,10 +264,10 @@ def model_limits(model: str, provider: str, config: dict | None = None) -> Model
         if window is not None:
             source = "genai-prices"
     conf = _model_config(model, config)
-    if conf.get("context_window"):
-        window, source = int(conf["context_window"]), "config"
-    if conf.get("max_output_tokens"):
-        max_out, source = int(conf["max_output_tokens"]), "config"
+    if conf.context_window:
+        window, source = conf.context_window, "config"
+    if conf.max_output_tokens:
+        max_out, source = conf.max_output_tokens, "config"
     return ModelLimits(window, max_out or DEFAULT_MAX_OUTPUT, source)
 
 

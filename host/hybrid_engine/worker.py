@@ -27,7 +27,6 @@ from . import config
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "worker.lock"
-DEFAULT_LINGER_S = 60.0
 POLL_S = 0.1  # how soon a capture stored by a host is picked up
 
 
@@ -115,18 +114,17 @@ def linger_s() -> float:
     """How long an idle worker waits for more work: HYBRID_ENGINE_WORKER_LINGER_S, else
     [worker] linger_s in config.toml, else a minute (a spawn costs a second of imports)."""
     raw = os.environ.get("HYBRID_ENGINE_WORKER_LINGER_S")
-    where = "HYBRID_ENGINE_WORKER_LINGER_S"
     if raw is None:
-        raw = config.section("worker").get("linger_s")
-        where = f"{config.config_path()}: [worker] linger_s"
-    if raw is None:
-        return DEFAULT_LINGER_S
+        from . import settings
+
+        return settings.worker().linger_s
     try:
         value = float(raw)
-    except (TypeError, ValueError):
-        raise config.ConfigError(f"{where}: expected a number of seconds from 0 to 86400, got {raw!r}") from None
+    except ValueError:
+        value = float("nan")
     if not 0 <= value <= 86400:
-        raise config.ConfigError(f"{where}: expected a number of seconds from 0 to 86400, got {raw!r}")
+        raise config.ConfigError(f"HYBRID_ENGINE_WORKER_LINGER_S: expected a number of seconds from 0 to 86400, "
+                                 f"got {raw!r}")
     return value
 
 

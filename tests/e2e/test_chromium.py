@@ -128,6 +128,28 @@ def test_popup_sends_page_and_shows_progress_and_cost(chromium, he, site):
     assert f"run:{run_id}" in chromium.bg("chrome.notifications.getAll()")
 
 
+def test_options_page_says_where_each_key_came_from_and_what_is_wrong_with_the_settings(chromium, he):
+    stored = "sk-e2e-stored-key-0123456789"
+    keys = he.he_home / "keys.json"
+    keys.write_text(json.dumps({"deepseek": stored}), encoding="utf-8")
+    keys.chmod(0o644)  # readable by others: a warning
+    with (he.he_home / "config.toml").open("a", encoding="utf-8") as fh:
+        fh.write("\n[executor]\nconcurrency = 0\n")  # out of range: an error naming file, key and range
+    chromium.wait_connected()
+    options = chromium.ctx.new_page()
+    options.goto(f"{EXT_ORIGIN}/options/options.html")
+    wait_js(options, "document.querySelectorAll('#providers li').length === 4")
+    providers = options.inner_text("#providers").splitlines()
+    assert f"deepseek: key set (from {keys})" in providers, providers
+    assert "openai: no key" in providers
+    assert "gemini: no key" in providers  # Debian's Chromium exports its own GOOGLE_API_KEY to the host
+    wait_js(options, "!!document.getElementById('settings-problems')?.textContent")
+    problems = options.inner_text("#settings-problems")
+    assert "[executor] concurrency" in problems and ">= 1" in problems and "config.toml" in problems
+    assert "chmod 600" in problems and str(keys) in problems
+    assert stored[:12] not in options.content()
+
+
 def test_options_page_and_keyboard_shortcut_use_the_default_workflow(chromium, he, site):
     chromium.wait_connected()
     options = chromium.ctx.new_page()
@@ -141,7 +163,7 @@ def test_options_page_and_keyboard_shortcut_use_the_default_workflow(chromium, h
     wait_js(options, "document.querySelectorAll('#providers li').length === 4")
     providers = options.inner_text("#providers").splitlines()
     assert sorted(line.split(":")[0] for line in providers) == ["deepseek", "gemini", "local", "openai"]
-    assert all(line.endswith(("key set", "no key")) for line in providers)
+    assert all(line.endswith(("key set", "no key")) or "key set (from " in line for line in providers)
     # The doctor, run from the page (the host's `doctor` message).
     options.click("#run-doctor")
     wait_js(options, "!document.getElementById('doctor-output').textContent.startsWith('Running')")

@@ -31,9 +31,11 @@ from datetime import UTC, datetime
 from typing import Any, Callable
 
 from .. import pricing, tokens
-from ..config import ProviderSettings, load_config, provider_settings
+from ..config import ConfigError, ProviderSettings, load_config, provider_settings
 from ..errors import PermanentStepError, StepError, TransientStepError
 from . import usage as usage_check
+from ..redact import public_url, redact, url_secrets
+from ..settings import load as check_settings
 from .base import AdapterResult, BaseAdapter, StepContext, StepResult
 
 log = logging.getLogger(__name__)
@@ -130,8 +132,9 @@ def parse_retry_info(body: Any) -> float | None:
     return None
 
 
-def error_detail(body: Any, fallback: str = "") -> str:
-    """The provider's own words from an error body, short and on one line."""
+def error_detail(body: Any, fallback: str = "", secrets: tuple[str, ...] = ()) -> str:
+    """The provider's own words from an error body, short and on one line, secrets masked
+    before the cut (half a key, cut at the limit, could no longer be found)."""
     message = None
     if isinstance(body, dict):
         err = body.get("error", body)
@@ -141,7 +144,7 @@ def error_detail(body: Any, fallback: str = "") -> str:
             message = err
     elif isinstance(body, str):
         message = body
-    text = " ".join(str(message or fallback or "").split())
+    text = redact(" ".join(str(message or fallback or "").split()), secrets)
     if len(text) > DETAIL_LIMIT:
         text = text[:DETAIL_LIMIT] + "..."
     if text and not text.endswith((".", "!", "?", "...")):
@@ -161,9 +164,7 @@ def http_error(adapter: ChatAdapter, status: int, body: Any, headers: Any, model
                settings: ProviderSettings, fallback: str = "") -> StepError:
     """A provider's HTTP error status as a transient or permanent step error."""
     label, provider = adapter.label, adapter.provider
-    detail = error_detail(body, fallback) or "no details."
-    if settings.api_key:
-        detail = detail.replace(settings.api_key, "***")
+    detail = error_detail(body, fallback, _secrets(settings)) or "no details."
     code = _error_code(body).lower()
     meta = {"provider": provider, "model": model, "http_status": status}
     retry_after = parse_retry_after(headers)
@@ -197,7 +198,7 @@ def http_error(adapter: ChatAdapter, status: int, body: Any, headers: Any, model
             code="provider_forbidden", metadata=meta)
     if status == 404:
         return PermanentStepError(
-            f"{label} does not know model '{model}' at {settings.base_url or 'its default URL'} "
+            f"{label} does not know model '{model}' at {_shown_url(settings)} "
             f"(HTTP 404): {detail} Check the model id and the base URL"
             + (f" (for Ollama: `ollama pull {model}`)." if provider == "local" else "."),
             code="provider_not_found", metadata=meta)
@@ -219,13 +220,26 @@ def transport_error(adapter: ChatAdapter, exc: BaseException, model: str, timeou
             code="provider_timeout", metadata=meta)
     cause = exc.__cause__ or exc.__context__
     reason = f"{exc}" + (f" ({type(cause).__name__}: {cause})" if cause and str(cause) else "")
+    reason = redact(" ".join(reason.split()), _secrets(settings))
+    if len(reason) > DETAIL_LIMIT:
+        reason = reason[:DETAIL_LIMIT] + "..."
     return TransientStepError(
-        f"{adapter.label} could not be reached at {settings.base_url or 'its default URL'}: "
+        f"{adapter.label} could not be reached at {_shown_url(settings)}: "
         f"{reason}.", code="provider_unreachable", metadata=meta)
 
 
+def _secrets(settings: ProviderSettings) -> tuple[str, ...]:
+    """This call's own key and URL credentials, masked even where no other source knows them."""
+    return ((settings.api_key,) if settings.api_key else ()) + \
+        tuple(url_secrets(settings.base_url or ""))
+
+
+def _shown_url(settings: ProviderSettings) -> str:
+    return public_url(settings.base_url) or "its default URL"
+
+
 def malformed(adapter: ChatAdapter, model: str, what: str) -> PermanentStepError:
-    what = " ".join(str(what).split())[:DETAIL_LIMIT]
+    what = redact(" ".join(str(what).split()))[:DETAIL_LIMIT]
     return PermanentStepError(
         f"{adapter.label} sent a response that is not a valid chat completion ({what}). "
         "The provider or a proxy in between answered with something else; check the base URL.",
@@ -428,24 +442,28 @@ class ChatAdapter(BaseAdapter):
                 f"${est['cost_max']:.4f} ({what}).")
 
     def _no_key(self, settings: ProviderSettings, params: dict[str, Any]) -> PermanentStepError:
-        others = " or GOOGLE_API_KEY" if self.provider == "gemini" else ""
         est = self._safe_estimate(params)
         metadata = {"provider": self.provider, "model": params.get("model"),
                     "key_env": settings.key_env}
         if est is not None:
             metadata["estimate"] = est
         return PermanentStepError(
-            f"No {self.label} API key. Set {settings.key_env}{others}, or run "
+            f"No {self.label} API key. Set {settings.key_env}, or run "
             f"`hybrid-engine keys set {self.provider}` (a host started by the browser does not "
             f"see variables exported in your shell).{self._cost_phrase(params, est)}",
             code="no_provider", metadata=metadata)
 
     # -- running -------------------------------------------------------------------------
     def _config(self, strict: bool = True) -> dict:
-        """config.toml, read once per call so every part of it sees the same settings."""
+        """config.toml, read once per call so every part of it sees the same settings, and
+        checked (with this provider's key) before anything is sent."""
         try:
-            return load_config()
-        except Exception as exc:  # a broken config.toml: say so, do not retry
+            conf = load_config()
+            if strict:
+                check_settings(conf)
+                provider_settings(self.provider, conf)  # a broken keys.json, said here
+            return conf
+        except ConfigError as exc:  # say so, do not retry: the user has to fix a file
             if not strict:
                 return {}
             raise PermanentStepError(f"{self.label} settings could not be read: {exc}",

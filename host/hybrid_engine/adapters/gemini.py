@@ -1,8 +1,9 @@
 """gemini_chat: Gemini's generateContent through google-genai's async client
 (`client.aio.models.generate_content`), imported on first call.
 
-The client is built with an explicit api_version (v1beta, or [providers.gemini]
-api_version in config.toml), vertexai=False (so GOOGLE_GENAI_USE_VERTEXAI in the
+The client is built with the key always given (never None: the SDK would read
+GOOGLE_API_KEY, which Chromium exports with its own key, or GEMINI_API_KEY itself), an
+explicit api_version (v1beta, or [providers.gemini] api_version in config.toml), vertexai=False (so GOOGLE_GENAI_USE_VERTEXAI in the
 environment cannot redirect it), the base URL from GEMINI_BASE_URL / config when set,
 and retry_options with a single attempt: the SDK retries nothing, not even connection
 errors, and the engine's policy rules. 429s carry the delay from Retry-After or from
@@ -15,10 +16,12 @@ thinking is billed as output, and reported as reasoning_tokens.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .. import pricing
-from ..config import ProviderSettings, section
+from .. import settings as config_settings
+from ..config import ConfigError, ProviderSettings
 from . import get_spec
 from .base import StepContext
 from .chat import (ChatAdapter, ChatReply, ChatRequest, ClientCache, as_int, http_error,
@@ -51,13 +54,21 @@ def _transport_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
     return tuple(timeouts), tuple(transport)
 
 
+def _drop_env_key_notice(record: logging.LogRecord) -> bool:
+    """google-genai looks at the environment even when given a key, and logs "Both
+    GOOGLE_API_KEY and GEMINI_API_KEY are set. Using GOOGLE_API_KEY." That is not so here
+    (the client is given its key); the line would only mislead whoever reads the log."""
+    return "Using GOOGLE_API_KEY" not in str(record.msg)
+
+
+logging.getLogger("google_genai._api_client").addFilter(_drop_env_key_notice)
+
+
 def _api_version() -> str:
     try:
-        conf = section("providers").get("gemini", {})
-    except Exception:
+        return config_settings.provider("gemini").api_version or DEFAULT_API_VERSION
+    except ConfigError:  # reported, before any call, by ChatAdapter._config
         return DEFAULT_API_VERSION
-    return str(conf.get("api_version") or DEFAULT_API_VERSION) if isinstance(conf, dict) \
-        else DEFAULT_API_VERSION
 
 
 class GeminiChat(ChatAdapter):
@@ -70,6 +81,10 @@ class GeminiChat(ChatAdapter):
         from google.genai import types
 
         api_version = _api_version()
+        # Never None or empty: google-genai would then take GOOGLE_API_KEY (Chromium's own key
+        # on Debian and Ubuntu) or GEMINI_API_KEY from the environment by itself.
+        if not settings.api_key:
+            raise RuntimeError("Gemini client requested without a key")  # run() says no_provider first
 
         def make():
             options = types.HttpOptions(

@@ -19,8 +19,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..config import ProviderSettings, section
+from .. import settings as config_settings
+from ..config import ConfigError, ProviderSettings
 from ..errors import PermanentStepError
+from ..redact import public_url
 from . import get_spec
 from .base import StepContext
 from .chat import (ChatAdapter, ChatReply, ChatRequest, ClientCache, as_int, http_error,
@@ -47,10 +49,14 @@ class OpenAICompatibleChat(ChatAdapter):
     def _client(self, settings: ProviderSettings, timeout_s: float):
         import openai
 
-        key = (settings.base_url, settings.api_key)
+        # Key and base URL always explicit: given None, the SDK would read OPENAI_API_KEY and
+        # OPENAI_BASE_URL itself, and a DeepSeek or local step could go out under OpenAI's key.
+        if self.needs_key and not settings.api_key:
+            raise RuntimeError(f"{self.label} client requested without a key")  # run() says no_provider first
+        api_key = settings.api_key or "not-needed"  # a local server takes any key
+        key = (settings.base_url, api_key)
         return _clients.get(key, lambda: openai.AsyncOpenAI(
-            api_key=settings.api_key or "not-needed", base_url=settings.base_url,
-            max_retries=0, timeout=timeout_s))
+            api_key=api_key, base_url=settings.base_url, max_retries=0, timeout=timeout_s))
 
     def _prepare(self, settings: ProviderSettings, request: ChatRequest) -> None:
         self._client(settings, request.timeout_s)
@@ -149,14 +155,13 @@ class LocalChat(OpenAICompatibleChat):
         if os.environ.get("HYBRID_ENGINE_LOCAL_BASE_URL"):
             return True
         try:
-            conf = section("providers").get("local", {})
-        except Exception:
+            return bool(config_settings.provider("local").base_url)
+        except ConfigError:
             return False
-        return isinstance(conf, dict) and bool(conf.get("base_url"))
 
     def _no_server_metadata(self, request: ChatRequest, settings: ProviderSettings) -> dict:
         meta: dict[str, Any] = {"provider": self.provider, "model": request.model,
-                                "base_url": settings.base_url}
+                                "base_url": public_url(settings.base_url)}
         est = self._safe_estimate({"model": request.model, "prompt": request.prompt,
                                    "system": request.system, "max_tokens": request.max_tokens})
         if est is not None:
@@ -166,7 +171,7 @@ class LocalChat(OpenAICompatibleChat):
     def _unreachable(self, exc: Exception, request: ChatRequest, settings: ProviderSettings):
         if not self._configured():
             return PermanentStepError(
-                f"No local model server is set up: nothing answers at {settings.base_url} "
+                f"No local model server is set up: nothing answers at {public_url(settings.base_url)} "
                 "(Ollama's default address). Start Ollama or LM Studio, or set "
                 "HYBRID_ENGINE_LOCAL_BASE_URL (or base_url under [providers.local] in "
                 "config.toml) to your server's OpenAI-compatible URL.",

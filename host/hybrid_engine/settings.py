@@ -1,0 +1,316 @@
+"""config.toml, checked: every setting with its type and its allowed range, in one place.
+
+A bad value stops `run`, `worker` and the host's engine with one message that names the
+file, the key and what is allowed, instead of hanging (a concurrency of 0 never starts a
+step), killing a thread ("eight") or quietly switching a check off (a budget of nan is
+never crossed, a negative price books negative spend).
+
+    load(conf=None) -> Settings     every section checked; ConfigError lists every problem
+    check(conf=None) -> Settings    load(), and keys.json too: what run, worker and the host call
+    executor(conf), provider(name, conf), budgets(conf), prices(conf), models(conf)
+                                    one section, for code that needs only that one
+
+`conf` is config.toml as parsed (config.load_config()); None reads the file. Keys this
+module does not know are left alone, so a newer config.toml still loads. Plain checks, no
+pydantic: the host imports this on its engine path, and pydantic costs ~100 ms.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .config import PROVIDERS, ConfigError, config_path, load_config
+
+UNKNOWN_PRICE_POLICIES = ("refuse", "allow")
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    concurrency: int = 16
+    action_concurrency: dict[str, int] = field(default_factory=dict)
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 60.0
+    lease_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """[providers.NAME]: what config.toml says; config.provider_settings adds the environment."""
+
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str | None = None
+    concurrency: int | None = None
+    timeout_s: float | None = None
+    api_version: str | None = None
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+    unknown_price: str = "refuse"
+
+
+@dataclass(frozen=True)
+class PriceOverride:
+    """USD per million tokens; cached input defaults to the input rate."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+    cached_input_per_mtok: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelOverride:
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    linger_s: float = 60.0  # how long the host's background worker waits for more work
+
+
+@dataclass(frozen=True)
+class Settings:
+    executor: ExecutorSettings
+    providers: dict[str, ProviderConfig]
+    budgets: BudgetSettings
+    prices: dict[str, PriceOverride]
+    models: dict[str, ModelOverride]
+    worker: WorkerSettings = WorkerSettings()
+
+
+# ---- checks ----------------------------------------------------------------------------
+
+class _Problems:
+    """Problems found in one pass, so the user fixes them all at once."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, where: str, expected: str, value: Any) -> None:
+        self.items.append(f"{where}: expected {expected}, got {_shown(value)}")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise ConfigError(f"{config_path()}: " + "; ".join(self.items))
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int_at_least(low: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low,
+            f"a whole number >= {low}")
+
+
+_COUNT = _int_at_least(1)
+_POSITIVE = (lambda v: _number(v) and v > 0, "a finite number of seconds > 0")
+_USD = (lambda v: _number(v) and v >= 0, "a finite number of USD >= 0")
+_RATE = (lambda v: _number(v) and v >= 0, "a finite number of USD per million tokens >= 0")
+_TEXT = (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
+_URL = (lambda v: isinstance(v, str) and v.strip().lower().startswith(("http://", "https://")),
+        "an http:// or https:// URL")
+
+
+def _get(table: dict, key: str, where: str, check: tuple[Callable[[Any], bool], str],
+         problems: _Problems, default: Any = None) -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    ok, expected = check
+    if not ok(value):
+        problems.add(f"{where} {key}", expected, value)
+        return default
+    return value
+
+
+def _table(conf: dict, name: str, problems: _Problems) -> dict:
+    value = conf.get(name, {})
+    if not isinstance(value, dict):
+        problems.add(f"[{name}]", "a table", value)
+        return {}
+    return value
+
+
+def _conf(conf: dict | None) -> dict:
+    return load_config() if conf is None else conf
+
+
+# ---- sections --------------------------------------------------------------------------
+
+def _executor(conf: dict, problems: _Problems) -> ExecutorSettings:
+    ex = _table(conf, "executor", problems)
+    actions: dict[str, int] = {}
+    raw_actions = _get(ex, "action_concurrency", "[executor]", (lambda v: isinstance(v, dict), "a table"),
+                       problems, {})
+    for name, value in raw_actions.items():
+        limit = _get(raw_actions, name, "[executor.action_concurrency]", _COUNT, problems)
+        if limit is not None:
+            actions[str(name)] = limit
+    defaults = ExecutorSettings()
+    base = _get(ex, "backoff_base_s", "[executor]", _POSITIVE, problems, defaults.backoff_base_s)
+    cap = _get(ex, "backoff_cap_s", "[executor]", _POSITIVE, problems, defaults.backoff_cap_s)
+    return ExecutorSettings(
+        concurrency=_get(ex, "concurrency", "[executor]", _COUNT, problems, defaults.concurrency),
+        action_concurrency=actions, backoff_base_s=float(base), backoff_cap_s=float(cap),
+        lease_s=float(_get(ex, "lease_s", "[executor]", _POSITIVE, problems, defaults.lease_s)))
+
+
+def _providers(conf: dict, problems: _Problems) -> dict[str, ProviderConfig]:
+    table = _table(conf, "providers", problems)
+    out: dict[str, ProviderConfig] = {}
+    for name, value in table.items():
+        where = f"[providers.{name}]"
+        if name not in PROVIDERS:
+            problems.add("[providers]", f"one of {', '.join(PROVIDERS)}", name)
+            continue
+        if not isinstance(value, dict):
+            problems.add(where, "a table", value)
+            continue
+        timeout = _get(value, "timeout_s", where, _POSITIVE, problems)
+        api_key = _get(value, "api_key", where, _TEXT, problems)
+        base_url = _get(value, "base_url", where, _URL, problems)
+        out[name] = ProviderConfig(
+            api_key=api_key.strip() if api_key else None,
+            base_url=base_url.strip() if base_url else None,
+            concurrency=_get(value, "concurrency", where, _COUNT, problems),
+            timeout_s=float(timeout) if timeout is not None else None,
+            api_version=_get(value, "api_version", where, _TEXT, problems))
+    return out
+
+
+def _budgets(conf: dict, problems: _Problems) -> BudgetSettings:
+    table = _table(conf, "budgets", problems)
+    daily = _get(table, "daily_usd", "[budgets]", _USD, problems)
+    monthly = _get(table, "monthly_usd", "[budgets]", _USD, problems)
+    policy = _get(table, "unknown_price", "[budgets]",
+                  (lambda v: isinstance(v, str) and v.lower() in UNKNOWN_PRICE_POLICIES,
+                   "'refuse' or 'allow'"), problems, "refuse")
+    return BudgetSettings(float(daily) if daily is not None else None,
+                          float(monthly) if monthly is not None else None, policy.lower())
+
+
+def _prices(conf: dict, problems: _Problems) -> dict[str, PriceOverride]:
+    table = _table(conf, "prices", problems)
+    out: dict[str, PriceOverride] = {}
+    for model, entry in table.items():
+        where = f'[prices."{model}"]'
+        if not isinstance(entry, dict):
+            problems.add(where, "a table with input_per_mtok and output_per_mtok", entry)
+            continue
+        before = len(problems.items)
+        for required in ("input_per_mtok", "output_per_mtok"):
+            if required not in entry:
+                problems.items.append(f"{where} {required}: missing (a finite number of USD per "
+                                      "million tokens >= 0)")
+        rate_in = _get(entry, "input_per_mtok", where, _RATE, problems)
+        rate_out = _get(entry, "output_per_mtok", where, _RATE, problems)
+        cached = _get(entry, "cached_input_per_mtok", where, _RATE, problems)
+        if len(problems.items) == before:
+            out[model] = PriceOverride(float(rate_in), float(rate_out),
+                                       float(cached) if cached is not None else None)
+    return out
+
+
+def _models(conf: dict, problems: _Problems) -> dict[str, ModelOverride]:
+    table = _table(conf, "models", problems)
+    out: dict[str, ModelOverride] = {}
+    for model, entry in table.items():
+        where = f'[models."{model}"]'
+        if not isinstance(entry, dict):
+            problems.add(where, "a table", entry)
+            continue
+        out[model] = ModelOverride(
+            context_window=_get(entry, "context_window", where, _COUNT, problems),
+            max_output_tokens=_get(entry, "max_output_tokens", where, _COUNT, problems))
+    return out
+
+
+_LINGER = (lambda v: _number(v) and 0 <= v <= 86400, "a number of seconds from 0 to 86400")
+
+
+def _worker(conf: dict, problems: _Problems) -> WorkerSettings:
+    table = _table(conf, "worker", problems)
+    return WorkerSettings(linger_s=float(_get(table, "linger_s", "[worker]", _LINGER, problems,
+                                              WorkerSettings.linger_s)))
+
+
+def _one(reader: Callable[[dict, _Problems], Any], conf: dict | None) -> Any:
+    problems = _Problems()
+    value = reader(_conf(conf), problems)
+    problems.raise_if_any()
+    return value
+
+
+def executor(conf: dict | None = None) -> ExecutorSettings:
+    return _one(_executor, conf)
+
+
+def providers(conf: dict | None = None) -> dict[str, ProviderConfig]:
+    return _one(_providers, conf)
+
+
+def provider(name: str, conf: dict | None = None) -> ProviderConfig:
+    """One provider's table; a problem in another provider's table does not stop this one."""
+    conf = _conf(conf)
+    table = conf.get("providers", {})
+    own = {name: table[name]} if isinstance(table, dict) and name in table else {}
+    return _one(_providers, {"providers": own}).get(name, ProviderConfig())
+
+
+def worker(conf: dict | None = None) -> WorkerSettings:
+    return _one(_worker, conf)
+
+
+def budgets(conf: dict | None = None) -> BudgetSettings:
+    return _one(_budgets, conf)
+
+
+def prices(conf: dict | None = None) -> dict[str, PriceOverride]:
+    return _one(_prices, conf)
+
+
+def models(conf: dict | None = None) -> dict[str, ModelOverride]:
+    return _one(_models, conf)
+
+
+def load(conf: dict | None = None) -> Settings:
+    """Every section, checked; one ConfigError naming every bad key."""
+    conf = _conf(conf)
+    problems = _Problems()
+    result = Settings(executor=_executor(conf, problems), providers=_providers(conf, problems),
+                      budgets=_budgets(conf, problems), prices=_prices(conf, problems),
+                      models=_models(conf, problems), worker=_worker(conf, problems))
+    problems.raise_if_any()
+    return result
+
+
+def check(conf: dict | None = None) -> Settings:
+    """Everything a model step will read: config.toml (load) and, for each provider whose key
+    is not in the environment, keys.json. Raises ConfigError naming the file that is bad."""
+    from .config import provider_settings
+
+    conf = _conf(conf)
+    result = load(conf)
+    for name in PROVIDERS:
+        provider_settings(name, conf)
+    return result
+
+
+__all__ = ["check", "Settings", "ExecutorSettings", "ProviderConfig", "BudgetSettings", "PriceOverride",
+           "ModelOverride", "WorkerSettings", "load", "executor", "worker", "providers", "provider", "budgets", "prices", "models",
+           "UNKNOWN_PRICE_POLICIES"]
