@@ -405,6 +405,12 @@ class TemplateRegistry:
                         value: WorkflowTemplate | TemplateError = load_file(path)
                     except TemplateError as exc:
                         value = exc
+                    except NotFound:  # removed since the listing
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - one file must not hide the others
+                        log.exception("template %s could not be loaded", path)
+                        value = TemplateError(f"{path}: could not be loaded ({type(exc).__name__}); "
+                                              f"details are in the log", source=str(path))
                     self._cache[path] = (key, value)
                 out[path] = self._cache[path][1]
             for gone in set(self._cache) - set(out):
