@@ -20,12 +20,13 @@ GOOD = "name: good\nsteps:\n  - {id: a, action: noop}\n"
 
 
 def _billion_laughs() -> str:
-    """Nine levels of nine aliases: about 1 KB of text, 9**9 (387 million) strings expanded."""
-    lines = ["name: lol", 'l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    """Nine levels of nine aliases: about 1 KB of text, 9**9 (387 million) strings expanded.
+    The anchors sit in a parameter that takes any value, so the file is otherwise valid."""
+    levels = ['&l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     for i in range(1, 9):
-        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]")
-    lines.append("steps:\n  - {id: a, action: template, params: {template: x, extra: *l8}}")
-    return "\n".join(lines) + "\n"
+        levels.append(f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]")
+    return "name: lol\nsteps:\n  - id: a\n    action: noop\n    params:\n      value:\n" + "".join(
+        f"        - {level}\n" for level in levels)
 
 
 def _folder_with(tmp_path, name: str, text: str):
@@ -80,7 +81,7 @@ def test_yaml_alias_bomb_is_refused_before_it_expands(he_home, tmp_path):
 
 def test_yaml_alias_inside_its_own_anchor_is_refused(write_template):
     with pytest.raises(TemplateError) as info:
-        load_file(write_template("name: x\nsteps: &s [{id: a, action: noop, params: {x: *s}}]\n"))
+        load_file(write_template("name: x\nsteps: &s [{id: a, action: noop, params: {value: *s}}]\n"))
     assert "alias *s refers to a value that contains it" in info.value.message
 
 
