@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import stat
 import threading
@@ -58,26 +57,20 @@ MAX_TEMPLATE_BYTES = 2 * 1024 * 1024  # room for MAX_STEPS steps of ~200 bytes e
 MAX_DEPTH = 64  # mappings and lists inside each other; a template uses about 6
 MAX_NODES = 1_000_000  # YAML values after aliases expand: what MAX_TEMPLATE_BYTES holds without aliases
 
-_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+def _too_deep(source: str) -> TemplateError:
+    return TemplateError(f"{source}: nested deeper than {MAX_DEPTH} levels (the limit for a template)",
+                         source=source)
 
 
-def _line_of(text: str, pos: int) -> int:
-    return text.count("\n", 0, pos) + 1
-
-
-def _check_json_depth(text: str, source: str) -> None:
-    """json.loads recurses once per level (RecursionError near 1,000), so the depth is
-    counted first, over brackets outside strings, without recursing."""
-    depth = 0
-    for m in _JSON_TOKEN.finditer(text):
-        token = m.group()
-        if token in "[{":
-            depth += 1
+def _check_depth(value: Any, source: str) -> None:
+    """Depth of parsed JSON, counted with a stack rather than recursion."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list)):
             if depth > MAX_DEPTH:
-                raise TemplateError(f"{source}: line {_line_of(text, m.start())}: nested deeper than "
-                                    f"{MAX_DEPTH} levels (the limit for a template)", source=source)
-        elif token in "]}":
-            depth -= 1
+                raise _too_deep(source)
+            stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, dict) else v))
 
 
 class _LimitExceeded(Exception):
@@ -172,14 +165,17 @@ def _yaml_loader():
 
 def parse_text(text: str, source: str) -> Any:
     if source.lower().endswith(".json"):
-        _check_json_depth(text, source)
         try:
-            return json.loads(text)
+            data = json.loads(text)
+        except RecursionError:  # json recurses once per level: past ~1,000 levels it gives up
+            raise _too_deep(source) from None
         except json.JSONDecodeError as exc:
             raise TemplateError(f"{source}: line {exc.lineno}, column {exc.colno}: malformed JSON: {exc.msg}",
                                 source=source) from exc
         except ValueError as exc:  # e.g. an integer of more digits than Python converts
             raise TemplateError(f"{source}: malformed JSON: {exc}", source=source) from exc
+        _check_depth(data, source)
+        return data
     yaml, loader = _yaml_loader()
     try:
         return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeConstructor loader
