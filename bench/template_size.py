@@ -14,10 +14,13 @@ For each shape and size, in a fresh process per measurement (so each peak is its
 
 Shapes: `chain` (each step depends on the one before), `chain+refs` (the same, and every
 step reads the first step's output, as steps read the captured page: references to a step
-further up than a direct dependency), `fan` (one root, n-2 parallel steps, one step that
-depends on all of them). The ratio column is us/step at that size over us/step at the
-smallest size: a linear cost stays near 1 (the first size also carries fixed costs, so
-ratios a little under 1 are normal); the old validation's was ~10x per 10x steps.
+further up than a direct dependency), `chain+far` (every step reads the step two above
+it: each reference goes past a direct dependency to a different step, the worst case for
+the ancestry check), `fan` (one root, n-2 parallel steps, one step that depends on all of
+them). Times are CPU seconds of the child (wall seconds too: on a shared machine those move
+with the load). The ratio column is CPU us/step at that size over CPU us/step at the
+smallest size: a linear cost stays near 1 (the first size also carries fixed costs);
+the old validation's grew ~7x from 1k to 10k steps.
 
 Each child runs under an address-space cap (--mem-cap-gb) and a time limit (--timeout),
 so a quadratic regression is reported as "over the cap" instead of taking the machine down.
@@ -38,7 +41,7 @@ import time
 from pathlib import Path
 
 HOST = Path(__file__).resolve().parents[1] / "host"
-SHAPES = ("chain", "chain+refs", "fan")
+SHAPES = ("chain", "chain+refs", "chain+far", "fan")
 
 
 def make(shape: str, n: int) -> dict:
@@ -51,6 +54,8 @@ def make(shape: str, n: int) -> dict:
             step = {"id": f"s{i}", "action": "noop", "dependencies": [f"s{i - 1}"]}
             if shape == "chain+refs":
                 step.update(action="template", params={"template": "{{ steps.s0.outputs.value }}"})
+            elif shape == "chain+far" and i >= 2:
+                step.update(params={"value": f"{{{{ steps.s{i - 2}.outputs.value }}}}"})
             steps.append(step)
     return {"name": f"{shape}-{n}", "steps": steps}
 
@@ -70,10 +75,9 @@ def child(mode: str, path: str) -> None:
         if hasattr(templates, "MAX_STEPS"):
             templates.MAX_STEPS = 10**9  # measured past the limit on purpose (see the docstring)
         base = _maxrss_mb()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         templates.validate(data, path).plan()
-        elapsed = time.perf_counter() - t0
-        print(json.dumps({"s": elapsed, "mb": _maxrss_mb() - base}))
+        print(json.dumps({"s": time.perf_counter() - t0, "cpu": time.process_time() - c0, "mb": _maxrss_mb() - base}))
         return
     base = _maxrss_mb()
     t0 = time.perf_counter()
@@ -116,9 +120,9 @@ def main() -> None:
         child(*args.child)
         return
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"median of {args.rounds} rounds, one fresh process per measurement; "
+    print(f"median of {args.rounds} rounds, one fresh process per measurement (cpu range: min-max of the rounds); "
           f"peak = growth of max RSS during the call; cap {args.mem_cap_gb:g} GB, {args.timeout:.0f} s")
-    print(f"{'shape':<11} {'steps':>7} | {'validate+plan':>10} {'spread':>6} {'us/step':>8} {'ratio':>6} {'peak MB':>8} | "
+    print(f"{'shape':<11} {'steps':>7} | {'validate+plan':>13} {'cpu s':>8} {'cpu range':>13} {'us/step':>8} {'ratio':>6} {'peak MB':>8} | "
           f"{'load file+plan':>14} {'peak MB':>8}  result")
     with tempfile.TemporaryDirectory() as tmp:
         for shape in args.shapes.split(","):
@@ -132,13 +136,14 @@ def main() -> None:
                     load.append(measure("load", path, args.mem_cap_gb, args.timeout))
                 row = f"{shape:<11} {n:>7} | "
                 if any("error" in r for r in val):
-                    row += f"{next(r['error'] for r in val if 'error' in r):>43} | "
+                    row += f"{next(r['error'] for r in val if 'error' in r):>61} | "
                 else:
-                    s = statistics.median(r["s"] for r in val)
-                    per = s / n * 1e6
+                    wall = statistics.median(r["s"] for r in val)
+                    cpu = statistics.median(r["cpu"] for r in val)
+                    per = cpu / n * 1e6
                     first = first or per
-                    spread = (max(r["s"] for r in val) - min(r["s"] for r in val)) / s
-                    row += (f"{s:>8.3f} s {spread:>4.0%} {per:>8.1f} {per / first:>6.2f}"
+                    spread = f"{min(r['cpu'] for r in val):.3f}-{max(r['cpu'] for r in val):.3f}"
+                    row += (f"{wall:>11.3f} s {cpu:>8.3f} {spread:>13} {per:>8.1f} {per / first:>6.2f}"
                             f" {max(r['mb'] for r in val):>8.1f} | ")
                 if any("error" in r for r in load):
                     row += next(r["error"] for r in load if "error" in r)
