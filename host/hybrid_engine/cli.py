@@ -698,6 +698,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as exc:
+        # A damaged, read-only or full engine.db found by a query after it opened: one line, no traceback.
+        from .config import db_path
+        from .store import query_error
+
+        err = query_error(exc, db_path())
+        if err is None:
+            raise
+        _err(err.message)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

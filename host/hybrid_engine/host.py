@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from . import PROTOCOL_VERSION, __version__, protocol
-from .errors import BadRequest, Forbidden, HybridEngineError, TooLarge
+from .errors import BadRequest, Forbidden, HybridEngineError, StoreError, TooLarge
 from . import hostboot
 from .hostboot import HEAVY_MODULES, guard_stdout, hello_result, loaded_heavy_modules  # noqa: F401 - re-exported
 
@@ -468,12 +468,20 @@ class Host:
             result = handler(self, msg)
             return {"id": msg_id, "ok": True, "result": result, "version": __version__}
         except HybridEngineError as exc:
+            if isinstance(exc, StoreError):
+                log.warning("message %r (type %.60r): %s", msg_id, msg.get("type"), exc.message)
             return {"id": msg_id, "ok": False, "error": exc.to_dict(), "version": __version__}
         except Exception as exc:  # noqa: BLE001 - the client gets a code, the log gets the traceback
-            from .config import ConfigError
+            from .config import ConfigError, db_path
+            from .store import query_error
 
             if isinstance(exc, ConfigError):  # a broken config.toml: the user can fix it, say where
                 return self._error_reply(msg_id, "bad_config", str(exc))
+            # engine.db damaged, read-only or full, found by a query: its own code, the file and the fix
+            store_exc = query_error(exc, self._service.store.path if self._service is not None else db_path())
+            if store_exc is not None:
+                log.warning("message %r (type %.60r): %s", msg_id, msg.get("type"), store_exc.message)
+                return {"id": msg_id, "ok": False, "error": store_exc.to_dict(), "version": __version__}
             self.start_logging()
             log.exception("message %r (type %.60r) failed", msg_id, msg.get("type"))
             where = f" (details in {self.log_file})" if self.log_file else ""
