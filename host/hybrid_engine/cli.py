@@ -66,12 +66,14 @@ def _service():
 def cmd_run(args) -> int:
     from .service import read_input_file
 
+    from .service import content_type
+
+    forced = content_type(args.content_type, field="--content-type") if args.content_type else None
     svc = _service()
     content = ctype = None
     if args.input:
         content, ctype = read_input_file(args.input)
-        if args.content_type:
-            ctype = args.content_type
+        ctype = forced or ctype
     result = svc.start(args.template, content=content, source_url=args.source_url, content_type=ctype or "text/html",
                        budget_usd=args.budget)
     run_id = result["run_id"]
@@ -231,18 +233,13 @@ def cmd_ingest(args) -> int:
     from .models import ExternalDataRequest
     from .service import read_input_file
 
+    from .service import content_type, parse_metadata
+
+    metadata = parse_metadata(args.metadata) if args.metadata else {}
+    ctype = content_type(args.content_type, field="--content-type") if args.content_type else None
     content, guessed = read_input_file(args.content_file)
-    metadata = {}
-    if args.metadata:
-        try:
-            metadata = json.loads(args.metadata)
-        except json.JSONDecodeError as exc:
-            raise _bad(f"--metadata: not JSON: {exc.msg} at column {exc.colno}") from exc
-        if not isinstance(metadata, dict):
-            raise _bad("--metadata: expected a JSON object")
-    req = ExternalDataRequest(content=content, source_url=args.source_url,
-                              content_type=args.content_type or guessed, step_name=args.step_name,
-                              metadata=metadata)
+    req = ExternalDataRequest(content=content, source_url=args.source_url, content_type=ctype or guessed,
+                              step_name=args.step_name, metadata=metadata)
     resp = _service().ingest(args.run, req)
     _print_json(resp.model_dump())
     return EXIT_OK
@@ -378,14 +375,14 @@ def cmd_keys(args) -> int:
 
 
 def cmd_estimate(args) -> int:
-    from .service import read_input_file
+    from .service import content_type, read_input_file
 
     svc = _service()
     tpl = svc.template(args.template)
     if args.input:
         content, ctype = read_input_file(args.input)
         if args.content_type:
-            ctype = args.content_type
+            ctype = content_type(args.content_type, field="--content-type")
     elif tpl.capture_slots:
         raise _bad(f"--input FILE: template '{tpl.name}' takes a page; give one to estimate with")
     else:
@@ -576,7 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("template", help="template name, or a path to a .yaml/.json file")
     sp.add_argument("--input", metavar="FILE", help="a page to fill the capture slot with")
     sp.add_argument("--source-url", metavar="URL")
-    sp.add_argument("--content-type", metavar="TYPE", help="text/html, text/plain or text/markdown")
+    sp.add_argument("--content-type", metavar="TYPE", help="text/html, text/plain, text/markdown, application/json "
+                    "(or text, html, markdown, json)")
     sp.add_argument("--budget", type=float, metavar="USD", help="stop starting model steps past this cost")
     sp.add_argument("--wait", action="store_true", help="execute now, show progress, end with a summary")
     sp.add_argument("--json", action="store_true")
@@ -597,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run")
     sp.add_argument("--content-file", required=True, metavar="FILE")
     sp.add_argument("--source-url", metavar="URL")
-    sp.add_argument("--content-type", metavar="TYPE")
+    sp.add_argument("--content-type", metavar="TYPE", help="a MIME type, or text, html, markdown, json")
     sp.add_argument("--step-name", metavar="NAME")
     sp.add_argument("--metadata", metavar="JSON")
 
@@ -632,7 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("template", help="template name, or a path to a .yaml/.json file")
     sp.add_argument("--input", metavar="FILE", help="the page the run would get")
     sp.add_argument("--source-url", metavar="URL")
-    sp.add_argument("--content-type", metavar="TYPE", help="text/html, text/plain or text/markdown")
+    sp.add_argument("--content-type", metavar="TYPE", help="text/html, text/plain, text/markdown, application/json "
+                    "(or text, html, markdown, json)")
     sp.add_argument("--json", action="store_true")
 
     sp = add("spend", cmd_spend, "what model calls cost today and this month, per provider, and the budgets")

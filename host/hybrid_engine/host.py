@@ -198,12 +198,10 @@ def _page(msg: dict) -> dict:
     for key in ("source_url", "content_type", "title", "selection"):
         out[key] = field(page, key, str, "a string", required=False, prefix="page.")
     out["metadata"] = field(page, "metadata", dict, "an object", required=False, default={}, prefix="page.")
-    if out["content_type"] is not None:  # checked before a run is created for it
-        from .service import CONTENT_TYPES
+    if out["content_type"] is not None:  # checked (and short names made MIME types) before a run is created
+        from .service import content_type
 
-        if out["content_type"].split(";")[0].strip().lower() not in CONTENT_TYPES:
-            raise BadRequest(f"page.content_type: {out['content_type'][:80]!r} is not supported "
-                             f"(use one of {', '.join(CONTENT_TYPES)})", field="page.content_type")
+        out["content_type"] = content_type(out["content_type"], field="page.content_type")
     return out
 
 

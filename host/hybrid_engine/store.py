@@ -537,7 +537,13 @@ class Store:
         except FileNotFoundError:
             self._create_file()
         else:
-            if st.st_size == 0 and path.is_file():
+            import stat
+
+            if not stat.S_ISREG(st.st_mode):
+                raise StoreError(f"{path} is not a file (a folder or a device); Hybrid Engine keeps its database "
+                                 f"there. Move it aside: mv {_quote(path)} {_quote(str(path) + '.moved')}",
+                                 path=str(path))
+            if st.st_size == 0:
                 raise _empty(path)
             if st.st_mode & 0o077:
                 try:

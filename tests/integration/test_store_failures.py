@@ -111,6 +111,14 @@ def test_an_empty_database_file_is_refused_not_silently_made_a_new_database(env,
     assert db.stat().st_size == 0
 
 
+def test_a_folder_where_the_database_belongs_is_named_with_the_fix(env, he_home):
+    he_home.mkdir(parents=True)
+    (he_home / "engine.db").mkdir()
+    db = he_home / "engine.db"
+    assert_one_line(he(env, "runs"), f"{db} is not a file", f"mv {db} {db}.moved")
+    assert [e["code"] for e in host_reply(env, he_home)] == ["store_unavailable", "store_unavailable"]
+
+
 def test_a_new_data_folder_still_gets_a_fresh_database(env, he_home):
     proc = he(env, "runs")
     assert proc.returncode == 0 and "no runs yet" in proc.stdout, proc.stderr
