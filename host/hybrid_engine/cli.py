@@ -501,7 +501,7 @@ def cmd_install(args) -> int:
     from . import install
 
     report = install.install(args.browser, extension_ids=args.extension_id or (), system=args.system,
-                             dry_run=args.dry_run)
+                             dry_run=args.dry_run, user_data_dirs=args.user_data_dir or ())
     if args.json:
         _print_json(report.to_dict())
         return EXIT_OK if report.ok else EXIT_FAILED
@@ -658,6 +658,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--extension-id", action="append", metavar="ID",
                     help="also allow this Chrome extension id or Firefox add-on id (repeatable)")
     sp.add_argument("--system", action="store_true", help="system-wide folders (or HKLM) instead of the user's")
+    sp.add_argument("--user-data-dir", action="append", metavar="DIR",
+                    help="a Chromium-family browser started with --user-data-dir=DIR reads native hosts from "
+                         "DIR/NativeMessagingHosts: register there (repeatable; Firefox has no such folder)")
     sp.add_argument("--dry-run", action="store_true", help="show what would be written, write nothing")
     sp.add_argument("--json", action="store_true")
 
