@@ -1384,6 +1384,8 @@ def doctor(home: Path | str | None = None, *, extension_ids: Iterable[str] = (),
             target = data_.get("path") if data_ else None
             if not isinstance(target, str) or c.flatpak_app or target in broken_paths or str(c.manifest) in broken_paths:
                 continue
+            if c.profile and os.path.normcase(str(c.manifest)) not in recorded_paths:
+                continue  # found through a running browser, written by someone else: read, never launched
             if target not in launched:
                 launched[target] = check_host(target, _browser_argv(c.family, str(c.manifest)), timeout)
                 result = launched[target]

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -141,8 +142,18 @@ def _cut(value: Any, limit: int) -> tuple[Any, bool]:
 
 class Service:
     def __init__(self, store: Store | None = None, templates: "TemplateRegistry | None" = None):
-        self.store = store or Store(config.db_path())
+        self._store = store
+        self._store_lock = threading.Lock()
         self._templates = templates
+
+    @property
+    def store(self) -> Store:
+        """Opened on first use: listing templates works even when engine.db cannot be opened."""
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    self._store = Store(config.db_path())
+        return self._store
 
     @property
     def templates(self) -> "TemplateRegistry":
@@ -674,7 +685,7 @@ class Service:
             "limits": limits,
             "templates_folder": str(templates),
             "data_folder": str(config.data_dir()),
-            "database": str(self.store.path),
+            "database": str(self._store.path if self._store is not None else config.db_path()),
             "log_file": str(config.logs_dir() / "hybrid-engine.log"),
             "config_file": str(config.config_path()),
             "config_file_exists": config.config_path().is_file(),

@@ -78,6 +78,7 @@ def host_reply(env, he_home, prefix: list[str] = ()) -> list[dict]:
         errors = [host.error("runs.list"),
                   host.error("capture", template="page-text", page={"content": "<p>hi</p>"})]
         assert host.call("hello", protocol=1)["version"]
+        assert host.call("templates.list")["templates"]  # what does not need the database still works
         assert host.stdout_problems == []
     finally:
         host.close()
@@ -117,6 +118,15 @@ def test_a_folder_where_the_database_belongs_is_named_with_the_fix(env, he_home)
     db = he_home / "engine.db"
     assert_one_line(he(env, "runs"), f"{db} is not a file", f"mv {db} {db}.moved")
     assert [e["code"] for e in host_reply(env, he_home)] == ["store_unavailable", "store_unavailable"]
+
+
+def test_processes_opening_a_new_data_folder_at_once_share_one_database_none_refuses_it(env, he_home):
+    procs = [subprocess.Popen([sys.executable, "-m", "hybrid_engine", "runs"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    results = [(p.wait(timeout=60), p.stdout.read(), p.stderr.read()) for p in procs]
+    assert all(code == 0 and "no runs yet" in out for code, out, _ in results), results
+    assert (he_home / "engine.db").is_file()
+    assert [p.name for p in he_home.iterdir() if p.name.startswith(".engine.db")] == []  # no temporary left
 
 
 def test_a_new_data_folder_still_gets_a_fresh_database(env, he_home):
