@@ -624,6 +624,8 @@ class Host:
                 await task
 
             asyncio.run(run())
+        except StoreError as exc:  # engine.db unusable: every request says so; no traceback to add
+            log.warning("the executor did not start: %s", exc.message)
         except Exception:  # noqa: BLE001 - the host keeps serving; the next launch or worker executes
             log.exception("the executor stopped with an error")
 
@@ -690,6 +692,8 @@ class Host:
             try:
                 if self._work_left():
                     spawn_worker()
+            except StoreError as exc:
+                log.warning("could not look for unfinished work: %s", exc.message)
             except Exception:  # noqa: BLE001 - the next launch recovers and runs it instead
                 log.exception("could not hand unfinished work to a worker")
         log.info("host exiting after %.3f s", time.monotonic() - self.started)

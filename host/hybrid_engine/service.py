@@ -203,7 +203,8 @@ class Service:
             named = []
             for (rid,) in rows[:self.AMBIGUOUS_SHOWN]:
                 info = self.store.run_info(rid)
-                named.append(f"{rid} ({info[0]}, {_iso(info[2])})" if info else rid)
+                name = " ".join(str(info[0]).split())[:60] if info else ""  # a page title may hold newlines
+                named.append(f"{rid} ({name}, {_iso(info[2])})" if info else rid)
             more = ", and more" if len(rows) > self.AMBIGUOUS_SHOWN else ""
             raise BadRequest(f"ambiguous run id '{run_id}': matches {', '.join(named)}{more}; "
                              "give more of the id", field="run_id")
