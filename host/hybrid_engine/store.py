@@ -380,9 +380,10 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 # ---- opening the file, and what its failures mean to the user --------------------
 
-# SQLite's primary result codes (sqlite3 names them only from Python 3.11 on).
-_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
-_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 10, 11, 13, 14, 26
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = (sqlite3.SQLITE_PERM, sqlite3.SQLITE_BUSY,
+                                                              sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_READONLY)
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = (
+    sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOTADB)
 # An I/O failure with less free space than this on the file's disk is taken for a full disk:
 # SQLite reports a full disk as "disk I/O error" when it cannot even create its -shm file.
 _FULL_DISK_BYTES = 1 << 20
@@ -410,8 +411,10 @@ def _empty(path: Path) -> StoreCorrupt:
 
 
 def _read_only(path: Path, detail: str) -> StoreReadOnly:
-    return StoreReadOnly(f"{path} cannot be written ({detail}): its folder {path.parent} is read-only here. Make it "
-                         "writable, or point HYBRID_ENGINE_HOME at a writable folder", path=str(path))
+    what = (f"its folder {path.parent} is read-only here" if not os.access(path.parent, os.W_OK)
+            else "the file is read-only")
+    return StoreReadOnly(f"{path} cannot be written ({detail}): {what}. Make it writable, or point "
+                         "HYBRID_ENGINE_HOME at a writable folder", path=str(path))
 
 
 def _full(path: Path, detail: str) -> StoreFull:
