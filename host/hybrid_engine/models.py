@@ -144,7 +144,7 @@ class ExternalDataRequest(BaseModel):
 
     content: str
     source_url: str | None = None
-    content_type: str = "text/html"
+    content_type: str = "text/html"  # a MIME type or a short name (text, html, json, markdown): stored as MIME
     step_name: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     title: str | None = None
