@@ -61,8 +61,8 @@ def chrome_origin_id(origin: str) -> str | None:
     """The id in ``chrome-extension://<32 letters a-p>/``, the trailing slash optional; else None.
 
     Callers that must insist on the slash (a host manifest's allowed_origins, which Chrome
-    compares exactly) check ``origin.endswith("/")`` themselves. Plain string tests, no regex:
-    the host runs this before its first reply.
+    compares exactly) check ``origin.endswith("/")`` themselves. Plain string tests, no regex,
+    so the host can check its caller with it before its first reply.
     """
     if not origin.startswith(CHROME_SCHEME):
         return None
@@ -73,7 +73,7 @@ def chrome_origin_id(origin: str) -> str | None:
 
 
 def is_gecko_id(value: str) -> bool:
-    """A Firefox add-on id as Firefox accepts it: ``name@domain`` or a ``{uuid}``."""
+    """A Firefox add-on id: ``name@domain`` or a ``{uuid}``."""
     import re
 
     return re.fullmatch(r"\{[0-9a-fA-F-]{36}\}|[A-Za-z0-9._+-]*@[A-Za-z0-9._-]+", value) is not None
