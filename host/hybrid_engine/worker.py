@@ -17,8 +17,10 @@ write, so a capture never waits for the next browser start.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -28,6 +30,12 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = "worker.lock"
 POLL_S = 0.1  # how soon a capture stored by a host is picked up
+
+
+class LockUnusable(config.ConfigError):
+    """worker.lock is something other than a regular file (a folder, a link, a pipe): no worker
+    can start until it is removed, and a link is never followed (the pid written into the lock
+    would overwrite the file it points to)."""
 
 
 class WorkerLock:
@@ -40,9 +48,34 @@ class WorkerLock:
         self.path = path
         self._fd: int | None = None
 
+    def _open(self, create: bool) -> int:
+        flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) \
+            | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EMLINK):
+                raise self._unusable() from exc
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise self._unusable()
+        return fd
+
+    def _unusable(self) -> LockUnusable:
+        return LockUnusable(f"{self.path} is not a regular file (a folder, a link or a pipe): "
+                            f"no background worker can start; remove it and it is made again")
+
+    def check(self) -> None:
+        """LockUnusable when the lock file exists and is not a regular file."""
+        try:
+            os.close(self._open(create=False))
+        except FileNotFoundError:
+            pass
+
     def acquire(self) -> bool:
         config.ensure_private_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._open(create=True)
         if not _try_lock(fd):
             os.close(fd)
             return False
@@ -60,7 +93,7 @@ class WorkerLock:
     def holder(self) -> int | None:
         """The pid of the live holder, or None when nobody holds the lock."""
         try:
-            fd = os.open(self.path, os.O_RDWR)
+            fd = self._open(create=False)
         except FileNotFoundError:
             return None
         try:

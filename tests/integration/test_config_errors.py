@@ -75,3 +75,24 @@ def test_host_executes_queued_work_once_the_bad_setting_is_fixed(he_home, write_
         write_config("[executor]\nconcurrency = 2\n")
         wait_for(lambda: h.call("runs.get", run_id=run_id)["status"] == "COMPLETED", what="the run to complete")
         assert h.call("host.status")["config_error"] is None
+
+
+# ---- worker.lock that is not a file -------------------------------------------------------------
+
+def test_background_worker_never_writes_through_a_worker_lock_that_is_a_symbolic_link(he_home, cli, tmp_path):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n", encoding="utf-8")
+    he_home.mkdir(parents=True, exist_ok=True)
+    (he_home / "worker.lock").symlink_to(precious)
+    proc = cli("worker", "--background", "--linger", "0", timeout=60)
+    assert precious.read_text(encoding="utf-8") == "keep me\n"
+    assert proc.returncode == 2 and "worker.lock" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_host_status_says_why_no_worker_starts_when_worker_lock_is_a_folder(he_home):
+    (he_home / "worker.lock").mkdir(parents=True)
+    with HostClient(he_home) as h:
+        status = wait_for(lambda: (s := h.call("host.status"))["config_error"] and s, what="the engine's verdict")
+        assert "worker.lock" in status["config_error"] and "remove it" in status["config_error"]
+        assert status["worker"]["running"] is False
+        assert h.stdout_problems == []
