@@ -63,7 +63,8 @@ def _keys_file_values(path: Path) -> list[str]:
     import json
 
     data = json.loads(path.read_text(encoding="utf-8"))
-    return [v for v in data.values() if isinstance(v, str)] if isinstance(data, dict) else []
+    # Stripped as config.provider_settings strips them: what is sent, and so what is echoed.
+    return [v.strip() for v in data.values() if isinstance(v, str)] if isinstance(data, dict) else []
 
 
 def _config_values(path: Path) -> list[str]:
@@ -76,7 +77,7 @@ def _config_values(path: Path) -> list[str]:
         if not isinstance(table, dict):
             continue
         if isinstance(table.get("api_key"), str):
-            found.append(table["api_key"])
+            found.append(table["api_key"].strip())
         if isinstance(table.get("base_url"), str):
             found.extend(url_secrets(table["base_url"]))
     return found
