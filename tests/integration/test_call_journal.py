@@ -195,3 +195,17 @@ def test_the_host_going_away_mid_call_neither_cuts_nor_repeats_it(fake_provider_
     from hybrid_engine import worker
 
     wait_for(lambda: worker.lock().holder() is None, what="the idle worker to leave")
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_gateway_error_after_the_call_was_sent_keeps_the_call_unconfirmed(fake_provider_env, service, cli, status):
+    """A proxy's 502/504 says the answer was lost on the way back, not that the provider
+    refused: the provider may have finished, and billed, the request."""
+    fake_provider_env.script("openai", status=status)
+    run_id = service.create_run(tpl([{**MODEL_STEP, "params": {**MODEL_STEP["params"], "retries": 0}}]))
+    cli("worker", "--until-idle", "--quiet", check=True)
+    m = step(service, run_id)
+    [call] = calls(service, run_id)
+    assert m["status"] == "FAILED" and call["state"] == "unconfirmed"
+    assert m["execution_metrics"]["unconfirmed_calls"] == 1
+    assert service.run_document(run_id)["metrics"]["unconfirmed_cost_max"] == pytest.approx(call["cost_max"])
