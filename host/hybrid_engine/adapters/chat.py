@@ -577,7 +577,11 @@ class ChatAdapter(BaseAdapter):
 
     def _count_floors(self, request: ChatRequest, text: str) -> tuple[int, int]:
         """The least our own count allows for the prompt as sent and for the answer (the
-        prompt was counted before it was sent: a cache hit)."""
+        prompt was counted before it was sent: a cache hit). Nothing for a local server: it is
+        free, and its low prompt count is how a prompt it cut to its own context (Ollama's
+        num_ctx) is recognised (_server_cut)."""
+        if self.provider == "local":
+            return 0, 0
         sent = tokens.count_chat_tokens(request.prompt, request.system, request.model, self.provider)
         answer = tokens.count_tokens(text, request.model, self.provider).low if text else 0
         return sent.low, answer
