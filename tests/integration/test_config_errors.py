@@ -96,3 +96,22 @@ def test_host_status_says_why_no_worker_starts_when_worker_lock_is_a_folder(he_h
         assert "worker.lock" in status["config_error"] and "remove it" in status["config_error"]
         assert status["worker"]["running"] is False
         assert h.stdout_problems == []
+
+
+# ---- a bad setting's message never repeats a secret ----------------------------------------------
+
+@pytest.mark.parametrize("url", ["htps://me:hunter2-secret-pw@proxy.example.com/v1?api-key=QUERYSECRET123",
+                                 "me:hunter2-secret-pw@proxy.example.com/v1"])
+def test_a_bad_base_url_is_reported_without_its_credentials(cli, write_config, url):
+    write_config(f'[providers.openai]\nbase_url = "{url}"\n')
+    proc = cli("worker", "--until-idle", timeout=60)
+    assert proc.returncode == 2 and "[providers.openai] base_url" in proc.stderr
+    assert "proxy.example.com" in proc.stderr
+    assert "hunter2-secret-pw" not in proc.stderr and "QUERYSECRET123" not in proc.stderr
+
+
+def test_an_api_key_of_the_wrong_type_is_not_repeated_in_the_error(cli, write_config):
+    write_config("[providers.openai]\napi_key = 987654321012\n")
+    proc = cli("worker", "--until-idle", timeout=60)
+    assert proc.returncode == 2 and "[providers.openai] api_key" in proc.stderr
+    assert "987654321012" not in proc.stderr
