@@ -209,3 +209,26 @@ def test_a_gateway_error_after_the_call_was_sent_keeps_the_call_unconfirmed(fake
     assert m["status"] == "FAILED" and call["state"] == "unconfirmed"
     assert m["execution_metrics"]["unconfirmed_calls"] == 1
     assert service.run_document(run_id)["metrics"]["unconfirmed_cost_max"] == pytest.approx(call["cost_max"])
+
+
+def test_a_background_worker_whose_data_folder_is_deleted_stops_sending_calls(fake_provider_env, he_home, service,
+                                                                              cli):
+    import shutil
+
+    fake = fake_provider_env
+    chain = [{**MODEL_STEP, "id": f"m{i}", "dependencies": [f"m{i - 1}"] if i else []} for i in range(3)]
+    service.create_run(tpl(chain))
+    service.store.close()
+    fake.hold()
+    proc = cli.popen("worker", "--background", "--quiet", "--linger", "0")
+    try:
+        fake.wait_requests(1)
+        shutil.rmtree(he_home)
+        assert proc.wait(60) == 0
+        print("T exit", time.time())  # stopped without waiting for the answer held back
+        fake.release()
+        assert len(fake.requests) == 1
+    finally:
+        fake.release()
+        if proc.poll() is None:
+            kill(proc)
