@@ -34,8 +34,8 @@ FALLBACK_NAME = "untitled"
 TAG_CHARS = 8  # hex digits of the run-and-step tag: 32 bits, collisions need ~65k same-named runs
 
 SCAN_CHARS = 1000  # of a value, enough to fill a piece; a whole page as a name costs no more
-_WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
-                               *(f"LPT{i}" for i in range(1, 10))})
+_WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"{port}{i}" for port in ("COM", "LPT")
+                                                               for i in [*range(1, 10), *"¹²³"])})
 _SEPARATORS = "/\\" if sys.platform == "win32" else "/"
 
 
