@@ -232,3 +232,26 @@ def test_a_background_worker_whose_data_folder_is_deleted_stops_sending_calls(fa
         fake.release()
         if proc.poll() is None:
             kill(proc)
+
+
+def test_deleting_a_run_keeps_what_it_spent_in_spend_and_the_daily_budget(fake_provider_env, service, cli):
+    done = service.create_run(tpl([MODEL_STEP], name="done"))
+    cli("worker", "--until-idle", "--quiet", check=True)
+    cost = step(service, done)["execution_metrics"]["cost"]
+    fake_provider_env.hold()
+    lost = service.create_run(tpl([MODEL_STEP], name="lost"))
+    proc = cli.popen("worker", "--until-idle", "--quiet")
+    try:
+        fake_provider_env.wait_requests(2)
+        kill(proc)
+    finally:
+        fake_provider_env.release()
+    cli("recover", check=True)
+    [call] = calls(service, lost)
+    before = cli.json("spend", "--json")
+    cli("delete", done, check=True)
+    cli("delete", lost, check=True)
+    after = cli.json("spend", "--json")
+    assert cost > 0 and after["today"] == pytest.approx(before["today"]) == pytest.approx(cost)
+    assert after["today_unconfirmed"] == before["today_unconfirmed"]
+    assert after["today_unconfirmed"]["cost_max"] == pytest.approx(call["cost_max"])
