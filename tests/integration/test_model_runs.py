@@ -627,3 +627,10 @@ def test_a_reply_claiming_one_token_for_a_long_prompt_is_priced_from_our_own_cou
     assert a["metadata"]["usage_source"] == "estimated", a["metadata"]
     assert a["metadata"]["prompt_tokens"] == sent and a["execution_metrics"]["cost_estimated"] is True
     assert a["metadata"]["usage_problem"] == f"1 prompt tokens for a prompt we count at no fewer than {sent:,}"
+
+
+def test_an_answer_stopped_by_a_content_filter_is_shown_as_a_warning(service, fake_provider_env):
+    fake_provider_env.script("gemini", finish_reason="content_filter", text="")  # the fake sends SAFETY
+    doc = one_step_run(service, fake_provider_env, action="gemini_chat", model="gemini-2.5-flash")
+    assert step(doc, "a")["warnings"] == ["stopped by the provider's content filter (SAFETY): the answer is "
+                                          "empty or incomplete"]
