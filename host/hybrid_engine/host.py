@@ -629,6 +629,7 @@ class Host:
         try:
             _check_settings()
             worker.lock().check()
+            worker.linger_s()  # HYBRID_ENGINE_WORKER_LINGER_S, which a worker reads at start
         except ConfigError as exc:
             if self.config_problem != str(exc):
                 log.warning("no step starts until this is fixed: %s", exc)

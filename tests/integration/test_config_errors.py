@@ -115,3 +115,9 @@ def test_an_api_key_of_the_wrong_type_is_not_repeated_in_the_error(cli, write_co
     proc = cli("worker", "--until-idle", timeout=60)
     assert proc.returncode == 2 and "[providers.openai] api_key" in proc.stderr
     assert "987654321012" not in proc.stderr
+
+
+def test_host_says_why_no_worker_starts_when_the_linger_variable_is_bad(he_home):
+    with HostClient(he_home, extra_env={"HYBRID_ENGINE_WORKER_LINGER_S": "a minute"}) as h:
+        status = wait_for(lambda: (s := h.call("host.status"))["config_error"] and s, what="the engine's verdict")
+        assert "HYBRID_ENGINE_WORKER_LINGER_S" in status["config_error"] and "86400" in status["config_error"]
