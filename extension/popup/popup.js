@@ -30,10 +30,24 @@ const view = {
 };
 globalThis.__view = view; // read by the end-to-end tests (the full output, timings)
 
+// The host cannot use its database file: say so in plain words before its message, which names
+// the file and the command that fixes it.
+const STORE_PROBLEMS = {
+  store_corrupt: "Hybrid Engine's database file is damaged or empty, so runs cannot be saved or shown.",
+  store_read_only: "Hybrid Engine cannot write its database: its folder is read-only.",
+  store_full: "The disk that holds Hybrid Engine's database is full.",
+  store_unavailable: "Hybrid Engine cannot open its database.",
+};
+
 async function call(type, fields = {}) {
   const reply = await api.runtime.sendMessage({ type, ...fields });
   if (!reply) throw Object.assign(new Error("no answer from the background"), { code: "internal" });
-  if (!reply.ok) throw Object.assign(new Error(reply.error?.message || "failed"), { code: reply.error?.code });
+  if (!reply.ok) {
+    const code = reply.error?.code;
+    const message = reply.error?.message || "failed";
+    const plain = STORE_PROBLEMS[code];
+    throw Object.assign(new Error(plain ? `${plain} ${message}` : message), { code });
+  }
   return reply.result;
 }
 

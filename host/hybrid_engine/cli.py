@@ -84,13 +84,15 @@ def _check_settings() -> None:
 def cmd_run(args) -> int:
     from .service import read_input_file
 
+    from .service import content_type
+
+    forced = content_type(args.content_type, field="--content-type") if args.content_type else None
     svc = _service()
     _check_settings()  # a bad config.toml stops here, before a run is made that nothing would execute
     content = ctype = None
     if args.input:
         content, ctype = read_input_file(args.input)
-        if args.content_type:
-            ctype = args.content_type
+        ctype = forced or ctype
     result = svc.start(args.template, content=content, source_url=args.source_url, content_type=ctype or "text/html",
                        budget_usd=args.budget)
     run_id = result["run_id"]
@@ -274,18 +276,13 @@ def cmd_ingest(args) -> int:
     from .models import ExternalDataRequest
     from .service import read_input_file
 
+    from .service import content_type, parse_metadata
+
+    metadata = parse_metadata(args.metadata) if args.metadata else {}
+    ctype = content_type(args.content_type, field="--content-type") if args.content_type else None
     content, guessed = read_input_file(args.content_file)
-    metadata = {}
-    if args.metadata:
-        try:
-            metadata = json.loads(args.metadata)
-        except json.JSONDecodeError as exc:
-            raise _bad(f"--metadata: not JSON: {exc.msg} at column {exc.colno}") from exc
-        if not isinstance(metadata, dict):
-            raise _bad("--metadata: expected a JSON object")
-    req = ExternalDataRequest(content=content, source_url=args.source_url,
-                              content_type=args.content_type or guessed, step_name=args.step_name,
-                              metadata=metadata)
+    req = ExternalDataRequest(content=content, source_url=args.source_url, content_type=ctype or guessed,
+                              step_name=args.step_name, metadata=metadata)
     resp = _service().ingest(args.run, req)
     _print_json(resp.model_dump())
     return EXIT_OK
@@ -450,7 +447,7 @@ def cmd_keys(args) -> int:
 
 
 def cmd_estimate(args) -> int:
-    from .service import read_input_file
+    from .service import content_type, read_input_file
 
     svc = _service()
     _check_settings()  # a bad price override would otherwise be left out of the figures unsaid
@@ -458,7 +455,7 @@ def cmd_estimate(args) -> int:
     if args.input:
         content, ctype = read_input_file(args.input)
         if args.content_type:
-            ctype = args.content_type
+            ctype = content_type(args.content_type, field="--content-type")
     elif tpl.capture_slots:
         raise _bad(f"--input FILE: template '{tpl.name}' takes a page; give one to estimate with")
     else:
@@ -585,7 +582,7 @@ def cmd_install(args) -> int:
     from . import install
 
     report = install.install(args.browser, extension_ids=args.extension_id or (), system=args.system,
-                             dry_run=args.dry_run)
+                             dry_run=args.dry_run, user_data_dirs=args.user_data_dir or ())
     if args.json:
         _print_json(report.to_dict())
         return EXIT_OK if report.ok else EXIT_FAILED
@@ -657,7 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("template", help="template name, or a path to a .yaml/.json file")
     sp.add_argument("--input", metavar="FILE", help="a page to fill the capture slot with")
     sp.add_argument("--source-url", metavar="URL")
-    sp.add_argument("--content-type", metavar="TYPE", help="text/html, text/plain or text/markdown")
+    sp.add_argument("--content-type", metavar="TYPE", help="text/html, text/plain, text/markdown, application/json "
+                    "(or text, html, markdown, json)")
     sp.add_argument("--budget", type=_usd, metavar="USD", help="stop starting model steps past this cost")
     sp.add_argument("--wait", action="store_true", help="execute now, show progress, end with a summary")
     sp.add_argument("--json", action="store_true")
@@ -678,7 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("run")
     sp.add_argument("--content-file", required=True, metavar="FILE")
     sp.add_argument("--source-url", metavar="URL")
-    sp.add_argument("--content-type", metavar="TYPE")
+    sp.add_argument("--content-type", metavar="TYPE", help="a MIME type, or text, html, markdown, json")
     sp.add_argument("--step-name", metavar="NAME")
     sp.add_argument("--metadata", metavar="JSON")
 
@@ -717,7 +715,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("template", help="template name, or a path to a .yaml/.json file")
     sp.add_argument("--input", metavar="FILE", help="the page the run would get")
     sp.add_argument("--source-url", metavar="URL")
-    sp.add_argument("--content-type", metavar="TYPE", help="text/html, text/plain or text/markdown")
+    sp.add_argument("--content-type", metavar="TYPE", help="text/html, text/plain, text/markdown, application/json "
+                    "(or text, html, markdown, json)")
     sp.add_argument("--json", action="store_true")
 
     sp = add("spend", cmd_spend, "what model calls cost today and this month, per provider, and the budgets")
@@ -744,6 +743,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--extension-id", action="append", metavar="ID",
                     help="also allow this Chrome extension id or Firefox add-on id (repeatable)")
     sp.add_argument("--system", action="store_true", help="system-wide folders (or HKLM) instead of the user's")
+    sp.add_argument("--user-data-dir", action="append", metavar="DIR",
+                    help="a Chromium-family browser started with --user-data-dir=DIR reads native hosts from "
+                         "DIR/NativeMessagingHosts: register there (repeatable; Firefox has no such folder)")
     sp.add_argument("--dry-run", action="store_true", help="show what would be written, write nothing")
     sp.add_argument("--json", action="store_true")
 
@@ -783,6 +785,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as exc:
+        # A damaged, read-only or full engine.db found by a query after it opened: one line, no traceback.
+        from .config import db_path
+        from .store import query_error
+
+        err = query_error(exc, db_path())
+        if err is None:
+            raise
+        _err(err.message)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@
      +-- TooLarge          too_large       a payload over a size limit
      +-- BudgetExceeded    budget_exceeded a step would cross a budget
      +-- ConflictError     conflict        the request contradicts the current state
+     +-- StoreError        store_unavailable  engine.db cannot be opened or used (names the file and the fix)
+          +-- StoreCorrupt   store_corrupt    not a database, damaged, truncated, or an empty file
+          +-- StoreReadOnly  store_read_only  the file or its folder cannot be written
+          +-- StoreFull      store_full       the disk that holds it is full
 
     StepError                              raised by actions, caught by the executor
      +-- TransientStepError                worth retrying (429, 5xx, timeouts); may carry retry_after
@@ -61,6 +65,24 @@ class BudgetExceeded(HybridEngineError):
 
 class ConflictError(HybridEngineError):
     code = "conflict"
+
+
+class StoreError(HybridEngineError):
+    """The database file cannot serve: the message names the file and what the user can do."""
+
+    code = "store_unavailable"
+
+
+class StoreCorrupt(StoreError):
+    code = "store_corrupt"
+
+
+class StoreReadOnly(StoreError):
+    code = "store_read_only"
+
+
+class StoreFull(StoreError):
+    code = "store_full"
 
 
 class StepError(Exception):

@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 from . import PROTOCOL_VERSION, __version__, protocol
-from .errors import BadRequest, Forbidden, HybridEngineError, TooLarge
+from .errors import BadRequest, Forbidden, HybridEngineError, StoreError, TooLarge
 from . import hostboot
 from .hostboot import HEAVY_MODULES, guard_stdout, hello_result, loaded_heavy_modules  # noqa: F401 - re-exported
 
@@ -201,12 +201,10 @@ def _page(msg: dict) -> dict:
     for key in ("source_url", "content_type", "title", "selection"):
         out[key] = field(page, key, str, "a string", required=False, prefix="page.")
     out["metadata"] = field(page, "metadata", dict, "an object", required=False, default={}, prefix="page.")
-    if out["content_type"] is not None:  # checked before a run is created for it
-        from .service import CONTENT_TYPES
+    if out["content_type"] is not None:  # checked (and short names made MIME types) before a run is created
+        from .service import content_type
 
-        if out["content_type"].split(";")[0].strip().lower() not in CONTENT_TYPES:
-            raise BadRequest(f"page.content_type: {out['content_type'][:80]!r} is not supported "
-                             f"(use one of {', '.join(CONTENT_TYPES)})", field="page.content_type")
+        out["content_type"] = content_type(out["content_type"], field="page.content_type")
     return out
 
 
@@ -477,12 +475,20 @@ class Host:
             result = handler(self, msg)
             return {"id": msg_id, "ok": True, "result": result, "version": __version__}
         except HybridEngineError as exc:
+            if isinstance(exc, StoreError):
+                log.warning("message %r (type %.60r): %s", msg_id, msg.get("type"), exc.message)
             return {"id": msg_id, "ok": False, "error": exc.to_dict(), "version": __version__}
         except Exception as exc:  # noqa: BLE001 - the client gets a code, the log gets the traceback
-            from .config import ConfigError
+            from .config import ConfigError, db_path
+            from .store import query_error
 
             if isinstance(exc, ConfigError):  # a broken config.toml: the user can fix it, say where
                 return self._error_reply(msg_id, "bad_config", str(exc))
+            # engine.db damaged, read-only or full, found by a query: its own code, the file and the fix
+            store_exc = query_error(exc, self._service.store.path if self._service is not None else db_path())
+            if store_exc is not None:
+                log.warning("message %r (type %.60r): %s", msg_id, msg.get("type"), store_exc.message)
+                return {"id": msg_id, "ok": False, "error": store_exc.to_dict(), "version": __version__}
             self.start_logging()
             log.exception("message %r (type %.60r) failed", msg_id, msg.get("type"))
             where = f" (details in {self.log_file})" if self.log_file else ""
@@ -610,10 +616,16 @@ class Host:
 
         # At start: orphans of a crash, work queued while no worker ran. Then, while the browser
         # is connected, a worker that died (killed, out of memory) is replaced within WATCH_S.
+        store_problem = None
         while True:
             try:
                 if self._settings_ok():
                     worker.ensure(self.service.store)
+                store_problem = None
+            except StoreError as exc:  # engine.db unusable: every request says so; logged once
+                if store_problem != exc.message:
+                    log.warning("no background worker while the store is unusable: %s", exc.message)
+                store_problem = exc.message
             except Exception:  # noqa: BLE001 - the host keeps serving; the next round tries again
                 log.exception("could not start the background worker")
             if self._closing.wait(WORKER_WATCH_S):
@@ -700,6 +712,8 @@ class Host:
         if not self.forbidden:
             try:
                 self._hand_over()
+            except StoreError as exc:
+                log.warning("could not look for unfinished work: %s", exc.message)
             except Exception:  # noqa: BLE001 - the next launch recovers and runs it instead
                 log.exception("could not hand unfinished work to a worker")
         log.info("host exiting after %.3f s", time.monotonic() - self.started)

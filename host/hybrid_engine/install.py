@@ -33,6 +33,11 @@ Path tables, and where they come from:
   ~/.var/app/<id>/config/<browser folder>/NativeMessagingHosts (Firefox family:
   ~/.var/app/<id>/.mozilla/native-messaging-hosts), pointing to a wrapper inside the
   sandbox that runs the real launcher with ``flatpak-spawn --host``.
+- A Chromium-family browser started with ``--user-data-dir=DIR`` reads native hosts from
+  ``DIR/NativeMessagingHosts`` instead of its usual folder (Chromium's DIR_USER_NATIVE_MESSAGING
+  is derived from the user data directory on Linux and macOS); ``install --user-data-dir DIR``
+  writes there. Firefox has no such folder: every profile reads the one folder above, and
+  Windows browsers read the registry whatever their profile.
 """
 
 from __future__ import annotations
@@ -366,6 +371,7 @@ class Registration:
     registry_key: str | None = None
     hive: str | None = None
     flatpak_app: str | None = None
+    user_data_dir: str | None = None  # a browser profile folder given with --user-data-dir
 
     @property
     def ident(self) -> tuple[str, str | None, str | None]:
@@ -427,6 +433,48 @@ def plan_registrations(browsers: Iterable[str], os_name: str, scope: str, *, hom
 
 def _real_dir(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink()
+
+
+def profile_manifest(user_data_dir: Path | str) -> Path:
+    """Where a Chromium-family browser started with --user-data-dir=DIR looks for our manifest."""
+    return Path(user_data_dir) / "NativeMessagingHosts" / MANIFEST_NAME
+
+
+def plan_profile_registrations(browsers: Iterable[str] | None, user_data_dirs: Iterable[str], os_name: str,
+                               launcher: Path | str) -> tuple[list[Registration], list[str], list[str]]:
+    """Registrations inside browser profile folders; (registrations, browsers they cover, notes).
+
+    Only Chromium-family browsers keep native hosts in their profile folder; named Firefox-family
+    browsers keep their usual registration (a note says why), and on Windows the registry serves
+    every profile, so nothing is planned there.
+    """
+    dirs = []
+    for raw in user_data_dirs:
+        if not raw or not raw.strip():
+            raise BadRequest("--user-data-dir: expected a folder", field="user_data_dir")
+        folder = Path(raw).expanduser().absolute()
+        if folder.exists() and not folder.is_dir():
+            raise BadRequest(f"--user-data-dir: {folder} is not a folder", field="user_data_dir")
+        if folder not in dirs:
+            dirs.append(folder)
+    named = [browser_key(b) for b in browsers] if browsers is not None else None
+    chromium = [k for k in named if BROWSERS[k].family == CHROMIUM] if named is not None else ["chromium"]
+    notes = []
+    if named is not None and any(BROWSERS[k].family == FIREFOX for k in named):
+        notes.append("Firefox has no per-profile folder for native hosts (every profile, -profile DIR included, "
+                     "reads ~/.mozilla/native-messaging-hosts): it is registered there as usual")
+    if os_name == WINDOWS:
+        notes.append("on Windows every profile of a browser reads the registry, so --user-data-dir needs nothing "
+                     "more: the usual registration serves it")
+        return [], [], notes
+    if not chromium:
+        if not notes:
+            notes.append("--user-data-dir is for Chromium-family browsers (chrome, chromium, edge, brave, vivaldi); "
+                         "none was named, so no profile folder was written")
+        return [], [], notes
+    regs = [Registration(list(chromium), CHROMIUM, USER, str(profile_manifest(d)), str(launcher), user_data_dir=str(d))
+            for d in dirs]
+    return regs, chromium, notes
 
 
 # ---- detection -------------------------------------------------------------
@@ -679,12 +727,14 @@ def _is_executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
-def _install_cmd(browsers: Iterable[str] = (), scope: str = USER) -> str:
+def _install_cmd(browsers: Iterable[str] = (), scope: str = USER, user_data_dir: str | None = None) -> str:
     parts = ["hybrid-engine", "install"]
     for b in browsers:
         parts += ["--browser", b]
     if scope == SYSTEM:
         parts = ["sudo"] + parts + ["--system"]
+    if user_data_dir:
+        parts += ["--user-data-dir", shlex.quote(user_data_dir)]
     return " ".join(parts)
 
 
@@ -711,18 +761,24 @@ def _resolve(os_name, home, data_dir, root):
 def install(browsers: Iterable[str] | None = None, extension_ids: Iterable[str] = (), system: bool = False,
             home: Path | str | None = None, dry_run: bool = False, *, os_name: str | None = None,
             root: Path | str | None = None, data_dir: Path | str | None = None, python: str | None = None,
-            path_env: str | None = None, registry: Registry | None = None) -> InstallReport:
+            path_env: str | None = None, registry: Registry | None = None,
+            user_data_dirs: Iterable[str] = ()) -> InstallReport:
     """Register the host for the browsers present (or the ones named), and verify it.
 
     ``browsers=None`` writes only for browsers that look installed; naming browsers
     writes for them regardless. ``extension_ids`` adds Chrome ids or Firefox add-on ids
     to the pinned ones; ids given before are kept (uninstall clears them). ``system``
     writes the system-wide folders (or HKLM) instead of the user's. ``dry_run`` plans
-    and writes nothing. Per-location failures are reported in ``errors``, not raised;
-    bad arguments raise BadRequest.
+    and writes nothing. ``user_data_dirs``: browser profile folders (``--user-data-dir``) to
+    register in instead of the Chromium-family browsers' usual folders. Per-location failures
+    are reported in ``errors``, not raised; bad arguments raise BadRequest.
     """
     os_name, home_path, config_home, data, root_path = _resolve(os_name, home, data_dir, root)
     scope = SYSTEM if system else USER
+    user_data_dirs = list(user_data_dirs)
+    if user_data_dirs and system:
+        raise BadRequest("--user-data-dir names your own browser profile folder; it does not go with --system",
+                         field="user_data_dir")
     chosen_explicitly = browsers is not None
     wanted = [browser_key(b) for b in browsers] if browsers is not None else None
     new_chrome, new_gecko = split_extension_ids(extension_ids)
@@ -734,11 +790,20 @@ def install(browsers: Iterable[str] | None = None, extension_ids: Iterable[str] 
     reg_api = _registry_for(os_name, registry) if not dry_run else (registry or MemoryRegistry())
     report = InstallReport(launcher=str(launcher), python=python, os=os_name, scope=scope, dry_run=dry_run)
 
+    profile_regs: list[Registration] = []
+    in_profiles: list[str] = []
+    if user_data_dirs:
+        profile_regs, in_profiles, notes = plan_profile_registrations(wanted, user_data_dirs, os_name, launcher)
+        report.notes.extend(notes)
+        if wanted is None:
+            wanted = []  # only the profile folders: nothing detected is registered besides them
     presence = detect_browsers(os_name, home_path, root=root_path, config_home=config_home, path_env=path_env)
     native, flatpak = [], []
     for key, p in presence.items():
         if wanted is not None and key not in wanted:
             continue
+        if key in in_profiles:
+            continue  # registered inside the profile folder(s) named instead
         label = BROWSERS[key].label
         snap_only = p.snap and key != "firefox" and not p.native
         if snap_only:
@@ -761,11 +826,12 @@ def install(browsers: Iterable[str] | None = None, extension_ids: Iterable[str] 
                                 "you once to allow the host")
         if not (p.native or p.flatpak or chosen_explicitly or snap_only):
             report.skipped.append({"browser": key, "reason": "not found (no profile folder or program)"})
-    if not native and not flatpak:
+    if not native and not flatpak and not profile_regs:
         report.notes.append("no browser found to register; name one with --browser")
 
     regs = plan_registrations(native, os_name, scope, home=home_path, data_dir=data, launcher=launcher,
                               root=root_path, config_home=config_home, flatpak_browsers=flatpak)
+    regs += profile_regs
     if dry_run:
         report.registrations = regs
         return report
@@ -886,6 +952,8 @@ def uninstall(browsers: Iterable[str] | None = None, system: bool | None = None,
                 if wrapper.exists():
                     wrapper.unlink()
                     _remove_empty_dirs(wrapper.parent, stop=2)
+            if reg.user_data_dir and reg.manifest not in still_used:
+                _remove_empty_dirs(Path(reg.manifest).parent, stop=1)  # the profile folder itself stays
             report.removed.append(reg)
         except OSError as exc:
             remaining.append(reg)
@@ -1031,6 +1099,59 @@ class _Candidate:
     browsers: list[str]
     flatpak_app: str | None = None
     registry: str | None = None  # "HKCU\\key" on Windows
+    profile: str | None = None  # the --user-data-dir folder it sits in
+
+
+# ---- browsers running with their own profile folder ---------------------------
+
+# Program names (argv[0]'s last part) of Chromium-family browsers, as started on Linux.
+_CHROMIUM_PROGRAMS = {program: b.key for b in BROWSERS.values() if b.family == CHROMIUM for program in b.binaries}
+_CHROMIUM_PROGRAMS.update({"chrome": "chrome", "msedge": "edge", "brave": "brave", "vivaldi-bin": "vivaldi",
+                           "chromium": "chromium"})
+
+
+@dataclass(frozen=True)
+class RunningProfile:
+    browser: str  # browser key
+    user_data_dir: str  # absolute
+    pid: int
+
+
+def running_profiles(proc_root: Path | str = "/proc") -> list[RunningProfile]:
+    """Chromium-family browsers running with --user-data-dir, read from /proc/<pid>/cmdline (Linux).
+
+    Only browser processes count (their helpers carry --type=...); a relative folder is taken
+    from the process's working directory, as the browser itself does. One entry per folder.
+    """
+    proc = Path(proc_root)
+    found: dict[str, RunningProfile] = {}
+    try:
+        entries = sorted((e for e in proc.iterdir() if e.name.isdigit()), key=lambda e: int(e.name))
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        args = [a.decode("utf-8", "surrogateescape") for a in argv if a]
+        if not args:
+            continue
+        browser = _CHROMIUM_PROGRAMS.get(os.path.basename(args[0]))
+        if browser is None or any(a.startswith("--type=") for a in args[1:]):
+            continue
+        folder = next((a.split("=", 1)[1] for a in args[1:] if a.startswith("--user-data-dir=")), None)
+        if not folder:
+            continue
+        folder = os.path.expanduser(folder)
+        if not os.path.isabs(folder):
+            try:
+                folder = os.path.join(os.readlink(entry / "cwd"), folder)
+            except OSError:
+                continue
+        folder = os.path.normpath(folder)
+        found.setdefault(folder, RunningProfile(browser, folder, int(entry.name)))
+    return list(found.values())
 
 
 def _candidates(os_name, home, config_home, root, reg_api) -> list[_Candidate]:
@@ -1066,7 +1187,7 @@ def _check_manifest(c: _Candidate, os_name: str, chrome_ids: Sequence[str], geck
                     findings: list[Finding]) -> dict | None:
     who = ",".join(c.browsers)
     path = str(c.manifest)
-    reinstall = _install_cmd(c.browsers, c.scope)
+    reinstall = _install_cmd(c.browsers, c.scope, c.profile)
 
     def add(code, severity, problem, fix, where=path):
         findings.append(Finding(code, severity, who, where, problem, fix))
@@ -1207,11 +1328,13 @@ def _flatpak_allows_host(app_id: str, home: Path, root: Path) -> bool:
 def doctor(home: Path | str | None = None, *, extension_ids: Iterable[str] = (), os_name: str | None = None,
            root: Path | str | None = None, data_dir: Path | str | None = None, check_launch: bool = True,
            timeout: float = HELLO_TIMEOUT_S, registry: Registry | None = None,
-           path_env: str | None = None) -> list[Finding]:
+           path_env: str | None = None, proc_root: Path | str | None = None) -> list[Finding]:
     """Check every registration the browsers could read; each finding names its fix.
 
     An empty list means: registered, well-formed, and (with ``check_launch``) the
-    host answered hello within ``timeout`` seconds.
+    host answered hello within ``timeout`` seconds. On Linux the running browsers are
+    looked at too (``proc_root``, default ``<root>/proc``): one started with
+    ``--user-data-dir`` reads only that folder's NativeMessagingHosts.
     """
     os_name, home_path, config_home, data, root_path = _resolve(os_name, home, data_dir, root)
     chrome_extra, gecko_extra = split_extension_ids(extension_ids)
@@ -1228,6 +1351,24 @@ def doctor(home: Path | str | None = None, *, extension_ids: Iterable[str] = (),
     presence = detect_browsers(os_name, home_path, root=root_path, config_home=config_home, path_env=path_env)
 
     candidates = _candidates(os_name, home_path, config_home, root_path, reg_api)
+    running = running_profiles(proc_root or root_path / "proc") if os_name == LINUX else []
+    known = {os.path.normcase(str(c.manifest)) for c in candidates}
+    profile_manifests = [(r.user_data_dir, list(r.browsers), Path(r.manifest)) for r in recorded if r.user_data_dir]
+    profile_manifests += [(p.user_data_dir, [p.browser], profile_manifest(p.user_data_dir)) for p in running]
+    for folder, browsers, manifest in profile_manifests:
+        if os.path.normcase(str(manifest)) not in known and manifest.exists():
+            known.add(os.path.normcase(str(manifest)))
+            candidates.append(_Candidate(manifest, CHROMIUM, USER, browsers, profile=folder))
+    for p in running:
+        manifest = profile_manifest(p.user_data_dir)
+        if not manifest.exists():
+            label = BROWSERS[p.browser].label
+            findings.append(Finding(
+                "profile_not_registered", WARNING, p.browser, str(manifest),
+                f"{label} (pid {p.pid}) runs with --user-data-dir={p.user_data_dir}, so it looks for native hosts "
+                f"only in {manifest.parent}, which has no {MANIFEST_NAME}: the extension cannot reach Hybrid "
+                "Engine from it",
+                f"run: {_install_cmd([p.browser], USER, p.user_data_dir)}"))
     parsed: dict[str, dict] = {}
     for c in candidates:
         data_ = _check_manifest(c, os_name, chrome_ids, gecko_ids, findings)
@@ -1243,6 +1384,8 @@ def doctor(home: Path | str | None = None, *, extension_ids: Iterable[str] = (),
             target = data_.get("path") if data_ else None
             if not isinstance(target, str) or c.flatpak_app or target in broken_paths or str(c.manifest) in broken_paths:
                 continue
+            if c.profile and os.path.normcase(str(c.manifest)) not in recorded_paths:
+                continue  # found through a running browser, written by someone else: read, never launched
             if target not in launched:
                 launched[target] = check_host(target, _browser_argv(c.family, str(c.manifest)), timeout)
                 result = launched[target]
@@ -1256,7 +1399,8 @@ def doctor(home: Path | str | None = None, *, extension_ids: Iterable[str] = (),
     # duplicates: a browser reading manifests in both scopes that point to different launchers
     duplicates: set[str] = set()
     for key in BROWSERS:
-        user = [c for c in candidates if key in c.browsers and c.scope == USER and not c.flatpak_app]
+        user = [c for c in candidates if key in c.browsers and c.scope == USER and not c.flatpak_app
+                and not c.profile]
         system = [c for c in candidates if key in c.browsers and c.scope == SYSTEM and not c.flatpak_app]
         for u in user:
             for s in system:
@@ -1287,7 +1431,7 @@ def doctor(home: Path | str | None = None, *, extension_ids: Iterable[str] = (),
     for c in candidates:
         where = c.registry or str(c.manifest)
         data_ = parsed.get(str(c.manifest) + (c.registry or ""))
-        if not data_ or where in duplicates or c.flatpak_app:
+        if not data_ or where in duplicates or c.flatpak_app or c.profile:
             continue
         if os.path.normcase(str(c.manifest)) in recorded_paths:
             continue
@@ -1305,14 +1449,14 @@ def doctor(home: Path | str | None = None, *, extension_ids: Iterable[str] = (),
         if os.path.normcase(reg.manifest) not in present and not Path(reg.manifest).exists():
             findings.append(Finding("registration_missing", ERROR, ",".join(reg.browsers), reg.location,
                                     "install wrote this registration but it is gone",
-                                    f"run: {_install_cmd(reg.browsers, reg.scope)}"))
+                                    f"run: {_install_cmd(reg.browsers, reg.scope, reg.user_data_dir)}"))
         elif reg.registry_key and reg_api is not None and not reg_api.get_default(reg.hive, reg.registry_key):
             findings.append(Finding("registration_missing", ERROR, ",".join(reg.browsers), reg.location,
                                     "the registry key install wrote is gone",
                                     f"run: {_install_cmd(reg.browsers, reg.scope)}"))
 
     # the browsers themselves: Snap, Flatpak, and browsers present but not registered
-    registered_browsers = {b for c in candidates if not c.flatpak_app for b in c.browsers}
+    registered_browsers = {b for c in candidates if not c.flatpak_app and not c.profile for b in c.browsers}
     for key, p in presence.items():
         b = BROWSERS[key]
         if p.snap and key != "firefox":
@@ -1364,5 +1508,5 @@ __all__ = [
     "current_os", "browser_key", "manifest_dirs", "registry_keys", "flatpak_manifest_dir", "launcher_path",
     "windows_manifest_path", "record_path", "split_extension_ids", "build_manifest", "launcher_script",
     "plan_registrations", "detect_browsers", "load_record", "registered_extension_ids", "registered_gecko_ids",
-    "install", "uninstall", "doctor", "check_host",
+    "install", "uninstall", "doctor", "check_host", "profile_manifest", "running_profiles", "RunningProfile",
 ]

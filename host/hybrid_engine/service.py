@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -28,9 +30,62 @@ if TYPE_CHECKING:  # pydantic, yaml and the executor load on first use: the host
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPES = ("text/html", "text/plain", "text/markdown", "application/xhtml+xml")
+CONTENT_TYPES = ("text/html", "text/plain", "text/markdown", "application/xhtml+xml", "application/json")
+# The seed's ExternalDataRequest spoke of "text", "html" and "json": short names are taken anywhere a
+# MIME type is, and stored as the MIME type.
+CONTENT_TYPE_NAMES = {"text": "text/plain", "html": "text/html", "json": "application/json",
+                      "markdown": "text/markdown"}
 MAX_CONTENT_BYTES = 64 * 1024 * 1024
 DEFAULT_CUT = 4000
+
+
+def content_type(value: str | None, *, field: str = "content_type", default: str = "text/html") -> str:
+    """A supported MIME type (parameters such as charset dropped) for a MIME type or a short name."""
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise BadRequest(f"{field}: expected a string such as text/html", field=field)
+    base = value.split(";")[0].strip().lower()
+    base = CONTENT_TYPE_NAMES.get(base, base)
+    if base not in CONTENT_TYPES:
+        raise BadRequest(f"{field}: {value[:80]!r} is not supported (use one of {', '.join(CONTENT_TYPES)}, "
+                         f"or {', '.join(CONTENT_TYPE_NAMES)})", field=field)
+    return base
+
+
+MAX_METADATA_DEPTH = 32  # nesting levels of a capture's or an ingest's metadata (the object itself is 1)
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether dicts/lists nest deeper than `limit`, without recursion (no RecursionError on any input)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def parse_metadata(text: str, *, what: str = "--metadata") -> dict:
+    """A JSON object given as text; its nesting is counted before json parses it (which would recurse)."""
+    depth = deepest = 0
+    for ch in re.sub(r"[^\[\]{}]", "", _JSON_STRING.sub("", text)):
+        depth += 1 if ch in "[{" else -1
+        deepest = max(deepest, depth)
+        if deepest > MAX_METADATA_DEPTH:
+            raise BadRequest(f"{what}: nested deeper than {MAX_METADATA_DEPTH} levels")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"{what}: not JSON: {exc.msg} at column {exc.colno}") from exc
+    except RecursionError as exc:  # the count above was fooled somehow: still a clear error
+        raise BadRequest(f"{what}: nested deeper than {MAX_METADATA_DEPTH} levels") from exc
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what}: expected a JSON object")
+    return value
 
 
 def new_run_id() -> str:
@@ -87,8 +142,18 @@ def _cut(value: Any, limit: int) -> tuple[Any, bool]:
 
 class Service:
     def __init__(self, store: Store | None = None, templates: "TemplateRegistry | None" = None):
-        self.store = store or Store(config.db_path())
+        self._store = store
+        self._store_lock = threading.Lock()
         self._templates = templates
+
+    @property
+    def store(self) -> Store:
+        """Opened on first use: listing templates works even when engine.db cannot be opened."""
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    self._store = Store(config.db_path())
+        return self._store
 
     @property
     def templates(self) -> "TemplateRegistry":
@@ -120,18 +185,30 @@ class Service:
         log.info("run %s created from template %s (%d steps)", run_id, tpl.name, len(plan.rows))
         return run_id
 
+    AMBIGUOUS_SHOWN = 5  # runs named in an "ambiguous run id" message
+
     def resolve_run(self, run_id: str) -> str:
-        """Exact id, or a unique prefix (people type ids in a terminal)."""
+        """Exact id, or a prefix that names one run (people type ids in a terminal).
+
+        A prefix that several runs share is refused with the runs it matches, so the user
+        can pick one instead of acting on a run chosen for them.
+        """
         if not isinstance(run_id, str) or not run_id:
             raise BadRequest("run_id: expected a run id")
         if self.store.run_info(run_id) is not None:
             return run_id
-        if len(run_id) >= 4:
-            rows = self.store.runs_with_prefix(run_id)
-            if len(rows) == 1:
-                return rows[0][0]
-            if len(rows) > 1:
-                raise BadRequest(f"run id prefix '{run_id}' is ambiguous")
+        rows = self.store.runs_with_prefix(run_id, limit=self.AMBIGUOUS_SHOWN + 1)
+        if len(rows) == 1:
+            return rows[0][0]
+        if len(rows) > 1:
+            named = []
+            for (rid,) in rows[:self.AMBIGUOUS_SHOWN]:
+                info = self.store.run_info(rid)
+                name = " ".join(str(info[0]).split())[:60] if info else ""  # a page title may hold newlines
+                named.append(f"{rid} ({name}, {_iso(info[2])})" if info else rid)
+            more = ", and more" if len(rows) > self.AMBIGUOUS_SHOWN else ""
+            raise BadRequest(f"ambiguous run id '{run_id}': matches {', '.join(named)}{more}; "
+                             "give more of the id", field="run_id")
         raise NotFound(f"no run with id '{run_id}'")
 
     def summary(self, run_id: str) -> dict:
@@ -317,10 +394,9 @@ class Service:
 
         run_id = self.resolve_run(run_id)
         req = request if isinstance(request, ExternalDataRequest) else self._parse_external(request)
-        ctype = (req.content_type or "text/html").split(";")[0].strip().lower()
-        if ctype not in CONTENT_TYPES:
-            raise BadRequest(f"content_type: '{req.content_type}' is not supported "
-                             f"(use one of {', '.join(CONTENT_TYPES)})")
+        ctype = content_type(req.content_type or None)
+        if _nested_deeper(req.metadata, MAX_METADATA_DEPTH):
+            raise BadRequest(f"metadata: nested deeper than {MAX_METADATA_DEPTH} levels", field="metadata")
         size = len(req.content.encode("utf-8"))
         if size > MAX_CONTENT_BYTES:
             raise BadRequest(f"content: {size} bytes is over the {MAX_CONTENT_BYTES} byte limit", code="too_large")
@@ -452,7 +528,7 @@ class Service:
             if page.get(key) is not None and not isinstance(page[key], str):
                 raise BadRequest(f"page.{key}: expected text")
         now = clock.now()
-        ctype = (page.get("content_type") or "text/html").split(";")[0].strip().lower()
+        ctype = content_type(page.get("content_type") or None, field="page.content_type")
         capture = {"content": page["content"], "source_url": page.get("source_url"), "content_type": ctype,
                    "captured_at": clock.iso(now), "title": page.get("title"), "selection": page.get("selection"),
                    "size_bytes": len(page["content"].encode("utf-8"))}
@@ -663,7 +739,7 @@ class Service:
             "warnings": [warning] if warning else [],
             "templates_folder": str(templates),
             "data_folder": str(config.data_dir()),
-            "database": str(self.store.path),
+            "database": str(self._store.path if self._store is not None else config.db_path()),
             "log_file": str(config.logs_dir() / "hybrid-engine.log"),
             "config_file": str(config.config_path()),
             "config_file_exists": config.config_path().is_file(),
@@ -721,21 +797,88 @@ def _check_budget(budget_usd: Any) -> None:
         raise BadRequest("budget_usd: expected a non-negative number of US dollars (not nan or inf)", field="budget_usd")
 
 
-def read_input_file(path: str) -> tuple[str, str]:
-    """Content and a content type guessed from the file name."""
+_SUFFIX_TYPES = {".html": "text/html", ".htm": "text/html", ".xhtml": "application/xhtml+xml", ".md": "text/markdown",
+                 ".markdown": "text/markdown", ".txt": "text/plain", ".text": "text/plain", ".json": "application/json"}
+# Where a page declares its encoding: <meta charset>, <meta http-equiv content="...; charset=...">, or an
+# XML declaration. Browsers look in the first 1024 bytes (the HTML standard's prescan).
+_PRESCAN_BYTES = 1024
+_META_CHARSET = re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
+_XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)""", re.I)
+# Labels the HTML standard maps elsewhere: Latin-1 and ASCII mean windows-1252; a UTF-16 label in a
+# page that was read as bytes cannot be right, so it means UTF-8; UTF-7 is not decoded at all.
+_CHARSET_ALIASES = {"iso-8859-1": "cp1252", "iso8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252",
+                    "l1": "cp1252", "us-ascii": "cp1252", "ascii": "cp1252", "iso_8859-1": "cp1252",
+                    "utf-16": "utf-8", "utf-16le": "utf-8", "utf-16be": "utf-8", "utf-7": None, "utf7": None}
+
+
+def read_input_file(path: str, *, limit: int = MAX_CONTENT_BYTES) -> tuple[str, str]:
+    """Content and a content type guessed from the file name.
+
+    The size is checked before the file is read: a regular file over `limit` is refused
+    from its stat; anything else (a pipe, a device such as /dev/zero) is read up to
+    limit + 1 bytes and refused past the limit.
+    """
+    import stat as stat_
+
     p = Path(path)
     try:
-        data = p.read_bytes()
+        with open(p, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if stat_.S_ISREG(st.st_mode) and st.st_size > limit:
+                raise BadRequest(f"{path}: {st.st_size} bytes is over the {limit} byte limit", code="too_large")
+            data = fh.read(limit + 1)
     except FileNotFoundError as exc:
         raise BadRequest(f"{path}: no such file") from exc
+    except IsADirectoryError as exc:
+        raise BadRequest(f"{path}: is a folder, not a file") from exc
     except OSError as exc:
         raise BadRequest(f"{path}: cannot read: {exc.strerror}") from exc
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
+    if len(data) > limit:
+        raise BadRequest(f"{path}: more than the {limit} byte limit (not a regular file: stopped reading there)",
+                         code="too_large")
     suffix = p.suffix.lower()
-    ctype = {".html": "text/html", ".htm": "text/html", ".xhtml": "application/xhtml+xml", ".md": "text/markdown",
-             ".markdown": "text/markdown"}.get(suffix, "text/plain" if suffix in (".txt", ".text") else "text/html")
-    return text, ctype
+    ctype = _SUFFIX_TYPES.get(suffix, "text/html")
+    return decode_text(data, html=ctype in ("text/html", "application/xhtml+xml")), ctype
 
+
+def declared_charset(data: bytes) -> str | None:
+    """The Python codec a page's own declaration names, or None (no usable declaration)."""
+    import codecs
+
+    head = data[:_PRESCAN_BYTES]
+    m = _XML_ENCODING.match(head) or _META_CHARSET.search(head)
+    if m is None:
+        return None
+    label = m.group(1).decode("ascii").lower()
+    label = _CHARSET_ALIASES.get(label, label)
+    if label is None:
+        return None
+    try:
+        info = codecs.lookup(label)
+    except LookupError:
+        return None
+    return info.name if getattr(info, "_is_text_encoding", True) else None
+
+
+def decode_text(data: bytes, *, html: bool = False) -> str:
+    """Bytes to text without letting one bad byte change how the rest reads.
+
+    A byte-order mark wins, then (for HTML) the page's declared charset; otherwise UTF-8,
+    with a bad byte replaced by U+FFFD. Only a file in which not one non-ASCII sequence is
+    valid UTF-8 is taken for a legacy single-byte file and read as windows-1252.
+    """
+    for bom, codec in ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
+        if data.startswith(bom):
+            return data[len(bom):].decode(codec, errors="replace")
+    if html:
+        codec = declared_charset(data)
+        if codec is not None:
+            return data.decode(codec, errors="replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    text = data.decode("utf-8", errors="replace")
+    if not any(ord(ch) > 0x7F and ch != "\ufffd" for ch in text):
+        return data.decode("cp1252", errors="replace")
+    return text

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from typing import Any, Iterable
 
 
+from .errors import StoreCorrupt, StoreError, StoreFull, StoreReadOnly
 from .states import RunStatus, StepStatus
 
 log = logging.getLogger(__name__)
@@ -216,10 +217,6 @@ HANDED_OVER = -1  # _release_dependents: the continued step took over the closin
 # index at all, and recovery still costs O(steps of open runs), not O(history).
 ACTIVE_RUNS = "run_id IN (SELECT id FROM runs WHERE status IN ('PENDING','RUNNING'))"
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class StoreError(RuntimeError):
-    pass
 
 
 class _Stale(Exception):
@@ -419,6 +416,21 @@ def decode_dependents(text: str) -> list[tuple[str, str, str | None]]:
     return out
 
 
+def _apply_migrations(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for i in range(version, SCHEMA_VERSION):
+            for statement in MIGRATIONS[i].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     try:
         conn.execute("ROLLBACK")
@@ -426,15 +438,126 @@ def _rollback(conn: sqlite3.Connection) -> None:
         pass
 
 
-def _secure_create(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not path.exists():
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
+# ---- opening the file, and what its failures mean to the user --------------------
+
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = (sqlite3.SQLITE_PERM, sqlite3.SQLITE_BUSY,
+                                                              sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_READONLY)
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = (
+    sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOTADB)
+# An I/O failure with less free space than this on the file's disk is taken for a full disk:
+# SQLite reports a full disk as "disk I/O error" when it cannot even create its -shm file.
+_FULL_DISK_BYTES = 1 << 20
+
+
+def _quote(path: Path | str) -> str:
+    text = str(path)
+    if os.name == "nt":
+        return f'"{text}"' if " " in text else text
+    import shlex
+
+    return shlex.quote(text)
+
+
+def _corrupt(path: Path, detail: str) -> StoreCorrupt:
+    return StoreCorrupt(f"{path} is damaged and cannot be read ({detail}). Move it aside and start again: "
+                        f"mv {_quote(path)} {_quote(str(path) + '.broken')} (the runs in it are lost to Hybrid Engine; "
+                        "sqlite3's .recover command may save some)", path=str(path))
+
+
+def _empty(path: Path) -> StoreCorrupt:
+    return StoreCorrupt(f"{path} is an empty file (0 bytes), not a Hybrid Engine database; it is left alone rather "
+                        "than silently replaced by a new one. If it should hold your runs, restore it from a backup; "
+                        f"otherwise move it aside: mv {_quote(path)} {_quote(str(path) + '.empty')}", path=str(path))
+
+
+def _read_only(path: Path, detail: str) -> StoreReadOnly:
+    what = (f"its folder {path.parent} is read-only here" if not os.access(path.parent, os.W_OK)
+            else "the file is read-only")
+    return StoreReadOnly(f"{path} cannot be written ({detail}): {what}. Make it writable, or point "
+                         "HYBRID_ENGINE_HOME at a writable folder", path=str(path))
+
+
+def _full(path: Path, detail: str) -> StoreFull:
+    return StoreFull(f"the disk that holds {path} is full ({detail}). Free some space on it and try again; what "
+                     "was saved before is intact", path=str(path))
+
+
+def _free_bytes(path: Path) -> int | None:
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
     try:
-        os.chmod(path, 0o600)
-    except OSError:
-        pass
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # AttributeError: Windows has no statvfs
+        try:
+            import shutil
+
+            return shutil.disk_usage(folder).free
+        except OSError:
+            return None
+    return st.f_bavail * st.f_frsize
+
+
+def _writable(path: Path) -> bool:
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK):
+        return False
+    return not path.exists() or os.access(path, os.W_OK)
+
+
+def _diagnose(path: Path, detail: str) -> StoreError:
+    """An open or I/O failure SQLite does not explain: look at the disk and the folder."""
+    free = _free_bytes(path)
+    if free is not None and free < _FULL_DISK_BYTES:
+        return _full(path, detail)
+    if not _writable(path):
+        return _read_only(path, detail)
+    return StoreError(f"{path} cannot be opened ({detail}); check that its folder exists and that you may "
+                      "write there, or point HYBRID_ENGINE_HOME at another folder", path=str(path))
+
+
+def store_error(exc: BaseException, path: Path | str) -> StoreError | None:
+    """What a SQLite or OS failure on the database file means, as a StoreError naming the file
+    and the way out; None when it says nothing about the file (a bug: let it through)."""
+    path = Path(path)
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, sqlite3.Error):
+        detail = str(exc)
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or detail in ("file is not a database",
+                                                                      "database disk image is malformed"):
+            return _corrupt(path, detail)
+        if primary == _SQLITE_FULL or detail == "database or disk is full":
+            return _full(path, detail)
+        if primary == _SQLITE_READONLY or detail.startswith("attempt to write a readonly database"):
+            return _read_only(path, detail)
+        if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            return StoreError(f"{path} stayed locked by another Hybrid Engine process ({detail}); try again in a "
+                              "moment", path=str(path))
+        if primary in (_SQLITE_IOERR, _SQLITE_CANTOPEN, _SQLITE_PERM) or detail in ("disk I/O error",
+                                                                                  "unable to open database file"):
+            return _diagnose(path, detail)
+        return None
+    if isinstance(exc, OSError):
+        import errno
+
+        detail = exc.strerror or str(exc)
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+            return _full(path, detail)
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return _read_only(path, detail)
+        return _diagnose(path, detail)
+    return None
+
+
+def query_error(exc: BaseException, path: Path | str) -> StoreError | None:
+    """store_error for a failure that reached a transport (the CLI, the host) from a query:
+    only SQLite's own errors are about the file there."""
+    return store_error(exc, path) if isinstance(exc, sqlite3.Error) else None
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # json.dumps with options builds one per call
@@ -451,8 +574,74 @@ class Store:
         self._local = threading.local()
         self.commits = 0  # this process's own commits; PRAGMA data_version counts only other connections'
         self._plans: set[str] = set()  # plan digests this process saw saved (a hint: create_run checks the rows)
-        _secure_create(self.path)
+        try:
+            self._open()
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            err = store_error(exc, self.path)
+            if err is None:
+                raise
+            raise err from exc
+        except StoreError:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        """Open the file, or make a new one; never take a file it did not make for a new database.
+
+        A new database is built under a temporary name and linked into place complete, so an
+        existing engine.db is always one that was written whole: an empty one (truncated to
+        nothing, or made by `touch`) is refused, not quietly treated as a fresh start.
+        """
+        path = self.path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            self._create_file()
+        else:
+            import stat
+
+            if not stat.S_ISREG(st.st_mode):
+                raise StoreError(f"{path} is not a file (a folder or a device); Hybrid Engine keeps its database "
+                                 f"there. Move it aside: mv {_quote(path)} {_quote(str(path) + '.moved')}",
+                                 path=str(path))
+            if st.st_size == 0:
+                raise _empty(path)
+            if st.st_mode & 0o077:
+                try:
+                    os.chmod(path, 0o600)
+                except OSError:
+                    pass
         self._migrate()
+        # The schema is read here, not at the first real query: a file that is not a database says so now.
+        self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+    def _create_file(self) -> None:
+        path = self.path
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.new")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                _apply_migrations(conn)
+            finally:
+                conn.close()
+            try:
+                os.link(tmp, path)  # fails if another process made engine.db meanwhile: theirs is used
+            except FileExistsError:
+                pass
+            except OSError:  # a filesystem without hard links
+                if not path.exists():
+                    os.replace(tmp, path)
+        finally:
+            for name in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+                try:
+                    name.unlink()
+                except FileNotFoundError:
+                    pass
 
     # ---- connections and transactions -------------------------------------
 
@@ -542,18 +731,7 @@ class Store:
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path} was written by a newer Hybrid Engine (schema {version}, "
                              f"this one knows {SCHEMA_VERSION}); upgrade hybrid-engine")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            for i in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[i].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        _apply_migrations(conn)
 
     def schema_version(self) -> int:
         return self.conn.execute("PRAGMA user_version").fetchone()[0]

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import stat
 import threading
 from importlib import resources
 from pathlib import Path
@@ -19,7 +21,7 @@ from pydantic import ValidationError
 from . import config, dag, safepath
 from .adapters import SPECS
 from .errors import NotFound, TemplateError
-from .models import WorkflowTemplate
+from .models import MAX_STEPS, WorkflowTemplate
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +44,144 @@ def _type_ok(value: Any, expected) -> bool:
     return isinstance(value, types)
 
 
-def parse_text(text: str, source: str) -> Any:
-    if source.endswith(".json"):
+# ---- reading and parsing, with limits ------------------------------------------------
+#
+# A template is read whole and parsed before anything looks at it, so the limits come
+# first: the size from fstat before any byte is read, then nesting depth and (YAML) the
+# number of nodes after aliases are expanded, counted while the parser composes, so a
+# 1 KB "billion laughs" file is refused after a few hundred nodes instead of expanding.
+# Each limit is far above what a person writes: the bundled templates are under 3 KB,
+# 6 levels deep and 6 steps long.
+
+MAX_TEMPLATE_BYTES = 2 * 1024 * 1024  # room for MAX_STEPS steps of ~200 bytes each
+MAX_DEPTH = 64  # mappings and lists inside each other; a template uses about 6
+MAX_NODES = 1_000_000  # YAML values after aliases expand: what MAX_TEMPLATE_BYTES holds without aliases
+
+def _too_deep(source: str) -> TemplateError:
+    return TemplateError(f"{source}: nested deeper than {MAX_DEPTH} levels (the limit for a template)",
+                         source=source)
+
+
+def _check_depth(value: Any, source: str) -> None:
+    """Depth of parsed JSON, counted with a stack rather than recursion."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise _too_deep(source)
+            stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, dict) else v))
+
+
+class _LimitExceeded(Exception):
+    def __init__(self, message: str, mark):
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
+
+
+class _LimitedComposer:
+    """A YAML composer that counts, for every node, its depth and how many nodes it stands
+    for once aliases are expanded (an alias costs what its anchor holds), and stops at the
+    limits. PyYAML's own composer recurses once per level and shares aliased nodes, which
+    everything after it (validation, rendering, JSON) then walks as if copied."""
+
+    def compose_document(self):
+        self._depth = 0
+        self._size: dict[int, int] = {}  # id(node) -> nodes it expands to
+        self._height: dict[int, int] = {}  # id(node) -> levels it adds
+        return super().compose_document()
+
+    def compose_node(self, parent, index):
+        from yaml.events import AliasEvent
+
+        if self.check_event(AliasEvent):
+            event = self.peek_event()
+            node = self.anchors.get(event.anchor)
+            if node is not None:
+                if id(node) not in self._size:
+                    raise _LimitExceeded(f"alias *{event.anchor} refers to a value that contains it",
+                                         event.start_mark)
+                if self._depth + self._height[id(node)] > MAX_DEPTH:
+                    raise _LimitExceeded(f"alias *{event.anchor} nests values deeper than {MAX_DEPTH} "
+                                         f"levels (the limit for a template)", event.start_mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _LimitExceeded(f"nested deeper than {MAX_DEPTH} levels (the limit for a template)",
+                                 self.peek_event().start_mark)
         try:
-            return json.loads(text)
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if isinstance(node.value, list):
+            children = [x for pair in node.value for x in pair] if node.id == "mapping" else node.value
+            size = 1 + sum(self._size[id(c)] for c in children)
+            height = 1 + max((self._height[id(c)] for c in children), default=0)
+        else:
+            size, height = 1, 1
+        if size > MAX_NODES:
+            raise _LimitExceeded(f"more than {MAX_NODES:,} values once aliases are expanded "
+                                 f"(the limit for a template)", node.start_mark)
+        self._size[id(node)] = size
+        self._height[id(node)] = height
+        return node
+
+
+def _yaml_loader():
+    """The C event parser when PyYAML has libyaml (about 4x faster than the pure-Python
+    one), with the limited composer in Python either way: libyaml's own composer recurses
+    in C and cannot be limited."""
+    import yaml
+    from yaml.composer import Composer
+    from yaml.constructor import SafeConstructor
+    from yaml.resolver import Resolver
+
+    try:
+        from yaml._yaml import CParser as Parser
+    except ImportError:  # PyYAML built without libyaml
+        from yaml.parser import Parser
+        from yaml.reader import Reader
+        from yaml.scanner import Scanner
+
+        class Loader(_LimitedComposer, Reader, Scanner, Parser, Composer, SafeConstructor, Resolver):
+            def __init__(self, stream):
+                Reader.__init__(self, stream)
+                Scanner.__init__(self)
+                Parser.__init__(self)
+                Composer.__init__(self)
+                SafeConstructor.__init__(self)
+                Resolver.__init__(self)
+        return yaml, Loader
+
+    class Loader(_LimitedComposer, Composer, Parser, SafeConstructor, Resolver):
+        def __init__(self, stream):
+            Parser.__init__(self, stream)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+    return yaml, Loader
+
+
+def parse_text(text: str, source: str) -> Any:
+    if source.lower().endswith(".json"):
+        try:
+            data = json.loads(text)
+        except RecursionError:  # json recurses once per level: past ~1,000 levels it gives up
+            raise _too_deep(source) from None
         except json.JSONDecodeError as exc:
             raise TemplateError(f"{source}: line {exc.lineno}, column {exc.colno}: malformed JSON: {exc.msg}",
                                 source=source) from exc
-    import yaml
-
+        except ValueError as exc:  # e.g. an integer of more digits than Python converts
+            raise TemplateError(f"{source}: malformed JSON: {exc}", source=source) from exc
+        _check_depth(data, source)
+        return data
+    yaml, loader = _yaml_loader()
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeConstructor loader
+    except _LimitExceeded as exc:
+        where = f"line {exc.mark.line + 1}, column {exc.mark.column + 1}: " if exc.mark is not None else ""
+        raise TemplateError(f"{source}: {where}{exc.message}", source=source) from None
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -60,12 +189,47 @@ def parse_text(text: str, source: str) -> Any:
             where = f"line {mark.line + 1}, column {mark.column + 1}: "
         problem = getattr(exc, "problem", None) or str(exc)
         raise TemplateError(f"{source}: {where}malformed YAML: {problem}", source=source) from exc
+    except ValueError as exc:  # a value the constructor cannot convert (a 5,000-digit integer)
+        raise TemplateError(f"{source}: malformed YAML: {exc}", source=source) from exc
+
+
+def read_text(path: Path, source: str) -> str:
+    """The file's text, refused unread when it is not a regular file or is over the size
+    limit (a FIFO would block the open, /dev/zero never ends)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError as exc:
+        raise NotFound(f"{source}: no such template file") from exc
+    except OSError as exc:
+        raise TemplateError(f"{source}: cannot read: {exc.strerror or exc}", source=source) from exc
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise TemplateError(f"{source}: not a regular file", source=source)
+        if st.st_size > MAX_TEMPLATE_BYTES:
+            raise TemplateError(f"{source}: {st.st_size:,} bytes, over the limit of {MAX_TEMPLATE_BYTES:,} "
+                                f"bytes for a template", source=source)
+        try:
+            data = f.read(MAX_TEMPLATE_BYTES + 1)  # the file may have grown since fstat
+        except OSError as exc:
+            raise TemplateError(f"{source}: cannot read: {exc.strerror or exc}", source=source) from exc
+    if len(data) > MAX_TEMPLATE_BYTES:
+        raise TemplateError(f"{source}: over the limit of {MAX_TEMPLATE_BYTES:,} bytes for a template",
+                            source=source)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TemplateError(f"{source}: byte {exc.start}: not UTF-8 text", source=source) from exc
 
 
 def validate(data: Any, source: str) -> WorkflowTemplate:
     if not isinstance(data, dict):
         raise TemplateError(f"{source}: a template is a mapping with 'name' and 'steps', "
                             f"got {type(data).__name__}", source=source)
+    steps = data.get("steps")
+    if isinstance(steps, list) and len(steps) > MAX_STEPS:
+        raise TemplateError(f"{source}: field 'steps': {len(steps):,} steps, over the limit of {MAX_STEPS:,} "
+                            f"steps for a template", source=source)
     problems: list[str] = []
     try:
         tpl = WorkflowTemplate.model_validate(data)
@@ -84,12 +248,12 @@ def validate(data: Any, source: str) -> WorkflowTemplate:
             problems.append(f"{where}: {err['msg']}")
         raise TemplateError(_format(source, problems), source=source) from exc
 
-    ids = [s.id for s in tpl.steps]
     seen = set()
     for s in tpl.steps:
         if s.id in seen:
             problems.append(f"step '{s.id}', field 'id': duplicate step id")
         seen.add(s.id)
+    known_steps = _some(s.id for s in tpl.steps)  # built once: it goes into every unknown-step message
     graph = {s.id: list(s.dependencies) for s in tpl.steps}
     for s in tpl.steps:
         spec = SPECS.get(s.action)
@@ -99,7 +263,7 @@ def validate(data: Any, source: str) -> WorkflowTemplate:
         for dep in s.dependencies:
             if dep not in seen:
                 problems.append(f"step '{s.id}', field 'dependencies': unknown step '{dep}' "
-                                f"(steps: {', '.join(ids)})")
+                                f"(steps: {known_steps})")
             elif dep == s.id:
                 problems.append(f"step '{s.id}', field 'dependencies': a step cannot depend on itself")
         if spec is not None:
@@ -126,39 +290,67 @@ def validate(data: Any, source: str) -> WorkflowTemplate:
     if cycle:
         problems.append(f"step '{cycle[0]}', field 'dependencies': cycle {' -> '.join(cycle)}")
     if not problems:
-        upstream = dag.upstream_sets(graph)
-        by_id = {s.id: s for s in tpl.steps}
-        for s in tpl.steps:
-            for field, expr in dag.refs_in(s.params):
-                fname = f"params.{field}"
-                try:
-                    ref = dag.parse_ref(expr)
-                except dag.RefError as exc:
-                    problems.append(f"step '{s.id}', field '{fname}': {exc}")
-                    continue
-                if ref.kind != "step":
-                    continue
-                if ref.step not in by_id:
-                    problems.append(f"step '{s.id}', field '{fname}': reference to unknown step '{ref.step}'")
-                elif ref.step not in upstream[s.id]:
-                    problems.append(f"step '{s.id}', field '{fname}': references step '{ref.step}', which is "
-                                    f"not among its dependencies; add it to 'dependencies'")
-                else:
-                    outputs = SPECS[by_id[ref.step].action].outputs
-                    if outputs is not None and ref.key not in outputs:
-                        problems.append(f"step '{s.id}', field '{fname}': step '{ref.step}' "
-                                        f"({by_id[ref.step].action}) has no output '{ref.key}' "
-                                        f"(it has: {', '.join(sorted(outputs))})")
+        problems = _reference_problems(tpl, graph)
     if problems:
         raise TemplateError(_format(source, problems), source=source)
     tpl.source = source
     return tpl
 
 
+def _reference_problems(tpl: WorkflowTemplate, graph: dict[str, list[str]]) -> list[str]:
+    """Every `{{ steps.X.outputs.K }}` names a known step upstream of its own and an output
+    that step has; upstream is checked for all references in one pass over the graph."""
+    by_id = {s.id: s for s in tpl.steps}
+    problems: list[str] = []
+    found: list[tuple[str, str, dag.Ref]] = []
+    wanted: dict[str, set[str]] = {}
+    for s in tpl.steps:
+        for field, expr in dag.refs_in(s.params):
+            fname = f"params.{field}"
+            try:
+                ref = dag.parse_ref(expr)
+            except dag.RefError as exc:
+                problems.append(f"step '{s.id}', field '{fname}': {exc}")
+                continue
+            if ref.kind != "step":
+                continue
+            if ref.step not in by_id:
+                problems.append(f"step '{s.id}', field '{fname}': reference to unknown step '{ref.step}'")
+                continue
+            found.append((s.id, fname, ref))
+            wanted.setdefault(s.id, set()).add(ref.step)
+    missing = dag.missing_ancestors(graph, wanted)
+    for sid, fname, ref in found:
+        if ref.step in missing.get(sid, ()):
+            problems.append(f"step '{sid}', field '{fname}': references step '{ref.step}', which is "
+                            f"not among its dependencies; add it to 'dependencies'")
+            continue
+        outputs = SPECS[by_id[ref.step].action].outputs
+        if outputs is not None and ref.key not in outputs:
+            problems.append(f"step '{sid}', field '{fname}': step '{ref.step}' "
+                            f"({by_id[ref.step].action}) has no output '{ref.key}' "
+                            f"(it has: {', '.join(sorted(outputs))})")
+    return problems
+
+
+def _some(names, shown: int = 20) -> str:
+    """A list of names for a message, cut short: a message per problem must not hold every
+    step of a 10,000-step template."""
+    names = list(names)
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f", ... ({more:,} more)" if more > 0 else "")
+
+
+MAX_PROBLEMS_SHOWN = 50
+
+
 def _format(source: str, problems: list[str]) -> str:
     if len(problems) == 1:
         return f"{source}: {problems[0]}"
-    return f"{source}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
+    shown = problems[:MAX_PROBLEMS_SHOWN]
+    more = len(problems) - len(shown)
+    tail = f"\n  ... and {more:,} more" if more > 0 else ""
+    return f"{source}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in shown) + tail
 
 
 def load_file(path: str | Path) -> WorkflowTemplate:
@@ -166,13 +358,7 @@ def load_file(path: str | Path) -> WorkflowTemplate:
     source = str(path)
     if path.suffix.lower() not in SUFFIXES:
         raise TemplateError(f"{source}: a template file ends in .yaml, .yml or .json", source=source)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError as exc:
-        raise NotFound(f"{source}: no such template file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TemplateError(f"{source}: cannot read: {exc}", source=source) from exc
-    return validate(parse_text(text, source), source)
+    return validate(parse_text(read_text(path, source), source), source)
 
 
 def bundled_dir():
@@ -219,6 +405,12 @@ class TemplateRegistry:
                         value: WorkflowTemplate | TemplateError = load_file(path)
                     except TemplateError as exc:
                         value = exc
+                    except NotFound:  # removed since the listing
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - one file must not hide the others
+                        log.exception("template %s could not be loaded", path)
+                        value = TemplateError(f"{path}: could not be loaded ({type(exc).__name__}); "
+                                              f"details are in the log", source=str(path))
                     self._cache[path] = (key, value)
                 out[path] = self._cache[path][1]
             for gone in set(self._cache) - set(out):

@@ -427,6 +427,21 @@ def row_cost(popup, run_id):
     return run_row(popup, run_id).locator(".cost").inner_text()
 
 
+def test_popup_explains_a_damaged_database_in_plain_words_with_the_fix(chromium_factory, he, site):
+    db = he.he_home / "engine.db"
+    db.write_bytes(b"these are not the bytes of a database " * 200)
+    chromium = chromium_factory()
+    article = site.url("article.html")
+    chromium.open(article)
+    popup = chromium.popup(article)
+    popup.wait_for_selector('#connection[data-status="connected"]', timeout=20000)
+    wait_js(popup, "document.getElementById('runs-empty').textContent.startsWith('Runs unavailable')")
+    text = popup.inner_text("#runs-empty")
+    assert text.startswith("Runs unavailable: Hybrid Engine's database file is damaged or empty"), text
+    assert f"mv {db} {db}.broken" in text
+    shot(popup, "popup-light-store-corrupt")
+
+
 def test_host_missing_capture_is_kept_and_delivered_when_it_returns(chromium_factory, he, site):
     chromium = chromium_factory(register=False)
     article = site.url("article.html")

@@ -47,11 +47,12 @@ def host_env(home: Path | str, extra: dict | None = None) -> dict:
 
 class HostClient:
     def __init__(self, home: Path | str, args: list[str] = (), env: dict | None = None,
-                 extra_env: dict | None = None):
+                 extra_env: dict | None = None, prefix: list[str] = ()):
+        """`prefix`: a command the host is started through (e.g. one that mounts its home first)."""
         self.home = Path(home)
         self.stderr_file = tempfile.TemporaryFile()
         self.started = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "hybrid_engine", "host", *args],
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "hybrid_engine", "host", *args],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr_file,
                                      env=env or host_env(home, extra_env))
         self._ids = itertools.count(1)

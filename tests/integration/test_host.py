@@ -632,8 +632,12 @@ def test_doctor_launches_the_installed_host_and_gets_hello_within_2_s(home, tmp_
 # ---- failures inside the host ----------------------------------------------------------------
 
 def test_an_unexpected_failure_is_internal_with_no_traceback_and_the_host_keeps_serving(he_home):
-    he_home.mkdir(parents=True)
-    (he_home / "engine.db").mkdir()  # the store cannot open: every use of it fails unexpectedly
+    from hybrid_engine.store import Store
+
+    store = Store(he_home / "engine.db")  # a run row no code path expects: listing runs fails unexpectedly
+    store.conn.execute("INSERT INTO runs (id, name, template, status, open_steps, created_at, updated_at)"
+                       " VALUES ('r1', 'n', 't', 'PENDING', 0, 'not a time', 'not a time')")
+    store.close()
     with HostClient(he_home) as h:
         assert h.call("hello", protocol=1)["protocol"] == 1
         err = h.error("runs.list")

@@ -12,10 +12,10 @@ def test_acyclic_graph_has_no_cycle():
     assert dag.find_cycle({"a": [], "b": ["a"], "c": ["a", "b"]}) is None
 
 
-def test_upstream_sets_are_transitive():
-    ups = dag.upstream_sets({"a": [], "b": ["a"], "c": ["b"]})
-    assert ups["c"] == {"a", "b"}
-    assert ups["a"] == set()
+def test_ancestry_is_transitive_and_only_upstream():
+    graph = {"a": [], "b": ["a"], "c": ["b"], "d": ["a"]}
+    wanted = {"c": {"a", "b"}, "a": {"b"}, "d": {"c", "a"}, "b": {"b"}}
+    assert dag.missing_ancestors(graph, wanted) == {"a": {"b"}, "d": {"c"}, "b": {"b"}}
 
 
 def test_rendering_is_single_pass_so_captured_braces_stay_text():

@@ -754,3 +754,114 @@ def test_no_private_key_is_kept_with_the_extension():
             continue
         assert path.suffix not in {".pem", ".key", ".der", ".p8", ".crx"}, path
         assert b"PRIVATE KEY" not in path.read_bytes(), path
+
+
+# ---- browsers started with their own --user-data-dir ----------------------------
+
+def fake_process(proc: Path, pid: int, *argv: str, cwd: Path | None = None) -> None:
+    """A /proc/<pid> entry as doctor reads it: NUL-separated cmdline, and cwd as a symlink."""
+    entry = proc / str(pid)
+    entry.mkdir(parents=True)
+    (entry / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    if cwd is not None:
+        (entry / "cwd").symlink_to(cwd)
+
+
+def test_install_with_user_data_dir_writes_into_that_profiles_native_messaging_hosts(env):
+    profile = env.tmp / "profiles" / "work"
+    report = install.install(browsers=["chromium"], root=env.root, user_data_dirs=[str(profile)])
+    assert report.ok, report.errors
+    manifest = profile / "NativeMessagingHosts" / "hybrid_engine.json"
+    data = read_manifest(manifest)
+    assert data["allowed_origins"] == [PINNED_ORIGIN] and data["path"] == report.launcher
+    assert not (env.home / LINUX_USER_DIRS["chromium"]).exists()  # the profile folder instead of the usual one
+    [recorded] = install.recorded_registrations()
+    assert recorded.user_data_dir == str(profile) and recorded.manifest == str(manifest)
+
+
+def test_user_data_dir_with_firefox_says_firefox_has_no_such_folder_and_registers_it_as_usual(env):
+    profile = env.tmp / "ff-profile"
+    report = install.install(browsers=["firefox"], root=env.root, user_data_dirs=[str(profile)])
+    assert report.ok, report.errors
+    assert any("Firefox has no per-profile folder" in n for n in report.notes), report.notes
+    assert read_manifest(env.home / LINUX_USER_DIRS["firefox"] / "hybrid_engine.json")["allowed_extensions"]
+    assert not (profile / "NativeMessagingHosts").exists()
+
+
+def test_user_data_dir_that_is_a_file_is_bad_request(env):
+    not_a_folder = env.tmp / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(BadRequest, match="is not a folder"):
+        install.install(browsers=["chrome"], root=env.root, user_data_dirs=[str(not_a_folder)])
+
+
+def test_uninstall_removes_the_profile_registration_and_leaves_the_profile(env):
+    profile = env.tmp / "profile"
+    install.install(browsers=["chrome"], root=env.root, user_data_dirs=[str(profile)])
+    report = install.uninstall()
+    assert [r.user_data_dir for r in report.removed] == [str(profile)]
+    assert not (profile / "NativeMessagingHosts").exists() and profile.is_dir()
+    assert not install.record_path().exists()
+
+
+def test_doctor_checks_a_profile_registration_and_its_fix_names_the_folder(env):
+    profile = env.tmp / "profile"
+    install.install(browsers=["chromium"], root=env.root, user_data_dirs=[str(profile)])
+    assert diagnose(env) == []
+    manifest = profile / "NativeMessagingHosts" / "hybrid_engine.json"
+    data = read_manifest(manifest)
+    data["allowed_origins"] = [f"chrome-extension://{OTHER_ID}/"]
+    manifest.write_text(json.dumps(data))
+    finding = the(diagnose(env), "pinned_id_missing")
+    assert finding.path == str(manifest) and f"--user-data-dir {profile}" in finding.fix
+    manifest.unlink()
+    assert the(diagnose(env), "registration_missing").fix == (
+        f"run: hybrid-engine install --browser chromium --user-data-dir {profile}")
+
+
+def test_doctor_finds_a_running_browser_whose_profile_folder_has_no_registration(env):
+    installed(env)  # the usual folders are registered; the running browsers use other ones
+    proc = env.tmp / "proc"
+    fake_process(proc, 4242, "/usr/lib/chromium/chromium", "--user-data-dir=/srv/profiles/a", "--no-first-run")
+    fake_process(proc, 4243, "/usr/lib/chromium/chromium", "--type=renderer", "--user-data-dir=/srv/profiles/b")
+    fake_process(proc, 4250, "/opt/google/chrome/chrome", "--user-data-dir=rel/p", cwd=env.tmp)
+    fake_process(proc, 4260, "/usr/bin/python3", "--user-data-dir=/srv/not-a-browser")
+    findings = [f for f in diagnose(env, proc_root=proc) if f.code == "profile_not_registered"]
+    assert [(f.browser, f.path) for f in findings] == [
+        ("chromium", "/srv/profiles/a/NativeMessagingHosts/hybrid_engine.json"),
+        ("chrome", f"{env.tmp}/rel/p/NativeMessagingHosts/hybrid_engine.json")]
+    assert findings[0].severity == install.WARNING and "pid 4242" in findings[0].problem
+    assert findings[0].fix == "run: hybrid-engine install --browser chromium --user-data-dir /srv/profiles/a"
+
+
+def test_doctor_is_content_once_the_running_browsers_profile_is_registered(env):
+    profile = env.tmp / "profile"
+    proc = env.tmp / "proc"
+    fake_process(proc, 7, "/usr/bin/chromium", f"--user-data-dir={profile}")
+    assert the(diagnose(env, proc_root=proc), "profile_not_registered")
+    install.install(browsers=["chromium"], root=env.root, user_data_dirs=[str(profile)])
+    assert diagnose(env, proc_root=proc) == []
+
+
+def test_cli_install_user_data_dir_registers_there(env, capsys):
+    from hybrid_engine.cli import main
+
+    profile = env.tmp / "cli-profile"
+    assert main(["install", "--browser", "chromium", "--user-data-dir", str(profile)]) == 0
+    out = capsys.readouterr().out
+    manifest = profile / "NativeMessagingHosts" / "hybrid_engine.json"
+    assert f"registered chromium: {manifest}" in out
+    assert read_manifest(manifest)["name"] == "hybrid_engine"
+
+
+def test_running_profiles_reads_the_real_proc_of_a_running_browser_process(env):
+    profile = env.tmp / "live-profile"
+    # A process whose argv is a Chromium browser's (the program itself just waits for stdin to close).
+    proc = subprocess.Popen(["/usr/lib/chromium/chromium", "-c", "import sys; sys.stdin.read()",
+                             f"--user-data-dir={profile}"], executable=sys.executable, stdin=subprocess.PIPE)
+    try:
+        found = [p for p in install.running_profiles() if p.pid == proc.pid]
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    assert found == [install.RunningProfile("chromium", str(profile), proc.pid)]
