@@ -59,6 +59,71 @@ def chrome_origin(extension_id: str) -> str:
 CHROME_EXTENSION_ID = "nlkheheibdjgljjkppadijobigcmmhij"
 CHROME_ORIGIN = chrome_origin(CHROME_EXTENSION_ID)
 
+
+
+# ---- who started the host ------------------------------------------------------------
+#
+# The browser says who is calling on the host's command line: Chrome and its relatives
+# pass ``chrome-extension://<id>/`` (Windows adds ``--parent-window=N``); Firefox passes
+# the manifest's path and the add-on id. No argument: a terminal or a test. Read here
+# alone, with nothing imported: the host's fast path checks it before its first reply.
+
+CHROME_SCHEME = "chrome-extension://"
+
+NO_CALLER = "none"  # a terminal or a test: nobody to check
+CHROME = "chrome"  # `id`: a well-formed Chrome extension id
+FIREFOX = "firefox"  # `id`: the add-on id Firefox passed after the manifest path
+BAD_ORIGIN = "bad_origin"  # chrome-extension:// without a valid id after it
+UNKNOWN = "unknown"  # neither shape
+
+
+def origin_extension_id(origin: str) -> str | None:
+    """The id in ``chrome-extension://<32 letters a-p>/`` (trailing slash optional), else None."""
+    if not origin.startswith(CHROME_SCHEME):
+        return None
+    ext_id = origin[len(CHROME_SCHEME):]
+    if ext_id.endswith("/"):
+        ext_id = ext_id[:-1]
+    return ext_id if is_chrome_extension_id(ext_id) else None
+
+
+class Caller:
+    """The caller named by the host's arguments: `kind` (one of the constants above), the
+    extension or add-on `id` when there is one, and the argument that named it (`raw`)."""
+
+    __slots__ = ("kind", "id", "raw")
+
+    def __init__(self, kind: str, id: str | None = None, raw: str | None = None):  # noqa: A002
+        self.kind = kind
+        self.id = id
+        self.raw = raw
+
+    @property
+    def pinned(self) -> bool:
+        """Our own extension by its pinned id: allowed without reading the install record."""
+        return ((self.kind == CHROME and self.id == CHROME_EXTENSION_ID)
+                or (self.kind == FIREFOX and self.id == FIREFOX_EXTENSION_ID))
+
+    def __repr__(self) -> str:
+        return f"Caller({self.kind!r}, {self.id!r})"
+
+
+def parse_caller(args: list[str]) -> Caller:
+    """Who the host's command line says is calling (see above); Windows' --parent-window is ignored."""
+    args = [a for a in args if not a.startswith("--parent-window=")]
+    if not args:
+        return Caller(NO_CALLER)
+    first = args[0]
+    ext_id = origin_extension_id(first)
+    if ext_id is not None:
+        return Caller(CHROME, ext_id, first)
+    if first.startswith(CHROME_SCHEME):
+        return Caller(BAD_ORIGIN, None, first)
+    if len(args) >= 2:
+        return Caller(FIREFOX, args[1], args[1])
+    return Caller(UNKNOWN, None, first)
+
+
 __all__ = [
     "EXTENSION_KEY",
     "CHROME_EXTENSION_ID",
@@ -68,4 +133,8 @@ __all__ = [
     "id_from_hex",
     "is_chrome_extension_id",
     "chrome_origin",
+    "CHROME_SCHEME",
+    "Caller",
+    "origin_extension_id",
+    "parse_caller",
 ]
