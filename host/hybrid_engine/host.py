@@ -28,9 +28,9 @@ each type to a small function over service.Service. Replies carry the host versi
 (``"version"``) next to ``ok``. Events (``run.updated``, ``templates.changed``) are
 sent only after ``runs.subscribe``. This module is the transport: frames in and out, the
 read loop, dispatch, the handler threads, events, the background worker's watchdog and
-the end. The first moments are hostboot.py's (which hands over a BootState and is never
+the end. The first moments are hostboot.py's (it hands over a BootState and is never
 imported from here), the handlers are handlers.py, framing is protocol.py, use cases are
-service.py, and nothing here touches the store.
+service.py; the store is reached only through the Service, and no SQL lives here.
 """
 
 from __future__ import annotations
