@@ -5,11 +5,11 @@ Run: python bench/template_size.py [--sizes 1000,10000,100000] [--rounds 3] [--m
 
 For each shape and size, in a fresh process per measurement (so each peak is its own):
 
-1. `validate + plan`: templates.validate() and WorkflowTemplate.plan() on the parsed
+1. `validate + plan`: templates.validate() and plans.template_plan() on the parsed
    document, what `validate`, `run` and the host's template watcher do after parsing.
    Sizes over the step limit (10,000) are measured with the limit lifted in that process,
    to show the cost stays linear past it; a real load refuses them (column 2).
-2. `load file`: templates.load_file() + plan() from a JSON file, parsing included. Over the
+2. `load file`: templates.load_file() + template_plan() from a JSON file, parsing included. Over the
    limits this is the time to refuse, and the reason.
 
 Shapes: `chain` (each step depends on the one before), `chain+refs` (the same, and every
@@ -68,6 +68,7 @@ def child(mode: str, path: str) -> None:
     """One measurement in this process; prints one JSON line."""
     sys.path.insert(0, str(HOST))
     from hybrid_engine import templates
+    from hybrid_engine.plans import template_plan
     from hybrid_engine.errors import TemplateError
 
     if mode == "validate":
@@ -76,13 +77,13 @@ def child(mode: str, path: str) -> None:
             templates.MAX_STEPS = 10**9  # measured past the limit on purpose (see the docstring)
         base = _maxrss_mb()
         t0, c0 = time.perf_counter(), time.process_time()
-        templates.validate(data, path).plan()
+        template_plan(templates.validate(data, path))
         print(json.dumps({"s": time.perf_counter() - t0, "cpu": time.process_time() - c0, "mb": _maxrss_mb() - base}))
         return
     base = _maxrss_mb()
     t0 = time.perf_counter()
     try:
-        templates.load_file(path).plan()
+        template_plan(templates.load_file(path))
         refused = None
     except TemplateError as exc:
         refused = exc.message.split(": ", 1)[1].splitlines()[0]

@@ -1,6 +1,6 @@
 """The native-messaging host: what the browser starts on ``connectNative``.
 
-    hostboot.main(caller_args), then serve_after_boot
+    hostboot.main(caller_args), then serve_after_boot(boot)
       guard stdout     the real stdout is kept (a dup) for frames only; fd 1 and sys.stdout
                        now lead to stderr, so a stray print or a C library's write cannot
                        corrupt the pipe; logging and warnings go to the rotating log file
@@ -23,30 +23,30 @@
                        a model call in flight is the worker's, so it is neither cut off nor
                        sent twice when the browser goes
 
-Messages and their fields are in CONTRACT.md ("Native messaging"); HANDLERS maps each
-type to a small function over service.Service. Replies carry the host version
+Messages and their fields are in CONTRACT.md ("Native messaging"); handlers.HANDLERS maps
+each type to a small function over service.Service. Replies carry the host version
 (``"version"``) next to ``ok``. Events (``run.updated``, ``templates.changed``) are
-sent only after ``runs.subscribe``. This module knows requests and replies; framing
-is protocol.py, use cases are service.py, and no SQL lives here.
+sent only after ``runs.subscribe``. This module is the transport: frames in and out, the
+read loop, dispatch, the handler threads, events, the background worker's watchdog and
+the end. The first moments are hostboot.py's (it hands over a BootState and is never
+imported from here), the handlers are handlers.py, framing is protocol.py, use cases are
+service.py; the store is reached only through the Service, and no SQL lives here.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
-from . import PROTOCOL_VERSION, __version__, protocol
+from . import __version__, protocol
 from .errors import BadRequest, Forbidden, HybridEngineError, StoreError, TooLarge
-from . import hostboot
-from .hostboot import HEAVY_MODULES, guard_stdout, hello_result, loaded_heavy_modules  # noqa: F401 - re-exported
+from .handlers import HANDLERS, field, json_type  # noqa: F401 - re-exported
+from .hello import HEAVY_MODULES  # noqa: F401 - re-exported
 
 TYPE_CHECKING = False  # `typing` itself costs 2 ms of the host's start
 if TYPE_CHECKING:
-    from typing import Any, BinaryIO, Callable
-
-    Handler = Callable[["Host", dict], dict]
+    from typing import Any, BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,10 @@ POLL_S = 0.15  # run.updated latency: Service.changes is cheap when nothing was 
 ENGINE_QUIET_S = 0.03
 ENGINE_DELAY_MAX_S = 1.0
 WORKER_WATCH_S = 2.0  # how soon a background worker that died is replaced while the browser is connected
-MAX_CAPTURE_ID = 200
-_CHROME_PREFIX = "chrome-extension://"
 
 
-_Terminated = hostboot.Terminated  # SIGTERM/SIGINT/SIGHUP while reading: shut down as on EOF
+class _Terminated(BaseException):
+    """SIGTERM/SIGINT/SIGHUP while reading: shut down as on EOF."""
 
 
 class _EarlyRecords(logging.Handler):
@@ -104,274 +103,31 @@ _EARLY = _EarlyRecords()
 def check_origin(args: list[str]) -> str | None:
     """None when the caller may talk to us, else why not (becomes `forbidden` replies).
 
-    Chrome and its relatives pass ``chrome-extension://<id>/`` (Windows adds
-    ``--parent-window=N``); Firefox passes the manifest path and the add-on id. No
-    argument: a terminal or a test, no check. The pinned ids are accepted without
+    No caller (a terminal or a test): no check. The pinned ids are accepted without
     reading anything; others must have been registered with ``install --extension-id``.
     """
-    from .identity import CHROME_EXTENSION_ID, FIREFOX_EXTENSION_ID
+    from . import identity
 
-    args = [a for a in args if not a.startswith("--parent-window=")]
-    if not args:
+    caller = identity.parse_caller(args)
+    if caller.kind == identity.NO_CALLER or caller.pinned:
         return None
-    first = args[0]
-    ext_id = _chrome_origin_id(first)
-    if ext_id is not None:
-        if ext_id == CHROME_EXTENSION_ID:
-            return None
+    if caller.kind == identity.CHROME:
         from .install import registered_extension_ids
 
-        if ext_id in registered_extension_ids():
+        if caller.id in registered_extension_ids():
             return None
-        return (f"extension {ext_id} is not allowed to use this host; register it with "
-                f"`hybrid-engine install --extension-id {ext_id}`")
-    if first.startswith("chrome-extension://"):
-        return f"caller origin {first!r} is not a chrome-extension://<id>/ origin"
-    if len(args) >= 2:
-        addon = args[1]
-        if addon == FIREFOX_EXTENSION_ID:
-            return None
+        return (f"extension {caller.id} is not allowed to use this host; register it with "
+                f"`hybrid-engine install --extension-id {caller.id}`")
+    if caller.kind == identity.BAD_ORIGIN:
+        return f"caller origin {caller.raw!r} is not a chrome-extension://<id>/ origin"
+    if caller.kind == identity.FIREFOX:
         from .install import registered_gecko_ids
 
-        if addon in registered_gecko_ids():
+        if caller.id in registered_gecko_ids():
             return None
-        return (f"add-on {addon!r} is not allowed to use this host; register it with "
-                f"`hybrid-engine install --extension-id {addon}`")
-    return f"unrecognised caller {first!r}: expected chrome-extension://<id>/ or a manifest path and an add-on id"
-
-
-def _chrome_origin_id(origin: str) -> str | None:
-    """The id in ``chrome-extension://<32 letters a-p>/`` (slash optional), else None."""
-    if not origin.startswith(_CHROME_PREFIX):
-        return None
-    ext_id = origin[len(_CHROME_PREFIX):]
-    if ext_id.endswith("/"):
-        ext_id = ext_id[:-1]
-    return ext_id if len(ext_id) == 32 and all("a" <= ch <= "p" for ch in ext_id) else None
-
-
-# ---- field validation ----------------------------------------------------------------
-
-_MISSING = object()
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
-def field(msg: dict, name: str, types: type | tuple[type, ...], what: str, *, required: bool = True,
-          default: Any = None, prefix: str = "") -> Any:
-    """msg[name] checked against JSON types; BadRequest naming the field otherwise.
-
-    An optional field may be absent or null. Booleans are never taken for numbers.
-    """
-    label = prefix + name
-    value = msg.get(name, _MISSING)
-    if value is _MISSING or (value is None and not required):
-        if required:
-            raise BadRequest(f"{label}: missing (expected {what})", field=label)
-        return default
-    types = types if isinstance(types, tuple) else (types,)
-    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
-        raise BadRequest(f"{label}: expected {what}, got {_json_type(value)}", field=label)
-    return value
-
-
-def _text(msg: dict, name: str, *, required: bool = True, prefix: str = "") -> str | None:
-    value = field(msg, name, str, "a string", required=required, prefix=prefix)
-    if required and not value.strip():
-        raise BadRequest(f"{prefix}{name}: must not be empty", field=prefix + name)
-    return value
-
-
-def _page(msg: dict) -> dict:
-    """The `page` of capture and estimate: only `content` is required."""
-    page = field(msg, "page", dict, "an object with at least `content`")
-    out = {"content": field(page, "content", str, "a string", prefix="page.")}
-    for key in ("source_url", "content_type", "title", "selection"):
-        out[key] = field(page, key, str, "a string", required=False, prefix="page.")
-    out["metadata"] = field(page, "metadata", dict, "an object", required=False, default={}, prefix="page.")
-    if out["content_type"] is not None:  # checked (and short names made MIME types) before a run is created
-        from .service import content_type
-
-        out["content_type"] = content_type(out["content_type"], field="page.content_type")
-    return out
-
-
-# ---- handlers: one small function per message type ------------------------------------
-
-def h_hello(host: "Host", msg: dict) -> dict:
-    proto = field(msg, "protocol", int, "an integer", required=False, default=PROTOCOL_VERSION)
-    if proto < 1:
-        raise BadRequest("protocol: expected a positive integer", field="protocol")
-    return hello_result()
-
-
-def h_host_status(host: "Host", msg: dict) -> dict:
-    host.start_logging()  # so that log_file is known even before the engine has started
-    from . import worker
-
-    try:
-        pid = worker.lock().holder()
-    except worker.LockUnusable:  # said in config_error; no worker starts until it is removed
-        pid = None
-    return {
-        "version": __version__,
-        "pid": os.getpid(),
-        "uptime_s": round(time.monotonic() - host.started, 3),
-        "worker": {"running": pid is not None, "pid": pid if pid and pid > 0 else None},
-        "subscribed": host.subscribed,
-        "origin_checked": bool(host.caller_args),
-        "heavy_modules_loaded": loaded_heavy_modules(),
-        "log_file": host.log_file or None,
-        "config_error": host.config_problem,
-    }
-
-
-def h_templates_list(host: "Host", msg: dict) -> dict:
-    svc = host.service
-    return {"templates": svc.list_templates(), "errors": [e.message for e in svc.templates.errors()],
-            "folder": str(svc.templates.folder)}
-
-
-def h_capture(host: "Host", msg: dict) -> dict:
-    template = _text(msg, "template")
-    page = _page(msg)
-    budget = field(msg, "budget_usd", (int, float), "a number", required=False)
-    capture_id = field(page["metadata"], "capture_id", str, "a string", required=False, prefix="page.metadata.")
-    if capture_id is not None and not 1 <= len(capture_id) <= MAX_CAPTURE_ID:
-        raise BadRequest(f"page.metadata.capture_id: expected 1 to {MAX_CAPTURE_ID} characters",
-                         field="page.metadata.capture_id")
-    # A capture re-sent with a capture_id that already made a run gets that run back (duplicate: true).
-    result = host.service.capture(template, capture_id=capture_id, content=page["content"],
-                                  source_url=page["source_url"], content_type=page["content_type"] or "text/html",
-                                  title=page["title"], selection=page["selection"], metadata=page["metadata"],
-                                  budget_usd=budget)
-    if not result.get("duplicate"):
-        host.ensure_worker()
-    return result
-
-
-_EXTERNAL_FIELDS = ("content", "source_url", "content_type", "step_name", "metadata", "title", "selection")
-
-
-def h_external_data_add(host: "Host", msg: dict) -> dict:
-    run_id = _text(msg, "workflow_id")
-    field(msg, "content", str, "a string")
-    for key in ("source_url", "content_type", "step_name", "title", "selection"):
-        field(msg, key, str, "a string", required=False)
-    field(msg, "metadata", dict, "an object", required=False)
-    request = {k: msg[k] for k in _EXTERNAL_FIELDS if msg.get(k) is not None}
-    response = host.service.ingest(run_id, request)
-    host.ensure_worker()
-    return response.model_dump()
-
-
-def h_external_data_list(host: "Host", msg: dict) -> dict:
-    return host.service.external_data(_text(msg, "workflow_id"))
-
-
-def h_runs_list(host: "Host", msg: dict) -> dict:
-    limit = field(msg, "limit", int, "an integer from 1 to 1000", required=False, default=50)
-    offset = field(msg, "offset", int, "a non-negative integer", required=False, default=0)
-    return {"runs": host.service.list_runs(limit, offset), "limit": limit, "offset": offset}
-
-
-def h_runs_get(host: "Host", msg: dict) -> dict:
-    return host.service.run_document(_text(msg, "run_id"))
-
-
-def h_runs_output(host: "Host", msg: dict) -> dict:
-    return host.service.step_outputs(_text(msg, "run_id"), _text(msg, "step_id"))
-
-
-def h_runs_retry(host: "Host", msg: dict) -> dict:
-    budget = field(msg, "budget_usd", (int, float), "a number", required=False)
-    _check_settings()  # a retry the executor cannot start would only fail again
-    summary = host.service.retry(_text(msg, "run_id"), budget_usd=budget)
-    host.ensure_worker()
-    return summary
-
-
-def h_runs_cancel(host: "Host", msg: dict) -> dict:
-    return host.service.cancel(_text(msg, "run_id"))
-
-
-def h_runs_subscribe(host: "Host", msg: dict) -> dict:
-    host.subscribe()
-    return {"subscribed": True, "events": ["run.updated", "templates.changed"]}
-
-
-def h_estimate(host: "Host", msg: dict) -> dict:
-    template = _text(msg, "template")
-    _check_settings()
-    return host.service.estimate(template, _page(msg))
-
-
-def h_spend(host: "Host", msg: dict) -> dict:
-    _check_settings()  # the popup asks for spend when it opens: a bad setting shows there
-    return host.service.spend()
-
-
-def h_config(host: "Host", msg: dict) -> dict:
-    """Providers (has_key and a source label, never a key), base URLs, limits, budgets, folders."""
-    return host.service.config_summary()
-
-
-DOCTOR_NOTE = ("The launch check (start the host, send hello) is skipped: this host is answering now, "
-               "and a host launching itself to check itself proves nothing more and is slow. "
-               "`hybrid-engine doctor` in a terminal runs it.")
-
-
-def h_doctor(host: "Host", msg: dict) -> dict:
-    """install.doctor without the launch check: the registration as the browsers would read it."""
-    ids = field(msg, "extension_ids", list, "an array of extension ids", required=False, default=[])
-    for i, value in enumerate(ids):
-        if not isinstance(value, str):
-            raise BadRequest(f"extension_ids[{i}]: expected a string, got {_json_type(value)}",
-                             field=f"extension_ids[{i}]")
-    from . import install
-
-    findings = install.doctor(extension_ids=ids, check_launch=False)
-    errors = sum(1 for f in findings if f.severity == install.ERROR)
-    return {
-        "ok": errors == 0,
-        "findings": [f.to_dict() for f in findings],
-        "errors": errors,
-        "warnings": sum(1 for f in findings if f.severity == install.WARNING),
-        "launch_checked": False,
-        "note": DOCTOR_NOTE,
-    }
-
-
-HANDLERS: dict[str, Handler] = {
-    "hello": h_hello,
-    "host.status": h_host_status,
-    "templates.list": h_templates_list,
-    "capture": h_capture,
-    "external_data.add": h_external_data_add,
-    "external_data.list": h_external_data_list,
-    "runs.list": h_runs_list,
-    "runs.get": h_runs_get,
-    "runs.output": h_runs_output,
-    "runs.retry": h_runs_retry,
-    "runs.cancel": h_runs_cancel,
-    "runs.subscribe": h_runs_subscribe,
-    "estimate": h_estimate,
-    "spend": h_spend,
-    "config": h_config,
-    "doctor": h_doctor,
-}
+        return (f"add-on {caller.id!r} is not allowed to use this host; register it with "
+                f"`hybrid-engine install --extension-id {caller.id}`")
+    return f"unrecognised caller {caller.raw!r}: expected chrome-extension://<id>/ or a manifest path and an add-on id"
 
 
 def _valid_id(value: Any) -> bool:
@@ -448,9 +204,6 @@ class Host:
         return {"id": msg_id, "ok": False, "error": {"code": code, "message": message, **fields},
                 "version": __version__}
 
-    def reply_error(self, msg_id: Any, exc: HybridEngineError) -> None:
-        self.send({"id": msg_id, "ok": False, "error": exc.to_dict(), "version": __version__})
-
     # -- dispatch --------------------------------------------------------------------
     def handle(self, msg: dict) -> dict:
         """The reply to one decoded message. Never raises."""
@@ -460,12 +213,12 @@ class Host:
             if "id" not in msg or raw_id is None:
                 raise BadRequest("id: missing (expected a string or a number)", field="id")
             if not _valid_id(raw_id):
-                raise BadRequest(f"id: expected a string or a number, got {_json_type(raw_id)}", field="id")
-            kind = msg.get("type", _MISSING)
-            if kind is _MISSING or kind is None:
+                raise BadRequest(f"id: expected a string or a number, got {json_type(raw_id)}", field="id")
+            kind = msg.get("type")
+            if kind is None:
                 raise BadRequest("type: missing (expected a message type such as \"hello\")", field="type")
             if not isinstance(kind, str):
-                raise BadRequest(f"type: expected a string, got {_json_type(kind)}", field="type")
+                raise BadRequest(f"type: expected a string, got {json_type(kind)}", field="type")
             if self.forbidden:
                 raise Forbidden(self.forbidden)
             handler = HANDLERS.get(kind)
@@ -485,7 +238,7 @@ class Host:
             if isinstance(exc, ConfigError):  # a broken config.toml: the user can fix it, say where
                 return self._error_reply(msg_id, "bad_config", str(exc))
             # engine.db damaged, read-only or full, found by a query: its own code, the file and the fix
-            store_exc = query_error(exc, self._service.store.path if self._service is not None else db_path())
+            store_exc = query_error(exc, self._service.db_path if self._service is not None else db_path())
             if store_exc is not None:
                 log.warning("message %r (type %.60r): %s", msg_id, msg.get("type"), store_exc.message)
                 return {"id": msg_id, "ok": False, "error": store_exc.to_dict(), "version": __version__}
@@ -612,15 +365,13 @@ class Host:
         self.start_logging()
         if self._closing.is_set():
             return  # close() looks for work left
-        from . import worker
-
         # At start: orphans of a crash, work queued while no worker ran. Then, while the browser
         # is connected, a worker that died (killed, out of memory) is replaced within WATCH_S.
         store_problem = None
         while True:
             try:
                 if self._settings_ok():
-                    worker.ensure(self.service.store)
+                    self.service.ensure_worker_if_work()
                 store_problem = None
             except StoreError as exc:  # engine.db unusable: every request says so; logged once
                 if store_problem != exc.message:
@@ -632,16 +383,13 @@ class Host:
                 return
 
     def _settings_ok(self) -> bool:
-        """A worker started with a bad config.toml or keys.json (or a worker.lock that is not a
-        file) would only exit again: until the file is fixed, captures wait queued and
-        host.status, spend and estimate say why."""
-        from . import worker
+        """A worker started with a bad config.toml or keys.json would only exit again: until
+        the file is fixed, captures wait queued and host.status, spend and estimate say why."""
         from .config import ConfigError
+        from .handlers import check_settings
 
         try:
-            _check_settings()
-            worker.lock().check()
-            worker.linger_s()  # HYBRID_ENGINE_WORKER_LINGER_S, which a worker reads at start
+            check_settings()
         except ConfigError as exc:
             if self.config_problem != str(exc):
                 log.warning("no step starts until this is fixed: %s", exc)
@@ -725,31 +473,16 @@ class Host:
 
             if not config.db_path().exists():
                 return
-        from . import worker
-
         if self._settings_ok():
-            worker.ensure(self.service.store)
+            self.service.ensure_worker_if_work()
 
 
-def _check_settings() -> None:
-    """ConfigError (bad_config, naming the file, key and range) when a setting is bad."""
-    from . import settings
-
-    settings.check()
-
-
-def _install_signal_handlers(host: Host) -> None:
-    def on_signal(signum, frame):  # noqa: ARG001
-        if host.accepting:  # later, shutdown is already under way: let it finish
-            raise _Terminated(signum)
-
-    hostboot.install_signal_handlers(on_signal)
-
-
-def serve_after_boot(args: list[str], stdin, frames_out, first_answered: bool) -> int:
-    """Everything after hostboot: the origin check, signals, serving, the hand-over, exit."""
+def serve_after_boot(boot) -> int:
+    """Everything after hostboot.main's first moments (`boot`: its BootState): the origin
+    check, signals, serving, the hand-over, exit."""
     _EARLY.install()
-    host = Host(args, stdin, frames_out)
+    args = boot.args
+    host = Host(args, boot.stdin, boot.frames_out)
     try:
         host.forbidden = check_origin(args)
     except Exception:  # noqa: BLE001 - an unreadable install record: only the pinned ids pass
@@ -758,28 +491,25 @@ def serve_after_boot(args: list[str], stdin, frames_out, first_answered: bool) -
     log.info("host %s started (pid %d, caller %s)", __version__, os.getpid(), args or "none")
     if host.forbidden:
         log.warning("refusing caller %s: %s", args, host.forbidden)
-    _install_signal_handlers(host)
-    if hostboot.signal_seen() is not None:  # while hostboot read or host.py loaded: as on EOF
-        log.info("signal %s before serving: shutting down", hostboot.signal_seen())
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        if host.accepting:  # later, shutdown is already under way: let it finish
+            raise _Terminated(signum)
+
+    boot.take_signals(on_signal)
+    if boot.signal_seen() is not None:  # while hostboot read or this module loaded: as on EOF
+        log.info("signal %s before serving: shutting down", boot.signal_seen())
         code = host.close()
     else:
-        code = host.serve(first_answered)
+        code = host.serve(boot.answered)
     # Daemon threads (handlers, pollers, watchfiles) must not hold the exit up:
     # everything that matters is committed or handed over; leave now.
     logging.shutdown()
     try:
-        frames_out.close()
+        boot.frames_out.close()
     except OSError:
         pass
     os._exit(code)
 
 
-def main(caller_args: list[str] | None = None) -> int:
-    """`hybrid-engine host [ORIGIN | MANIFEST ADDON-ID]`: serve until the input ends."""
-    from .hostboot import main as boot
-
-    return boot(caller_args)
-
-
-__all__ = ["HANDLERS", "HEAVY_MODULES", "Host", "check_origin", "guard_stdout", "main", "serve_after_boot",
-           "field"]
+__all__ = ["HANDLERS", "HEAVY_MODULES", "Host", "check_origin", "serve_after_boot", "field"]

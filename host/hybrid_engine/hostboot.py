@@ -8,6 +8,10 @@ store, ...) imported to serve the rest. Anything else, such as another first mes
 malformed frame or a caller that needs the install record to be checked, is handed to
 host.py untouched, with the bytes already read put back in front of stdin, so that every
 error reply comes from one place.
+
+`main` is the host's one entry point (`hybrid-engine host`, `python -m hybrid_engine host`).
+What host.py needs from these first moments travels in a BootState; host.py never imports
+this module.
 """
 
 from __future__ import annotations
@@ -16,15 +20,10 @@ import os
 import struct
 import sys
 
-from . import MAX_INCOMING, MAX_OUTGOING, PROTOCOL_VERSION, __version__
-from .identity import CHROME_EXTENSION_ID, FIREFOX_EXTENSION_ID
+from . import PROTOCOL_VERSION, __version__
+from .hello import HEAVY_MODULES, MESSAGE_TYPES, hello_result, loaded_heavy_modules  # noqa: F401 - re-exported
+from .identity import NO_CALLER, parse_caller
 
-# Every message type host.HANDLERS serves (a test keeps the two equal): hello lists them.
-MESSAGE_TYPES = ("capture", "config", "doctor", "estimate", "external_data.add", "external_data.list", "hello",
-                 "host.status", "runs.cancel", "runs.get", "runs.list", "runs.output", "runs.retry",
-                 "runs.subscribe", "spend", "templates.list")
-EVENTS = ("run.updated", "templates.changed")
-HEAVY_MODULES = ("pydantic", "yaml", "openai", "google.genai", "genai_prices", "trafilatura")
 _HEADER = struct.Struct("=I")
 _FIRST_FRAME_MAX = 64 * 1024  # a hello is tiny; a bigger first frame goes to host.py as it is
 
@@ -112,38 +111,8 @@ class Prepended:
 
 def pinned_caller(args: list[str]) -> bool:
     """True when the caller is our own extension by its pinned id (nothing to read for that)."""
-    args = [a for a in args if not a.startswith("--parent-window=")]
-    if not args:
-        return True  # a terminal or a test: host.check_origin does not check either
-    first = args[0]
-    if first in (f"chrome-extension://{CHROME_EXTENSION_ID}/", f"chrome-extension://{CHROME_EXTENSION_ID}"):
-        return True
-    return len(args) >= 2 and not first.startswith("chrome-extension://") and args[1] == FIREFOX_EXTENSION_ID
-
-
-def loaded_heavy_modules() -> list[str]:
-    """Reported by `hello` and `host.status`, honestly: read when the reply is built."""
-    return [name for name in HEAVY_MODULES if name in sys.modules]
-
-
-def hello_result() -> dict:
-    """What `hello` answers, here and in host.py alike."""
-    return {
-        "version": __version__,
-        "protocol": PROTOCOL_VERSION,
-        "capabilities": {
-            "types": list(MESSAGE_TYPES),
-            "events": list(EVENTS),
-            "chunking": True,
-            "max_frame_out": MAX_OUTGOING,
-            "max_frame_in": MAX_INCOMING,
-            "config": True,
-            "doctor": True,  # without the launch check (see `doctor`'s note)
-            "capture_dedupe": "page.metadata.capture_id",
-        },
-        "pid": os.getpid(),
-        "heavy_modules_loaded": loaded_heavy_modules(),
-    }
+    caller = parse_caller(args)
+    return caller.kind == NO_CALLER or caller.pinned  # no caller: host.check_origin does not check either
 
 
 def hello_reply(msg: dict) -> dict | None:
@@ -191,14 +160,34 @@ def _first_hello(head: bytes, args: list[str]) -> bytes | None:
     return _HEADER.pack(len(data)) + data
 
 
+class BootState:
+    """What the first moments hand to host.py: the caller's arguments, stdin (with any bytes
+    read here put back in front), the stream that carries frames, and whether the first
+    hello was answered here. Signals stay with this module until host.py takes them."""
+
+    __slots__ = ("args", "stdin", "frames_out", "answered")
+
+    def __init__(self, args: list[str], stdin, frames_out, answered: bool):
+        self.args = args
+        self.stdin = stdin
+        self.frames_out = frames_out
+        self.answered = answered
+
+    def signal_seen(self) -> int | None:
+        """The first SIGTERM/SIGINT/SIGHUP since the start, even one that arrived while
+        host.py loaded: the host then shuts down as on EOF, handing queued work over."""
+        return signal_seen()
+
+    def take_signals(self, handler) -> None:
+        """From now on `handler(signum, frame)` gets the signals instead of this module."""
+        install_signal_handlers(handler)
+
+
 def main(caller_args: list[str] | None = None) -> int:
-    """`python -m hybrid_engine host [ORIGIN | MANIFEST ADDON-ID]`, as the launcher runs it."""
+    """`hybrid-engine host [ORIGIN | MANIFEST ADDON-ID]`, as the launcher runs it: serve until
+    the input ends."""
     global _reading
     frames_out = guard_stdout()
-    if os.environ.get("HYBRID_ENGINE_TEST_STRAY_PRINT"):
-        # Tests: a stray print and a raw fd-1 write at startup must end up on stderr, not in the pipe.
-        print("stray print from the host (must not reach stdout)")
-        os.write(1, b"stray fd-1 write from the host (must not reach stdout)\n")
     args = list(caller_args or [])
     stdin = sys.stdin.buffer if sys.stdin is not None else open(0, "rb", closefd=False)  # noqa: SIM115
     install_signal_handlers()
@@ -224,8 +213,8 @@ def main(caller_args: list[str] | None = None) -> int:
     from .host import serve_after_boot
 
     rest = stdin if answered or not head else Prepended(bytes(head), stdin)
-    return serve_after_boot(args, rest, frames_out, answered)
+    return serve_after_boot(BootState(args, rest, frames_out, answered))
 
 
-__all__ = ["MESSAGE_TYPES", "Prepended", "Terminated", "guard_stdout", "hello_reply", "hello_result",
+__all__ = ["BootState", "MESSAGE_TYPES", "Prepended", "Terminated", "guard_stdout", "hello_reply", "hello_result",
            "loaded_heavy_modules", "main", "pinned_caller", "signal_seen"]

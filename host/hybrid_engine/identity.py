@@ -84,6 +84,58 @@ def is_gecko_id(value: str) -> bool:
 CHROME_EXTENSION_ID = "nlkheheibdjgljjkppadijobigcmmhij"
 CHROME_ORIGIN = chrome_origin(CHROME_EXTENSION_ID)
 
+
+# ---- who started the host ------------------------------------------------------------
+#
+# The browser says who is calling on the host's command line: Chrome and its relatives
+# pass ``chrome-extension://<id>/`` (Windows adds ``--parent-window=N``); Firefox passes
+# the manifest's path and the add-on id. No argument: a terminal or a test. Read here
+# alone, with nothing imported: the host's fast path checks it before its first reply.
+
+NO_CALLER = "none"  # a terminal or a test: nobody to check
+CHROME = "chrome"  # `id`: a well-formed Chrome extension id
+FIREFOX = "firefox"  # `id`: the add-on id Firefox passed after the manifest path
+BAD_ORIGIN = "bad_origin"  # chrome-extension:// without a valid id after it
+UNKNOWN = "unknown"  # neither shape
+
+
+class Caller:
+    """The caller named by the host's arguments: `kind` (one of the constants above), the
+    extension or add-on `id` when there is one, and the argument that named it (`raw`)."""
+
+    __slots__ = ("kind", "id", "raw")
+
+    def __init__(self, kind: str, id: str | None = None, raw: str | None = None):  # noqa: A002
+        self.kind = kind
+        self.id = id
+        self.raw = raw
+
+    @property
+    def pinned(self) -> bool:
+        """Our own extension by its pinned id: allowed without reading the install record."""
+        return ((self.kind == CHROME and self.id == CHROME_EXTENSION_ID)
+                or (self.kind == FIREFOX and self.id == FIREFOX_EXTENSION_ID))
+
+    def __repr__(self) -> str:
+        return f"Caller({self.kind!r}, {self.id!r})"
+
+
+def parse_caller(args: list[str]) -> Caller:
+    """Who the host's command line says is calling (see above); Windows' --parent-window is ignored."""
+    args = [a for a in args if not a.startswith("--parent-window=")]
+    if not args:
+        return Caller(NO_CALLER)
+    first = args[0]
+    ext_id = chrome_origin_id(first)
+    if ext_id is not None:
+        return Caller(CHROME, ext_id, first)
+    if first.startswith(CHROME_SCHEME):
+        return Caller(BAD_ORIGIN, None, first)
+    if len(args) >= 2:
+        return Caller(FIREFOX, args[1], args[1])
+    return Caller(UNKNOWN, None, first)
+
+
 __all__ = [
     "EXTENSION_KEY",
     "CHROME_EXTENSION_ID",
@@ -96,4 +148,6 @@ __all__ = [
     "chrome_origin_id",
     "is_gecko_id",
     "CHROME_SCHEME",
+    "Caller",
+    "parse_caller",
 ]

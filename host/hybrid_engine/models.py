@@ -1,4 +1,4 @@
-"""Data shapes: statuses, workflow templates, and the run document in the seed's names."""
+"""Data shapes: statuses, workflow templates, the run document and the external-data request."""
 
 from __future__ import annotations
 
@@ -41,30 +41,7 @@ class WorkflowTemplate(BaseModel):
     steps: list[TemplateStep] = Field(min_length=1)  # at most MAX_STEPS: templates.validate says so first
     source: str | None = Field(default=None, exclude=True)
 
-    _plan: Any = PrivateAttr(default=None)
-
-    def plan(self):
-        """The steps as rows for the store, serialised once per template (runs reuse it)."""
-        if self._plan is None:
-            from .adapters import SPECS
-            from .store import NewStep, Store
-
-            steps = []
-            for s in self.steps:
-                spec = SPECS[s.action]
-                if spec.input_slot:
-                    status = StepStatus.WAITING_FOR_INPUT
-                elif s.dependencies:
-                    status = StepStatus.PENDING
-                else:
-                    status = StepStatus.QUEUED
-                timeout = s.params.get("timeout_s")
-                steps.append(NewStep(step_id=s.id, name=s.name or s.id, action=s.action, provider=spec.provider,
-                                     params=s.params, deps=list(s.dependencies), status=status,
-                                     max_retries=int(s.params.get("retries", spec.default_retries)),
-                                     timeout_s=float(timeout) if timeout else None))
-            self._plan = Store.plan_run(steps, self.name)
-        return self._plan
+    _plan: Any = PrivateAttr(default=None)  # plans.template_plan's rows, made once: every run reuses them
 
     @property
     def capture_slots(self) -> list[str]:
@@ -82,7 +59,7 @@ class WorkflowTemplate(BaseModel):
         }
 
 
-# ---- the run document (the seed's state.json shape) -------------------------
+# ---- the run document ----------------------------------------------------
 
 class ExecutionMetrics(BaseModel):
     tokens: int = 0
@@ -104,7 +81,7 @@ class WorkflowStep(BaseModel):
     logs: list[str] = Field(default_factory=list)
     startTime: str | None = None
     endTime: str | None = None
-    duration: float | None = None  # seconds, as the seed had it
+    duration: float | None = None  # seconds
     metadata: dict[str, Any] = Field(default_factory=dict)
     execution_metrics: ExecutionMetrics = Field(default_factory=ExecutionMetrics)
 
@@ -138,7 +115,7 @@ class Workflow(BaseModel):
 
 
 class ExternalDataRequest(BaseModel):
-    """The seed's POST external-data body."""
+    """The body of `external_data.add` and `hybrid-engine ingest`."""
 
     model_config = ConfigDict(extra="forbid")
 

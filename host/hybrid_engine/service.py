@@ -1,23 +1,26 @@
 """Use cases shared by the native host and the command line.
 
 Transports (host.py, cli.py) parse and print; everything they can do is a method
-here, raising HybridEngineError subclasses that carry a code and a message.
+here, raising HybridEngineError subclasses that carry a code and a message. The
+transports reach the store only through these methods. How runs and spending read is
+views.py, what a run would cost is estimate.py, how pages and files come in is
+inputs.py, a template's steps as rows is plans.py; the methods here delegate to them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import threading
 from datetime import datetime
-from pathlib import Path
 
-from . import clock, config
+from . import clock, config, views
 from .errors import BadRequest, ConflictError, NotFound
+from .inputs import (CONTENT_TYPE_NAMES, CONTENT_TYPES, MAX_CONTENT_BYTES, MAX_METADATA_DEPTH,  # noqa: F401
+                     content_type, declared_charset, decode_text, nested_deeper, parse_metadata, read_input_file)
 from .states import RunStatus, StepStatus
 from .store import Store
+from .views import DEFAULT_CUT, summary_view  # noqa: F401 - re-exported
 
 TYPE_CHECKING = False  # not `typing`'s: importing typing costs the host's runs.list 2 ms
 if TYPE_CHECKING:  # pydantic, yaml and the executor load on first use: the host answers before them
@@ -30,114 +33,9 @@ if TYPE_CHECKING:  # pydantic, yaml and the executor load on first use: the host
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPES = ("text/html", "text/plain", "text/markdown", "application/xhtml+xml", "application/json")
-# The seed's ExternalDataRequest spoke of "text", "html" and "json": short names are taken anywhere a
-# MIME type is, and stored as the MIME type.
-CONTENT_TYPE_NAMES = {"text": "text/plain", "html": "text/html", "json": "application/json",
-                      "markdown": "text/markdown"}
-MAX_CONTENT_BYTES = 64 * 1024 * 1024
-DEFAULT_CUT = 4000
-
-
-def content_type(value: str | None, *, field: str = "content_type", default: str = "text/html") -> str:
-    """A supported MIME type (parameters such as charset dropped) for a MIME type or a short name."""
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise BadRequest(f"{field}: expected a string such as text/html", field=field)
-    base = value.split(";")[0].strip().lower()
-    base = CONTENT_TYPE_NAMES.get(base, base)
-    if base not in CONTENT_TYPES:
-        raise BadRequest(f"{field}: {value[:80]!r} is not supported (use one of {', '.join(CONTENT_TYPES)}, "
-                         f"or {', '.join(CONTENT_TYPE_NAMES)})", field=field)
-    return base
-
-
-MAX_METADATA_DEPTH = 32  # nesting levels of a capture's or an ingest's metadata (the object itself is 1)
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-
-
-def _nested_deeper(value: Any, limit: int) -> bool:
-    """Whether dicts/lists nest deeper than `limit`, without recursion (no RecursionError on any input)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > limit:
-                return True
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return False
-
-
-def parse_metadata(text: str, *, what: str = "--metadata") -> dict:
-    """A JSON object given as text; its nesting is counted before json parses it (which would recurse)."""
-    depth = deepest = 0
-    for ch in re.sub(r"[^\[\]{}]", "", _JSON_STRING.sub("", text)):
-        depth += 1 if ch in "[{" else -1
-        deepest = max(deepest, depth)
-        if deepest > MAX_METADATA_DEPTH:
-            raise BadRequest(f"{what}: nested deeper than {MAX_METADATA_DEPTH} levels")
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"{what}: not JSON: {exc.msg} at column {exc.colno}") from exc
-    except RecursionError as exc:  # the count above was fooled somehow: still a clear error
-        raise BadRequest(f"{what}: nested deeper than {MAX_METADATA_DEPTH} levels") from exc
-    if not isinstance(value, dict):
-        raise BadRequest(f"{what}: expected a JSON object")
-    return value
-
 
 def new_run_id() -> str:
     return os.urandom(8).hex()  # 64 random bits, as 16 hex digits (uuid would load `platform`)
-
-
-def _iso(ts: float | None) -> str | None:
-    return clock.iso(ts) if ts is not None else None
-
-
-def summary_view(s: dict) -> dict:
-    total = s["total_steps"] or 0
-    done = s["completed_steps"] or 0
-    return {
-        "id": s["id"],
-        "name": s["name"],
-        "template": s["template"],
-        "status": s["status"],
-        "progress": round(100.0 * done / total, 1) if total else 0.0,
-        "completed_steps": done,
-        "failed_steps": s["failed_steps"],
-        "total_steps": total,
-        "total_tokens": s["total_tokens"] or 0,
-        "total_cost": round(s["total_cost"] or 0.0, 10),
-        "unknown_cost_steps": s["unknown_cost_steps"] or 0,
-        "budget_usd": s["budget_usd"],
-        "error": s["error"],
-        "error_code": s["error_code"],
-        "createdAt": _iso(s["created_at"]),
-        "updatedAt": _iso(s["updated_at"]),
-    }
-
-
-def _cut(value: Any, limit: int) -> tuple[Any, bool]:
-    if isinstance(value, str):
-        if len(value) > limit:
-            return value[:limit], True
-        return value, False
-    if isinstance(value, dict):
-        out, cut = {}, False
-        for k, v in value.items():
-            out[k], c = _cut(v, limit)
-            cut = cut or c
-        return out, cut
-    if isinstance(value, list):
-        out_l, cut = [], False
-        for v in value:
-            nv, c = _cut(v, limit)
-            out_l.append(nv)
-            cut = cut or c
-        return out_l, cut
-    return value, False
 
 
 class Service:
@@ -154,6 +52,11 @@ class Service:
                 if self._store is None:
                     self._store = Store(config.db_path())
         return self._store
+
+    @property
+    def db_path(self):
+        """engine.db's path, without opening it (an error reply names the file)."""
+        return self._store.path if self._store is not None else config.db_path()
 
     @property
     def templates(self) -> "TemplateRegistry":
@@ -178,7 +81,9 @@ class Service:
     def create_run(self, template: "WorkflowTemplate | str", *, budget_usd: float | None = None) -> str:
         _check_budget(budget_usd)
         tpl = self.template(template) if isinstance(template, str) else template
-        plan = tpl.plan()
+        from .plans import template_plan
+
+        plan = template_plan(tpl)
         run_id = new_run_id()
         budget = budget_usd if budget_usd is not None else tpl.budget_usd
         self.store.create_run(run_id, tpl.name, tpl.name, plan, budget, clock.now())
@@ -205,7 +110,7 @@ class Service:
             for (rid,) in rows[:self.AMBIGUOUS_SHOWN]:
                 info = self.store.run_info(rid)
                 name = " ".join(str(info[0]).split())[:60] if info else ""  # a page title may hold newlines
-                named.append(f"{rid} ({name}, {_iso(info[2])})" if info else rid)
+                named.append(f"{rid} ({name}, {views.iso_or_none(info[2])})" if info else rid)
             more = ", and more" if len(rows) > self.AMBIGUOUS_SHOWN else ""
             raise BadRequest(f"ambiguous run id '{run_id}': matches {', '.join(named)}{more}; "
                              "give more of the id", field="run_id")
@@ -225,105 +130,12 @@ class Service:
         return [summary_view(s) for s in self.store.run_summaries(limit, offset)]
 
     def run_document(self, run_id: str, *, cut: int | None = DEFAULT_CUT) -> dict:
-        """The run in the seed's state.json shape; cut=None keeps outputs whole."""
-        run_id = self.resolve_run(run_id)
-        run = self.store.run_row(run_id)
-        summary = self.store.run_summary(run_id)
-        steps = self.store.step_rows(run_id)
-        outputs = self.store.outputs(run_id)
-        logs = self.store.logs(run_id)
-        calls: dict[str, list[dict]] = {}
-        for call in self.store.calls(run_id):
-            calls.setdefault(call["step_id"], []).append(_call_view(call))
-        docs = []
-        for s in steps:
-            md = json.loads(s["metadata"]) if s["metadata"] else {}
-            out = outputs.get(s["step_id"])
-            truncated = False
-            if out is not None and cut is not None:
-                out, truncated = _cut(out, cut)
-            cost = None if s["price_unknown"] else (s["cost"] if s["cost"] is not None else 0.0)
-            estimated = cost is not None and md.get("cost_estimated") is True
-            doc = {
-                "id": s["step_id"],
-                "name": s["name"],
-                "action": s["action"],
-                "params": json.loads(s["params"]),
-                "dependencies": json.loads(s["deps"]),
-                "status": s["status"],
-                "outputs": out,
-                "error": s["error"],
-                "logs": [line for _, line in logs.get(s["step_id"], [])],
-                "startTime": _iso(s["started_at"]),
-                "endTime": _iso(s["ended_at"]),
-                "duration": (s["duration_ms"] / 1000.0) if s["duration_ms"] is not None else None,
-                "metadata": md,
-                "execution_metrics": {
-                    "tokens": s["tokens"] or 0,
-                    "prompt_tokens": s["prompt_tokens"] or 0,
-                    "completion_tokens": s["completion_tokens"] or 0,
-                    "cost": cost,
-                    "cost_estimated": estimated,
-                    "model": s["model"],
-                    "duration_ms": s["duration_ms"],
-                    "attempts": s["attempts"],
-                    "retries": s["error_count"],
-                    "crash_recoveries": s["crash_count"],
-                },
-            }
-            step_calls = calls.get(s["step_id"])
-            if step_calls:
-                doc["calls"] = step_calls
-                lost = [c for c in step_calls if c["state"] in ("unconfirmed", "discarded")]
-                doc["execution_metrics"]["provider_calls"] = len(step_calls)
-                doc["execution_metrics"]["unconfirmed_calls"] = len(lost)
-                if lost:
-                    doc["execution_metrics"]["unconfirmed_cost_max"] = _bound(lost)
-            if s["error_code"]:
-                doc["error_code"] = s["error_code"]
-            if s["external"]:
-                doc["external"] = True
-            if truncated:
-                doc["outputs_truncated"] = True
-            warnings = _step_warnings(md, doc["params"])
-            if warnings:
-                doc["warnings"] = warnings
-            docs.append(doc)
-        completed = [s for s in steps if s["status"] == "COMPLETED"]
-        metrics = {
-            "total_tokens": sum(s["tokens"] or 0 for s in completed),
-            "prompt_tokens": sum(s["prompt_tokens"] or 0 for s in completed),
-            "completion_tokens": sum(s["completion_tokens"] or 0 for s in completed),
-            "total_cost": round(sum(s["cost"] for s in completed if s["cost"] is not None), 10),
-            "unknown_cost_steps": sum(1 for s in completed if s["price_unknown"]),
-            "estimated_cost_steps": sum(1 for d in docs if d["status"] == "COMPLETED"
-                                        and d["execution_metrics"]["cost_estimated"]),
-            "completed_steps": len(completed),
-            "unconfirmed_calls": sum(d["execution_metrics"].get("unconfirmed_calls", 0) for d in docs),
-            "unconfirmed_cost_max": _bound([c for cs in calls.values() for c in cs
-                                            if c["state"] in ("unconfirmed", "discarded")]),
-            "failed_steps": sum(1 for s in steps if s["status"] == "FAILED"),
-            "total_steps": len(steps),
-            "duration_ms": (int((summary["updated_at"] - run["created_at"]) * 1000)
-                            if RunStatus(run["status"]).is_terminal else None),
-        }
-        view = summary_view(summary)
-        return {
-            "id": run_id,
-            "name": run["name"],
-            "template": run["template"],
-            "status": run["status"],
-            "progress": view["progress"],
-            "steps": docs,
-            "metrics": metrics,
-            "cost_breakdown": self.store.cost_breakdown(run_id),
-            "cost_by_provider": self.store.cost_by_provider(run_id),
-            "error": run["error"],
-            "error_code": run["error_code"],
-            "budget_usd": run["budget_usd"],
-            "createdAt": _iso(run["created_at"]),
-            "updatedAt": _iso(summary["updated_at"]),
-        }
+        """The whole run as one document (`runs.get`, `show`): steps, calls, metrics; cut=None keeps outputs whole."""
+        return views.run_document(self.store, self.resolve_run(run_id), cut=cut)
+
+    def open_slots(self, run_id: str) -> list[str]:
+        """The capture slots of run `run_id` (its full id) still waiting for a page."""
+        return self.store.open_slots(run_id)
 
     def step_outputs(self, run_id: str, step_id: str) -> dict:
         run_id = self.resolve_run(run_id)
@@ -395,7 +207,7 @@ class Service:
         run_id = self.resolve_run(run_id)
         req = request if isinstance(request, ExternalDataRequest) else self._parse_external(request)
         ctype = content_type(req.content_type or None)
-        if _nested_deeper(req.metadata, MAX_METADATA_DEPTH):
+        if nested_deeper(req.metadata, MAX_METADATA_DEPTH):
             raise BadRequest(f"metadata: nested deeper than {MAX_METADATA_DEPTH} levels", field="metadata")
         size = len(req.content.encode("utf-8"))
         if size > MAX_CONTENT_BYTES:
@@ -497,6 +309,13 @@ class Service:
             return []
         return [budget_guard(self.store)]
 
+    def ensure_worker_if_work(self) -> int | None:
+        """A background worker running when work waits for one (queued steps, or running
+        ones whose owner died); its pid, or None when there is nothing to do."""
+        from . import worker
+
+        return worker.ensure(self.store)
+
     def recover(self) -> "RecoveryReport":
         from . import recovery
 
@@ -508,102 +327,10 @@ class Service:
     _ESTIMATE_COMPUTED = ("extract_text", "template", "noop")
 
     def estimate(self, template_ref: str, page: dict) -> dict:
-        """Tokens and cost a run of `template_ref` on `page` would take, without calling a model.
+        """Tokens and cost a run of `template_ref` on `page` would take (estimate.py)."""
+        from .estimate import estimate_run
 
-        Params are rendered as the run would render them: the capture slot's outputs come
-        from `page`; extract_text, template and noop steps are computed for real. An
-        upstream model step's answer is unknown: the prompt is counted with it empty
-        (`prompt_tokens` is then a lower bound, `lower_bound: true`) and `cost_max`
-        assumes each such answer is as long as that step's max output tokens.
-        """
-        from . import dag
-        from .adapters import SPECS, load_action
-        from .adapters.base import StepContext
-        from .errors import StepError
-
-        tpl = self.template(template_ref)
-        if not isinstance(page, dict) or not isinstance(page.get("content"), str):
-            raise BadRequest("page.content: expected the page's text")
-        for key in ("source_url", "content_type", "title", "selection"):
-            if page.get(key) is not None and not isinstance(page[key], str):
-                raise BadRequest(f"page.{key}: expected text")
-        now = clock.now()
-        ctype = content_type(page.get("content_type") or None, field="page.content_type")
-        capture = {"content": page["content"], "source_url": page.get("source_url"), "content_type": ctype,
-                   "captured_at": clock.iso(now), "title": page.get("title"), "selection": page.get("selection"),
-                   "size_bytes": len(page["content"].encode("utf-8"))}
-        run = {"id": "estimate", "name": tpl.name, "template": tpl.name, "created_at": clock.iso(now)}
-        by_id = {s.id: s for s in tpl.steps}
-        outputs: dict[str, dict] = {}
-        unknown: dict[str, int] = {}  # step id -> tokens its unknown output may take (0: not a model step)
-        steps_out: list[dict] = []
-
-        def render(params: dict, filler: dict[str, str]) -> dict:
-            """Render with the known outputs; an unknown step's outputs read as `filler[step]`."""
-            known = dag.make_lookup(outputs, run)
-
-            def lookup(ref):
-                if ref.kind == "step" and ref.step in unknown:
-                    return filler.get(ref.step, "")
-                return known(ref)
-            return dag.render(params, lookup)
-
-        order = dag.topological_order({s.id: list(s.dependencies) for s in tpl.steps})
-        for step_id in order:
-            s = by_id[step_id]
-            spec = SPECS[s.action]
-            upstream = sorted(dag.referenced_steps(s.params) & set(unknown))
-            if spec.input_slot:
-                outputs[step_id] = capture
-                continue
-            if spec.provider is None:
-                if s.action in self._ESTIMATE_COMPUTED and not upstream:
-                    try:
-                        params = render(s.params, {})
-                        action = load_action(s.action)
-                        ctx = StepContext(run_id="estimate", step_id=step_id, action=s.action, attempt=1)
-                        outputs[step_id] = action.compute(params, ctx).outputs
-                        continue
-                    except (StepError, dag.RenderError, dag.RefError) as exc:
-                        log.info("estimate %s: step %s not computed: %s", tpl.name, step_id, exc)
-                # Not computed (side effects, or depends on a model's answer): its outputs are unknown.
-                unknown[step_id] = sum(unknown[u] for u in upstream)
-                continue
-            entry: dict[str, Any] = {"step_id": step_id, "action": s.action, "provider": spec.provider,
-                                     "model": s.params.get("model")}
-            try:
-                action = load_action(s.action)
-                est = action.estimate(render(s.params, {}))
-                if upstream:
-                    # cost_max: every unknown upstream answer as long as it may be.
-                    filler = {u: " x" * unknown[u] for u in upstream}
-                    high = action.estimate(render(s.params, filler))
-                    est["prompt_tokens_max"] = high["prompt_tokens_max"]
-                    est["cost_max"] = high["cost_max"]
-                    est["lower_bound"] = True
-                    est["unknown_inputs"] = upstream
-                entry.update(est)
-            except (StepError, dag.RenderError, dag.RefError) as exc:
-                entry.update({"prompt_tokens": None, "max_output_tokens": None, "cost_min": None, "cost_max": None,
-                              "price_unknown": True, "context_window": None, "fits": None,
-                              "error": getattr(exc, "message", None) or str(exc)})
-            entry.setdefault("lower_bound", False)
-            steps_out.append(entry)
-            unknown[step_id] = int(entry.get("max_output_tokens") or 0)
-        pos = {s.id: i for i, s in enumerate(tpl.steps)}
-        steps_out.sort(key=lambda e: pos[e["step_id"]])
-        known_costs = [e for e in steps_out if not e["price_unknown"]]
-        return {
-            "template": tpl.name,
-            "steps": steps_out,
-            "total_prompt_tokens": sum(e["prompt_tokens"] or 0 for e in steps_out),
-            "total_cost_min": round(sum(e["cost_min"] or 0.0 for e in known_costs), 10),
-            "total_cost_max": round(sum(e["cost_max"] or 0.0 for e in known_costs), 10),
-            "price_unknown": any(e["price_unknown"] for e in steps_out),
-            "unknown_cost_steps": len(steps_out) - len(known_costs),
-            "lower_bound": any(e["lower_bound"] for e in steps_out),
-            "budget_usd": tpl.budget_usd,
-        }
+        return estimate_run(self.template(template_ref), page)
 
     def spend(self) -> dict:
         now = datetime.now().astimezone()
@@ -612,32 +339,7 @@ class Service:
         from . import settings
 
         budgets = settings.budgets()  # a bad [budgets] is bad_config, never a nan in the reply
-        today = self.store.spend_since(day.timestamp())
-        this_month = self.store.spend_since(month.timestamp())
-        lost_today = self.store.unconfirmed_since(day.timestamp())
-        lost_month = self.store.unconfirmed_since(month.timestamp())
-        month_estimated = self.store.estimated_since(month.timestamp())
-        return {
-            # Calls that may have been billed without an answer on record: budgets count them
-            # at their upper bound, so spend shows them beside the confirmed figures.
-            "today_unconfirmed": _unconfirmed_view(lost_today),
-            "this_month_unconfirmed": _unconfirmed_view(lost_month),
-            "today": round(sum(today.values()), 10),
-            "this_month": round(sum(this_month.values()), 10),
-            "today_by_provider": today,
-            "this_month_by_provider": this_month,
-            # Included in the sums above: calls whose provider gave no usable usage, priced
-            # from our own token count.
-            "today_estimated": round(sum(self.store.estimated_since(day.timestamp()).values()), 10),
-            "this_month_estimated": round(sum(month_estimated.values()), 10),
-            "this_month_estimated_by_provider": month_estimated,
-            "today_unpriced_steps": self.store.unpriced_since(day.timestamp()),
-            "this_month_unpriced_steps": self.store.unpriced_since(month.timestamp()),
-            "daily_budget_usd": budgets.daily_usd,
-            "monthly_budget_usd": budgets.monthly_usd,
-            "day_started": day.isoformat(),
-            "month_started": month.isoformat(),
-        }
+        return views.spend_view(self.store, budgets, day, month)
 
     # ---- captures the extension may send twice ---------------------------------------
 
@@ -739,55 +441,12 @@ class Service:
             "warnings": [warning] if warning else [],
             "templates_folder": str(templates),
             "data_folder": str(config.data_dir()),
-            "database": str(self._store.path if self._store is not None else config.db_path()),
+            "database": str(self.db_path),
             "log_file": str(config.logs_dir() / "hybrid-engine.log"),
             "config_file": str(config.config_path()),
             "config_file_exists": config.config_path().is_file(),
             "keys_file": str(config.keys_path()),
         }
-
-
-def _call_view(call: dict) -> dict:
-    """A journaled provider call as people read it: what it may have cost and what became of it."""
-    return {"attempt": call["attempt"], "state": call["state"], "provider": call["provider"],
-            "model": call["model"], "prompt_tokens": call["prompt_tokens"],
-            "max_output_tokens": call["max_output_tokens"], "cost_max": call["cost_max"],
-            "cost": call["cost"], "sent_at": _iso(call["sent_at"]), "settled_at": _iso(call["settled_at"]),
-            "reason": call["reason"]}
-
-
-def _bound(calls: list[dict]) -> float | None:
-    """The most these calls may have cost: a discarded answer at its price, the rest at their
-    bound; None when any of them has no known price."""
-    total = 0.0
-    for c in calls:
-        value = c["cost"] if c["state"] == "discarded" else c["cost_max"]
-        if value is None:
-            return None
-        total += value
-    return round(total, 10)
-
-
-def _unconfirmed_view(by_provider: dict[str, dict]) -> dict:
-    calls = sum(v["calls"] for v in by_provider.values())
-    unknown = any(v["cost_max"] is None for v in by_provider.values())
-    return {"calls": calls, "cost_max": None if unknown else round(sum(v["cost_max_known"] for v in
-                                                                       by_provider.values()), 10),
-            "cost_max_known": round(sum(v["cost_max_known"] for v in by_provider.values()), 10),
-            "by_provider": {k: {"calls": v["calls"], "cost_max": v["cost_max"]} for k, v in by_provider.items()}}
-
-
-def _step_warnings(md: dict, params: dict) -> list[str]:
-    """What a user must know about a step that completed: said where its row is shown."""
-    warnings = []
-    if md.get("finish_reason") == "length":
-        limit = params.get("max_tokens") if isinstance(params, dict) else None
-        limit = f" ({limit:,} tokens)" if isinstance(limit, int) and not isinstance(limit, bool) else ""
-        warnings.append(f"cut at max_tokens{limit}: the answer is incomplete")
-    elif md.get("finish_reason") == "content_filter":
-        why = md.get("provider_finish_reason") or "finish_reason: content_filter"
-        warnings.append(f"stopped by the provider's content filter ({why}): the answer is empty or incomplete")
-    return warnings
 
 
 def _check_budget(budget_usd: Any) -> None:
@@ -797,88 +456,3 @@ def _check_budget(budget_usd: Any) -> None:
         raise BadRequest("budget_usd: expected a non-negative number of US dollars (not nan or inf)", field="budget_usd")
 
 
-_SUFFIX_TYPES = {".html": "text/html", ".htm": "text/html", ".xhtml": "application/xhtml+xml", ".md": "text/markdown",
-                 ".markdown": "text/markdown", ".txt": "text/plain", ".text": "text/plain", ".json": "application/json"}
-# Where a page declares its encoding: <meta charset>, <meta http-equiv content="...; charset=...">, or an
-# XML declaration. Browsers look in the first 1024 bytes (the HTML standard's prescan).
-_PRESCAN_BYTES = 1024
-_META_CHARSET = re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
-_XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)""", re.I)
-# Labels the HTML standard maps elsewhere: Latin-1 and ASCII mean windows-1252; a UTF-16 label in a
-# page that was read as bytes cannot be right, so it means UTF-8; UTF-7 is not decoded at all.
-_CHARSET_ALIASES = {"iso-8859-1": "cp1252", "iso8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252",
-                    "l1": "cp1252", "us-ascii": "cp1252", "ascii": "cp1252", "iso_8859-1": "cp1252",
-                    "utf-16": "utf-8", "utf-16le": "utf-8", "utf-16be": "utf-8", "utf-7": None, "utf7": None}
-
-
-def read_input_file(path: str, *, limit: int = MAX_CONTENT_BYTES) -> tuple[str, str]:
-    """Content and a content type guessed from the file name.
-
-    The size is checked before the file is read: a regular file over `limit` is refused
-    from its stat; anything else (a pipe, a device such as /dev/zero) is read up to
-    limit + 1 bytes and refused past the limit.
-    """
-    import stat as stat_
-
-    p = Path(path)
-    try:
-        with open(p, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if stat_.S_ISREG(st.st_mode) and st.st_size > limit:
-                raise BadRequest(f"{path}: {st.st_size} bytes is over the {limit} byte limit", code="too_large")
-            data = fh.read(limit + 1)
-    except FileNotFoundError as exc:
-        raise BadRequest(f"{path}: no such file") from exc
-    except IsADirectoryError as exc:
-        raise BadRequest(f"{path}: is a folder, not a file") from exc
-    except OSError as exc:
-        raise BadRequest(f"{path}: cannot read: {exc.strerror}") from exc
-    if len(data) > limit:
-        raise BadRequest(f"{path}: more than the {limit} byte limit (not a regular file: stopped reading there)",
-                         code="too_large")
-    suffix = p.suffix.lower()
-    ctype = _SUFFIX_TYPES.get(suffix, "text/html")
-    return decode_text(data, html=ctype in ("text/html", "application/xhtml+xml")), ctype
-
-
-def declared_charset(data: bytes) -> str | None:
-    """The Python codec a page's own declaration names, or None (no usable declaration)."""
-    import codecs
-
-    head = data[:_PRESCAN_BYTES]
-    m = _XML_ENCODING.match(head) or _META_CHARSET.search(head)
-    if m is None:
-        return None
-    label = m.group(1).decode("ascii").lower()
-    label = _CHARSET_ALIASES.get(label, label)
-    if label is None:
-        return None
-    try:
-        info = codecs.lookup(label)
-    except LookupError:
-        return None
-    return info.name if getattr(info, "_is_text_encoding", True) else None
-
-
-def decode_text(data: bytes, *, html: bool = False) -> str:
-    """Bytes to text without letting one bad byte change how the rest reads.
-
-    A byte-order mark wins, then (for HTML) the page's declared charset; otherwise UTF-8,
-    with a bad byte replaced by U+FFFD. Only a file in which not one non-ASCII sequence is
-    valid UTF-8 is taken for a legacy single-byte file and read as windows-1252.
-    """
-    for bom, codec in ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
-        if data.startswith(bom):
-            return data[len(bom):].decode(codec, errors="replace")
-    if html:
-        codec = declared_charset(data)
-        if codec is not None:
-            return data.decode(codec, errors="replace")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    text = data.decode("utf-8", errors="replace")
-    if not any(ord(ch) > 0x7F and ch != "\ufffd" for ch in text):
-        return data.decode("cp1252", errors="replace")
-    return text

@@ -36,8 +36,7 @@ def host_env(home: Path | str, extra: dict | None = None) -> dict:
     env = dict(os.environ)
     env["HYBRID_ENGINE_HOME"] = str(home)
     env["PYTHONPATH"] = str(ROOT / "host") + os.pathsep + env.get("PYTHONPATH", "")
-    for var in ("OPENAI_API_KEY", "DEEPSEEK_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
-                "HYBRID_ENGINE_TEST_STRAY_PRINT"):
+    for var in ("OPENAI_API_KEY", "DEEPSEEK_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
         env.pop(var, None)
     # The background worker the host starts leaves soon after the test's work is done.
     env.setdefault("HYBRID_ENGINE_WORKER_LINGER_S", "1")

@@ -90,7 +90,9 @@ def test_every_reply_carries_the_host_version(host):
 
 
 def test_a_stray_print_at_startup_goes_to_stderr_never_to_the_pipe(home):
-    with HostClient(home, extra_env={"HYBRID_ENGINE_TEST_STRAY_PRINT": "1"}) as h:
+    env = host_env(home)  # chatty_library/sitecustomize.py prints when the host's transport is imported
+    env["PYTHONPATH"] = str(Path(__file__).parent / "chatty_library") + os.pathsep + env["PYTHONPATH"]
+    with HostClient(home, env=env) as h:
         assert h.call("hello", protocol=1)["protocol"] == 1
         assert h.call("runs.list")["runs"] == []
         h.close()

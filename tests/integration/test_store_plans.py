@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from hybrid_engine import clock
+from hybrid_engine.plans import template_plan
 from hybrid_engine.store import MIGRATIONS, SCHEMA_VERSION, Store
 from hybrid_engine.templates import validate
 
@@ -56,7 +57,7 @@ def test_a_run_is_created_whole_after_another_process_dropped_its_plan(service):
     v1, v2 = chain("c", 3), chain("c", 6)
     service.create_run(v1)  # this process now believes v1's plan is saved
     other = Store(store.path)  # another process saves an edited "c": v1's plan goes
-    other.create_run("r-other", "c", "c", v2.plan(), None, clock.now())
+    other.create_run("r-other", "c", "c", template_plan(v2), None, clock.now())
     other.close()
     run_id = service.create_run(v1)
     assert [r[0] for r in step_rows(store, run_id)] == ["s0", "s1", "s2"]
@@ -77,5 +78,5 @@ def test_a_store_written_at_schema_2_is_upgraded_and_its_runs_kept(he_home):
     assert store.schema_version() == SCHEMA_VERSION
     assert store.run_info("old-run") is not None
     assert store.calls("old-run") == []  # the call journal exists
-    store.create_run("new-run", "c", "c", chain("c", 2).plan(), None, clock.now())
+    store.create_run("new-run", "c", "c", template_plan(chain("c", 2)), None, clock.now())
     assert [r[0] for r in step_rows(store, "new-run")] == ["s0", "s1"]

@@ -11,13 +11,13 @@ from hybrid_engine.identity import CHROME_EXTENSION_ID, FIREFOX_EXTENSION_ID
 
 
 def test_the_types_hello_lists_are_the_types_the_host_serves():
-    from hybrid_engine.host import HANDLERS
+    from hybrid_engine.handlers import HANDLERS
 
     assert list(hostboot.MESSAGE_TYPES) == sorted(HANDLERS)
 
 
 def test_boots_hello_reply_is_the_hosts_hello_reply():
-    from hybrid_engine.host import h_hello
+    from hybrid_engine.handlers import h_hello
 
     boot = hostboot.hello_reply({"id": 7, "type": "hello", "protocol": 1})
     assert boot["id"] == 7 and boot["ok"] is True
@@ -54,5 +54,5 @@ def test_boot_imports_nothing_of_the_host_before_replying():
             "print(sorted(set(sys.modules) - before))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     new = set(eval(out))
-    assert new <= {"__future__", "hybrid_engine", "hybrid_engine.hostboot", "hybrid_engine.identity", "struct",
-                   "_struct"}, new
+    assert new <= {"__future__", "hybrid_engine", "hybrid_engine.hello", "hybrid_engine.hostboot",
+                   "hybrid_engine.identity", "struct", "_struct"}, new

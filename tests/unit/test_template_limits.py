@@ -13,6 +13,7 @@ import pytest
 from hybrid_engine import templates
 from hybrid_engine.errors import TemplateError
 from hybrid_engine.models import MAX_STEPS
+from hybrid_engine.plans import template_plan
 from hybrid_engine.templates import TemplateRegistry, load_file
 
 GOOD = "name: good\nsteps:\n  - {id: a, action: noop}\n"
@@ -128,7 +129,7 @@ def test_a_template_at_the_step_limit_loads(write_template):
 def _validation_peak(data: dict) -> int:
     tracemalloc.start()
     try:
-        templates.validate(data, "chain.json").plan()
+        template_plan(templates.validate(data, "chain.json"))
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -1,0 +1,166 @@
+"""Pages and files as the engine takes them in: content types, metadata, text from bytes.
+
+Shared by the host's capture and estimate, the command line's run, ingest and estimate,
+and the service's ingest: a content type, a metadata object or a file is refused here,
+with what was wrong and where, before any run is created.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from .errors import BadRequest
+
+TYPE_CHECKING = False  # not `typing`'s: importing typing costs the host's runs.list 2 ms
+if TYPE_CHECKING:
+    from typing import Any
+
+CONTENT_TYPES = ("text/html", "text/plain", "text/markdown", "application/xhtml+xml", "application/json")
+# Short names are taken anywhere a MIME type is, and stored as the MIME type.
+CONTENT_TYPE_NAMES = {"text": "text/plain", "html": "text/html", "json": "application/json",
+                      "markdown": "text/markdown"}
+MAX_CONTENT_BYTES = 64 * 1024 * 1024
+
+
+def content_type(value: str | None, *, field: str = "content_type", default: str = "text/html") -> str:
+    """A supported MIME type (parameters such as charset dropped) for a MIME type or a short name."""
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise BadRequest(f"{field}: expected a string such as text/html", field=field)
+    base = value.split(";")[0].strip().lower()
+    base = CONTENT_TYPE_NAMES.get(base, base)
+    if base not in CONTENT_TYPES:
+        raise BadRequest(f"{field}: {value[:80]!r} is not supported (use one of {', '.join(CONTENT_TYPES)}, "
+                         f"or {', '.join(CONTENT_TYPE_NAMES)})", field=field)
+    return base
+
+
+MAX_METADATA_DEPTH = 32  # nesting levels of a capture's or an ingest's metadata (the object itself is 1)
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def nested_deeper(value: Any, limit: int) -> bool:
+    """Whether dicts/lists nest deeper than `limit`, without recursion (no RecursionError on any input)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def parse_metadata(text: str, *, what: str = "--metadata") -> dict:
+    """A JSON object given as text; its nesting is counted before json parses it (which would recurse)."""
+    depth = deepest = 0
+    for ch in re.sub(r"[^\[\]{}]", "", _JSON_STRING.sub("", text)):
+        depth += 1 if ch in "[{" else -1
+        deepest = max(deepest, depth)
+        if deepest > MAX_METADATA_DEPTH:
+            raise BadRequest(f"{what}: nested deeper than {MAX_METADATA_DEPTH} levels")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"{what}: not JSON: {exc.msg} at column {exc.colno}") from exc
+    except RecursionError as exc:  # the count above was fooled somehow: still a clear error
+        raise BadRequest(f"{what}: nested deeper than {MAX_METADATA_DEPTH} levels") from exc
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what}: expected a JSON object")
+    return value
+
+
+
+_SUFFIX_TYPES = {".html": "text/html", ".htm": "text/html", ".xhtml": "application/xhtml+xml", ".md": "text/markdown",
+                 ".markdown": "text/markdown", ".txt": "text/plain", ".text": "text/plain", ".json": "application/json"}
+# Where a page declares its encoding: <meta charset>, <meta http-equiv content="...; charset=...">, or an
+# XML declaration. Browsers look in the first 1024 bytes (the HTML standard's prescan).
+_PRESCAN_BYTES = 1024
+_META_CHARSET = re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
+_XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]+)""", re.I)
+# Labels the HTML standard maps elsewhere: Latin-1 and ASCII mean windows-1252; a UTF-16 label in a
+# page that was read as bytes cannot be right, so it means UTF-8; UTF-7 is not decoded at all.
+_CHARSET_ALIASES = {"iso-8859-1": "cp1252", "iso8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252",
+                    "l1": "cp1252", "us-ascii": "cp1252", "ascii": "cp1252", "iso_8859-1": "cp1252",
+                    "utf-16": "utf-8", "utf-16le": "utf-8", "utf-16be": "utf-8", "utf-7": None, "utf7": None}
+
+
+def read_input_file(path: str, *, limit: int = MAX_CONTENT_BYTES) -> tuple[str, str]:
+    """Content and a content type guessed from the file name.
+
+    The size is checked before the file is read: a regular file over `limit` is refused
+    from its stat; anything else (a pipe, a device such as /dev/zero) is read up to
+    limit + 1 bytes and refused past the limit.
+    """
+    import stat as stat_
+
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if stat_.S_ISREG(st.st_mode) and st.st_size > limit:
+                raise BadRequest(f"{path}: {st.st_size} bytes is over the {limit} byte limit", code="too_large")
+            data = fh.read(limit + 1)
+    except FileNotFoundError as exc:
+        raise BadRequest(f"{path}: no such file") from exc
+    except IsADirectoryError as exc:
+        raise BadRequest(f"{path}: is a folder, not a file") from exc
+    except OSError as exc:
+        raise BadRequest(f"{path}: cannot read: {exc.strerror}") from exc
+    if len(data) > limit:
+        raise BadRequest(f"{path}: more than the {limit} byte limit (not a regular file: stopped reading there)",
+                         code="too_large")
+    suffix = p.suffix.lower()
+    ctype = _SUFFIX_TYPES.get(suffix, "text/html")
+    return decode_text(data, html=ctype in ("text/html", "application/xhtml+xml")), ctype
+
+
+def declared_charset(data: bytes) -> str | None:
+    """The Python codec a page's own declaration names, or None (no usable declaration)."""
+    import codecs
+
+    head = data[:_PRESCAN_BYTES]
+    m = _XML_ENCODING.match(head) or _META_CHARSET.search(head)
+    if m is None:
+        return None
+    label = m.group(1).decode("ascii").lower()
+    label = _CHARSET_ALIASES.get(label, label)
+    if label is None:
+        return None
+    try:
+        info = codecs.lookup(label)
+    except LookupError:
+        return None
+    return info.name if getattr(info, "_is_text_encoding", True) else None
+
+
+def decode_text(data: bytes, *, html: bool = False) -> str:
+    """Bytes to text without letting one bad byte change how the rest reads.
+
+    A byte-order mark wins, then (for HTML) the page's declared charset; otherwise UTF-8,
+    with a bad byte replaced by U+FFFD. Only a file in which not one non-ASCII sequence is
+    valid UTF-8 is taken for a legacy single-byte file and read as windows-1252.
+    """
+    for bom, codec in ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
+        if data.startswith(bom):
+            return data[len(bom):].decode(codec, errors="replace")
+    if html:
+        codec = declared_charset(data)
+        if codec is not None:
+            return data.decode(codec, errors="replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    text = data.decode("utf-8", errors="replace")
+    if not any(ord(ch) > 0x7F and ch != "\ufffd" for ch in text):
+        return data.decode("cp1252", errors="replace")
+    return text
+
+
+__all__ = ["CONTENT_TYPES", "CONTENT_TYPE_NAMES", "MAX_CONTENT_BYTES", "MAX_METADATA_DEPTH", "content_type",
+           "declared_charset", "decode_text", "nested_deeper", "parse_metadata", "read_input_file"]
