@@ -383,13 +383,17 @@ class Host:
                 return
 
     def _settings_ok(self) -> bool:
-        """A worker started with a bad config.toml or keys.json would only exit again: until
-        the file is fixed, captures wait queued and host.status, spend and estimate say why."""
+        """A worker started with a bad config.toml or keys.json (or a worker.lock that is not a
+        file) would only exit again: until the file is fixed, captures wait queued and
+        host.status, spend and estimate say why."""
+        from . import worker
         from .config import ConfigError
         from .handlers import check_settings
 
         try:
             check_settings()
+            worker.lock().check()
+            worker.linger_s()  # HYBRID_ENGINE_WORKER_LINGER_S, which a worker reads at start
         except ConfigError as exc:
             if self.config_problem != str(exc):
                 log.warning("no step starts until this is fixed: %s", exc)
