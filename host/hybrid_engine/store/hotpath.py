@@ -7,8 +7,8 @@ unblocks are one transaction ("continuation"): a chain costs about one commit pe
 step. Step outputs are written once, when the step completes: a 5 MB page is never
 rewritten by a status change.
 
-Every statement here runs once per step or per link of a chain: measured with
-`bash bench/run engine_overhead` against the floor of one SQLite commit per step.
+Most of what is here runs at every step or every link of a chain: a change to it is
+measured with `bash bench/run engine_overhead` (ratios to one SQLite commit per step).
 """
 
 from __future__ import annotations

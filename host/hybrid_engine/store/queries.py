@@ -1,5 +1,6 @@
-"""Read-side queries: run summaries and documents, outputs, logs, costs, spend, the call
-journal's unconfirmed and estimated figures. None of them writes; none takes the write lock.
+"""Read-side queries: run summaries and rows, outputs, logs, costs and spend (exact,
+estimated, unpriced), the call journal's calls that may have been billed. None of them
+writes, so none waits for another process's write lock.
 """
 
 from __future__ import annotations
