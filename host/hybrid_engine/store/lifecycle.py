@@ -267,8 +267,19 @@ class RunLifecycle(HotPath):
             return len(rows)
 
     def delete_run(self, run_id: str) -> bool:
+        """The run and all it holds, except what it spent (see deleted_spend)."""
         with self.transaction():
-            return self.conn.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount > 0
+            c = self.conn
+            c.execute("INSERT INTO deleted_spend (kind, provider, model, at, cost, estimated)"
+                      " SELECT 'step', provider, model, ended_at, cost, COALESCE(CASE WHEN json_valid(metadata)"
+                      " THEN json_extract(metadata, '$.cost_estimated') END, 0) = 1 FROM steps"
+                      " WHERE run_id = ? AND status = 'COMPLETED' AND (cost IS NOT NULL OR price_unknown = 1)",
+                      (run_id,))
+            c.execute("INSERT INTO deleted_spend (kind, provider, model, at, cost)"
+                      " SELECT 'call', provider, model, sent_at, CASE WHEN state = 'discarded' THEN cost"
+                      " ELSE cost_max END FROM calls WHERE run_id = ? AND state IN ('sent', 'unconfirmed', 'discarded')",
+                      (run_id,))
+            return c.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount > 0
 
     # ---- capture de-duplication ---------------------------------------------
     # The extension re-sends a capture that was in flight when the host died, with the same

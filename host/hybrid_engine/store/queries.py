@@ -119,26 +119,40 @@ class Queries(StoreFile):
         return self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM steps WHERE run_id = ? AND status = 'COMPLETED'",
                                  (run_id,)).fetchone()[0]
 
+    def _summed(self, sql: str, deleted_sql: str, since: float) -> dict:
+        """Per-key sums over the live steps and the deleted runs' spend alike."""
+        out: dict = {}
+        for key, value in (self.conn.execute(sql, (since,)).fetchall()
+                           + self.conn.execute(deleted_sql, (since,)).fetchall()):
+            out[key or "unknown"] = out.get(key or "unknown", 0) + value
+        return out
+
     def spend_since(self, since: float) -> dict[str, float]:
         """Known cost of completed model steps since a time, per provider."""
-        return {r[0] or "unknown": r[1] for r in self.conn.execute(
+        return self._summed(
             "SELECT provider, SUM(cost) FROM steps WHERE cost IS NOT NULL AND ended_at >= ? AND status = 'COMPLETED'"
-            " GROUP BY provider", (since,))}
+            " GROUP BY provider",
+            "SELECT provider, SUM(cost) FROM deleted_spend WHERE kind = 'step' AND at >= ? AND cost IS NOT NULL"
+            " GROUP BY provider", since)
 
     def estimated_since(self, since: float) -> dict[str, float]:
         """The part of spend_since priced from our own token count (the provider's usage was
         missing or impossible), per provider: spend counts it and says it is estimated."""
-        return {r[0] or "unknown": r[1] for r in self.conn.execute(
+        return self._summed(
             "SELECT provider, SUM(cost) FROM steps WHERE cost IS NOT NULL AND ended_at >= ? AND status = 'COMPLETED'"
             " AND CASE WHEN json_valid(metadata) THEN json_extract(metadata, '$.cost_estimated') END = 1"
-            " GROUP BY provider", (since,))}
+            " GROUP BY provider",
+            "SELECT provider, SUM(cost) FROM deleted_spend WHERE kind = 'step' AND at >= ? AND cost IS NOT NULL"
+            " AND estimated = 1 GROUP BY provider", since)
 
     def unpriced_since(self, since: float) -> dict[str, int]:
         """Completed model steps since a time whose price is unknown, per model: spend cannot
         count them, so it says how many there are rather than let them pass for $0."""
-        return {r[0] or "unknown": r[1] for r in self.conn.execute(
+        return self._summed(
             "SELECT model, COUNT(*) FROM steps WHERE price_unknown = 1 AND ended_at >= ? AND status = 'COMPLETED'"
-            " GROUP BY model", (since,))}
+            " GROUP BY model",
+            "SELECT model, COUNT(*) FROM deleted_spend WHERE kind = 'step' AND at >= ? AND cost IS NULL"
+            " GROUP BY model", since)
 
     # ---- the call journal ----------------------------------------------------
 
@@ -153,13 +167,20 @@ class Queries(StoreFile):
         if run_id is not None:
             where += " AND run_id = ?"
             args.append(run_id)
+        rows = self.conn.execute(
+            "SELECT provider, COUNT(*), SUM(CASE WHEN state = 'discarded' THEN cost ELSE cost_max END),"
+            " SUM(CASE WHEN state = 'discarded' THEN cost IS NULL ELSE cost_max IS NULL END)"
+            f" FROM calls WHERE {where} GROUP BY provider", args).fetchall()
+        if run_id is None:
+            rows += self.conn.execute("SELECT provider, COUNT(*), SUM(cost), SUM(cost IS NULL) FROM deleted_spend"
+                                      " WHERE kind = 'call' AND at >= ? GROUP BY provider", (since,)).fetchall()
         out: dict[str, dict] = {}
-        for provider, n, bound, unknown in self.conn.execute(
-                "SELECT provider, COUNT(*), SUM(CASE WHEN state = 'discarded' THEN cost ELSE cost_max END),"
-                " SUM(CASE WHEN state = 'discarded' THEN cost IS NULL ELSE cost_max IS NULL END)"
-                f" FROM calls WHERE {where} GROUP BY provider", args):
-            out[provider or "unknown"] = {"calls": n, "cost_max": None if unknown else (bound or 0.0),
-                                          "cost_max_known": bound or 0.0, "unpriced": unknown or 0}
+        for provider, n, bound, unknown in rows:
+            v = out.setdefault(provider or "unknown", {"calls": 0, "cost_max_known": 0.0, "unpriced": 0})
+            v["calls"] += n
+            v["cost_max_known"] += bound or 0.0
+            v["unpriced"] += unknown or 0
+            v["cost_max"] = None if v["unpriced"] else v["cost_max_known"]
         return out
 
     def unconfirmed_cost(self, since: float = 0.0, run_id: str | None = None) -> float:

@@ -164,6 +164,22 @@ MIGRATIONS: list[str] = [
     CREATE INDEX calls_step ON calls(run_id, step_id);
     CREATE INDEX calls_open ON calls(sent_at) WHERE state IN ('sent', 'unconfirmed');
     """,
+    # 5: what a deleted run spent. Deleting a run removes its steps and its journal, not the
+    # money: the day's and the month's spend and their budgets keep counting its completed
+    # model steps ('step': cost, NULL when the price is unknown) and its calls without a
+    # recorded answer ('call': the bound, or the cost of one answered after its step was
+    # taken over; a call still in flight when its run was deleted counts as unconfirmed).
+    """
+    CREATE TABLE deleted_spend (
+        kind      TEXT NOT NULL,
+        provider  TEXT,
+        model     TEXT,
+        at        REAL NOT NULL,
+        cost      REAL,
+        estimated INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX deleted_spend_at ON deleted_spend(kind, at);
+    """,
 ]
 
 INLINE_OUTPUT_MAX = 8192
