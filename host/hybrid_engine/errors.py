@@ -9,6 +9,7 @@
      +-- BudgetExceeded    budget_exceeded a step would cross a budget
      +-- ConflictError     conflict        the request contradicts the current state
      +-- StoreError        store_unavailable  engine.db cannot be opened or used (names the file and the fix)
+          +-- StoreBusy      store_unavailable  another process held the write lock past the busy timeout
           +-- StoreCorrupt   store_corrupt    not a database, damaged, truncated, or an empty file
           +-- StoreReadOnly  store_read_only  the file or its folder cannot be written
           +-- StoreFull      store_full       the disk that holds it is full
@@ -71,6 +72,12 @@ class StoreError(HybridEngineError):
     """The database file cannot serve: the message names the file and what the user can do."""
 
     code = "store_unavailable"
+
+
+class StoreBusy(StoreError):
+    """Another process held the write lock past the busy timeout. Nothing was written (the
+    transaction rolled back), so the caller may keep what it meant to write and try again.
+    Its code is StoreError's: to the extension and the CLI a busy store is an unavailable one."""
 
 
 class StoreCorrupt(StoreError):

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import random
-import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -21,7 +20,8 @@ from typing import Any, Callable
 from . import clock, dag, procs, recovery
 from .adapters import SPECS, load_action
 from .adapters.base import CallNotSent, StepContext, StepResult, SyncAction
-from .errors import PermanentStepError, StepBudgetExceeded, StepError, TransientStepError
+from .errors import (PermanentStepError, StepBudgetExceeded, StepError, StoreCorrupt, StoreError,
+                     TransientStepError)
 from .store import Claimed, ClaimRequest, Outcome, Store
 
 log = logging.getLogger(__name__)
@@ -140,10 +140,14 @@ class Executor:
             if outcomes or store.has_ready(now):
                 try:
                     applied, claimed = store.settle(outcomes, req, now)
-                except sqlite3.OperationalError as exc:
-                    # Busy or locked past the timeout: nothing was written (the transaction rolled
-                    # back), so keep the results and try again rather than lose them.
-                    log.warning("store busy while settling %d step(s): %s; retrying", len(outcomes), exc)
+                except StoreCorrupt:
+                    raise  # a damaged file does not mend by waiting
+                except StoreError as exc:
+                    # Busy past the timeout (StoreBusy), a full disk, a read-only folder: nothing was
+                    # written (the transaction rolled back), so keep the results and try again
+                    # rather than lose them.
+                    log.warning("store unavailable while settling %d step(s): %s; retrying", len(outcomes),
+                                exc.message)
                     self._done = outcomes + self._done
                     await asyncio.sleep(min(2.0, 0.05 * (1 + len(self._done))))
                     continue

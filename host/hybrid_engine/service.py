@@ -155,7 +155,10 @@ class Service:
         line = f"Retry requested at {clock.iso()}"
         if budget_usd is not None:
             line += f" with a run budget of ${budget_usd:.4f}"
-        n = self.store.retry_run(run_id, clock.now(), line, budget_usd=budget_usd)
+        from .adapters import SPECS
+
+        slots = [name for name, spec in SPECS.items() if spec.input_slot]
+        n = self.store.retry_run(run_id, clock.now(), line, budget_usd=budget_usd, slot_actions=slots)
         log.info("run %s: retry re-opened %d steps", run_id, n)
         return self.summary(run_id)
 

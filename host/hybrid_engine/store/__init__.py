@@ -1,0 +1,34 @@
+"""The only code that speaks SQL: the engine's store, one SQLite file.
+
+    schema.py      the tables, their migrations, SQL fragments naming sets of rows
+    records.py     the values that go in and come out (ClaimRequest, Claimed, Outcome, ...)
+    failures.py    what a SQLite or OS failure on the file means (StoreCorrupt, StoreFull, ...)
+    connection.py  opening the file, one connection per thread, transactions (StoreFile)
+    hotpath.py     claim, settle, continuation, leases, the call journal's writes (HotPath)
+    lifecycle.py   create from a plan, slots, external steps, retry, cancel, delete,
+                   recovery's requeue (RunLifecycle)
+    queries.py     summaries, outputs, logs, costs, spend, unconfirmed calls (Queries)
+
+`Store` is those parts put together; callers import everything from here.
+"""
+
+from __future__ import annotations
+
+from ..errors import StoreBusy, StoreCorrupt, StoreError, StoreFull, StoreReadOnly
+from .failures import query_error, store_error
+from .hotpath import HANDED_OVER
+from .lifecycle import RunLifecycle
+from .queries import Queries
+from .records import Claimed, ClaimRequest, NewStep, Outcome, RunningRow, RunPlan, decode_dependents, encode_dependents
+from .schema import ACTIVE_RUNS, INLINE_OUTPUT_MAX, MIGRATIONS, OPEN_STATUSES, SCHEMA_VERSION
+
+
+class Store(RunLifecycle, Queries):
+    """One engine.db: `Store(path)` opens it (or makes it) and raises a StoreError naming
+    the file and the fix when it cannot."""
+
+
+__all__ = ["ACTIVE_RUNS", "HANDED_OVER", "INLINE_OUTPUT_MAX", "MIGRATIONS", "OPEN_STATUSES", "SCHEMA_VERSION",
+           "ClaimRequest", "Claimed", "NewStep", "Outcome", "RunPlan", "RunningRow", "Store", "StoreBusy",
+           "StoreCorrupt", "StoreError", "StoreFull", "StoreReadOnly", "decode_dependents", "encode_dependents",
+           "query_error", "store_error"]

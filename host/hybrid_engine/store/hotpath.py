@@ -1,0 +1,340 @@
+"""The hot path: claim, settle, continuation, leases, and the call journal's writes.
+
+Claiming is a compare-and-swap UPDATE that bumps the step's epoch; every later
+write by the claimant is conditional on that epoch, so a worker that lost its lease
+cannot overwrite the step's new owner. A completion and the claim of the step it
+unblocks are one transaction ("continuation"): a chain costs about one commit per
+step. Step outputs are written once, when the step completes: a 5 MB page is never
+rewritten by a status change.
+
+Most of what is here runs at every step or every link of a chain: a change to it is
+measured with `bash bench/run engine_overhead` (ratios to one SQLite commit per step).
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # not `typing`'s: importing typing costs the host's first runs.list 2 ms
+if TYPE_CHECKING:
+    from typing import Any, Iterable
+
+from .connection import StoreFile, _Tx
+from .records import Claimed, ClaimRequest, Outcome, _dumps, decode_dependents
+from .schema import ACTIVE_RUNS, INLINE_OUTPUT_MAX
+
+HANDED_OVER = -1  # _release_dependents: the continued step took over the closing count
+
+
+class HotPath(StoreFile):
+    """What the executor does at every step: claim, settle, log, renew its leases, poll the queue."""
+
+    @staticmethod
+    def _place_outputs(outputs: dict | None) -> tuple[str, str | None, int]:
+        """Small outputs go in the step's row, large ones in `outputs`: (json, inline value, ref)."""
+        data = _dumps(outputs if outputs is not None else {})
+        if len(data) <= INLINE_OUTPUT_MAX:
+            return data, data, 0
+        return data, None, 1
+
+    def _write_large_outputs(self, run_id: str, step_id: str, data: str) -> None:
+        """Written once, after the step's own row was won: never rewritten by a status change."""
+        self.conn.execute("INSERT OR REPLACE INTO outputs (run_id, step_id, data) VALUES (?,?,?)",
+                          (run_id, step_id, data))
+
+    # ---- claiming and settling ---------------------------------------------
+
+    _CLAIM_COLS = ("rowid, run_id, step_id, action, provider, params, dependents, epoch, attempts, error_count,"
+                   " crash_count, max_retries, timeout_s, carried")
+
+    _CLAIM_SET = ("status = 'RUNNING', owner = ?, owner_pid = ?, owner_start = ?, owner_host = ?, epoch = epoch + 1,"
+                  " lease_until = ?, attempts = attempts + 1, started_at = ?, ended_at = NULL")
+
+    # A chain link: read the one dependent, then either count the finished dependency or
+    # claim it by rowid. (A single UPDATE ... RETURNING did both, but SQLite's RETURNING
+    # costs more than this SELECT: ~1 us of a ~30 us chain step.)
+    _CHAIN_NEXT = f"SELECT waiting_on, {_CLAIM_COLS} FROM steps WHERE run_id = ? AND step_id = ? AND status = 'PENDING'"
+    _CLAIM_ROW = f"UPDATE steps SET {_CLAIM_SET}, waiting_on = 0, carried = carried + ? WHERE rowid = ?"
+
+    def _claim(self, req: ClaimRequest, now: float, tx: _Tx) -> list[Claimed]:
+        if req.limit <= 0 and not req.inline_limit:
+            return []
+        where = "status = 'QUEUED' AND due_at <= ?"
+        args: list[Any] = [now]
+        ex_a, ex_p = list(req.exclude_actions), list(req.exclude_providers)
+        if ex_a:
+            where += f" AND action NOT IN ({','.join('?' * len(ex_a))})"
+            args += ex_a
+        if ex_p:
+            where += f" AND (provider IS NULL OR provider NOT IN ({','.join('?' * len(ex_p))}))"
+            args += ex_p
+        sql = (f"UPDATE steps SET {self._CLAIM_SET} WHERE rowid IN"
+               f" (SELECT rowid FROM steps WHERE {where} ORDER BY due_at LIMIT ?) RETURNING {self._CLAIM_COLS}")
+        head = [req.owner, req.pid, req.start, req.host, req.lease_until, now]
+        rows = self.conn.execute(sql, [*head, *args, req.limit]).fetchall()
+        if len(rows) == req.limit and req.inline_limit > 0 and req.inline_actions:
+            marks = ",".join("?" * len(req.inline_actions))
+            rows += self.conn.execute(
+                f"UPDATE steps SET {self._CLAIM_SET} WHERE rowid IN (SELECT rowid FROM steps WHERE {where}"
+                f" AND action IN ({marks}) ORDER BY due_at LIMIT ?) RETURNING {self._CLAIM_COLS}",
+                [*head, *args, *req.inline_actions, req.inline_limit]).fetchall()
+        claimed = [Claimed(*r) for r in rows]
+        for c in claimed:
+            tx.touched.add(c.run_id)
+            tx.started.add(c.run_id)
+        return claimed
+
+    def claim(self, req: ClaimRequest, now: float) -> list[Claimed]:
+        with self.transaction() as tx:
+            return self._claim(req, now, tx)
+
+    def settle(self, outcomes: list[Outcome], req: ClaimRequest | None, now: float) -> tuple[list[bool], list[Claimed]]:
+        """Apply outcomes and claim the next batch, all in one commit.
+
+        A dependent that a completion makes ready is claimed on the spot when the
+        request has room for it ("continuation"): a chain then costs one commit per
+        step and never passes through the queue. Returns, per outcome, whether it was
+        applied (False: the lease was lost and another owner has the step), and the
+        newly claimed steps.
+        """
+        with self.transaction() as tx:
+            claimed: list[Claimed] = []
+            room = [req.limit if req is not None else 0]
+            applied = [self._apply(o, tx, req, room, claimed) for o in outcomes]
+            if req is not None and (room[0] > 0 or req.inline_limit) and (not claimed or req.probe_queue and self.conn.execute(
+                    "SELECT 1 FROM steps WHERE status = 'QUEUED' AND due_at <= ? LIMIT 1", (now,)).fetchone()):
+                req.limit = room[0]
+                claimed += self._claim(req, now, tx)
+            return applied, claimed
+
+    _COMPLETE = (
+        "UPDATE steps SET status = 'COMPLETED', outputs = ?, outputs_ref = ?, ended_at = ?, duration_ms = ?,"
+        " metadata = ?, model = ?, provider = COALESCE(?, provider), tokens = ?, prompt_tokens = ?,"
+        " completion_tokens = ?, cost = ?, price_unknown = ?, error = NULL, error_code = NULL, owner = NULL,"
+        " lease_until = NULL WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'")
+    # The same for a step without metadata (deterministic actions): the NULLs are literals,
+    # which saves binding eight parameters on every link of a chain (~1.5 us of ~30).
+    _COMPLETE_PLAIN = (
+        "UPDATE steps SET status = 'COMPLETED', outputs = ?, outputs_ref = ?, ended_at = ?, duration_ms = ?,"
+        " metadata = NULL, model = NULL, tokens = NULL, prompt_tokens = NULL, completion_tokens = NULL,"
+        " cost = NULL, price_unknown = 0, error = NULL, error_code = NULL, owner = NULL, lease_until = NULL"
+        " WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'")
+
+    def _apply(self, o: Outcome, tx: _Tx, req: ClaimRequest | None = None, room: list | None = None,
+               claimed: list | None = None) -> bool:
+        c = self.conn
+        cl = o.claim
+        duration_ms = int(round((o.ended_at - o.started_at) * 1000))
+        kind = o.kind
+        if o.call_id is not None:
+            self._settle_call(o)
+        if kind == "completed":
+            md = o.metadata
+            data, inline, ref = self._place_outputs(o.outputs)
+            if md:
+                if "cost" in md or "model" in md or "tokens" in md:
+                    cost = md.get("cost")
+                    billing = (md.get("model"), md.get("provider"), md.get("tokens"), md.get("prompt_tokens"),
+                               md.get("completion_tokens"), cost,
+                               1 if (md.get("price_unknown") or ("cost" in md and cost is None)) else 0)
+                else:
+                    billing = (None, None, None, None, None, None, 0)
+                cur = c.execute(self._COMPLETE, (inline, ref, o.ended_at, duration_ms, _dumps(md), *billing,
+                                                 cl.rowid, cl.epoch))
+            else:
+                cur = c.execute(self._COMPLETE_PLAIN, (inline, ref, o.ended_at, duration_ms, cl.rowid, cl.epoch))
+            if cur.rowcount == 0:
+                return False  # the lease was lost: nothing of ours is written, the winner's outputs stay
+            if ref:
+                self._write_large_outputs(cl.run_id, cl.step_id, data)
+            if o.log:
+                self._log(cl.run_id, cl.step_id, o.ended_at, o.log)
+            if not cl.dependents or self._release_dependents(
+                    cl.run_id, cl.dependents, o.ended_at, tx, req, room, claimed, cl.carried + 1) != HANDED_OVER:
+                tx.close(cl.run_id, 1 + cl.carried)
+            # else: the step that continues this chain carries the count; the run's row is not
+            # written at every link of a chain.
+            return True
+        if kind == "retry":
+            cur = c.execute(
+                "UPDATE steps SET status = 'QUEUED', due_at = ?, error = ?, error_code = ?, ended_at = ?,"
+                " duration_ms = ?, error_count = error_count + 1, owner = NULL, lease_until = NULL"
+                " WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'",
+                (o.due_at, o.error, o.error_code, o.ended_at, duration_ms, cl.rowid, cl.epoch))
+            if cur.rowcount and o.log:
+                self._log(cl.run_id, cl.step_id, o.ended_at, o.log)
+        elif kind == "released":
+            # Handed back at shutdown: to the queue at once, the attempt not counted.
+            cur = c.execute(
+                "UPDATE steps SET status = 'QUEUED', due_at = ?, attempts = MAX(attempts - 1, 0), owner = NULL,"
+                " lease_until = NULL WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'",
+                (o.due_at or o.ended_at, cl.rowid, cl.epoch))
+        elif kind == "failed":
+            md = o.metadata or None
+            cur = c.execute(
+                "UPDATE steps SET status = 'FAILED', error = ?, error_code = ?, ended_at = ?, duration_ms = ?,"
+                " error_count = error_count + 1, metadata = COALESCE(?, metadata), owner = NULL, lease_until = NULL"
+                " WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'",
+                (o.error, o.error_code, o.ended_at, duration_ms, _dumps(md) if md else None, cl.rowid, cl.epoch))
+            if cur.rowcount:
+                if o.log:
+                    self._log(cl.run_id, cl.step_id, o.ended_at, o.log)
+                tx.close(cl.run_id, 1 + cl.carried + self._skip_downstream(cl.run_id, cl.step_id, o.ended_at))
+        else:  # pragma: no cover - programming error
+            raise ValueError(kind)
+        if cur.rowcount == 0:
+            return False
+        tx.touched.add(cl.run_id)
+        return True
+
+    def _settle_call(self, o: Outcome) -> None:
+        """The call's fate, whatever became of the step: an answer whose step was taken over
+        meanwhile (cancelled, recovered) was still billed, so it stays on the record, priced."""
+        c = self.conn
+        if o.call_state == "answered":
+            c.execute("UPDATE calls SET state = CASE WHEN EXISTS (SELECT 1 FROM steps WHERE rowid = ? AND epoch = ?"
+                      " AND status = 'RUNNING') THEN 'answered' ELSE 'discarded' END, cost = ?, settled_at = ?"
+                      " WHERE id = ? AND state IN ('sent', 'unconfirmed')",
+                      (o.claim.rowid, o.claim.epoch, o.call_cost, o.ended_at, o.call_id))
+        else:
+            c.execute("UPDATE calls SET state = ?, settled_at = ?, reason = ? WHERE id = ? AND state = 'sent'",
+                      (o.call_state or "unconfirmed", o.ended_at, o.error, o.call_id))
+
+    # ---- the call journal ----------------------------------------------------
+
+    def journal_call(self, rowid: int, epoch: int, attempt: int, provider: str | None, model: str | None,
+                     prompt_tokens: int | None, max_output_tokens: int | None, cost_max: float | None,
+                     pid: int, now: float) -> int | None:
+        """Record a provider call before it is sent; None when the step is no longer ours (do not send)."""
+        with self.transaction():
+            row = self.conn.execute(
+                "INSERT INTO calls (run_id, step_id, epoch, attempt, provider, model, prompt_tokens,"
+                " max_output_tokens, cost_max, owner_pid, sent_at, state) SELECT run_id, step_id, epoch, ?, ?, ?, ?,"
+                " ?, ?, ?, ?, 'sent' FROM steps WHERE rowid = ? AND epoch = ? AND status = 'RUNNING' RETURNING id",
+                (attempt, provider, model, prompt_tokens, max_output_tokens, cost_max, pid, now, rowid,
+                 epoch)).fetchone()
+            return row[0] if row else None
+
+    def _release_dependents(self, run_id: str, dependents_json: str, now: float, tx: _Tx,
+                            req: ClaimRequest | None = None, room: list | None = None,
+                            claimed: list | None = None, carry: int = 0) -> int:
+        """One dependency of each dependent is done; those with none left are claimed
+        (when `req` has room and their group has no limit) or queued. Returns how many
+        became ready."""
+        c = self.conn
+        deps = decode_dependents(dependents_json)
+        if len(deps) == 1:  # a chain: one statement on one row, no index touched
+            dep_id, action, provider = deps[0]
+            if (req is not None and room[0] > 0 and action not in req.limited_actions
+                    and (provider is None or provider not in req.limited_providers)):
+                row = c.execute(self._CHAIN_NEXT, (run_id, dep_id)).fetchone()
+                if row is None:
+                    return 0
+                if row[0] > 1:
+                    c.execute("UPDATE steps SET waiting_on = waiting_on - 1 WHERE rowid = ?", (row[1],))
+                    return 0
+                c.execute(self._CLAIM_ROW, (req.owner, req.pid, req.start, req.host, req.lease_until, now, carry,
+                                            row[1]))
+                cl = Claimed(*row[1:])
+                cl.epoch += 1
+                cl.attempts += 1
+                cl.carried += carry
+                claimed.append(cl)
+                room[0] -= 1
+                return HANDED_OVER
+            left = c.execute("UPDATE steps SET waiting_on = waiting_on - 1 WHERE run_id = ? AND step_id = ?"
+                             " AND status = 'PENDING' RETURNING waiting_on", (run_id, dep_id)).fetchone()
+            ready = [deps[0]] if left is not None and left[0] <= 0 else []
+        else:
+            c.executemany("UPDATE steps SET waiting_on = waiting_on - 1 WHERE run_id = ? AND step_id = ?"
+                          " AND status = 'PENDING'", [(run_id, d[0]) for d in deps])
+            ready = []
+            for i in range(0, len(deps), 500):
+                chunk = [d[0] for d in deps[i:i + 500]]
+                ready += c.execute(f"SELECT step_id, action, provider FROM steps WHERE run_id = ? AND step_id IN"
+                                   f" ({','.join('?' * len(chunk))}) AND status = 'PENDING' AND waiting_on <= 0",
+                                   (run_id, *chunk)).fetchall()
+        if not ready:
+            return 0
+        take: list[str] = []
+        if req is not None and room[0] > 0:
+            for dep_id, action, provider in ready:
+                if len(take) < room[0] and action not in req.limited_actions and (
+                        provider is None or provider not in req.limited_providers):
+                    take.append(dep_id)
+        if take:
+            rows = c.execute(f"UPDATE steps SET {self._CLAIM_SET} WHERE run_id = ? AND step_id IN"
+                             f" ({','.join('?' * len(take))}) AND status = 'PENDING' RETURNING {self._CLAIM_COLS}",
+                             (req.owner, req.pid, req.start, req.host, req.lease_until, now, run_id, *take)).fetchall()
+            claimed.extend(Claimed(*r) for r in rows)
+            room[0] -= len(rows)
+            tx.started.add(run_id)
+        rest = [d[0] for d in ready if d[0] not in set(take)] if take else [d[0] for d in ready]
+        for i in range(0, len(rest), 500):
+            chunk = rest[i:i + 500]
+            c.execute(f"UPDATE steps SET status = 'QUEUED', due_at = ? WHERE run_id = ? AND step_id IN"
+                      f" ({','.join('?' * len(chunk))}) AND status = 'PENDING'", (now, run_id, *chunk))
+        return len(ready)
+
+    def _skip_downstream(self, run_id: str, step_id: str, now: float) -> int:
+        """Every step downstream of a failed one is SKIPPED (a walk over `dependents`, on failure only)."""
+        rows = self.conn.execute("SELECT step_id, dependents FROM steps WHERE run_id = ?", (run_id,)).fetchall()
+        graph = {sid: [d[0] for d in decode_dependents(deps)] for sid, deps in rows}
+        down, todo = set(), list(graph.get(step_id, ()))
+        while todo:
+            sid = todo.pop()
+            if sid not in down:
+                down.add(sid)
+                todo.extend(graph.get(sid, ()))
+        return self._set_status(run_id, sorted(down), "SKIPPED", "ended_at = ?, error = ?",
+                                (now, f"skipped: upstream step '{step_id}' failed"),
+                                ("PENDING", "QUEUED", "WAITING_FOR_INPUT"))
+
+    def _set_status(self, run_id: str, step_ids: list[str], status: str, extra: str, extra_args: tuple,
+                    only_from: tuple) -> int:
+        changed = 0
+        frm = ",".join(f"'{s}'" for s in only_from)
+        for i in range(0, len(step_ids), 500):
+            chunk = step_ids[i:i + 500]
+            changed += self.conn.execute(
+                f"UPDATE steps SET status = ?, {extra} WHERE run_id = ? AND status IN ({frm}) AND step_id IN"
+                f" ({','.join('?' * len(chunk))})", (status, *extra_args, run_id, *chunk)).rowcount
+        return changed
+
+    def _log(self, run_id: str, step_id: str, ts: float, line: str) -> None:
+        self.conn.execute("INSERT INTO step_logs (run_id, step_id, ts, line) VALUES (?,?,?,?)",
+                          (run_id, step_id, ts, line))
+
+    def append_log(self, run_id: str, step_id: str, ts: float, line: str) -> None:
+        with self.transaction():
+            self._log(run_id, step_id, ts, line)
+
+    # ---- leases and the queue -----------------------------------------------
+
+    def renew_leases(self, held: Iterable[tuple[int, int]], until: float) -> set[tuple[int, int]]:
+        """Extend the leases of the (rowid, epoch) pairs we hold; return those still ours."""
+        kept = set()
+        with self.transaction():
+            c = self.conn
+            for rowid, epoch in held:
+                if c.execute("UPDATE steps SET lease_until = ? WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'",
+                             (until, rowid, epoch)).rowcount:
+                    kept.add((rowid, epoch))
+        return kept
+
+    def open_actions(self) -> list[str]:
+        """Actions that steps of open runs may still run (O(steps of open runs))."""
+        return [r[0] for r in self.conn.execute(
+            f"SELECT DISTINCT action FROM steps WHERE {ACTIVE_RUNS} AND status IN ('PENDING','QUEUED','RUNNING')")]
+
+    def has_queued(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM steps WHERE status = 'QUEUED' LIMIT 1").fetchone() is not None
+
+    def has_running(self) -> bool:
+        return self.conn.execute(f"SELECT 1 FROM steps WHERE {ACTIVE_RUNS} AND status = 'RUNNING' LIMIT 1").fetchone() is not None
+
+    def next_due(self) -> float | None:
+        row = self.conn.execute("SELECT MIN(due_at) FROM steps WHERE status = 'QUEUED'").fetchone()
+        return row[0] if row else None
+
+    def has_ready(self, now: float) -> bool:
+        return self.conn.execute("SELECT 1 FROM steps WHERE status = 'QUEUED' AND due_at <= ? LIMIT 1",
+                                 (now,)).fetchone() is not None

@@ -1,0 +1,138 @@
+"""The values that go into the store and come out of it: rows as Python objects.
+
+Shared by every part of the store and by its callers (the executor builds ClaimRequests
+and Outcomes, models.py builds NewSteps); none of them speaks SQL.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+TYPE_CHECKING = False  # not `typing`'s: importing typing costs the host's first runs.list 2 ms
+if TYPE_CHECKING:
+    from typing import Any, Iterable
+
+from ..states import StepStatus
+
+
+@dataclass
+class NewStep:
+    step_id: str
+    name: str
+    action: str
+    provider: str | None
+    params: dict
+    deps: list[str]
+    status: StepStatus
+    max_retries: int
+    timeout_s: float | None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A template's steps as rows: everything a run needs to execute is in them."""
+
+    rows: list[tuple]
+    queued: list[str]
+    digest: str  # of the rows: names the plan in the store's `plans` table
+
+
+@dataclass(slots=True)
+class Claimed:
+    rowid: int
+    run_id: str
+    step_id: str
+    action: str
+    provider: str | None
+    params: str
+    dependents: str
+    epoch: int
+    attempts: int
+    error_count: int
+    crash_count: int
+    max_retries: int
+    timeout_s: float | None
+    carried: int = 0
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to a claimed step; applied by Store.settle in one transaction."""
+
+    claim: Claimed
+    kind: str  # "completed" | "retry" | "failed" | "released"
+    started_at: float
+    ended_at: float
+    outputs: dict | None = None
+    metadata: dict | None = None
+    error: str | None = None
+    error_code: str | None = None
+    due_at: float | None = None
+    log: str | None = None
+    # The journaled provider call of this attempt, if one was sent, and what became of it:
+    # "answered", "refused" (the provider answered with an error) or "unconfirmed".
+    call_id: int | None = None
+    call_state: str | None = None
+    call_cost: float | None = None
+
+
+@dataclass
+class ClaimRequest:
+    owner: str
+    pid: int
+    start: int | None
+    host: str
+    lease_until: float
+    limit: int
+    exclude_actions: Iterable[str] = ()
+    exclude_providers: Iterable[str] = ()
+    # Groups with a concurrency limit: their steps always go through the queue.
+    limited_actions: frozenset = frozenset()
+    limited_providers: frozenset = frozenset()
+    # Actions that finish on the spot take no concurrency slot: up to `inline_limit` more
+    # of them are claimed in the same batch when `limit` is used up.
+    inline_actions: tuple = ()
+    inline_limit: int = 0
+    # False: when a continuation claimed something, skip looking at the queue this time
+    # (the executor still looks often enough for fairness).
+    probe_queue: bool = True
+
+
+@dataclass
+class RunningRow:
+    rowid: int
+    run_id: str
+    step_id: str
+    owner: str | None
+    owner_pid: int | None
+    owner_start: int | None
+    owner_host: str | None
+    epoch: int
+    lease_until: float | None
+    crash_count: int
+    carried: int = 0
+    provider: str | None = None
+
+
+def encode_dependents(entries: list) -> str:
+    """Step ids, action names and providers never hold spaces or commas (the template schema
+    says so), so a step's dependents fit a string that splits faster than JSON parses: read
+    at every completion."""
+    return ",".join(f"{step} {action} {provider or ''}" for step, action, provider in entries)
+
+
+def decode_dependents(text: str) -> list[tuple[str, str, str | None]]:
+    if not text:
+        return []
+    out = []
+    for entry in text.split(","):
+        step, action, provider = entry.split(" ")
+        out.append((step, action, provider or None))
+    return out
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # json.dumps with options builds one per call
+
+
+def _dumps(value: Any) -> str:
+    return _ENCODER.encode(value)
