@@ -13,6 +13,3 @@ def now() -> float:
 def iso(ts: float | None = None) -> str:
     return datetime.fromtimestamp(time.time() if ts is None else ts, tz=timezone.utc).isoformat(timespec="milliseconds")
 
-
-def parse_iso(value: str) -> float:
-    return datetime.fromisoformat(value).timestamp()

@@ -98,10 +98,6 @@ class Executor:
         self._stop_requested = True
         self.wake()
 
-    @property
-    def inflight_count(self) -> int:
-        return len(self._inflight)
-
     # ---- the loop --------------------------------------------------------------
 
     async def run(self, *, until_idle: bool = False, linger_s: float = 0.0) -> None:

@@ -36,7 +36,7 @@ from ..errors import PermanentStepError, StepError, TransientStepError
 from . import usage as usage_check
 from ..redact import public_url, redact, url_secrets
 from ..settings import load as check_settings
-from .base import AdapterResult, BaseAdapter, StepContext, StepResult
+from .base import Action, StepContext, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ class ClientCache:
 
 # ---- the action ------------------------------------------------------------------------
 
-class ChatAdapter(BaseAdapter):
+class ChatAdapter(Action):
     provider: str = ""  # settings key and metadata["provider"]
     label: str = ""  # how messages name the provider
     needs_key: bool = True
@@ -572,24 +572,6 @@ class ChatAdapter(BaseAdapter):
             "provider_usage": usage_check.record(reply.raw_usage),
             "estimate_tokenizer": est.tokenizer, "prompt_tokens_exact": est.exact_prompt,
         }
-
-    # -- the seed's adapter interface ----------------------------------------------------
-    async def execute(self, prompt: str, **params: Any) -> AdapterResult:
-        ctx = params.pop("ctx", None) or StepContext(run_id="", step_id="", action=self.spec.name,
-                                                     attempt=1)
-        try:
-            result = await self.run({**params, "prompt": prompt}, ctx)
-        except StepError as exc:
-            return AdapterResult(output=None, error=exc.message,
-                                 metadata={**exc.metadata, "error_code": exc.code})
-        return AdapterResult(output=result.outputs.get("text"), metadata=result.metadata)
-
-    def calculate_cost(self, model: str, usage: dict, when=None) -> float | None:
-        return pricing.price(model, self.provider, pricing.Usage(
-            prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
-            completion_tokens=int(usage.get("completion_tokens", 0) or 0),
-            cached_tokens=int(usage.get("cached_tokens", 0) or 0),
-            reasoning_tokens=int(usage.get("reasoning_tokens", 0) or 0)), when).usd
 
 
 def as_int(value: Any) -> int:
