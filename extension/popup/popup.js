@@ -5,11 +5,11 @@
 
 import { api } from "../lib/ext.js";
 import { age, bytes, duration, runCost, statusLabel, tokens, usd, usdBudget } from "../lib/format.js";
+import { RunStatus, StepStatus, isTerminalRun } from "../lib/states.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const OUTPUT_PREVIEW_CHARS = 100000;
-const TERMINAL = new Set(["COMPLETED", "FAILED", "CANCELLED"]);
 const ESTIMATED_TITLE = "Estimated from our own token count: the provider reported no usable token usage";
 
 const timings = (globalThis.__timings = { start: performance.now() });
@@ -466,7 +466,7 @@ async function loadDetail() {
   if (view.detailId !== runId) return;
   view.detailRun = run;
   renderDetail(run);
-  if (TERMINAL.has(run.status) && view.output === null) loadOutput(run);
+  if (isTerminalRun(run.status) && view.output === null) loadOutput(run);
 }
 
 function scheduleDetailReload() {
@@ -535,12 +535,12 @@ function renderDetail(run) {
     tr.dataset.stepId = s.id;
     body.append(tr);
   }
-  const canRetry = run.status === "FAILED" || run.status === "CANCELLED";
+  const canRetry = run.status === RunStatus.FAILED || run.status === RunStatus.CANCELLED;
   view.retryBudget = canRetry ? budgetToGoOn(run) : null;
   $("retry-run").textContent = view.retryBudget ? `Retry with a ${usdBudget(view.retryBudget)} run budget` : "Retry";
   $("retry-run").hidden = !canRetry;
-  $("cancel-run").hidden = TERMINAL.has(run.status);
-  if (!TERMINAL.has(run.status)) $("output-note").textContent = "The output appears when the run completes.";
+  $("cancel-run").hidden = isTerminalRun(run.status);
+  if (!isTerminalRun(run.status)) $("output-note").textContent = "The output appears when the run completes.";
 }
 
 // A provider call that was sent but whose answer was never recorded (its worker died, its run
@@ -566,8 +566,8 @@ function budgetToGoOn(run) {
 function finalStep(run) {
   const steps = run.steps || [];
   const needed = new Set(steps.flatMap((s) => s.dependencies || []));
-  const ends = steps.filter((s) => !needed.has(s.id) && s.status === "COMPLETED");
-  return ends[ends.length - 1] || [...steps].reverse().find((s) => s.status === "COMPLETED") || null;
+  const ends = steps.filter((s) => !needed.has(s.id) && s.status === StepStatus.COMPLETED);
+  return ends[ends.length - 1] || [...steps].reverse().find((s) => s.status === StepStatus.COMPLETED) || null;
 }
 
 async function loadOutput(run) {
@@ -624,7 +624,7 @@ function connectPort() {
       view.runs.set(msg.run.id, { ...(before || {}), ...msg.run });
       renderRuns();
       if (view.detailId === msg.run.id) scheduleDetailReload();
-      if (TERMINAL.has(msg.run.status) && before && !TERMINAL.has(before.status)) refreshSpend();
+      if (isTerminalRun(msg.run.status) && before && !isTerminalRun(before.status)) refreshSpend();
     }
   });
   // The background's service worker may be stopped and restarted: reconnect.

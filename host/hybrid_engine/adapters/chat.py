@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Callable
 
-from .. import pricing, tokens
+from .. import money, pricing, tokens
 from ..config import ConfigError, ProviderSettings, load_config, provider_settings
 from ..errors import PermanentStepError, StepError, TransientStepError
 from . import usage as usage_check
@@ -438,8 +438,7 @@ class ChatAdapter(Action):
                f"up to {est['max_output_tokens']:,} output tokens"
         if est["price_unknown"]:
             return f" This step's price is unknown ({what})."
-        return (f" This step would have cost about ${est['cost_min']:.4f} to "
-                f"${est['cost_max']:.4f} ({what}).")
+        return f" This step would have cost about {money.usd(est['cost_min'])} to {money.usd(est['cost_max'])} ({what})."
 
     def _no_key(self, settings: ProviderSettings, params: dict[str, Any]) -> PermanentStepError:
         est = self._safe_estimate(params)
@@ -511,7 +510,7 @@ class ChatAdapter(Action):
                     f"priced from our own count of {usage.prompt_tokens:,} prompt and "
                     f"{usage.completion_tokens:,} completion tokens, "
                     + ("price unknown" if cost.usd is None else "free (local model)"
-                       if cost.source == "local" else f"about ${cost.usd:.6f} (estimated)"))
+                       if cost.source == "local" else f"about {money.usd(cost.usd)} (estimated)"))
         meta: dict[str, Any] = {
             "provider": self.provider,
             "model": request.model,
