@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import datetime
 from typing import Any, Callable
 
 from . import clock, money, pricing, tokens
@@ -41,13 +40,6 @@ from .errors import PermanentStepError, StepBudgetExceeded, StepError
 log = logging.getLogger(__name__)
 
 UNKNOWN_PRICE_POLICIES = ("refuse", "allow")
-
-
-def period_starts(now: datetime | None = None) -> tuple[float, float]:
-    """Epoch seconds of the start of the local day and the local month."""
-    now = (now or datetime.now()).astimezone()
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    return day.timestamp(), day.replace(day=1).timestamp()
 
 
 def budget_settings(conf: dict) -> tuple[float | None, float | None, str]:
@@ -166,7 +158,7 @@ def budget_guard(store) -> Callable:
             checks.append(("run budget", per_run, (store.run_cost(claim.run_id) or 0.0)
                            + store.unconfirmed_cost(run_id=claim.run_id), claim.run_id))
         if daily is not None or monthly is not None:
-            day_start, month_start = period_starts()
+            day_start, month_start = clock.period_starts()
             if daily is not None:
                 checks.append(("daily budget ([budgets] daily_usd)", daily,
                                sum(store.spend_since(day_start).values()) + store.unconfirmed_cost(day_start), None))
@@ -230,4 +222,4 @@ def budget_guard(store) -> Callable:
     return guard
 
 
-__all__ = ["budget_guard", "budget_settings", "period_starts", "UNKNOWN_PRICE_POLICIES"]
+__all__ = ["budget_guard", "budget_settings", "UNKNOWN_PRICE_POLICIES"]

@@ -26,6 +26,19 @@ def _err(message: str) -> None:
     sys.stderr.write(f"hybrid-engine: {message}\n")
 
 
+def _page_from_file(path: str | None, content_type_arg: str | None) -> tuple[str | None, str | None]:
+    """A page given as --input/--content-file: its text and its content type, --content-type over
+    the one the file's name suggests. The type is checked first, so a typo is reported before a
+    large file is read; without a file, (None, the checked --content-type or None)."""
+    from .service import content_type, read_input_file
+
+    forced = content_type(content_type_arg, field="--content-type") if content_type_arg else None
+    if path is None:
+        return None, forced
+    content, guessed = read_input_file(path)
+    return content, forced or guessed
+
+
 def _age(iso: str | None) -> str:
     if not iso:
         return "-"
@@ -73,17 +86,9 @@ def _check_settings() -> None:
 
 
 def cmd_run(args) -> int:
-    from .service import read_input_file
-
-    from .service import content_type
-
-    forced = content_type(args.content_type, field="--content-type") if args.content_type else None
     svc = _service()
     _check_settings()  # a bad config.toml stops here, before a run is made that nothing would execute
-    content = ctype = None
-    if args.input:
-        content, ctype = read_input_file(args.input)
-        ctype = forced or ctype
+    content, ctype = _page_from_file(args.input, args.content_type)
     result = svc.start(args.template, content=content, source_url=args.source_url, content_type=ctype or "text/html",
                        budget_usd=args.budget)
     run_id = result["run_id"]
@@ -263,14 +268,11 @@ def cmd_export(args) -> int:
 
 def cmd_ingest(args) -> int:
     from .models import ExternalDataRequest
-    from .service import read_input_file
-
-    from .service import content_type, parse_metadata
+    from .service import parse_metadata
 
     metadata = parse_metadata(args.metadata) if args.metadata else {}
-    ctype = content_type(args.content_type, field="--content-type") if args.content_type else None
-    content, guessed = read_input_file(args.content_file)
-    req = ExternalDataRequest(content=content, source_url=args.source_url, content_type=ctype or guessed,
+    content, ctype = _page_from_file(args.content_file, args.content_type)
+    req = ExternalDataRequest(content=content, source_url=args.source_url, content_type=ctype,
                               step_name=args.step_name, metadata=metadata)
     resp = _service().ingest(args.run, req)
     _print_json(resp.model_dump())
@@ -436,15 +438,11 @@ def cmd_keys(args) -> int:
 
 
 def cmd_estimate(args) -> int:
-    from .service import content_type, read_input_file
-
     svc = _service()
     _check_settings()  # a bad price override would otherwise be left out of the figures unsaid
     tpl = svc.template(args.template)
     if args.input:
-        content, ctype = read_input_file(args.input)
-        if args.content_type:
-            ctype = content_type(args.content_type, field="--content-type")
+        content, ctype = _page_from_file(args.input, args.content_type)
     elif tpl.capture_slots:
         raise _bad(f"--input FILE: template '{tpl.name}' takes a page; give one to estimate with")
     else:
