@@ -12,7 +12,16 @@ const params = new URLSearchParams(location.search);
 const OUTPUT_PREVIEW_CHARS = 100000;
 const ESTIMATED_TITLE = "Estimated from our own token count: the provider reported no usable token usage";
 
-const timings = (globalThis.__timings = { start: performance.now() });
+// The moments a person waits for, as User Timing marks named "popup:<moment>" (DevTools'
+// Performance panel shows them; the end-to-end timing test reads them the same way).
+function mark(moment, detail) {
+  performance.mark(`popup:${moment}`, detail === undefined ? undefined : { detail });
+}
+
+function markOnce(moment) {
+  if (!performance.getEntriesByName(`popup:${moment}`).length) mark(moment);
+}
+
 const view = {
   state: null,
   tabId: params.has("tab") ? Number(params.get("tab")) : null,
@@ -28,7 +37,6 @@ const view = {
   spendFor: null,
   retryBudget: null, // the run budget "Retry" offers after the old one stopped a step
 };
-globalThis.__view = view; // read by the end-to-end tests (the full output, timings)
 
 // The host cannot use its database file: say so in plain words before its message, which names
 // the file and the command that fixes it.
@@ -116,7 +124,7 @@ function applyState(state) {
   if (state.runs) {
     for (const r of state.runs) view.runs.set(r.id, { ...(view.runs.get(r.id) || {}), ...r });
     renderRuns();
-    if (timings.runsShownCached === undefined && state.runs.length) timings.runsShownCached = performance.now();
+    if (state.runs.length) markOnce("runs-shown-cached");
   }
   renderLastCapture(state.captures?.[0]);
   $("app").setAttribute("aria-busy", "false");
@@ -165,7 +173,7 @@ async function refreshEstimate() {
     $("page-info").textContent = r.page?.title ? `${r.page.title} · ${bytes(r.page.bytes || 0)}` : "";
     $("page-info").title = r.page?.url || "";
     el.textContent = describeEstimate(r.estimate) + (r.notice ? ` ${r.notice}` : "");
-    timings.estimateShown = performance.now();
+    mark("estimate-shown");
   } catch (err) {
     if (seq !== view.estimateSeq) return;
     el.textContent = `No estimate: ${err.message}`;
@@ -199,11 +207,10 @@ async function sendPage() {
   button.dataset.busy = "true";
   status.dataset.kind = "";
   status.textContent = "Sending…";
-  timings.clicked = performance.now();
+  mark("send-clicked");
   try {
     const r = await call("capture.page", { tabId: view.tabId, template });
-    timings.runCreated = performance.now();
-    timings.lastSend = { captureMs: r.captureMs, sendMs: r.sendMs, totalMs: r.totalMs, bytes: r.bytes, reused: r.reused };
+    mark("run-created", { captureMs: r.captureMs, sendMs: r.sendMs, totalMs: r.totalMs, bytes: r.bytes, reused: r.reused });
     if (r.delivered) {
       status.dataset.kind = "ok";
       status.textContent = `Run started.${r.notice ? ` ${r.notice}` : ""}`;
@@ -338,7 +345,7 @@ async function refreshRuns() {
     const { runs } = await call("runs.list");
     for (const r of runs) view.runs.set(r.id, r);
     renderRuns();
-    if (timings.runsShown === undefined) timings.runsShown = performance.now();
+    markOnce("runs-shown");
   } catch (err) {
     if (!view.runs.size) $("runs-empty").textContent = `Runs unavailable: ${err.message}`;
     $("runs-empty").hidden = view.runs.size > 0;
@@ -578,13 +585,12 @@ async function loadOutput(run) {
   }
   $("output-note").textContent = `Loading the output of ${step.name || step.id}…`;
   try {
-    const started = performance.now();
     const r = await call("runs.output", { run_id: run.id, step_id: step.id });
     const outputs = r.outputs || {};
     const text = typeof outputs.text === "string" ? outputs.text
       : typeof outputs.content === "string" ? outputs.content : JSON.stringify(outputs, null, 2);
     view.output = text;
-    timings.outputMs = performance.now() - started;
+    mark("output-loaded");
     const shown = text.length > OUTPUT_PREVIEW_CHARS ? text.slice(0, OUTPUT_PREVIEW_CHARS) : text;
     $("output").textContent = shown;
     $("output").dataset.length = String(text.length);
