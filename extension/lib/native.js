@@ -1,7 +1,7 @@
-// The one native-messaging port to the `hybrid_engine` host (CONTRACT.md, "Native
-// messaging"): connect, hello, requests with replies matched by id and timeouts, chunked
-// replies reassembled, events handed on, reconnect with backoff after the host exits,
-// and the delivery of captures through the outbox (lib/outbox.js).
+// The one native-messaging port to the `hybrid_engine` host (docs/PROTOCOL.md): connect,
+// hello, requests with replies matched by id and timeouts, chunked replies reassembled,
+// events handed on, reconnect with backoff after the host exits, and the delivery of
+// captures through the outbox (lib/outbox.js).
 //
 // States: "idle" -> "connecting" (port open, hello sent) -> "connected" (hello answered)
 // -> "disconnected" (port gone; a reconnect is scheduled). The last error text the

@@ -548,7 +548,7 @@ def _bad(message: str):
     return BadRequest(message)
 
 
-# ---- native host, registration, diagnosis (issue 4: host.py, install.py) -------------
+# ---- native host, registration, diagnosis (host.py, install.py) ----------------------
 
 def cmd_host(args) -> int:
     from .host import main as host_main
@@ -621,7 +621,6 @@ def cmd_doctor(args) -> int:
         _print_findings(findings)
     return EXIT_FAILED if errors else EXIT_OK
 
-# ---- end of issue 4 commands ----------------------------------------------------------
 
 
 # ---- parser --------------------------------------------------------------------
@@ -717,7 +716,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("provider")
     k = ksub.add_parser("list", help="which providers have a key (never the key)")
     k.add_argument("--json", action="store_true")
-    # ---- native host, registration, diagnosis (issue 4) ----------------------------
+    # ---- native host, registration, diagnosis ---------------------------------------
     sp = add("host", cmd_host, "the native-messaging host (what the browser launches; frames on stdin/stdout)")
     sp.add_argument("caller", nargs=argparse.REMAINDER,
                     help="what the browser passes: chrome-extension://ID/, or a manifest path and an add-on id")
@@ -749,7 +748,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--extension-id", action="append", metavar="ID", help="an id that should be allowed too")
     sp.add_argument("--no-launch", action="store_true", help="skip starting the host to check it answers")
     sp.add_argument("--json", action="store_true")
-    # ---- end of issue 4 -------------------------------------------------------------
     return p
 
 

@@ -1,4 +1,4 @@
-"""Issue 5 acceptance in Chromium: the popup, the context menus, a host that dies or is
+"""The extension in Chromium: the popup, the context menus, a host that dies or is
 missing, and big pages and outputs, against the real host and a fake model on loopback."""
 
 from __future__ import annotations

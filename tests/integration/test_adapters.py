@@ -435,7 +435,7 @@ def test_gemini_max_tokens_reads_as_length_and_keeps_the_raw_reason(fake_provide
     assert any("cut at max_tokens 30" in line for line in logs), logs
 
 
-# ---- side by side, the seed interface, lazy imports ------------------------------------------
+# ---- side by side, lazy imports -------------------------------------------------------------
 
 @pytest.mark.parametrize("action", ["openai_chat", "gemini_chat"])
 def test_calls_run_side_by_side(fake_provider_env, action):

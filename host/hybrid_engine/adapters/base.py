@@ -1,4 +1,4 @@
-"""What the executor needs from an action, and the seed's adapter interface.
+"""What the executor needs from an action.
 
 An action is looked up by name in the registry (adapters/__init__.py) through an
 ActionSpec that is cheap to import: template validation needs names, parameter
