@@ -188,7 +188,8 @@ def budget_guard(store) -> Callable:
             if policy == "allow":
                 store.append_log(claim.run_id, claim.step_id, clock.now(),
                                  f"Price of {model} unknown: started anyway under the {label} of "
-                                 f"{money.usd_budget(limit)} ([budgets] unknown_price = \"allow\"); its cost is not counted")
+                                 f"{money.usd_budget(limit)} ([budgets] unknown_price = \"allow\"); "
+                                 "its cost is not counted")
                 return
             raise StepBudgetExceeded(
                 f"Not started: the price of {model} is unknown, so this step cannot be held to the "

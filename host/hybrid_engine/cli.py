@@ -511,7 +511,8 @@ def cmd_spend(args) -> int:
         _print_json(spend)
         return EXIT_OK
     providers = sorted(set(spend["today_by_provider"]) | set(spend["this_month_by_provider"]))
-    rows = [[p, money.usd(spend["today_by_provider"].get(p, 0.0)), money.usd(spend["this_month_by_provider"].get(p, 0.0))]
+    rows = [[p, money.usd(spend["today_by_provider"].get(p, 0.0)),
+             money.usd(spend["this_month_by_provider"].get(p, 0.0))]
             for p in providers]
     rows.append(["total", money.usd(spend["today"]), money.usd(spend["this_month"])])
     print(_table(["provider", "today", "this month"], rows))
