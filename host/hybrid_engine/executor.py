@@ -8,10 +8,12 @@ model calls run as tasks, CPU-heavy actions in threads.
 The event loop carries model calls that are in flight, so it never waits on SQLite (a
 busy database holds a query for up to the 10 s busy timeout) or on tokenising a prompt:
 the store calls run on the executor's one store thread (in order, so a step's log lines
-land before its result), and a model step's params are rendered and its budget checked
-in a worker thread. One path stays on the loop, because a thread hop per step would cost
-a chain of cheap steps more than its commit: settling the results of inline steps and
-claiming the next ones, when nothing else is waiting for the store thread.
+land before its result), and the steps of a claimed batch that run as tasks have their
+params rendered and their budgets checked in a worker thread, in claim order, before any
+of them starts (as one pass: the budget sees the whole batch, and a fan-out of model
+steps costs one thread hop). One path stays on the loop, because a thread hop per step
+would cost a chain of cheap steps more than its commit: settling the results of inline
+steps and claiming the next ones, when nothing else is waiting for the store thread.
 """
 
 from __future__ import annotations
@@ -90,7 +92,9 @@ class Executor:
         self._task_done = False  # an outcome came from a task: settle it on the store thread
         self._logged = False  # a log line went to the store thread since the last settle
         self._settle_failed = False
-        self._guard_turn: asyncio.Lock | None = None  # one budget check (and reservation) at a time
+        self._guard_turn: asyncio.Lock | None = None  # one batch's budget checks at a time
+        self._to_prepare: list[tuple[Claimed, Any, asyncio.Future]] = []  # claimed tasks awaiting params
+        self._preparers: set[asyncio.Task] = set()
         self._inline_actions = tuple(sorted(name for name, spec in SPECS.items()
                                             if spec.inline and name not in self.limits.per_action))
         self._limited_actions = frozenset(self.limits.per_action)
@@ -176,6 +180,11 @@ class Executor:
                                     outcome.claim.run_id, outcome.claim.step_id)
                 for c in claimed:
                     self._start(c)
+                if self._to_prepare:
+                    batch, self._to_prepare = self._to_prepare, []
+                    preparer = asyncio.create_task(self._prepare(batch), name="prepare-steps")
+                    self._preparers.add(preparer)
+                    preparer.add_done_callback(self._preparers.discard)
                 if self._done or claimed:
                     continue
             if until_idle and not self._inflight and not self._done:
@@ -282,23 +291,38 @@ class Executor:
             self.executed += 1
             return
         timeout = c.timeout_s or spec.default_timeout_s
-        task = asyncio.create_task(self._execute(c, action, ctx, timeout, started),
+        params_ready = self._loop.create_future()
+        self._to_prepare.append((c, action, params_ready))
+        task = asyncio.create_task(self._execute(c, action, params_ready, ctx, timeout, started),
                                    name=f"step:{c.run_id}:{c.step_id}")
         self._inflight[c.rowid] = (c, task)
 
-    async def _prepare(self, c: Claimed, action) -> dict:
-        """The step's params rendered and, for a model step, its budget checked: off the loop,
-        since rendering reads the store and a budget check may tokenise the whole prompt."""
-        if action.spec.provider is None or not self.guards:
-            return await self._off_loop(self._render, c)
-        async with self._guard_turn:  # a check and the reservation it makes are one step
-            return await asyncio.to_thread(self._render_and_guard, c, action)
+    async def _prepare(self, batch: list[tuple[Claimed, Any, asyncio.Future]]) -> None:
+        """Params rendered and budgets checked for a claimed batch, off the loop: rendering
+        reads the store and a budget check may tokenise a whole prompt. One batch at a time,
+        since a check and the reservation it makes must not interleave with another's."""
+        async with self._guard_turn:
+            results = await asyncio.to_thread(self._render_and_guard, batch)
+        for (_, _, params_ready), result in zip(batch, results):
+            if params_ready.done():  # the step was cancelled meanwhile
+                continue
+            if isinstance(result, BaseException):
+                params_ready.set_exception(result)
+            else:
+                params_ready.set_result(result)
 
-    def _render_and_guard(self, c: Claimed, action) -> dict:
-        params = self._render(c)
-        for guard in self.guards:
-            guard(c, params, action)
-        return params
+    def _render_and_guard(self, batch: list[tuple[Claimed, Any, asyncio.Future]]) -> list:
+        results: list = []
+        for c, action, _ in batch:
+            try:
+                params = self._render(c)
+                if action.spec.provider is not None:
+                    for guard in self.guards:
+                        guard(c, params, action)
+                results.append(params)
+            except Exception as exc:  # noqa: BLE001 - becomes the step's error
+                results.append(exc)
+        return results
 
     def _journal_for(self, c: Claimed):
         store, pid = self.store, self.pid
@@ -329,9 +353,10 @@ class Executor:
             store.append_log(*args)
         return log_line
 
-    async def _execute(self, c: Claimed, action, ctx: StepContext, timeout: float, started: float) -> None:
+    async def _execute(self, c: Claimed, action, params_ready: asyncio.Future, ctx: StepContext, timeout: float,
+                       started: float) -> None:
         try:
-            params = await self._prepare(c, action)
+            params = await params_ready
         except asyncio.CancelledError:
             raise  # shutdown releases the step, or whoever took its lease has it
         except Exception as exc:  # noqa: BLE001 - a bad reference, a budget: the step fails unstarted
@@ -477,7 +502,7 @@ class Executor:
     async def _shutdown(self) -> None:
         """Hand unfinished steps back to the queue so another process picks them up now."""
         self._stopping = True
-        tasks = [t for _, t in self._inflight.values() if t is not None]
+        tasks = [t for _, t in self._inflight.values() if t is not None] + list(self._preparers)
         for t in tasks:
             t.cancel()
         if tasks:
