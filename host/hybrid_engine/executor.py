@@ -479,11 +479,11 @@ class Executor:
             await asyncio.sleep(interval)
             try:
                 if self._inflight:
-                    held = await self._off_loop(self.store.renew_leases,
-                                                [(c.rowid, c.epoch) for c, _ in self._inflight.values()],
+                    asked = list(self._inflight.items())  # steps started while we wait were not asked about
+                    held = await self._off_loop(self.store.renew_leases, [(c.rowid, c.epoch) for _, (c, _) in asked],
                                                 clock.now() + self.lease_s)
-                    for rowid, (c, task) in list(self._inflight.items()):
-                        if (c.rowid, c.epoch) not in held:
+                    for rowid, (c, task) in asked:
+                        if (c.rowid, c.epoch) not in held and self._inflight.get(rowid, (None,))[0] is c:
                             log.warning("run %s step %s: lease lost (cancelled or taken over); stopping it",
                                         c.run_id, c.step_id)
                             self._inflight.pop(rowid, None)
