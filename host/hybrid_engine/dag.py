@@ -222,9 +222,11 @@ def render_path(raw: Any, lookup: Callable[[Ref], Any], tag_seed: str | None) ->
     out: list[str] = []
     last_data = -1
     at = 0
-    for m in REF_PATTERN.finditer(raw):
+    budgets = safepath.piece_budgets(raw, REF_PATTERN)
+    for i, m in enumerate(REF_PATTERN.finditer(raw)):
         ref = parse_ref(m.group(1))
-        out += [raw[at:m.start()], safepath.name_piece(lookup(ref))]
+        room = budgets[i] if i < len(budgets) else safepath.MAX_PIECE_BYTES
+        out += [raw[at:m.start()], safepath.name_piece(lookup(ref), room)]
         if ref.kind == "step":
             last_data = len(out) - 1
         at = m.end()

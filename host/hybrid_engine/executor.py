@@ -60,6 +60,9 @@ class Limits:
 
 INLINE_BATCH = 48  # inline steps claimed per commit beyond the concurrency slots
 QUEUE_PROBE_EVERY_S = 0.01  # while a chain continues, how often the queue is still looked at
+# Statuses that a proxy or gateway in between sends when the provider's answer did not reach
+# it in time: the provider may still have run, and billed, the request.
+ANSWER_LOST_STATUSES = frozenset({408, 502, 504})
 
 Guard = Callable[[Claimed, dict, Any], None]  # raises StepBudgetExceeded (or another StepError) to stop a start
 
@@ -463,10 +466,12 @@ class Executor:
 
     def _with_call(self, c: Claimed, exc: BaseException, outcome: Outcome) -> Outcome:
         """A failed attempt that had sent its call: refused when the provider answered with an
-        error status (not billed), else unconfirmed (a timeout or a cut connection may be billed)."""
+        error status (not billed), else unconfirmed (a timeout or a cut connection may be billed,
+        and so may a request whose answer a gateway lost: 408, 502, 504)."""
         call_id = self._calls.pop(c.rowid, None) if self._calls else None
         if call_id is not None:
-            answered = (getattr(exc, "metadata", None) or {}).get("http_status") is not None
+            status = (getattr(exc, "metadata", None) or {}).get("http_status")
+            answered = status is not None and status not in ANSWER_LOST_STATUSES
             outcome.call_id, outcome.call_state = call_id, "refused" if answered else "unconfirmed"
         return outcome
 

@@ -221,7 +221,10 @@ def h_host_status(host: "Host", msg: dict) -> dict:
     host.start_logging()  # so that log_file is known even before the engine has started
     from . import worker
 
-    pid = worker.lock().holder()
+    try:
+        pid = worker.lock().holder()
+    except worker.LockUnusable:  # said in config_error; no worker starts until it is removed
+        pid = None
     return {
         "version": __version__,
         "pid": os.getpid(),
@@ -629,12 +632,16 @@ class Host:
                 return
 
     def _settings_ok(self) -> bool:
-        """A worker started with a bad config.toml or keys.json would only exit again: until
-        the file is fixed, captures wait queued and host.status, spend and estimate say why."""
+        """A worker started with a bad config.toml or keys.json (or a worker.lock that is not a
+        file) would only exit again: until the file is fixed, captures wait queued and
+        host.status, spend and estimate say why."""
+        from . import worker
         from .config import ConfigError
 
         try:
             _check_settings()
+            worker.lock().check()
+            worker.linger_s()  # HYBRID_ENGINE_WORKER_LINGER_S, which a worker reads at start
         except ConfigError as exc:
             if self.config_problem != str(exc):
                 log.warning("no step starts until this is fixed: %s", exc)

@@ -49,9 +49,34 @@ def is_chrome_extension_id(value: str) -> bool:
     return len(value) == 32 and all("a" <= ch <= "p" for ch in value)
 
 
+CHROME_SCHEME = "chrome-extension://"
+
+
 def chrome_origin(extension_id: str) -> str:
     """``chrome-extension://<id>/`` with the trailing slash Chrome requires."""
-    return f"chrome-extension://{extension_id}/"
+    return f"{CHROME_SCHEME}{extension_id}/"
+
+
+def chrome_origin_id(origin: str) -> str | None:
+    """The id in ``chrome-extension://<32 letters a-p>/``, the trailing slash optional; else None.
+
+    Callers that must insist on the slash (a host manifest's allowed_origins, which Chrome
+    compares exactly) check ``origin.endswith("/")`` themselves. Plain string tests, no regex,
+    so the host can check its caller with it before its first reply.
+    """
+    if not origin.startswith(CHROME_SCHEME):
+        return None
+    ext_id = origin[len(CHROME_SCHEME):]
+    if ext_id.endswith("/"):
+        ext_id = ext_id[:-1]
+    return ext_id if is_chrome_extension_id(ext_id) else None
+
+
+def is_gecko_id(value: str) -> bool:
+    """A Firefox add-on id: ``name@domain`` or a ``{uuid}``."""
+    import re
+
+    return re.fullmatch(r"\{[0-9a-fA-F-]{36}\}|[A-Za-z0-9._+-]*@[A-Za-z0-9._-]+", value) is not None
 
 
 # extension_id_from_key(EXTENSION_KEY), spelled out: the host checks its caller before its
@@ -68,4 +93,7 @@ __all__ = [
     "id_from_hex",
     "is_chrome_extension_id",
     "chrome_origin",
+    "chrome_origin_id",
+    "is_gecko_id",
+    "CHROME_SCHEME",
 ]

@@ -4,7 +4,7 @@ output and everything sent to the extension.
 Masked: every key the user gave Hybrid Engine (the key variables it reads, keys.json,
 `api_key` in config.toml), whatever sits in a configured base URL's user:password@ or
 key-like query parameters, anything shaped like a provider key (sk-..., AIza...,
-Bearer ...) and, in any URL or text, user:password@ and `api-key=` / `key=` / `token=` /
+Bearer ..., Basic ...) and, in any URL or text, user:password@ and `api-key=` / `key=` / `token=` /
 `access_token=` style parameters. Mask whole texts, then cut them: half a key, cut at a
 length limit, can no longer be recognised.
 """
@@ -26,7 +26,7 @@ BASE_URL_ENV_VARS = ("OPENAI_BASE_URL", "DEEPSEEK_BASE_URL", "GEMINI_BASE_URL",
 MIN_SECRET_LEN = 6  # shorter values would mask ordinary words
 
 _SHAPES = re.compile(r"(?<![A-Za-z0-9_\-])(?:sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,})"
-                     r"|(?:(?<=Bearer )|(?<=bearer ))[A-Za-z0-9._~+/\-]{8,}=*")
+                     r"|(?:(?<=Bearer )|(?<=bearer )|(?<=Basic )|(?<=basic ))[A-Za-z0-9._~+/\-]{8,}=*")
 _USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.\-]*://)(?P<info>[^/?#\s@\"'<>]+)@", re.IGNORECASE)
 _SECRET_PARAMS = r"(?:x-goog-api-key|api[-_]?key|apikey|key|access[-_]?token|token|auth|password|secret|sig|signature)"
 _PARAM = re.compile(r"(?P<name>(?<![A-Za-z0-9_\-])" + _SECRET_PARAMS + r")(?P<sep>=|%3D)(?P<value>[^&#\s\"'<>,;)]+)",
@@ -63,7 +63,8 @@ def _keys_file_values(path: Path) -> list[str]:
     import json
 
     data = json.loads(path.read_text(encoding="utf-8"))
-    return [v for v in data.values() if isinstance(v, str)] if isinstance(data, dict) else []
+    # Stripped as config.provider_settings strips them: what is sent, and so what is echoed.
+    return [v.strip() for v in data.values() if isinstance(v, str)] if isinstance(data, dict) else []
 
 
 def _config_values(path: Path) -> list[str]:
@@ -76,7 +77,7 @@ def _config_values(path: Path) -> list[str]:
         if not isinstance(table, dict):
             continue
         if isinstance(table.get("api_key"), str):
-            found.append(table["api_key"])
+            found.append(table["api_key"].strip())
         if isinstance(table.get("base_url"), str):
             found.extend(url_secrets(table["base_url"]))
     return found
@@ -117,10 +118,14 @@ def redact(text: str, secrets: list[str] | tuple[str, ...] | None = None) -> str
     if not text:
         return text
     text = str(text)
+    from urllib.parse import quote
+
     extra = [s for s in (secrets or ()) if s and len(s) >= MIN_SECRET_LEN]
     for secret in sorted(set(extra), key=len, reverse=True) + known_secrets():
-        if secret in text:
-            text = text.replace(secret, MASK)
+        # As sent, and as a URL or a log line quotes it (a key with + / = in a query string).
+        for form in (secret, quote(secret, safe="")):
+            if form in text:
+                text = text.replace(form, MASK)
     text = _USERINFO.sub(_mask_userinfo, text)
     text = _PARAM.sub(lambda m: f"{m.group('name')}{m.group('sep')}{MASK}", text)
     return _SHAPES.sub(MASK, text)

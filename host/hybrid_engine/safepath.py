@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Any
 
 MAX_PIECE_BYTES = 100  # a name piece in UTF-8; leaves room for a tag and an extension under 255
+NAME_MAX_BYTES = 255  # one file or folder name, on every file system we run on
 FALLBACK_NAME = "untitled"
 TAG_CHARS = 8  # hex digits of the run-and-step tag: 32 bits, collisions need ~65k same-named runs
 
 SCAN_CHARS = 1000  # of a value, enough to fill a piece; a whole page as a name costs no more
-_WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
-                               *(f"LPT{i}" for i in range(1, 10))})
+_WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"{port}{i}" for port in ("COM", "LPT")
+                                                               for i in [*range(1, 10), *"¹²³"])})
 _SEPARATORS = "/\\" if sys.platform == "win32" else "/"
 
 
@@ -53,25 +54,38 @@ def _text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def name_piece(value: Any) -> str:
+def name_piece(value: Any, max_bytes: int = MAX_PIECE_BYTES) -> str:
     """One file-name component made from untrusted text: never empty, never a path.
 
     Keeps letters and digits of every script, '-', '_' and inner '.'; the rest becomes
     '-'. No leading '.' or '-' (no hidden files, no '..', nothing a shell reads as an
-    option), at most MAX_PIECE_BYTES of UTF-8, and not a name Windows reserves.
+    option), at most `max_bytes` of UTF-8, and not a name Windows reserves.
     """
     text = unicodedata.normalize("NFC", _text(value)[:SCAN_CHARS])
     # Letters, marks and digits of any script, '_', '-' and '.'; anything else (separators,
     # spaces, '~', ':', control and format characters such as bidi overrides) becomes '-'.
     text = "".join(ch if ch in "_-." or unicodedata.category(ch)[0] in "LMN" else "-" for ch in text)
     text = re.sub(r"-{2,}", "-", text).strip(".-")
-    raw = text.encode("utf-8")[:MAX_PIECE_BYTES]
+    raw = text.encode("utf-8")[:max(1, max_bytes)]
     text = raw.decode("utf-8", "ignore").rstrip(".-")
     if not text:
         return FALLBACK_NAME
     if text.split(".", 1)[0].upper() in _WINDOWS_RESERVED:
         text = "_" + text
     return text
+
+
+def piece_budgets(raw: str, refs: re.Pattern) -> list[int]:
+    """Bytes each reference in a path may fill, in order: the references in one name share
+    what is left of NAME_MAX_BYTES after the template's own text and a tag, so three long
+    titles in one name still make a name the file system takes."""
+    budgets: list[int] = []
+    for part in re.split(r"[/\\]", raw):
+        n = len(refs.findall(part))
+        if n:
+            room = NAME_MAX_BYTES - len(refs.sub("", part).encode("utf-8")) - (TAG_CHARS + 1)
+            budgets += [min(MAX_PIECE_BYTES, room // n)] * n
+    return budgets
 
 
 def unique_tag(seed: str) -> str:

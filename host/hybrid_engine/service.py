@@ -784,6 +784,9 @@ def _step_warnings(md: dict, params: dict) -> list[str]:
         limit = params.get("max_tokens") if isinstance(params, dict) else None
         limit = f" ({limit:,} tokens)" if isinstance(limit, int) and not isinstance(limit, bool) else ""
         warnings.append(f"cut at max_tokens{limit}: the answer is incomplete")
+    elif md.get("finish_reason") == "content_filter":
+        why = md.get("provider_finish_reason") or "finish_reason: content_filter"
+        warnings.append(f"stopped by the provider's content filter ({why}): the answer is empty or incomplete")
     return warnings
 
 

@@ -91,8 +91,8 @@ class _Problems:
     def __init__(self) -> None:
         self.items: list[str] = []
 
-    def add(self, where: str, expected: str, value: Any) -> None:
-        self.items.append(f"{where}: expected {expected}, got {_shown(value)}")
+    def add(self, where: str, expected: str, value: Any, shown: Callable[[Any], str] | None = None) -> None:
+        self.items.append(f"{where}: expected {expected}, got {(shown or _shown)(value)}")
 
     def raise_if_any(self) -> None:
         if self.items:
@@ -106,6 +106,30 @@ def _shown(value: Any) -> str:
         return "a list"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _shown_secret(value: Any) -> str:
+    """An api_key is never repeated, whatever its type: the message reaches the log, the
+    terminal, the worker's stderr file and the extension."""
+    if isinstance(value, str):
+        return "an empty string" if not value.strip() else "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return _shown(value) if isinstance(value, (dict, list)) else "a date or time"
+
+
+def _shown_url(value: Any) -> str:
+    """A bad base_url without its credentials: no user:password@ (with or without a scheme)
+    and no query, where a key could sit."""
+    if not isinstance(value, str):
+        return _shown(value)
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        scheme, rest = "", value
+    rest = rest.rsplit("@", 1)[-1].split("?", 1)[0].split("#", 1)[0]
+    return _shown(f"{scheme}{sep}{rest}")
 
 
 def _number(value: Any) -> bool:
@@ -127,13 +151,13 @@ _URL = (lambda v: isinstance(v, str) and v.strip().lower().startswith(("http://"
 
 
 def _get(table: dict, key: str, where: str, check: tuple[Callable[[Any], bool], str],
-         problems: _Problems, default: Any = None) -> Any:
+         problems: _Problems, default: Any = None, shown: Callable[[Any], str] | None = None) -> Any:
     if key not in table:
         return default
     value = table[key]
     ok, expected = check
     if not ok(value):
-        problems.add(f"{where} {key}", expected, value)
+        problems.add(f"{where} {key}", expected, value, shown)
         return default
     return value
 
@@ -182,8 +206,8 @@ def _providers(conf: dict, problems: _Problems) -> dict[str, ProviderConfig]:
             problems.add(where, "a table", value)
             continue
         timeout = _get(value, "timeout_s", where, _POSITIVE, problems)
-        api_key = _get(value, "api_key", where, _TEXT, problems)
-        base_url = _get(value, "base_url", where, _URL, problems)
+        api_key = _get(value, "api_key", where, _TEXT, problems, shown=_shown_secret)
+        base_url = _get(value, "base_url", where, _URL, problems, shown=_shown_url)
         out[name] = ProviderConfig(
             api_key=api_key.strip() if api_key else None,
             base_url=base_url.strip() if base_url else None,

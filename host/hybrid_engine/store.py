@@ -191,6 +191,22 @@ MIGRATIONS: list[str] = [
     CREATE INDEX calls_step ON calls(run_id, step_id);
     CREATE INDEX calls_open ON calls(sent_at) WHERE state IN ('sent', 'unconfirmed');
     """,
+    # 5: what a deleted run spent. Deleting a run removes its steps and its journal, not the
+    # money: the day's and the month's spend and their budgets keep counting its completed
+    # model steps ('step': cost, NULL when the price is unknown) and its calls without a
+    # recorded answer ('call': the bound, or the cost of one answered after its step was
+    # taken over; a call still in flight when its run was deleted counts as unconfirmed).
+    """
+    CREATE TABLE deleted_spend (
+        kind      TEXT NOT NULL,
+        provider  TEXT,
+        model     TEXT,
+        at        REAL NOT NULL,
+        cost      REAL,
+        estimated INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX deleted_spend_at ON deleted_spend(kind, at);
+    """,
 ]
 
 INLINE_OUTPUT_MAX = 8192
@@ -1027,13 +1043,20 @@ class Store:
         if run_id is not None:
             where += " AND run_id = ?"
             args.append(run_id)
+        rows = self.conn.execute(
+            "SELECT provider, COUNT(*), SUM(CASE WHEN state = 'discarded' THEN cost ELSE cost_max END),"
+            " SUM(CASE WHEN state = 'discarded' THEN cost IS NULL ELSE cost_max IS NULL END)"
+            f" FROM calls WHERE {where} GROUP BY provider", args).fetchall()
+        if run_id is None:
+            rows += self.conn.execute("SELECT provider, COUNT(*), SUM(cost), SUM(cost IS NULL) FROM deleted_spend"
+                                      " WHERE kind = 'call' AND at >= ? GROUP BY provider", (since,)).fetchall()
         out: dict[str, dict] = {}
-        for provider, n, bound, unknown in self.conn.execute(
-                "SELECT provider, COUNT(*), SUM(CASE WHEN state = 'discarded' THEN cost ELSE cost_max END),"
-                " SUM(CASE WHEN state = 'discarded' THEN cost IS NULL ELSE cost_max IS NULL END)"
-                f" FROM calls WHERE {where} GROUP BY provider", args):
-            out[provider or "unknown"] = {"calls": n, "cost_max": None if unknown else (bound or 0.0),
-                                          "cost_max_known": bound or 0.0, "unpriced": unknown or 0}
+        for provider, n, bound, unknown in rows:
+            v = out.setdefault(provider or "unknown", {"calls": 0, "cost_max_known": 0.0, "unpriced": 0})
+            v["calls"] += n
+            v["cost_max_known"] += bound or 0.0
+            v["unpriced"] += unknown or 0
+            v["cost_max"] = None if v["unpriced"] else v["cost_max_known"]
         return out
 
     def unconfirmed_cost(self, since: float = 0.0, run_id: str | None = None) -> float:
@@ -1292,8 +1315,19 @@ class Store:
             return len(rows)
 
     def delete_run(self, run_id: str) -> bool:
+        """The run and all it holds, except what it spent (see deleted_spend)."""
         with self.transaction():
-            return self.conn.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount > 0
+            c = self.conn
+            c.execute("INSERT INTO deleted_spend (kind, provider, model, at, cost, estimated)"
+                      " SELECT 'step', provider, model, ended_at, cost, COALESCE(CASE WHEN json_valid(metadata)"
+                      " THEN json_extract(metadata, '$.cost_estimated') END, 0) = 1 FROM steps"
+                      " WHERE run_id = ? AND status = 'COMPLETED' AND (cost IS NOT NULL OR price_unknown = 1)",
+                      (run_id,))
+            c.execute("INSERT INTO deleted_spend (kind, provider, model, at, cost)"
+                      " SELECT 'call', provider, model, sent_at, CASE WHEN state = 'discarded' THEN cost"
+                      " ELSE cost_max END FROM calls WHERE run_id = ? AND state IN ('sent', 'unconfirmed', 'discarded')",
+                      (run_id,))
+            return c.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount > 0
 
     # ---- reading ------------------------------------------------------------
 
@@ -1395,26 +1429,40 @@ class Store:
         return self.conn.execute("SELECT COALESCE(SUM(cost), 0) FROM steps WHERE run_id = ? AND status = 'COMPLETED'",
                                  (run_id,)).fetchone()[0]
 
+    def _summed(self, sql: str, deleted_sql: str, since: float) -> dict:
+        """Per-key sums over the live steps and the deleted runs' spend alike."""
+        out: dict = {}
+        for key, value in (self.conn.execute(sql, (since,)).fetchall()
+                           + self.conn.execute(deleted_sql, (since,)).fetchall()):
+            out[key or "unknown"] = out.get(key or "unknown", 0) + value
+        return out
+
     def spend_since(self, since: float) -> dict[str, float]:
         """Known cost of completed model steps since a time, per provider."""
-        return {r[0] or "unknown": r[1] for r in self.conn.execute(
+        return self._summed(
             "SELECT provider, SUM(cost) FROM steps WHERE cost IS NOT NULL AND ended_at >= ? AND status = 'COMPLETED'"
-            " GROUP BY provider", (since,))}
+            " GROUP BY provider",
+            "SELECT provider, SUM(cost) FROM deleted_spend WHERE kind = 'step' AND at >= ? AND cost IS NOT NULL"
+            " GROUP BY provider", since)
 
     def estimated_since(self, since: float) -> dict[str, float]:
         """The part of spend_since priced from our own token count (the provider's usage was
         missing or impossible), per provider: spend counts it and says it is estimated."""
-        return {r[0] or "unknown": r[1] for r in self.conn.execute(
+        return self._summed(
             "SELECT provider, SUM(cost) FROM steps WHERE cost IS NOT NULL AND ended_at >= ? AND status = 'COMPLETED'"
             " AND CASE WHEN json_valid(metadata) THEN json_extract(metadata, '$.cost_estimated') END = 1"
-            " GROUP BY provider", (since,))}
+            " GROUP BY provider",
+            "SELECT provider, SUM(cost) FROM deleted_spend WHERE kind = 'step' AND at >= ? AND cost IS NOT NULL"
+            " AND estimated = 1 GROUP BY provider", since)
 
     def unpriced_since(self, since: float) -> dict[str, int]:
         """Completed model steps since a time whose price is unknown, per model: spend cannot
         count them, so it says how many there are rather than let them pass for $0."""
-        return {r[0] or "unknown": r[1] for r in self.conn.execute(
+        return self._summed(
             "SELECT model, COUNT(*) FROM steps WHERE price_unknown = 1 AND ended_at >= ? AND status = 'COMPLETED'"
-            " GROUP BY model", (since,))}
+            " GROUP BY model",
+            "SELECT model, COUNT(*) FROM deleted_spend WHERE kind = 'step' AND at >= ? AND cost IS NULL"
+            " GROUP BY model", since)
 
     # ---- capture de-duplication (schema 2; added with the host's `capture` dedupe) ----------
     # Used by Service.capture: look up, then (in the same BEGIN IMMEDIATE) start the run and

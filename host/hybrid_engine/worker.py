@@ -17,9 +17,12 @@ write, so a capture never waits for the next browser start.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 import sys
+import threading
 from pathlib import Path
 
 from . import config
@@ -28,6 +31,13 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = "worker.lock"
 POLL_S = 0.1  # how soon a capture stored by a host is picked up
+LOCK_CHECK_S = 1.0  # how soon a worker whose data folder was deleted stops sending calls
+
+
+class LockUnusable(config.ConfigError):
+    """worker.lock is something other than a regular file (a folder, a link, a pipe): no worker
+    can start until it is removed, and a link is never followed (the pid written into the lock
+    would overwrite the file it points to)."""
 
 
 class WorkerLock:
@@ -40,9 +50,34 @@ class WorkerLock:
         self.path = path
         self._fd: int | None = None
 
+    def _open(self, create: bool) -> int:
+        flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) \
+            | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT if create else 0)
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EMLINK):
+                raise self._unusable() from exc
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise self._unusable()
+        return fd
+
+    def _unusable(self) -> LockUnusable:
+        return LockUnusable(f"{self.path} is not a regular file (a folder, a link or a pipe): "
+                            f"no background worker can start; remove it and it is made again")
+
+    def check(self) -> None:
+        """LockUnusable when the lock file exists and is not a regular file."""
+        try:
+            os.close(self._open(create=False))
+        except FileNotFoundError:
+            pass
+
     def acquire(self) -> bool:
         config.ensure_private_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._open(create=True)
         if not _try_lock(fd):
             os.close(fd)
             return False
@@ -50,6 +85,21 @@ class WorkerLock:
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
         return True
+
+    def still_ours(self) -> bool:
+        """False once the lock file we hold was deleted or replaced (the data folder removed or
+        moved away): our store is then no longer the user's, and another worker may start."""
+        fd = self._fd
+        if fd is None:
+            return True
+        try:
+            on_disk = os.stat(self.path, follow_symlinks=False)
+            own = os.fstat(fd)
+        except FileNotFoundError:
+            return False
+        except OSError:  # an fd just closed by release(), or a passing error: look again later
+            return True
+        return (on_disk.st_dev, on_disk.st_ino) == (own.st_dev, own.st_ino)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -60,7 +110,7 @@ class WorkerLock:
     def holder(self) -> int | None:
         """The pid of the live holder, or None when nobody holds the lock."""
         try:
-            fd = os.open(self.path, os.O_RDWR)
+            fd = self._open(create=False)
         except FileNotFoundError:
             return None
         try:
@@ -192,23 +242,43 @@ def serve(svc, *, linger: float, on_executor=None) -> int:
         log.info("another background worker holds %s; exiting", held.path)
         return 0
     executed = 0
+    current: list = []
+    finished, gone = threading.Event(), threading.Event()
+
+    def watch_lock() -> None:
+        # A deleted data folder leaves this process running on a store nobody can see: every
+        # call it sent from there would be spent and never shown.
+        while not finished.wait(LOCK_CHECK_S):
+            if not held.still_ours():
+                log.warning("%s was deleted or replaced: stopping without sending more calls", held.path)
+                gone.set()
+                for ex in list(current):
+                    ex.stop()
+                return
+
+    threading.Thread(target=watch_lock, name="worker-lock-watch", daemon=True).start()
     try:
-        while True:
+        while not gone.is_set():
             report = svc.recover()
             if report.requeued or report.dead_lettered:
                 log.warning("recovery: requeued %d, dead-lettered %d", len(report.requeued),
                             len(report.dead_lettered))
             ex = svc.make_executor(poll_s=POLL_S)
+            current[:] = [ex]
             if on_executor is not None:
                 on_executor(ex)
+            if gone.is_set():
+                return executed
             asyncio.run(ex.run(until_idle=True, linger_s=linger))
             executed += ex.executed
-            if ex.stopped_by_request:
+            if ex.stopped_by_request or gone.is_set():
                 return executed
             if work_left(svc.store):
                 continue
             held.release()
             if not work_left(svc.store) or not held.acquire():
                 return executed
+        return executed
     finally:
+        finished.set()
         held.release()

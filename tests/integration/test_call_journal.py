@@ -195,3 +195,63 @@ def test_the_host_going_away_mid_call_neither_cuts_nor_repeats_it(fake_provider_
     from hybrid_engine import worker
 
     wait_for(lambda: worker.lock().holder() is None, what="the idle worker to leave")
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_a_gateway_error_after_the_call_was_sent_keeps_the_call_unconfirmed(fake_provider_env, service, cli, status):
+    """A proxy's 502/504 says the answer was lost on the way back, not that the provider
+    refused: the provider may have finished, and billed, the request."""
+    fake_provider_env.script("openai", status=status)
+    run_id = service.create_run(tpl([{**MODEL_STEP, "params": {**MODEL_STEP["params"], "retries": 0}}]))
+    cli("worker", "--until-idle", "--quiet", check=True)
+    m = step(service, run_id)
+    [call] = calls(service, run_id)
+    assert m["status"] == "FAILED" and call["state"] == "unconfirmed"
+    assert m["execution_metrics"]["unconfirmed_calls"] == 1
+    assert service.run_document(run_id)["metrics"]["unconfirmed_cost_max"] == pytest.approx(call["cost_max"])
+
+
+def test_a_background_worker_whose_data_folder_is_deleted_stops_sending_calls(fake_provider_env, he_home, service,
+                                                                              cli):
+    import shutil
+
+    fake = fake_provider_env
+    chain = [{**MODEL_STEP, "id": f"m{i}", "dependencies": [f"m{i - 1}"] if i else []} for i in range(3)]
+    service.create_run(tpl(chain))
+    service.store.close()
+    fake.hold()
+    proc = cli.popen("worker", "--background", "--quiet", "--linger", "0")
+    try:
+        fake.wait_requests(1)
+        shutil.rmtree(he_home)
+        assert proc.wait(60) == 0
+        print("T exit", time.time())  # stopped without waiting for the answer held back
+        fake.release()
+        assert len(fake.requests) == 1
+    finally:
+        fake.release()
+        if proc.poll() is None:
+            kill(proc)
+
+
+def test_deleting_a_run_keeps_what_it_spent_in_spend_and_the_daily_budget(fake_provider_env, service, cli):
+    done = service.create_run(tpl([MODEL_STEP], name="done"))
+    cli("worker", "--until-idle", "--quiet", check=True)
+    cost = step(service, done)["execution_metrics"]["cost"]
+    fake_provider_env.hold()
+    lost = service.create_run(tpl([MODEL_STEP], name="lost"))
+    proc = cli.popen("worker", "--until-idle", "--quiet")
+    try:
+        fake_provider_env.wait_requests(2)
+        kill(proc)
+    finally:
+        fake_provider_env.release()
+    cli("recover", check=True)
+    [call] = calls(service, lost)
+    before = cli.json("spend", "--json")
+    cli("delete", done, check=True)
+    cli("delete", lost, check=True)
+    after = cli.json("spend", "--json")
+    assert cost > 0 and after["today"] == pytest.approx(before["today"]) == pytest.approx(cost)
+    assert after["today_unconfirmed"] == before["today_unconfirmed"]
+    assert after["today_unconfirmed"]["cost_max"] == pytest.approx(call["cost_max"])

@@ -75,3 +75,49 @@ def test_host_executes_queued_work_once_the_bad_setting_is_fixed(he_home, write_
         write_config("[executor]\nconcurrency = 2\n")
         wait_for(lambda: h.call("runs.get", run_id=run_id)["status"] == "COMPLETED", what="the run to complete")
         assert h.call("host.status")["config_error"] is None
+
+
+# ---- worker.lock that is not a file -------------------------------------------------------------
+
+def test_background_worker_never_writes_through_a_worker_lock_that_is_a_symbolic_link(he_home, cli, tmp_path):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n", encoding="utf-8")
+    he_home.mkdir(parents=True, exist_ok=True)
+    (he_home / "worker.lock").symlink_to(precious)
+    proc = cli("worker", "--background", "--linger", "0", timeout=60)
+    assert precious.read_text(encoding="utf-8") == "keep me\n"
+    assert proc.returncode == 2 and "worker.lock" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_host_status_says_why_no_worker_starts_when_worker_lock_is_a_folder(he_home):
+    (he_home / "worker.lock").mkdir(parents=True)
+    with HostClient(he_home) as h:
+        status = wait_for(lambda: (s := h.call("host.status"))["config_error"] and s, what="the engine's verdict")
+        assert "worker.lock" in status["config_error"] and "remove it" in status["config_error"]
+        assert status["worker"]["running"] is False
+        assert h.stdout_problems == []
+
+
+# ---- a bad setting's message never repeats a secret ----------------------------------------------
+
+@pytest.mark.parametrize("url", ["htps://me:hunter2-secret-pw@proxy.example.com/v1?api-key=QUERYSECRET123",
+                                 "me:hunter2-secret-pw@proxy.example.com/v1"])
+def test_a_bad_base_url_is_reported_without_its_credentials(cli, write_config, url):
+    write_config(f'[providers.openai]\nbase_url = "{url}"\n')
+    proc = cli("worker", "--until-idle", timeout=60)
+    assert proc.returncode == 2 and "[providers.openai] base_url" in proc.stderr
+    assert "proxy.example.com" in proc.stderr
+    assert "hunter2-secret-pw" not in proc.stderr and "QUERYSECRET123" not in proc.stderr
+
+
+def test_an_api_key_of_the_wrong_type_is_not_repeated_in_the_error(cli, write_config):
+    write_config("[providers.openai]\napi_key = 987654321012\n")
+    proc = cli("worker", "--until-idle", timeout=60)
+    assert proc.returncode == 2 and "[providers.openai] api_key" in proc.stderr
+    assert "987654321012" not in proc.stderr
+
+
+def test_host_says_why_no_worker_starts_when_the_linger_variable_is_bad(he_home):
+    with HostClient(he_home, extra_env={"HYBRID_ENGINE_WORKER_LINGER_S": "a minute"}) as h:
+        status = wait_for(lambda: (s := h.call("host.status"))["config_error"] and s, what="the engine's verdict")
+        assert "HYBRID_ENGINE_WORKER_LINGER_S" in status["config_error"] and "86400" in status["config_error"]

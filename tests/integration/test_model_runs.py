@@ -561,3 +561,22 @@ def test_spend_command_reports_today_month_providers_and_budgets(service, fake_p
     assert data["daily_budget_usd"] == 0.5 and data["monthly_budget_usd"] == 10
     text = cli("spend", check=True).stdout
     assert "openai" in text and "daily budget: $0.50, $0.4994 left" in text
+
+
+def test_a_reply_claiming_one_token_for_a_long_prompt_is_priced_from_our_own_count(service, fake_provider_env):
+    from hybrid_engine import tokens
+
+    page = "The tides rise and fall twice a day along this coast. " * 300
+    fake_provider_env.set_default("openai", usage={"prompt_tokens": 1, "completion_tokens": 1}, text=ANSWER)
+    a = step(one_step_run(service, fake_provider_env, prompt=page), "a")
+    sent = tokens.count_chat_tokens(page, None, "gpt-4o", "openai").tokens
+    assert a["metadata"]["usage_source"] == "estimated", a["metadata"]
+    assert a["metadata"]["prompt_tokens"] == sent and a["execution_metrics"]["cost_estimated"] is True
+    assert a["metadata"]["usage_problem"] == f"1 prompt tokens for a prompt we count at no fewer than {sent:,}"
+
+
+def test_an_answer_stopped_by_a_content_filter_is_shown_as_a_warning(service, fake_provider_env):
+    fake_provider_env.script("gemini", finish_reason="content_filter", text="")  # the fake sends SAFETY
+    doc = one_step_run(service, fake_provider_env, action="gemini_chat", model="gemini-2.5-flash")
+    assert step(doc, "a")["warnings"] == ["stopped by the provider's content filter (SAFETY): the answer is "
+                                          "empty or incomplete"]

@@ -111,6 +111,13 @@ def test_500_character_title_is_cut_to_a_name_the_file_system_takes(service, he_
     assert len(path.name.encode()) <= 120 and path.name.startswith("Long-Long-") and path.suffix == ".md"
 
 
+def test_a_name_made_of_three_long_titles_is_cut_to_fit_one_file_name(service, he_home):
+    run_id = save_page(service, "Long " * 100, path=f"{TITLE} {TITLE} {TITLE}.md")
+    drain(service)
+    path = written_inside_files(he_home, saved(service, run_id))
+    assert len(path.name.encode()) <= 255 and path.name.startswith("Long-Long-") and path.suffix == ".md"
+
+
 def test_unicode_title_keeps_its_letters_in_one_file_name(service, he_home):
     run_id = save_page(service, "Café — 東京 ☕/रिपोर्ट", path=TITLE + ".md")
     drain(service)

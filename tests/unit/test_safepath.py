@@ -70,3 +70,8 @@ def test_step_output_in_a_folder_of_an_absolute_path_is_refused_when_rendered():
 def test_write_file_runs_in_a_worker_thread_under_the_step_timeout():
     spec = SPECS["write_file"]
     assert spec.blocking and not spec.inline
+
+
+def test_windows_device_names_with_superscript_digits_are_not_used_as_names():
+    # Windows reserves COM¹-COM³ and LPT¹-LPT³ too, with or without an extension.
+    assert name_piece("COM¹") == "_COM¹" and name_piece("lpt³.md") == "_lpt³.md"

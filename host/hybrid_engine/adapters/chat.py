@@ -552,15 +552,17 @@ class ChatAdapter(Action):
         limits = tokens.model_limits(request.model, self.provider, config)
         # model_limits falls back to a default output limit; only a documented one caps usage.
         documented = limits.source == "table" or limits.max_output_tokens != tokens.DEFAULT_MAX_OUTPUT
+        size = tokens.max_tokens_bound(request.prompt) + tokens.max_tokens_bound(reply.text)
+        floors = functools.partial(self._count_floors, request, reply.text)
+        prompt_floor, answer_floor = await asyncio.to_thread(floors) if size > 200_000 else floors()
         problem = usage_check.problem(
             raw=reply.raw_usage, usage=reply.usage, reported_total=reply.reported_total,
             prompt=request.prompt, system=request.system, text=reply.text,
             reasoning=reply.reasoning, max_tokens=request.max_tokens,
             max_output=limits.max_output_tokens if documented else None,
-            context_window=limits.context_window)
+            context_window=limits.context_window, prompt_floor=prompt_floor, answer_floor=answer_floor)
         if problem is None:
             return reply.usage, {"usage_source": "provider", "cost_estimated": False}
-        size = tokens.max_tokens_bound(request.prompt) + tokens.max_tokens_bound(reply.text)
         count = functools.partial(
             usage_check.estimate, prompt=request.prompt, system=request.system, text=reply.text,
             reasoning=reply.reasoning, model=request.model, provider=self.provider,
@@ -571,6 +573,17 @@ class ChatAdapter(Action):
             "provider_usage": usage_check.record(reply.raw_usage),
             "estimate_tokenizer": est.tokenizer, "prompt_tokens_exact": est.exact_prompt,
         }
+
+    def _count_floors(self, request: ChatRequest, text: str) -> tuple[int, int]:
+        """The least our own count allows for the prompt as sent and for the answer (the
+        prompt was counted before it was sent: a cache hit). Nothing for a local server: it is
+        free, and its low prompt count is how a prompt it cut to its own context (Ollama's
+        num_ctx) is recognised (_server_cut)."""
+        if self.provider == "local":
+            return 0, 0
+        sent = tokens.count_chat_tokens(request.prompt, request.system, request.model, self.provider)
+        answer = tokens.count_tokens(text, request.model, self.provider).low if text else 0
+        return sent.low, answer
 
 
 def as_int(value: Any) -> int:

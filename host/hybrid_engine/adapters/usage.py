@@ -29,6 +29,9 @@ ABSURD_OUTPUT_TOKENS = 1_000_000
 # A provider refuses a prompt longer than the model's context window, so one it answered
 # cannot have been far longer; nor can any prompt be this long.
 ABSURD_PROMPT_TOKENS = 100_000_000
+# Tokenizers differ between vendors, but not by half: a count below this share of our
+# own lower bound for the same text is not a count of what was sent (or written).
+UNDERRUN_SHARE = 0.5
 # What of a provider's raw usage is kept on the record.
 RECORD_DEPTH = 3
 RECORD_STRING = 80
@@ -60,13 +63,15 @@ def _negatives(raw: Any, path: str = "") -> list[str]:
 def problem(*, raw: dict | None, usage: pricing.Usage, reported_total: int | None,
             prompt: str, system: str | None, text: str, reasoning: str | None,
             max_tokens: int | None, max_output: int | None,
-            context_window: int | None) -> str | None:
+            context_window: int | None, prompt_floor: int = 0, answer_floor: int = 0) -> str | None:
     """What makes a reply's usage unusable for billing, in words; None when it is usable.
 
     `usage` is what the adapter read (negative or non-numeric fields read as 0), `raw` the
     provider's usage object as sent (None: the reply had none), `reported_total` its own
     total when it gives one. `max_output` and `context_window` are the model's documented
-    limits, where known.
+    limits, where known. `prompt_floor` and `answer_floor` are the lower bounds of our own
+    count of the prompt as sent and of the visible answer: a reply that claims a fraction
+    of them (one token for a long page) would otherwise make the call nearly free.
     """
     if raw is None:
         return "the reply carried no token usage"
@@ -77,6 +82,12 @@ def problem(*, raw: dict | None, usage: pricing.Usage, reported_total: int | Non
         return "zero prompt tokens for a prompt that was not empty"
     if usage.completion_tokens <= 0 and (text or reasoning):
         return "zero completion tokens for an answer that was not empty"
+    if usage.prompt_tokens < prompt_floor * UNDERRUN_SHARE:
+        return (f"{usage.prompt_tokens:,} prompt tokens for a prompt we count at no fewer "
+                f"than {prompt_floor:,}")
+    if usage.completion_tokens < answer_floor * UNDERRUN_SHARE:
+        return (f"{usage.completion_tokens:,} completion tokens for an answer we count at no "
+                f"fewer than {answer_floor:,}")
     window = context_window * OVERRUN_FACTOR + OVERRUN_SLACK if context_window else ABSURD_PROMPT_TOKENS
     if usage.prompt_tokens > min(window, ABSURD_PROMPT_TOKENS):
         return (f"{usage.prompt_tokens:,} prompt tokens, more than the model's context window "
