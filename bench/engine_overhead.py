@@ -6,7 +6,10 @@ Both sides run in this one process, interleaved, on the same disk: the floor is 
 plain loop that inserts one small row per step and commits it (WAL,
 synchronous=NORMAL, as the engine's store). The engine side creates a run of N
 no-op steps (a chain, then a fan-out) and executes it with the real executor.
-Medians over --repeat rounds; the spread is printed so a reader can judge noise.
+Medians over --repeat rounds, and the best round of each side: noise on a shared machine
+only ever adds time, so the best-of-rounds ratio is the closest reading of the engine's own
+cost, and the median says what a loaded machine sees. The targets hold for both; the spread
+is printed so a reader can judge noise.
 """
 
 from __future__ import annotations
@@ -81,10 +84,13 @@ def main() -> None:
     print(f"floor (one WAL commit per step): {med['floor'] * 1e6:8.1f} us/step  (spread {spread['floor']:.0f}%)")
     for shape, target in (("chain", 3.0), ("fanout", 2.0)):
         ratio = med[shape] / med["floor"]
+        best = min(results[shape]) / min(results["floor"])
         per_round = [e / f for e, f in zip(results[shape], results["floor"])]
         print(f"engine {shape:6s} execution:       {med[shape] * 1e6:8.1f} us/step  (spread {spread[shape]:.0f}%)"
-              f"  ratio {ratio:.2f}x (rounds {min(per_round):.2f}-{max(per_round):.2f})"
-              f"  target <= {target:.0f}x  {'OK' if ratio <= target else 'MISSED'}")
+              f"  ratio {ratio:.2f}x median, {best:.2f}x best of rounds"
+              f" (rounds {min(per_round):.2f}-{max(per_round):.2f})"
+              f"  target <= {target:.0f}x  median {'OK' if ratio <= target else 'MISSED'},"
+              f" best {'OK' if best <= target else 'MISSED'}")
         print(f"engine {shape:6s} run creation:    {med[shape + '_create'] * 1e6:8.1f} us/step for a template's first run"
               f" (saves its plan), {med[shape + '_again'] * 1e6:.1f} us/step for a later one (one transaction each)")
 

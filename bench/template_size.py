@@ -19,8 +19,8 @@ it: each reference goes past a direct dependency to a different step, the worst 
 the ancestry check), `fan` (one root, n-2 parallel steps, one step that depends on all of
 them). Times are CPU seconds of the child (wall seconds too: on a shared machine those move
 with the load). The ratio column is CPU us/step at that size over CPU us/step at the
-smallest size: a linear cost stays near 1 (the first size also carries fixed costs);
-the old validation's grew ~7x from 1k to 10k steps.
+smallest size: a linear cost stays near 1 (the first size also carries fixed costs); a
+quadratic one grows ~10x from 1k to 10k steps.
 
 Each child runs under an address-space cap (--mem-cap-gb) and a time limit (--timeout),
 so a quadratic regression is reported as "over the cap" instead of taking the machine down.

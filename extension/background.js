@@ -10,9 +10,9 @@ import { DEFAULT_MAX_BYTES, captureFromMenu, capturePage, kindOf } from "./lib/c
 import { parseMenuId, refreshMenus } from "./lib/menus.js";
 import { runCost } from "./lib/format.js";
 import { PreparedPages } from "./lib/prepared.js";
+import { RunStatus, isTerminalRun } from "./lib/states.js";
 
 const DEFAULT_SETTINGS = { defaultTemplate: "", notifications: true, maxCaptureBytes: DEFAULT_MAX_BYTES };
-const TERMINAL = new Set(["COMPLETED", "FAILED", "CANCELLED"]);
 const RECENT_LIMIT = 20;
 
 const state = {
@@ -85,7 +85,7 @@ async function loadRuns(limit = RECENT_LIMIT) {
   const fresh = new Map();
   for (const run of runs || []) fresh.set(run.id, run);
   // Keep runs that events told us about and the list does not have yet.
-  for (const [id, run] of state.runs) if (!fresh.has(id) && !TERMINAL.has(run.status)) fresh.set(id, run);
+  for (const [id, run] of state.runs) if (!fresh.has(id) && !isTerminalRun(run.status)) fresh.set(id, run);
   state.runs = fresh;
   state.runsLoadedAt = Date.now();
   await saveRuns();
@@ -116,7 +116,7 @@ function updateRun(run) {
   const merged = { ...(before || {}), ...run };
   delete merged.event;
   state.runs.set(run.id, merged);
-  if (TERMINAL.has(merged.status) && (!before || !TERMINAL.has(before.status))) notifyFinished(merged);
+  if (isTerminalRun(merged.status) && (!before || !isTerminalRun(before.status))) notifyFinished(merged);
   saveRuns();
   updateBadge();
   for (const port of popups) safePost(port, { type: "run.updated", run: merged });
@@ -152,7 +152,7 @@ async function recordCapture(entry) {
 // ---- badge and notifications --------------------------------------------------------------
 
 function updateBadge() {
-  const running = [...state.runs.values()].filter((r) => r.status === "RUNNING").length;
+  const running = [...state.runs.values()].filter((r) => r.status === RunStatus.RUNNING).length;
   let text = running ? String(running) : "";
   let color = "#2563eb";
   let title = running ? `Hybrid Engine: ${running} run${running === 1 ? "" : "s"} running` : "Send page to workflow";
@@ -169,7 +169,7 @@ function updateBadge() {
 
 function notifyFinished(run) {
   if (!state.settings.notifications || !api.notifications) return;
-  const ok = run.status === "COMPLETED";
+  const ok = run.status === RunStatus.COMPLETED;
   const title = `${run.name}: ${ok ? "done" : run.status.toLowerCase()}`;
   const message = ok
     ? `${run.total_tokens || 0} tokens, cost ${runCost(run).text}`
@@ -220,7 +220,7 @@ async function send(template, captured, extra = {}) {
     // Show the run at once, before the host's first event arrives.
     const t = state.templates.find((x) => x.name === template);
     if (!state.runs.has(outcome.result.run_id)) {
-      updateRun({ id: outcome.result.run_id, name: template, template, status: "PENDING", progress: 0,
+      updateRun({ id: outcome.result.run_id, name: template, template, status: RunStatus.PENDING, progress: 0,
                   completed_steps: 1, total_steps: t?.steps || 0, total_tokens: 0, total_cost: 0,
                   unknown_cost_steps: 0, createdAt: new Date().toISOString(), updatedAt: new Date().toISOString() });
     }

@@ -5,6 +5,7 @@
 // and metadata.content_missing says why the content is not there.
 
 import { api } from "./ext.js";
+import { bytes } from "./format.js";
 
 export const DEFAULT_MAX_BYTES = 8 * 1024 * 1024;
 
@@ -12,7 +13,7 @@ const STORE_HOSTS = ["chrome.google.com/webstore", "chromewebstore.google.com", 
                      "addons.mozilla.org", "addons.opera.com"];
 
 // Why a URL cannot be scripted, or null when it may be.
-export function unscriptableReason(url) {
+function unscriptableReason(url) {
   if (!url) return "the browser did not give this tab's address to the extension";
   let u;
   try {
@@ -50,12 +51,6 @@ function describeFailure(url, err) {
       + "keyboard shortcut on the page itself";
   }
   return `the page could not be read (${text})`;
-}
-
-export function formatBytes(n) {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
-  return `${(n / (1024 * 1024)).toFixed(1)} MB`;
 }
 
 function byteLength(text) {
@@ -141,9 +136,9 @@ export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
       };
       let notice = null;
       if (r.contentType === "text/plain") {
-        notice = `The page's HTML is ${formatBytes(r.htmlBytes)}, over the ${formatBytes(maxBytes)} limit: `
-          + (r.truncated ? `sent the first ${formatBytes(maxBytes)} of its text instead.`
-                         : `sent its text (${formatBytes(r.textBytes)}) instead.`);
+        notice = `The page's HTML is ${bytes(r.htmlBytes)}, over the ${bytes(maxBytes)} limit: `
+          + (r.truncated ? `sent the first ${bytes(maxBytes)} of its text instead.`
+                         : `sent its text (${bytes(r.textBytes)}) instead.`);
         page.metadata.size_cap = { limit_bytes: maxBytes, html_bytes: r.htmlBytes, truncated: !!r.truncated, notice };
       }
       return { page, notice, ms: performance.now() - started };
@@ -217,5 +212,3 @@ export async function captureFromMenu(kind, info, tab, options = {}) {
     notice,
   };
 }
-
-export { byteLength };

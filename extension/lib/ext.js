@@ -4,9 +4,6 @@
 
 export const api = globalThis.browser ?? globalThis.chrome;
 
-export const isFirefox = typeof globalThis.browser !== "undefined"
-  && typeof api.runtime.getBrowserInfo === "function";
-
 // The error text a native port died with. Chromium sets runtime.lastError inside
 // onDisconnect; Firefox puts an Error on port.error. Null: the host closed cleanly.
 export function portError(port) {
@@ -54,7 +51,3 @@ export const local = {
     return api.storage.local.remove(keys);
   },
 };
-
-export function extensionUrl(path) {
-  return api.runtime.getURL(path);
-}

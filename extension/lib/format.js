@@ -1,18 +1,29 @@
-// Numbers as people read them. Money follows the CLI: "$0", "$0.000123" under a cent,
-// "$1.2345" above; a price the host does not know is "unknown", never $0.
+// Numbers as people read them. Money follows the one written rule in
+// host/hybrid_engine/money.py (the CLI's and the host's messages' too; tests/unit/test_money.py
+// runs both on the same figures): "unknown" with no figure, "$0" for exactly nothing,
+// "$1.2345" from a cent up, "$0.000123" under a cent, "<$0.000001" for a positive amount six
+// decimals cannot show (a call that cost something never reads $0), "-" before a negative one.
 
-export function usd(cost) {
-  if (cost === null || cost === undefined || Number.isNaN(Number(cost))) return "unknown";
-  const n = Number(cost);
-  if (n === 0) return "$0";
-  if (n < 0.01) return `$${n.toFixed(6)}`;
-  return `$${n.toFixed(4)}`;
+function isFigure(cost) {
+  return cost !== null && cost !== undefined && typeof cost !== "boolean" && Number.isFinite(Number(cost));
 }
 
-// Budgets and round amounts: cents are enough.
+export function usd(cost) {
+  if (!isFigure(cost)) return "unknown";
+  const n = Number(cost);
+  if (n < 0) return `-${usd(-n)}`;
+  if (n === 0) return "$0";
+  if (n >= 0.01) return `$${n.toFixed(4)}`;
+  const text = n.toFixed(6);
+  return text === "0.000000" ? "<$0.000001" : `$${text}`;
+}
+
+// A budget (an amount a person typed): in cents when it is whole cents, else as usd.
 export function usdBudget(amount) {
+  if (!isFigure(amount)) return usd(amount);
   const n = Number(amount);
-  return Math.abs(n * 100 - Math.round(n * 100)) < 1e-9 ? `$${n.toFixed(2)}` : usd(n);
+  if (Math.abs(n * 100 - Math.round(n * 100)) >= 1e-9) return usd(n);
+  return n < 0 ? `-$${(-n).toFixed(2)}` : `$${n.toFixed(2)}`;
 }
 
 // A run summary's cost: unknown when some steps have no price and nothing is known.

@@ -4,7 +4,7 @@
 
 import { api } from "./ext.js";
 
-export const KINDS = {
+const KINDS = {
   page: "Send page to workflow",
   selection: "Send selection to workflow",
   link: "Send link to workflow",

@@ -1,7 +1,7 @@
-// The one native-messaging port to the `hybrid_engine` host (CONTRACT.md, "Native
-// messaging"): connect, hello, requests with replies matched by id and timeouts, chunked
-// replies reassembled, events handed on, reconnect with backoff after the host exits,
-// and the delivery of captures through the outbox (lib/outbox.js).
+// The one native-messaging port to the `hybrid_engine` host (docs/PROTOCOL.md): connect,
+// hello, requests with replies matched by id and timeouts, chunked replies reassembled,
+// events handed on, reconnect with backoff after the host exits, and the delivery of
+// captures through the outbox (lib/outbox.js).
 //
 // States: "idle" -> "connecting" (port open, hello sent) -> "connected" (hello answered)
 // -> "disconnected" (port gone; a reconnect is scheduled). The last error text the
@@ -11,8 +11,8 @@
 import { api, portError, session } from "./ext.js";
 import { Outbox } from "./outbox.js";
 
-export const HOST_NAME = "hybrid_engine";
-export const PROTOCOL = 1;
+const HOST_NAME = "hybrid_engine";
+const PROTOCOL = 1;
 
 const BACKOFF_FIRST_MS = 250;
 const BACKOFF_CAP_MS = 15000;
@@ -22,9 +22,9 @@ const CONNECT_WAIT_MS = 8000;
 const CAPTURE_TIMEOUT_MS = 120000;
 
 // Transport failures: the request may be sent again later. Anything else is the host's answer.
-export const TRANSPORT_CODES = new Set(["host_unavailable", "disconnected", "timeout"]);
+const TRANSPORT_CODES = new Set(["host_unavailable", "disconnected", "timeout"]);
 
-export class HostError extends Error {
+class HostError extends Error {
   constructor(code, message, fields = {}) {
     super(message);
     this.name = "HostError";

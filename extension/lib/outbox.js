@@ -16,14 +16,14 @@
 
 import { api, local } from "./ext.js";
 
-export const HEADER_PREFIX = "outbox:";
-export const BODY_PREFIX = "outbox-body:";
+const HEADER_PREFIX = "outbox:";
+const BODY_PREFIX = "outbox-body:";
 // The earlier layout: one list of keys (and one of refused keys) rewritten by every change.
 const OLD_INDEX_KEYS = ["outbox", "outboxRefused"];
 const TITLE_MAX = 300;
 const URL_MAX = 2048;
 
-export class OutboxError extends Error {
+class OutboxError extends Error {
   constructor(code, message) {
     super(message);
     this.name = "OutboxError";

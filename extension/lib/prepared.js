@@ -7,8 +7,8 @@
 
 import { api } from "./ext.js";
 
-export const MAX_AGE_MS = 30000;
-export const MAX_TABS = 4;
+const MAX_AGE_MS = 30000;
+const MAX_TABS = 4;
 
 export class PreparedPages {
   constructor({ maxAgeMs = MAX_AGE_MS, maxTabs = MAX_TABS, now = () => Date.now() } = {}) {

@@ -5,14 +5,23 @@
 
 import { api } from "../lib/ext.js";
 import { age, bytes, duration, runCost, statusLabel, tokens, usd, usdBudget } from "../lib/format.js";
+import { RunStatus, StepStatus, isTerminalRun } from "../lib/states.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const OUTPUT_PREVIEW_CHARS = 100000;
-const TERMINAL = new Set(["COMPLETED", "FAILED", "CANCELLED"]);
 const ESTIMATED_TITLE = "Estimated from our own token count: the provider reported no usable token usage";
 
-const timings = (globalThis.__timings = { start: performance.now() });
+// The moments a person waits for, as User Timing marks named "popup:<moment>" (DevTools'
+// Performance panel shows them; the end-to-end timing test reads them the same way).
+function mark(moment, detail) {
+  performance.mark(`popup:${moment}`, detail === undefined ? undefined : { detail });
+}
+
+function markOnce(moment) {
+  if (!performance.getEntriesByName(`popup:${moment}`).length) mark(moment);
+}
+
 const view = {
   state: null,
   tabId: params.has("tab") ? Number(params.get("tab")) : null,
@@ -28,7 +37,6 @@ const view = {
   spendFor: null,
   retryBudget: null, // the run budget "Retry" offers after the old one stopped a step
 };
-globalThis.__view = view; // read by the end-to-end tests (the full output, timings)
 
 // The host cannot use its database file: say so in plain words before its message, which names
 // the file and the command that fixes it.
@@ -116,7 +124,7 @@ function applyState(state) {
   if (state.runs) {
     for (const r of state.runs) view.runs.set(r.id, { ...(view.runs.get(r.id) || {}), ...r });
     renderRuns();
-    if (timings.runsShownCached === undefined && state.runs.length) timings.runsShownCached = performance.now();
+    if (state.runs.length) markOnce("runs-shown-cached");
   }
   renderLastCapture(state.captures?.[0]);
   $("app").setAttribute("aria-busy", "false");
@@ -165,7 +173,7 @@ async function refreshEstimate() {
     $("page-info").textContent = r.page?.title ? `${r.page.title} · ${bytes(r.page.bytes || 0)}` : "";
     $("page-info").title = r.page?.url || "";
     el.textContent = describeEstimate(r.estimate) + (r.notice ? ` ${r.notice}` : "");
-    timings.estimateShown = performance.now();
+    mark("estimate-shown");
   } catch (err) {
     if (seq !== view.estimateSeq) return;
     el.textContent = `No estimate: ${err.message}`;
@@ -199,11 +207,10 @@ async function sendPage() {
   button.dataset.busy = "true";
   status.dataset.kind = "";
   status.textContent = "Sending…";
-  timings.clicked = performance.now();
+  mark("send-clicked");
   try {
     const r = await call("capture.page", { tabId: view.tabId, template });
-    timings.runCreated = performance.now();
-    timings.lastSend = { captureMs: r.captureMs, sendMs: r.sendMs, totalMs: r.totalMs, bytes: r.bytes, reused: r.reused };
+    mark("run-created", { captureMs: r.captureMs, sendMs: r.sendMs, totalMs: r.totalMs, bytes: r.bytes, reused: r.reused });
     if (r.delivered) {
       status.dataset.kind = "ok";
       status.textContent = `Run started.${r.notice ? ` ${r.notice}` : ""}`;
@@ -338,7 +345,7 @@ async function refreshRuns() {
     const { runs } = await call("runs.list");
     for (const r of runs) view.runs.set(r.id, r);
     renderRuns();
-    if (timings.runsShown === undefined) timings.runsShown = performance.now();
+    markOnce("runs-shown");
   } catch (err) {
     if (!view.runs.size) $("runs-empty").textContent = `Runs unavailable: ${err.message}`;
     $("runs-empty").hidden = view.runs.size > 0;
@@ -466,7 +473,7 @@ async function loadDetail() {
   if (view.detailId !== runId) return;
   view.detailRun = run;
   renderDetail(run);
-  if (TERMINAL.has(run.status) && view.output === null) loadOutput(run);
+  if (isTerminalRun(run.status) && view.output === null) loadOutput(run);
 }
 
 function scheduleDetailReload() {
@@ -535,12 +542,12 @@ function renderDetail(run) {
     tr.dataset.stepId = s.id;
     body.append(tr);
   }
-  const canRetry = run.status === "FAILED" || run.status === "CANCELLED";
+  const canRetry = run.status === RunStatus.FAILED || run.status === RunStatus.CANCELLED;
   view.retryBudget = canRetry ? budgetToGoOn(run) : null;
   $("retry-run").textContent = view.retryBudget ? `Retry with a ${usdBudget(view.retryBudget)} run budget` : "Retry";
   $("retry-run").hidden = !canRetry;
-  $("cancel-run").hidden = TERMINAL.has(run.status);
-  if (!TERMINAL.has(run.status)) $("output-note").textContent = "The output appears when the run completes.";
+  $("cancel-run").hidden = isTerminalRun(run.status);
+  if (!isTerminalRun(run.status)) $("output-note").textContent = "The output appears when the run completes.";
 }
 
 // A provider call that was sent but whose answer was never recorded (its worker died, its run
@@ -566,8 +573,8 @@ function budgetToGoOn(run) {
 function finalStep(run) {
   const steps = run.steps || [];
   const needed = new Set(steps.flatMap((s) => s.dependencies || []));
-  const ends = steps.filter((s) => !needed.has(s.id) && s.status === "COMPLETED");
-  return ends[ends.length - 1] || [...steps].reverse().find((s) => s.status === "COMPLETED") || null;
+  const ends = steps.filter((s) => !needed.has(s.id) && s.status === StepStatus.COMPLETED);
+  return ends[ends.length - 1] || [...steps].reverse().find((s) => s.status === StepStatus.COMPLETED) || null;
 }
 
 async function loadOutput(run) {
@@ -578,13 +585,12 @@ async function loadOutput(run) {
   }
   $("output-note").textContent = `Loading the output of ${step.name || step.id}…`;
   try {
-    const started = performance.now();
     const r = await call("runs.output", { run_id: run.id, step_id: step.id });
     const outputs = r.outputs || {};
     const text = typeof outputs.text === "string" ? outputs.text
       : typeof outputs.content === "string" ? outputs.content : JSON.stringify(outputs, null, 2);
     view.output = text;
-    timings.outputMs = performance.now() - started;
+    mark("output-loaded");
     const shown = text.length > OUTPUT_PREVIEW_CHARS ? text.slice(0, OUTPUT_PREVIEW_CHARS) : text;
     $("output").textContent = shown;
     $("output").dataset.length = String(text.length);
@@ -624,7 +630,7 @@ function connectPort() {
       view.runs.set(msg.run.id, { ...(before || {}), ...msg.run });
       renderRuns();
       if (view.detailId === msg.run.id) scheduleDetailReload();
-      if (TERMINAL.has(msg.run.status) && before && !TERMINAL.has(before.status)) refreshSpend();
+      if (isTerminalRun(msg.run.status) && before && !isTerminalRun(before.status)) refreshSpend();
     }
   });
   // The background's service worker may be stopped and restarted: reconnect.

@@ -31,31 +31,15 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import datetime
 from typing import Any, Callable
 
-from . import clock, pricing, tokens
+from . import clock, money, pricing, tokens
 from .config import ConfigError, load_config
 from .errors import PermanentStepError, StepBudgetExceeded, StepError
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_PRICE_POLICIES = ("refuse", "allow")
-
-
-def money(usd: float | None) -> str:
-    if usd is None:
-        return "unknown"
-    if usd == 0 or usd >= 0.0001:
-        return f"${usd:.4f}"
-    return f"${usd:.6f}"
-
-
-def period_starts(now: datetime | None = None) -> tuple[float, float]:
-    """Epoch seconds of the start of the local day and the local month."""
-    now = (now or datetime.now()).astimezone()
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    return day.timestamp(), day.replace(day=1).timestamp()
 
 
 def budget_settings(conf: dict) -> tuple[float | None, float | None, str]:
@@ -174,7 +158,7 @@ def budget_guard(store) -> Callable:
             checks.append(("run budget", per_run, (store.run_cost(claim.run_id) or 0.0)
                            + store.unconfirmed_cost(run_id=claim.run_id), claim.run_id))
         if daily is not None or monthly is not None:
-            day_start, month_start = period_starts()
+            day_start, month_start = clock.period_starts()
             if daily is not None:
                 checks.append(("daily budget ([budgets] daily_usd)", daily,
                                sum(store.spend_since(day_start).values()) + store.unconfirmed_cost(day_start), None))
@@ -204,11 +188,12 @@ def budget_guard(store) -> Callable:
             if policy == "allow":
                 store.append_log(claim.run_id, claim.step_id, clock.now(),
                                  f"Price of {model} unknown: started anyway under the {label} of "
-                                 f"{money(limit)} ([budgets] unknown_price = \"allow\"); its cost is not counted")
+                                 f"{money.usd_budget(limit)} ([budgets] unknown_price = \"allow\"); "
+                                 "its cost is not counted")
                 return
             raise StepBudgetExceeded(
                 f"Not started: the price of {model} is unknown, so this step cannot be held to the "
-                f"{label} of {money(limit)}. Price it in config.toml ([prices.\"{model}\"] "
+                f"{label} of {money.usd_budget(limit)}. Price it in config.toml ([prices.\"{model}\"] "
                 "input_per_mtok and output_per_mtok), or let such steps run with "
                 "[budgets] unknown_price = \"allow\".",
                 metadata={"provider": spec.provider, "model": model, "estimate": est,
@@ -220,15 +205,15 @@ def budget_guard(store) -> Callable:
             crossing = over(cost_max)
         if crossing is not None:
             label, limit, spent, pending = crossing
-            running_part = f", steps still running may cost up to {money(pending)}" if pending else ""
+            running_part = f", steps still running may cost up to {money.usd(pending)}" if pending else ""
             bound_hint = "" if params.get("max_tokens") else \
                 " Setting `max_tokens` on the step lowers its upper bound."
             if label == "run budget":
                 enough = math.ceil((spent + pending + cost_max) * 100) / 100
                 bound_hint += f" To go on: hybrid-engine retry {claim.run_id} --budget {enough:.2f}"
             raise StepBudgetExceeded(
-                f"Not started: {label} {money(limit)}: spent {money(spent)}{running_part}, "
-                f"this step may cost up to {money(cost_max)}{_describe(est)}.{bound_hint}",
+                f"Not started: {label} {money.usd_budget(limit)}: spent {money.usd(spent)}{running_part}, "
+                f"this step may cost up to {money.usd(cost_max)}{_describe(est)}.{bound_hint}",
                 metadata={"provider": spec.provider, "model": est.get("model") or params.get("model"),
                           "estimate": est,
                           "budget": {"kind": label.split()[0], "limit_usd": limit, "spent_usd": spent,
@@ -238,4 +223,4 @@ def budget_guard(store) -> Callable:
     return guard
 
 
-__all__ = ["budget_guard", "budget_settings", "period_starts", "money", "UNKNOWN_PRICE_POLICIES"]
+__all__ = ["budget_guard", "budget_settings", "UNKNOWN_PRICE_POLICIES"]

@@ -12,7 +12,8 @@ import sys
 import time
 from typing import Any
 
-from . import __version__
+from . import __version__, money
+from .states import RunStatus, StepStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -25,14 +26,17 @@ def _err(message: str) -> None:
     sys.stderr.write(f"hybrid-engine: {message}\n")
 
 
-def _money(cost: float | None, unknown: bool = False) -> str:
-    if unknown or cost is None:
-        return "unknown"
-    if cost == 0:
-        return "$0"
-    if cost < 0.01:
-        return f"${cost:.6f}"
-    return f"${cost:.4f}"
+def _page_from_file(path: str | None, content_type_arg: str | None) -> tuple[str | None, str | None]:
+    """A page given as --input/--content-file: its text and its content type, --content-type over
+    the one the file's name suggests. The type is checked first, so a typo is reported before a
+    large file is read; without a file, (None, the checked --content-type or None)."""
+    from .service import content_type, read_input_file
+
+    forced = content_type(content_type_arg, field="--content-type") if content_type_arg else None
+    if path is None:
+        return None, forced
+    content, guessed = read_input_file(path)
+    return content, forced or guessed
 
 
 def _age(iso: str | None) -> str:
@@ -82,17 +86,9 @@ def _check_settings() -> None:
 
 
 def cmd_run(args) -> int:
-    from .service import read_input_file
-
-    from .service import content_type
-
-    forced = content_type(args.content_type, field="--content-type") if args.content_type else None
     svc = _service()
     _check_settings()  # a bad config.toml stops here, before a run is made that nothing would execute
-    content = ctype = None
-    if args.input:
-        content, ctype = read_input_file(args.input)
-        ctype = forced or ctype
+    content, ctype = _page_from_file(args.input, args.content_type)
     result = svc.start(args.template, content=content, source_url=args.source_url, content_type=ctype or "text/html",
                        budget_usd=args.budget)
     run_id = result["run_id"]
@@ -109,7 +105,7 @@ def cmd_run(args) -> int:
         _print_json(doc)
     else:
         _print_run_table(doc)
-    return EXIT_FAILED if doc["status"] == "FAILED" else EXIT_OK
+    return EXIT_FAILED if doc["status"] == RunStatus.FAILED else EXIT_OK
 
 
 def _wait_for_run(svc, run_id: str, *, show_progress: bool) -> dict:
@@ -130,7 +126,7 @@ def _wait_for_run(svc, run_id: str, *, show_progress: bool) -> dict:
         width = 24
         filled = int(width * done / total) if total else 0
         bar = "#" * filled + "." * (width - filled)
-        cost = _money(summary["total_cost"]) + ("+?" if summary["unknown_cost_steps"] else "")
+        cost = money.usd(summary["total_cost"]) + ("+?" if summary["unknown_cost_steps"] else "")
         text = (f"[{bar}] {done}/{total} steps  {summary['total_tokens']:,} tokens  {cost}  "
                 f"{summary['status']}")
         if text == state["last"]:
@@ -143,15 +139,13 @@ def _wait_for_run(svc, run_id: str, *, show_progress: bool) -> dict:
         sys.stderr.flush()
 
     async def watch():
-        from .models import RunStatus
-
         while True:
             summary = svc.summary(run_id)
             render_progress(summary)
             if RunStatus(summary["status"]).is_terminal:
                 executor.stop()
                 return
-            if summary["status"] == "PENDING" and svc.open_slots(run_id) and not state["hinted"]:
+            if summary["status"] == RunStatus.PENDING and svc.open_slots(run_id) and not state["hinted"]:
                 state["hinted"] = True
                 _err(f"run {run_id} waits for its page: hybrid-engine ingest {run_id} --content-file FILE")
             await asyncio.sleep(0.1)
@@ -180,12 +174,12 @@ def _print_run_table(doc: dict) -> None:
         em = s["execution_metrics"]
         unknown = em["cost"] is None
         is_model = bool(s["metadata"].get("provider") or s["action"].endswith("_chat"))
-        cost = _money(em["cost"], unknown) if is_model else "-"
+        cost = money.usd(em["cost"]) if is_model else "-"
         if em.get("cost_estimated") and not unknown:
             cost = f"~{cost} est."
-        if s["status"] != "COMPLETED" and is_model:
+        if s["status"] != StepStatus.COMPLETED and is_model:
             est = s["metadata"].get("estimate") or {}
-            cost = f"~{_money(est.get('cost_max'))}" if est.get("cost_max") is not None else "-"
+            cost = f"~{money.usd(est.get('cost_max'))}" if est.get("cost_max") is not None else "-"
         rows.append([s["id"], s["action"], s["status"],
                      f"{s['duration']:.2f}s" if s["duration"] is not None else "-",
                      f"{em['tokens']:,}" if em["tokens"] else "-", cost,
@@ -211,13 +205,13 @@ def _print_run_table(doc: dict) -> None:
         if lost:
             print(f"\n{s['id']}: {lost} unconfirmed provider call(s): "
                   f"{_unconfirmed_phrase(s['execution_metrics'].get('unconfirmed_cost_max'))}")
-    failed = [s for s in doc["steps"] if s["status"] == "FAILED" and s["error"]]
+    failed = [s for s in doc["steps"] if s["status"] == StepStatus.FAILED and s["error"]]
     for s in failed:
         print(f"\n{s['id']}: {s['error']}")
-    if doc["status"] == "FAILED":
+    if doc["status"] == RunStatus.FAILED:
         print(f"\nResume it once fixed (completed steps are kept, not billed again): hybrid-engine retry {doc['id']}")
     final = _final_text(doc)
-    if final and doc["status"] == "COMPLETED":
+    if final and doc["status"] == RunStatus.COMPLETED:
         print("\n" + final)
 
 
@@ -225,12 +219,12 @@ def _unconfirmed_phrase(bound: float | None) -> str:
     """Sent, but no answer was recorded (the worker died, the run was cancelled): billed or not."""
     if bound is None:
         return "may have been billed (price unknown)"
-    return f"may have been billed up to {_money(bound)}"
+    return f"may have been billed up to {money.usd(bound)}"
 
 
 def _final_text(doc: dict) -> str | None:
     for s in reversed(doc["steps"]):
-        if s["status"] == "COMPLETED" and isinstance(s.get("outputs"), dict) and isinstance(
+        if s["status"] == StepStatus.COMPLETED and isinstance(s.get("outputs"), dict) and isinstance(
                 s["outputs"].get("text"), str) and s["action"] != "capture":
             return s["outputs"]["text"]
     return None
@@ -239,8 +233,8 @@ def _final_text(doc: dict) -> str | None:
 def _run_cost(total: float | None, unknown_steps: int) -> str:
     """A run's cost: "unknown" when every priced step's price is unknown, never $0."""
     if not unknown_steps:
-        return _money(total)
-    return "unknown" if not total else f"{_money(total)} + unknown"
+        return money.usd(total)
+    return "unknown" if not total else f"{money.usd(total)} + unknown"
 
 
 def cmd_runs(args) -> int:
@@ -274,14 +268,11 @@ def cmd_export(args) -> int:
 
 def cmd_ingest(args) -> int:
     from .models import ExternalDataRequest
-    from .service import read_input_file
-
-    from .service import content_type, parse_metadata
+    from .service import parse_metadata
 
     metadata = parse_metadata(args.metadata) if args.metadata else {}
-    ctype = content_type(args.content_type, field="--content-type") if args.content_type else None
-    content, guessed = read_input_file(args.content_file)
-    req = ExternalDataRequest(content=content, source_url=args.source_url, content_type=ctype or guessed,
+    content, ctype = _page_from_file(args.content_file, args.content_type)
+    req = ExternalDataRequest(content=content, source_url=args.source_url, content_type=ctype,
                               step_name=args.step_name, metadata=metadata)
     resp = _service().ingest(args.run, req)
     _print_json(resp.model_dump())
@@ -447,15 +438,11 @@ def cmd_keys(args) -> int:
 
 
 def cmd_estimate(args) -> int:
-    from .service import content_type, read_input_file
-
     svc = _service()
     _check_settings()  # a bad price override would otherwise be left out of the figures unsaid
     tpl = svc.template(args.template)
     if args.input:
-        content, ctype = read_input_file(args.input)
-        if args.content_type:
-            ctype = content_type(args.content_type, field="--content-type")
+        content, ctype = _page_from_file(args.input, args.content_type)
     elif tpl.capture_slots:
         raise _bad(f"--input FILE: template '{tpl.name}' takes a page; give one to estimate with")
     else:
@@ -473,8 +460,8 @@ def _cost_range(low: float | None, high: float | None, unknown: bool) -> str:
     if unknown or high is None:
         return "unknown"
     if (low or 0) == high:
-        return _money(high)
-    return f"{_money(low or 0)} - {_money(high)}"
+        return money.usd(high)
+    return f"{money.usd(low or 0)} - {money.usd(high)}"
 
 
 def _print_estimate(est: dict, source: str | None) -> None:
@@ -511,7 +498,7 @@ def _print_estimate(est: dict, source: str | None) -> None:
     if est.get("budget_usd") is not None:
         verdict = "within it" if est["total_cost_max"] <= est["budget_usd"] and not est["unknown_cost_steps"] \
             else "the run may stop before its last model steps"
-        print(f"\nrun budget {_money(est['budget_usd'])}: {verdict}")
+        print(f"\nrun budget {money.usd_budget(est['budget_usd'])}: {verdict}")
     for note in notes:
         print(f"note: {note}")
     print("\nThe low end prices the prompt alone; the high end adds a full-length answer "
@@ -524,12 +511,13 @@ def cmd_spend(args) -> int:
         _print_json(spend)
         return EXIT_OK
     providers = sorted(set(spend["today_by_provider"]) | set(spend["this_month_by_provider"]))
-    rows = [[p, _money(spend["today_by_provider"].get(p, 0.0)), _money(spend["this_month_by_provider"].get(p, 0.0))]
+    rows = [[p, money.usd(spend["today_by_provider"].get(p, 0.0)),
+             money.usd(spend["this_month_by_provider"].get(p, 0.0))]
             for p in providers]
-    rows.append(["total", _money(spend["today"]), _money(spend["this_month"])])
+    rows.append(["total", money.usd(spend["today"]), money.usd(spend["this_month"])])
     print(_table(["provider", "today", "this month"], rows))
     if spend.get("this_month_estimated"):
-        print(f"of which ~{_money(spend['today_estimated'])} today and ~{_money(spend['this_month_estimated'])}"
+        print(f"of which ~{money.usd(spend['today_estimated'])} today and ~{money.usd(spend['this_month_estimated'])}"
               " this month are estimated from our own token count (the provider reported no usable usage)")
     print()
     for label, key, spent in (("daily", "daily_budget_usd", spend["today"]),
@@ -539,7 +527,7 @@ def cmd_spend(args) -> int:
             print(f"{label} budget: none ([budgets] {label}_usd in config.toml)")
         else:
             left = max(0.0, limit - spent)
-            print(f"{label} budget: {_money(limit)}, {_money(left)} left")
+            print(f"{label} budget: {money.usd_budget(limit)}, {money.usd(left)} left")
     for label, key in (("today", "today_unconfirmed"), ("this month", "this_month_unconfirmed")):
         lost = spend.get(key) or {}
         if lost.get("calls"):
@@ -633,6 +621,7 @@ def cmd_doctor(args) -> int:
     else:
         _print_findings(findings)
     return EXIT_FAILED if errors else EXIT_OK
+
 
 # ---- parser --------------------------------------------------------------------
 

@@ -176,10 +176,6 @@ def remove_key(provider: str) -> bool:
     return True
 
 
-def stored_key_providers() -> list[str]:
-    return sorted(k for k, v in _read_keys().items() if v)
-
-
 class ProviderSettings(namedtuple("ProviderSettings", "provider api_key api_key_source key_env base_url "
                                                    "concurrency timeout_s")):
     """What a provider step runs with: read-only. api_key_source says where the key came from,

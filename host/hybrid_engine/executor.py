@@ -4,11 +4,23 @@ One loop iteration settles every finished step and claims the next batch in a
 single transaction, so a chain of cheap steps costs about one commit per step and
 a fan-out less than that. Deterministic actions that cannot block run inline;
 model calls run as tasks, CPU-heavy actions in threads.
+
+The event loop carries model calls that are in flight, so it never waits on SQLite (a
+busy database holds a query for up to the 10 s busy timeout) or on tokenising a prompt:
+the store calls run on the executor's one store thread (in order, so a step's log lines
+land before its result), and the steps of a claimed batch that run as tasks have their
+params rendered and their budgets checked in a worker thread, in claim order, before any
+of them starts (as one pass: the budget sees the whole batch, and a fan-out of model
+steps costs one thread hop). One path stays on the loop, because a thread hop per step
+would cost a chain of cheap steps more than its commit: settling the results of inline
+steps and claiming the next ones, when nothing else is waiting for the store thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import json
 import logging
 import os
@@ -79,6 +91,13 @@ class Executor:
         self._run_cache: dict[str, dict] = {}
         self._host = procs.hostname()
         self._last_probe = 0.0
+        self._store_thread: concurrent.futures.ThreadPoolExecutor | None = None  # made by run()
+        self._task_done = False  # an outcome came from a task: settle it on the store thread
+        self._logged = False  # a log line went to the store thread since the last settle
+        self._settle_failed = False
+        self._guard_turn: asyncio.Lock | None = None  # one batch's budget checks at a time
+        self._to_prepare: list[tuple[Claimed, Any, asyncio.Future]] = []  # claimed tasks awaiting params
+        self._preparers: set[asyncio.Task] = set()
         self._inline_actions = tuple(sorted(name for name, spec in SPECS.items()
                                             if spec.inline and name not in self.limits.per_action))
         self._limited_actions = frozenset(self.limits.per_action)
@@ -101,10 +120,6 @@ class Executor:
         self._stop_requested = True
         self.wake()
 
-    @property
-    def inflight_count(self) -> int:
-        return len(self._inflight)
-
     # ---- the loop --------------------------------------------------------------
 
     async def run(self, *, until_idle: bool = False, linger_s: float = 0.0) -> None:
@@ -112,14 +127,24 @@ class Executor:
         or elsewhere for `linger_s` seconds (a background worker waits a while for more)."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._guard_turn = asyncio.Lock()
         self._stopping = False
-        await asyncio.to_thread(self._preload)
-        keeper = asyncio.create_task(self._keep_leases(), name="lease-keeper")
+        self._store_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="executor-store")
         try:
-            await self._main(until_idle, linger_s)
+            await asyncio.to_thread(self._preload)
+            keeper = asyncio.create_task(self._keep_leases(), name="lease-keeper")
+            try:
+                await self._main(until_idle, linger_s)
+            finally:
+                keeper.cancel()
+                await self._shutdown()
         finally:
-            keeper.cancel()
-            await self._shutdown()
+            pool, self._store_thread = self._store_thread, None
+            await asyncio.to_thread(pool.shutdown)  # log lines still queued are written first
+
+    async def _off_loop(self, fn: Callable, *args) -> Any:
+        """fn(*args) on the store thread, awaited without holding up the loop."""
+        return await self._loop.run_in_executor(self._store_thread, fn, *args)
 
     @property
     def stopped_by_request(self) -> bool:
@@ -137,9 +162,13 @@ class Executor:
             outcomes, self._done = self._done, []
             req = self._claim_request()
             now = clock.now()
-            if outcomes or store.has_ready(now):
+            on_loop = bool(outcomes) and not (self._task_done or self._logged or self._settle_failed)
+            self._task_done = self._logged = False
+            self._settle_failed = bool(outcomes)  # until the settle below returns: a busy store is retried off the loop
+            if outcomes or await self._off_loop(store.has_ready, now):
                 try:
-                    applied, claimed = store.settle(outcomes, req, now)
+                    applied, claimed = (store.settle(outcomes, req, now) if on_loop
+                                        else await self._off_loop(store.settle, outcomes, req, now))
                 except StoreCorrupt:
                     raise  # a damaged file does not mend by waiting
                 except StoreError as exc:
@@ -151,38 +180,50 @@ class Executor:
                     self._done = outcomes + self._done
                     await asyncio.sleep(min(2.0, 0.05 * (1 + len(self._done))))
                     continue
+                self._settle_failed = False
                 for outcome, ok in zip(outcomes, applied):
                     if not ok:
                         log.warning("run %s step %s: result dropped, the step's lease was lost to another owner",
                                     outcome.claim.run_id, outcome.claim.step_id)
                 for c in claimed:
                     self._start(c)
+                if self._to_prepare:
+                    batch, self._to_prepare = self._to_prepare, []
+                    preparer = asyncio.create_task(self._prepare(batch), name="prepare-steps")
+                    self._preparers.add(preparer)
+                    preparer.add_done_callback(self._preparers.discard)
                 if self._done or claimed:
                     continue
             if until_idle and not self._inflight and not self._done:
-                if not store.has_queued():
-                    if not store.has_running():
-                        now = clock.now()
-                        if idle_since is None:
-                            idle_since = now
-                        if now - idle_since >= linger_s:
-                            return
-                    else:
-                        idle_since = None
-                        recovery.requeue_orphans(store, own_owner=self.owner, remove_stale=False)
+                if await self._off_loop(self._nothing_left):
+                    now = clock.now()
+                    if idle_since is None:
+                        idle_since = now
+                    if now - idle_since >= linger_s:
+                        return
                 else:
                     idle_since = None
             self._wake.clear()
             if self._done:
                 continue
             timeout = self.poll_s
-            nxt = store.next_due() if not self._inflight or req.limit > 0 else None
+            nxt = await self._off_loop(store.next_due) if not self._inflight or req.limit > 0 else None
             if nxt is not None:
                 timeout = max(0.0, min(timeout, nxt - clock.now()))
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
+
+    def _nothing_left(self) -> bool:
+        """Nothing queued and nothing running anywhere. Steps RUNNING under an owner that is
+        gone are handed back to the queue here, so until_idle does not wait out their lease."""
+        if self.store.has_queued():
+            return False
+        if self.store.has_running():
+            recovery.requeue_orphans(self.store, own_owner=self.owner, remove_stale=False)
+            return False
+        return True
 
     def _preload(self) -> None:
         """Import what the open runs will need before claiming anything, so that a claimed
@@ -240,18 +281,16 @@ class Executor:
             if spec.input_slot:
                 raise PermanentStepError("a capture slot is filled by a capture or `ingest`, not executed",
                                          code="not_executable")
-            params = self._render(c)
             action = load_action(c.action)
-            if spec.provider is not None:
-                for guard in self.guards:
-                    guard(c, params, action)
+            inline = spec.inline and spec.provider is None and isinstance(action, SyncAction)
+            params = self._render(c) if inline else None  # an inline step's reads stay on the loop
         except Exception as exc:  # noqa: BLE001 - becomes the step's error
             self._done.append(self._failure(c, exc, started))
             return
         ctx = StepContext(c.run_id, c.step_id, c.action, c.attempts, self._logger(c))
         if spec.provider is not None:
             ctx.journal = self._journal_for(c)
-        if spec.inline and isinstance(action, SyncAction):
+        if inline:
             try:
                 self._done.append(self._success(c, action.compute(params, ctx), started))
             except Exception as exc:  # noqa: BLE001
@@ -259,9 +298,38 @@ class Executor:
             self.executed += 1
             return
         timeout = c.timeout_s or spec.default_timeout_s
-        task = asyncio.create_task(self._execute(c, action, params, ctx, timeout, started),
+        params_ready = self._loop.create_future()
+        self._to_prepare.append((c, action, params_ready))
+        task = asyncio.create_task(self._execute(c, action, params_ready, ctx, timeout, started),
                                    name=f"step:{c.run_id}:{c.step_id}")
         self._inflight[c.rowid] = (c, task)
+
+    async def _prepare(self, batch: list[tuple[Claimed, Any, asyncio.Future]]) -> None:
+        """Params rendered and budgets checked for a claimed batch, off the loop: rendering
+        reads the store and a budget check may tokenise a whole prompt. One batch at a time,
+        since a check and the reservation it makes must not interleave with another's."""
+        async with self._guard_turn:
+            results = await asyncio.to_thread(self._render_and_guard, batch)
+        for (_, _, params_ready), result in zip(batch, results):
+            if params_ready.done():  # the step was cancelled meanwhile
+                continue
+            if isinstance(result, BaseException):
+                params_ready.set_exception(result)
+            else:
+                params_ready.set_result(result)
+
+    def _render_and_guard(self, batch: list[tuple[Claimed, Any, asyncio.Future]]) -> list:
+        results: list = []
+        for c, action, _ in batch:
+            try:
+                params = self._render(c)
+                if action.spec.provider is not None:
+                    for guard in self.guards:
+                        guard(c, params, action)
+                results.append(params)
+            except Exception as exc:  # noqa: BLE001 - becomes the step's error
+                results.append(exc)
+        return results
 
     def _journal_for(self, c: Claimed):
         store, pid = self.store, self.pid
@@ -276,14 +344,31 @@ class Executor:
         return journal
 
     def _logger(self, c: Claimed):
+        """ctx.log: the line goes to the store thread (called from the loop or from an action's
+        own thread alike); only when no executor runs is it written where it is called."""
         store = self.store
 
         def log_line(line: str) -> None:
-            store.append_log(c.run_id, c.step_id, clock.now(), line)
+            pool, args = self._store_thread, (c.run_id, c.step_id, clock.now(), line)
+            if pool is not None:
+                try:
+                    pool.submit(store.append_log, *args).add_done_callback(_log_write_failure)
+                    self._logged = True
+                    return
+                except RuntimeError:  # the pool has shut down: this thread writes it
+                    pass
+            store.append_log(*args)
         return log_line
 
-    async def _execute(self, c: Claimed, action, params: dict, ctx: StepContext, timeout: float,
+    async def _execute(self, c: Claimed, action, params_ready: asyncio.Future, ctx: StepContext, timeout: float,
                        started: float) -> None:
+        try:
+            params = await params_ready
+        except asyncio.CancelledError:
+            raise  # shutdown releases the step, or whoever took its lease has it
+        except Exception as exc:  # noqa: BLE001 - a bad reference, a budget: the step fails unstarted
+            self._finish(c, self._failure(c, exc, started))
+            return
         try:
             result = await asyncio.wait_for(action.run(params, ctx), timeout)
             outcome = self._success(c, result, started)
@@ -303,8 +388,12 @@ class Executor:
         except Exception as exc:  # noqa: BLE001
             outcome = self._failure(c, exc, started)
         self.executed += 1
+        self._finish(c, outcome)
+
+    def _finish(self, c: Claimed, outcome: Outcome) -> None:
         if self._inflight.pop(c.rowid, None) is not None:
             self._done.append(outcome)
+            self._task_done = True
             if self._wake is not None:
                 self._wake.set()
 
@@ -399,10 +488,11 @@ class Executor:
             await asyncio.sleep(interval)
             try:
                 if self._inflight:
-                    held = self.store.renew_leases([(c.rowid, c.epoch) for c, _ in self._inflight.values()],
-                                                   clock.now() + self.lease_s)
-                    for rowid, (c, task) in list(self._inflight.items()):
-                        if (c.rowid, c.epoch) not in held:
+                    asked = list(self._inflight.items())  # steps started while we wait were not asked about
+                    held = await self._off_loop(self.store.renew_leases, [(c.rowid, c.epoch) for _, (c, _) in asked],
+                                                clock.now() + self.lease_s)
+                    for rowid, (c, task) in asked:
+                        if (c.rowid, c.epoch) not in held and self._inflight.get(rowid, (None,))[0] is c:
                             log.warning("run %s step %s: lease lost (cancelled or taken over); stopping it",
                                         c.run_id, c.step_id)
                             self._inflight.pop(rowid, None)
@@ -411,7 +501,8 @@ class Executor:
                                 task.cancel()
                 if clock.now() - last_recovery >= self.recover_every_s:
                     last_recovery = clock.now()
-                    report = recovery.requeue_orphans(self.store, own_owner=self.owner, remove_stale=False)
+                    report = await self._off_loop(functools.partial(
+                        recovery.requeue_orphans, self.store, own_owner=self.owner, remove_stale=False))
                     if report.requeued:
                         self.wake()
             except Exception:  # noqa: BLE001 - keep renewing; a busy store is not fatal
@@ -420,7 +511,7 @@ class Executor:
     async def _shutdown(self) -> None:
         """Hand unfinished steps back to the queue so another process picks them up now."""
         self._stopping = True
-        tasks = [t for _, t in self._inflight.values() if t is not None]
+        tasks = [t for _, t in self._inflight.values() if t is not None] + list(self._preparers)
         for t in tasks:
             t.cancel()
         if tasks:
@@ -432,6 +523,11 @@ class Executor:
         if self._done:
             outcomes, self._done = self._done, []
             try:
-                self.store.settle(outcomes, None, clock.now())
+                await self._off_loop(self.store.settle, outcomes, None, clock.now())
             except Exception:  # noqa: BLE001 - recovery will pick them up instead
                 log.exception("could not release steps at shutdown")
+
+
+def _log_write_failure(future: concurrent.futures.Future) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("a step's log line could not be written", exc_info=future.exception())

@@ -355,9 +355,6 @@ class Reassembler:
             raise ChunkError(f"reassembled reply for id {key} is not an object")
         return whole
 
-    def feed_body(self, body: bytes) -> dict | None:
-        return self.feed(decode_message(body))
-
 
 def iter_messages(stream: BinaryIO, max_size: int = MAX_INCOMING) -> Iterator[dict]:
     """Whole messages from a stream (chunk series reassembled) until a clean end."""

@@ -1,4 +1,9 @@
-"""Step and run statuses: a leaf module, cheap to import (no pydantic)."""
+"""Step and run statuses: a leaf module, cheap to import (no pydantic).
+
+The extension spells the same names and sets in extension/lib/states.js
+(tests/unit/test_states.py holds the two together); the store's SQL spells them in its
+queries, where a Python constant cannot reach.
+"""
 
 from __future__ import annotations
 
@@ -33,4 +38,7 @@ class RunStatus(StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+        return self in TERMINAL_RUN
+
+
+TERMINAL_RUN = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})

@@ -46,6 +46,7 @@ from fake_provider import FakeProvider  # noqa: E402
 from polling import wait_for  # noqa: E402,F401 - the tests import it from here
 from hybrid_engine import install as he_install  # noqa: E402
 from hybrid_engine.identity import CHROME_EXTENSION_ID, FIREFOX_EXTENSION_ID  # noqa: E402
+from hybrid_engine.money import usd  # noqa: E402,F401 - the popup's money format (extension/lib/format.js follows it)
 
 EXT_ID = CHROME_EXTENSION_ID
 EXT_ORIGIN = f"chrome-extension://{EXT_ID}"
@@ -89,17 +90,6 @@ steps:
       template: "{{ steps.page.outputs.content }}"
 """,
 }
-
-
-def usd(cost: float | None) -> str:
-    """The popup's money format (extension/lib/format.js usd), which is also the CLI's."""
-    if cost is None:
-        return "unknown"
-    if cost == 0:
-        return "$0"
-    if cost < 0.01:
-        return f"${cost:.6f}"
-    return f"${cost:.4f}"
 
 
 def sha256(text: str) -> str:

@@ -1,4 +1,4 @@
-"""Issue 5 acceptance in Chromium: the popup, the context menus, a host that dies or is
+"""The extension in Chromium: the popup, the context menus, a host that dies or is
 missing, and big pages and outputs, against the real host and a fake model on loopback."""
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ WATCH_CONNECTION = """() => {
 def wait_js(page, expression, timeout=30000):
     """page.wait_for_function, without eval (extension pages forbid it): poll page.evaluate."""
     return wait_for(lambda: page.evaluate(f"() => ({expression})"), timeout / 1000, 0.05, expression)
+
+
+def popup_mark(popup, moment):
+    """The popup's last User Timing mark for `moment`: {"at": ms since it opened, "detail": ...}, or None."""
+    return popup.evaluate("""(m) => { const e = performance.getEntriesByName(`popup:${m}`).at(-1);
+      return e ? { at: e.startTime, detail: e.detail } : null; }""", moment)
 
 
 def run_row(popup, run_id):
@@ -204,8 +210,8 @@ def test_popup_open_to_runs_shown_and_click_to_run_created_for_1mb_page(chromium
     for i in range(3):
         popup = chromium.popup(big)
         run_id = send_from_popup(popup, "e2e-echo")
-        t = popup.evaluate("__timings")
-        clicks.append({"click_to_run_ms": t["runCreated"] - t["clicked"], **t["lastSend"]})
+        clicked, created = popup_mark(popup, "send-clicked"), popup_mark(popup, "run-created")
+        clicks.append({"click_to_run_ms": created["at"] - clicked["at"], **created["detail"]})
         run_ids.append(run_id)
         popup.close()
     for run_id in run_ids:
@@ -229,9 +235,10 @@ def test_popup_open_to_runs_shown_and_click_to_run_created_for_1mb_page(chromium
         popup = chromium.ctx.new_page()
         popup.goto(f"{EXT_ORIGIN}/popup/popup.html")
         popup.wait_for_selector(f'#run-list li[data-run-id="{run_ids[0]}"]')
-        wait_js(popup, "window.__timings.runsShown !== undefined")
-        t = popup.evaluate("__timings")
-        opens.append({"runs_shown_ms": t["runsShown"], "cached_runs_shown_ms": t.get("runsShownCached")})
+        wait_js(popup, "performance.getEntriesByName('popup:runs-shown').length > 0")
+        cached = popup_mark(popup, "runs-shown-cached")
+        opens.append({"runs_shown_ms": popup_mark(popup, "runs-shown")["at"],
+                      "cached_runs_shown_ms": cached and cached["at"]})
         popup.close()
     result = {
         "page_bytes": len(serialised.encode()),
@@ -505,17 +512,16 @@ def test_five_megabyte_page_and_output_round_trip(chromium, he, site):
     wait_row_done(popup, run_id)
     run_row(popup, run_id).locator("button").click()
     popup.wait_for_selector("#copy-output:not([disabled])", timeout=60000)
-    got = popup.evaluate("""async () => {
-      const d = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(__view.output));
-      return [__view.output.length, [...new Uint8Array(d)].map(b => b.toString(16).padStart(2, '0')).join('')]; }""")
     doc = he.run_doc(run_id)
     echo = next(s for s in doc["steps"] if s["id"] == "echo")["outputs"]["text"]
     assert sha256(echo) == sha256(serialised)
-    assert got[1] == sha256(echo), "the 5 MB output did not reassemble intact"
     assert "showing the first" in popup.inner_text("#output-note")
     # Copy hands all of it to the clipboard (recorded: headless has no clipboard to read back).
     popup.evaluate("""() => { window.__copied = null; const w = navigator.clipboard.writeText.bind(navigator.clipboard);
-      navigator.clipboard.writeText = (t) => { window.__copied = t.length; return w(t); }; }""")
+      navigator.clipboard.writeText = (t) => { window.__copied = t; return w(t); }; }""")
     popup.get_by_role("button", name="Copy the final output").click()
     wait_js(popup, "window.__copied !== null")
-    assert popup.evaluate("window.__copied") == len(echo.encode("utf-16-le")) // 2  # JS counts UTF-16 units
+    got = popup.evaluate("""async () => {
+      const d = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(window.__copied));
+      return [...new Uint8Array(d)].map(b => b.toString(16).padStart(2, '0')).join(''); }""")
+    assert got == sha256(echo), "the 5 MB output did not reassemble intact"

@@ -1,7 +1,7 @@
 """A bad setting is one clear error naming the file, the key and the allowed range.
 
-`run` and `worker` exit 2 before anything starts (a concurrency of 0 used to hang them,
-"eight" printed a traceback, a nan budget or a negative price was taken); the host keeps
+`run` and `worker` exit 2 before anything starts (a concurrency of 0 would hang them,
+"eight" would print a traceback, a nan budget or a negative price would be taken); the host keeps
 serving, answers bad_config where the popup asks, and starts executing once the file is
 fixed; `run --budget` refuses nan and negative amounts.
 """

@@ -1,5 +1,5 @@
 """What the CLI and the host take in: input files (size, encoding), --metadata, content types
-given as the seed's short names, and run ids given as a prefix."""
+given as short names (html, text, json, markdown), and run ids given as a prefix."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def test_metadata_nested_too_deeply_is_a_bad_request_for_the_host(cli, home):
     assert error["code"] == "bad_request" and "metadata: nested deeper than 32 levels" in error["message"]
 
 
-# ---- content types: the seed's short names -----------------------------------------------------
+# ---- content types: short names ------------------------------------------------------------------
 
 SHORT_NAMES = [("text", "text/plain"), ("html", "text/html"), ("json", "application/json"),
                ("markdown", "text/markdown")]

@@ -1,7 +1,7 @@
 """Bad template files beside good ones: the host and the CLI list the good ones, name
 each bad file with its problem, and keep running the good ones.
 
-The bad files are the ones that used to take everything down: nesting past Python's
+The bad files are the ones that could take everything down: nesting past Python's
 recursion limit in YAML and in JSON, and a YAML alias bomb.
 """
 

@@ -1,4 +1,4 @@
-"""What the executor needs from an action, and the seed's adapter interface.
+"""What the executor needs from an action.
 
 An action is looked up by name in the registry (adapters/__init__.py) through an
 ActionSpec that is cheap to import: template validation needs names, parameter
@@ -83,15 +83,6 @@ class StepResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class AdapterResult:
-    """The seed's adapter return value: output, error, metadata."""
-
-    output: Any = None
-    error: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
 class Action:
     """Base class for everything a step can do."""
 
@@ -103,16 +94,6 @@ class Action:
     def estimate(self, params: dict[str, Any]) -> dict | None:
         """Tokens and cost this step would take, without calling anything. None: free."""
         return None
-
-
-class BaseAdapter(Action):
-    """A model provider. Subclasses implement execute() and calculate_cost()."""
-
-    async def execute(self, prompt: str, **params: Any) -> AdapterResult:
-        raise NotImplementedError
-
-    def calculate_cost(self, model: str, usage: dict, when=None) -> float | None:
-        raise NotImplementedError
 
 
 class SyncAction(Action):

@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Callable
 
-from .. import pricing, tokens
+from .. import money, pricing, tokens
 from ..config import ConfigError, ProviderSettings, load_config, provider_settings
 from ..errors import PermanentStepError, StepError, TransientStepError
 from . import usage as usage_check
 from ..redact import public_url, redact, url_secrets
 from ..settings import load as check_settings
-from .base import AdapterResult, BaseAdapter, StepContext, StepResult
+from .base import Action, StepContext, StepResult
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ class ClientCache:
 
 # ---- the action ------------------------------------------------------------------------
 
-class ChatAdapter(BaseAdapter):
+class ChatAdapter(Action):
     provider: str = ""  # settings key and metadata["provider"]
     label: str = ""  # how messages name the provider
     needs_key: bool = True
@@ -438,8 +438,7 @@ class ChatAdapter(BaseAdapter):
                f"up to {est['max_output_tokens']:,} output tokens"
         if est["price_unknown"]:
             return f" This step's price is unknown ({what})."
-        return (f" This step would have cost about ${est['cost_min']:.4f} to "
-                f"${est['cost_max']:.4f} ({what}).")
+        return f" This step would have cost about {money.usd(est['cost_min'])} to {money.usd(est['cost_max'])} ({what})."
 
     def _no_key(self, settings: ProviderSettings, params: dict[str, Any]) -> PermanentStepError:
         est = self._safe_estimate(params)
@@ -511,7 +510,7 @@ class ChatAdapter(BaseAdapter):
                     f"priced from our own count of {usage.prompt_tokens:,} prompt and "
                     f"{usage.completion_tokens:,} completion tokens, "
                     + ("price unknown" if cost.usd is None else "free (local model)"
-                       if cost.source == "local" else f"about ${cost.usd:.6f} (estimated)"))
+                       if cost.source == "local" else f"about {money.usd(cost.usd)} (estimated)"))
         meta: dict[str, Any] = {
             "provider": self.provider,
             "model": request.model,
@@ -585,24 +584,6 @@ class ChatAdapter(BaseAdapter):
         sent = tokens.count_chat_tokens(request.prompt, request.system, request.model, self.provider)
         answer = tokens.count_tokens(text, request.model, self.provider).low if text else 0
         return sent.low, answer
-
-    # -- the seed's adapter interface ----------------------------------------------------
-    async def execute(self, prompt: str, **params: Any) -> AdapterResult:
-        ctx = params.pop("ctx", None) or StepContext(run_id="", step_id="", action=self.spec.name,
-                                                     attempt=1)
-        try:
-            result = await self.run({**params, "prompt": prompt}, ctx)
-        except StepError as exc:
-            return AdapterResult(output=None, error=exc.message,
-                                 metadata={**exc.metadata, "error_code": exc.code})
-        return AdapterResult(output=result.outputs.get("text"), metadata=result.metadata)
-
-    def calculate_cost(self, model: str, usage: dict, when=None) -> float | None:
-        return pricing.price(model, self.provider, pricing.Usage(
-            prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
-            completion_tokens=int(usage.get("completion_tokens", 0) or 0),
-            cached_tokens=int(usage.get("cached_tokens", 0) or 0),
-            reasoning_tokens=int(usage.get("reasoning_tokens", 0) or 0)), when).usd
 
 
 def as_int(value: Any) -> int:

@@ -1,0 +1,73 @@
+"""The extension's modules: what one exports another imports, and where the host and the
+extension share a rule (money, statuses) both give the same answers.
+
+The extension has no bundler and no linter run in the suite, so an export nobody imports
+would stay unnoticed; the shared rules are run in node (install/dev-setup.sh installs it
+for web-ext) on the same figures as the Python side.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from hybrid_engine import money
+from hybrid_engine.states import RunStatus, StepStatus
+
+EXTENSION = Path(__file__).resolve().parents[2] / "extension"
+_IMPORT = re.compile(r'import\s*\{([^}]*)\}\s*from\s*"([^"]+)"')
+_EXPORT = re.compile(r"^export (?:async )?(?:function\*?|const|let|class) (\w+)", re.M)
+_EXPORT_LIST = re.compile(r"^export \{([^}]*)\}", re.M)
+
+
+def _sources() -> dict[Path, str]:
+    return {p.resolve(): p.read_text(encoding="utf-8") for p in EXTENSION.rglob("*.js")}
+
+
+def _imported() -> dict[Path, set[str]]:
+    names: dict[Path, set[str]] = {}
+    for path, text in _sources().items():
+        for listed, target in _IMPORT.findall(text):
+            module = (path.parent / target).resolve()
+            names.setdefault(module, set()).update(
+                n.split(" as ")[0].strip() for n in listed.split(",") if n.strip())
+    return names
+
+
+def test_every_export_of_an_extension_module_is_imported_somewhere():
+    imported = _imported()
+    unused = []
+    for path, text in _sources().items():
+        exported = _EXPORT.findall(text) + [n.strip() for group in _EXPORT_LIST.findall(text)
+                                            for n in group.split(",") if n.strip()]
+        unused += [f"{path.relative_to(EXTENSION)}: {name}" for name in exported
+                   if name not in imported.get(path, set())]
+    assert unused == []
+
+
+def _node(module: str, body: str):
+    """What `body` (which may use the module's exports as `m`) prints as JSON, run in node."""
+    url = (EXTENSION / module).as_uri()
+    script = f"const m = await import({json.dumps(url)});\nconsole.log(JSON.stringify({body}));"
+    out = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+# Each band of the rule, its edges, a negative, and the amounts that are no figure at all.
+FIGURES = [None, 0, 1e-9, 4e-7, 6e-7, 0.000123, 0.0006, 0.005, 0.0099999, 0.01, 0.0100001, 0.5, 1.23456,
+           12.5, 1234.56789, -0.05, -0.0001]
+
+
+def test_extension_formats_money_by_the_rule_the_host_uses():
+    js = _node("lib/format.js", f"{json.dumps(FIGURES)}.map((x) => [m.usd(x), m.usdBudget(x)])")
+    assert js == [[money.usd(x), money.usd_budget(x)] for x in FIGURES]
+
+
+def test_extension_spells_the_statuses_and_terminal_runs_as_the_host_does():
+    js = _node("lib/states.js", "[m.RunStatus, m.StepStatus, Object.values(m.RunStatus).filter(m.isTerminalRun)]")
+    assert js[0] == {s.name: s.value for s in RunStatus}
+    assert js[1] == {s.name: s.value for s in StepStatus}
+    assert set(js[2]) == {s.value for s in RunStatus if s.is_terminal}
