@@ -3,7 +3,7 @@
 Each takes the Host (for its service, the background worker, events and status) and the
 decoded message, checks the fields it reads (a BadRequest names the field and what was
 expected), and returns the reply's `result`. Messages and their fields are in
-CONTRACT.md ("Native messaging"). The transport around them (frames, threads, errors as
+docs/PROTOCOL.md. The transport around them (frames, threads, errors as
 replies) is host.py; nothing here writes a frame or touches the store.
 """
 

@@ -23,7 +23,7 @@
                        a model call in flight is the worker's, so it is neither cut off nor
                        sent twice when the browser goes
 
-Messages and their fields are in CONTRACT.md ("Native messaging"); handlers.HANDLERS maps
+Messages and their fields are in docs/PROTOCOL.md; handlers.HANDLERS maps
 each type to a small function over service.Service. Replies carry the host version
 (``"version"``) next to ``ok``. Events (``run.updated``, ``templates.changed``) are
 sent only after ``runs.subscribe``. This module is the transport: frames in and out, the

@@ -336,12 +336,10 @@ class Service:
         return estimate_run(self.template(template_ref), page)
 
     def spend(self) -> dict:
-        now = datetime.now().astimezone()
-        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        month = day.replace(day=1)
         from . import settings
 
         budgets = settings.budgets()  # a bad [budgets] is bad_config, never a nan in the reply
+        day, month = (datetime.fromtimestamp(ts).astimezone() for ts in clock.period_starts())
         return views.spend_view(self.store, budgets, day, month)
 
     # ---- captures the extension may send twice ---------------------------------------
