@@ -10,11 +10,10 @@ act while a request is provably in flight.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -22,6 +21,7 @@ import pytest
 from hybrid_engine.templates import validate
 from host_client import HostClient
 from polling import wait_for
+from processes import dead_pid, kill
 
 
 def tpl(steps, name="t", **extra):
@@ -36,38 +36,42 @@ def step(service, run_id, step_id="m"):
     return [s for s in service.run_document(run_id)["steps"] if s["id"] == step_id][0]
 
 
-def kill(proc):
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-
-
-def dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
-
-
 def calls(service, run_id):
     return service.store.calls(run_id)
+
+
+@contextlib.contextmanager
+def call_in_flight(fake, cli):
+    """A worker whose model call has reached the provider and is held there; released on exit."""
+    fake.hold()
+    proc = cli.popen("worker", "--until-idle", "--quiet")
+    try:
+        fake.wait_requests(1)
+        yield proc
+    finally:
+        fake.release()
+        if proc.poll() is None:
+            kill(proc)
+
+
+def killed_mid_call(service, fake, cli) -> str:
+    """A run whose one model call was sent by a worker that was then killed."""
+    run_id = service.create_run(tpl([MODEL_STEP]))
+    with call_in_flight(fake, cli) as proc:
+        kill(proc)
+    return run_id
 
 
 def test_a_model_call_is_journaled_before_its_request_is_sent(fake_provider_env, service, cli):
     fake = fake_provider_env
     run_id = service.create_run(tpl([MODEL_STEP]))
-    fake.hold()
-    proc = cli.popen("worker", "--until-idle", "--quiet")
-    try:
-        fake.wait_requests(1)
+    with call_in_flight(fake, cli) as proc:
         [call] = calls(service, run_id)
         assert call["state"] == "sent" and call["step_id"] == "m" and call["attempt"] == 1
         assert call["model"] == "gpt-4o-mini" and call["prompt_tokens"] > 0 and call["max_output_tokens"] == 200
         assert call["cost_max"] > 0
         fake.release()
         assert proc.wait(60) == 0
-    finally:
-        fake.release()
-        if proc.poll() is None:
-            kill(proc)
     [call] = calls(service, run_id)
     m = step(service, run_id)
     assert call["state"] == "answered" and call["cost"] == m["execution_metrics"]["cost"] > 0
@@ -77,14 +81,7 @@ def test_a_model_call_is_journaled_before_its_request_is_sent(fake_provider_env,
 
 def test_a_call_whose_worker_died_is_shown_as_unconfirmed_with_its_bound(fake_provider_env, service, cli):
     fake = fake_provider_env
-    run_id = service.create_run(tpl([MODEL_STEP]))
-    fake.hold()
-    proc = cli.popen("worker", "--until-idle", "--quiet")
-    try:
-        fake.wait_requests(1)
-        kill(proc)
-    finally:
-        fake.release()
+    run_id = killed_mid_call(service, fake, cli)
     cli("recover", check=True)
     [call] = calls(service, run_id)
     assert call["state"] == "unconfirmed" and "gone" in call["reason"]
@@ -127,17 +124,10 @@ def test_a_worker_killed_before_sending_its_call_costs_the_step_no_strike(he_hom
 def test_cancelling_a_run_during_its_call_keeps_the_call_on_the_record(fake_provider_env, service, cli):
     fake = fake_provider_env
     run_id = service.create_run(tpl([MODEL_STEP]))
-    fake.hold()
-    proc = cli.popen("worker", "--until-idle", "--quiet")
-    try:
-        fake.wait_requests(1)
+    with call_in_flight(fake, cli) as proc:
         cli("cancel", run_id, check=True)
         fake.release()
         assert proc.wait(60) == 0
-    finally:
-        fake.release()
-        if proc.poll() is None:
-            kill(proc)
     m = step(service, run_id)
     assert m["status"] == "CANCELLED"
     [call] = calls(service, run_id)
@@ -150,14 +140,7 @@ def test_cancelling_a_run_during_its_call_keeps_the_call_on_the_record(fake_prov
 
 def test_a_run_budget_counts_an_unconfirmed_call_at_its_upper_bound(fake_provider_env, service, cli):
     fake = fake_provider_env
-    run_id = service.create_run(tpl([MODEL_STEP]))
-    fake.hold()
-    proc = cli.popen("worker", "--until-idle", "--quiet")
-    try:
-        fake.wait_requests(1)
-        kill(proc)
-    finally:
-        fake.release()
+    run_id = killed_mid_call(service, fake, cli)
     [call] = calls(service, run_id)
     # Room for one call at its bound, not two: the lost call already holds most of it.
     service.store.conn.execute("UPDATE runs SET budget_usd = ? WHERE id = ?", (call["cost_max"] * 1.5, run_id))
@@ -225,7 +208,7 @@ def test_a_background_worker_whose_data_folder_is_deleted_stops_sending_calls(fa
         fake.wait_requests(1)
         shutil.rmtree(he_home)
         assert proc.wait(60) == 0
-        print("T exit", time.time())  # stopped without waiting for the answer held back
+        # it stopped without waiting for the answer held back
         fake.release()
         assert len(fake.requests) == 1
     finally:

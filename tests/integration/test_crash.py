@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -15,6 +11,7 @@ import pytest
 
 from hybrid_engine.templates import validate
 from polling import wait_for
+from processes import dead_pid, kill
 
 
 def tpl(steps, name="t"):
@@ -23,17 +20,6 @@ def tpl(steps, name="t"):
 
 def step(service, run_id, step_id):
     return [s for s in service.run_document(run_id)["steps"] if s["id"] == step_id][0]
-
-
-def kill(proc):
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
-
-
-def dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
 
 
 def test_killed_worker_is_recovered_and_the_run_resumes_from_the_right_step(service, cli, tmp_path):
