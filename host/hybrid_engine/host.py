@@ -353,24 +353,9 @@ def h_doctor(host: "Host", msg: dict) -> dict:
     }
 
 
-HANDLERS: dict[str, Handler] = {
-    "hello": h_hello,
-    "host.status": h_host_status,
-    "templates.list": h_templates_list,
-    "capture": h_capture,
-    "external_data.add": h_external_data_add,
-    "external_data.list": h_external_data_list,
-    "runs.list": h_runs_list,
-    "runs.get": h_runs_get,
-    "runs.output": h_runs_output,
-    "runs.retry": h_runs_retry,
-    "runs.cancel": h_runs_cancel,
-    "runs.subscribe": h_runs_subscribe,
-    "estimate": h_estimate,
-    "spend": h_spend,
-    "config": h_config,
-    "doctor": h_doctor,
-}
+# One list of message types, hostboot's (its hello lists them before this module loads);
+# each is served by the h_ function named after it ("runs.get" -> h_runs_get).
+HANDLERS: dict[str, Handler] = {t: globals()["h_" + t.replace(".", "_")] for t in hostboot.MESSAGE_TYPES}
 
 
 def _valid_id(value: Any) -> bool:
