@@ -700,7 +700,7 @@ def test_check_host_reports_a_host_that_does_not_answer_in_time(env):
 
 
 def test_check_host_reports_a_host_that_exits_with_its_error(env):
-    result = install.check_host(write_fake_host(env.tmp, "exit"))
+    result = install.check_host(write_fake_host(env.tmp, "exit"), timeout=60)
     assert not result.ok and "boom: no module named" in result.problem
 
 
@@ -708,7 +708,7 @@ def test_doctor_launches_each_registered_host_and_accepts_a_hello_reply(env):
     installed(env, ["chrome", "firefox"])
     launcher = env.data / "bin" / "hybrid-engine-host"
     launcher.write_text(write_fake_host(env.tmp).read_text())
-    assert install.doctor(root=env.root) == []
+    assert install.doctor(root=env.root, timeout=60) == []  # room on a busy machine
 
 
 def test_doctor_reports_a_host_that_does_not_answer_hello(env):
