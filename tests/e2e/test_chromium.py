@@ -462,14 +462,13 @@ def test_host_missing_capture_is_kept_and_delivered_when_it_returns(chromium_fac
 
     # The service worker is stopped (as Chromium does to idle workers); the capture is in storage.
     cdp = popup.context.new_cdp_session(popup)
-    versions: dict[str, str] = {}
+    stopped: list[str] = []  # a worker may be woken again at once: its "stopped" is kept here
     cdp.on("ServiceWorker.workerVersionUpdated",
-           lambda event: versions.update({v["versionId"]: v["runningStatus"] for v in event["versions"]}))
+           lambda event: stopped.extend(v["versionId"] for v in event["versions"] if v["runningStatus"] == "stopped"))
     cdp.send("ServiceWorker.enable")
     cdp.send("ServiceWorker.stopAllWorkers")
     # Each poll calls into Playwright, which is when its sync API delivers CDP events.
-    wait_for(lambda: popup.evaluate("true") and versions and all(v == "stopped" for v in versions.values()),
-             20, 0.05, "the service worker to stop")
+    wait_for(lambda: popup.evaluate("true") and stopped, 60, 0.05, "the service worker to stop")
     chromium.register()  # `hybrid-engine install`, in effect
     popup.reload()  # a person opens the popup again: the worker wakes and connects
     popup.wait_for_selector('#connection[data-status="connected"]', timeout=20000)
