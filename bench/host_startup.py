@@ -19,6 +19,9 @@ Run: python bench/host_startup.py [--rounds 20] [--capture-rounds 7]
    written to the reply read, against writing the same bytes to SQLite directly (one
    INSERT and COMMIT in a WAL database with synchronous=NORMAL, like the store). The
    first capture of a host is reported apart: it is the one that loads pydantic.
+3. Exit: stdin closed (the browser going away) -> the host process gone, on an idle host
+   and on a host whose run has a step sleeping in the background worker (the host must
+   not wait for it); target: under 1 s, against the floor of `python -c pass`.
 """
 
 from __future__ import annotations
@@ -212,7 +215,47 @@ def main() -> int:
         print(f"  first capture (loads pydantic)      {first * 1000:7.1f} ms")
         print(f"  capture reply latency               {med(captures)}")
         print(f"  same bytes INSERTed into SQLite     {med(floors)}   capture/floor {ratio:.2f}x")
+
+        # ---- exit when the browser goes away -----------------------------------------
+        (templates / "bench-nap.json").write_text(json.dumps(
+            {"name": "bench-nap", "steps": [{"id": "page", "action": "capture"},
+                                            {"id": "nap", "action": "sleep", "dependencies": ["page"],
+                                             "params": {"seconds": 2}}]}), encoding="utf-8")
+        exit_env = {**env, "HYBRID_ENGINE_WORKER_LINGER_S": "1"}
+        idle, busy, floor = [], [], []
+        for i in range(args.capture_rounds):
+            floor.append(time_python_pass(exit_env))
+            idle.append(time_exit(exit_env, None))
+            busy.append(time_exit(exit_env, "bench-nap"))
+        print(f"exit after stdin closes, {args.capture_rounds} rounds (target < 1 s)")
+        print(f"  idle host                           {med(idle)}   {statistics.median(idle) / statistics.median(floor):.1f}x python -c pass")
+        print(f"  a step sleeping in the worker       {med(busy)}   {statistics.median(busy) / statistics.median(floor):.1f}x python -c pass")
     return 0
+
+
+def time_exit(env: dict, template: str | None) -> float:
+    """stdin closed -> process gone; with a template, once its run's step is running."""
+    proc = spawn_host(env)
+    proc.stdin.write(frame({"id": 1, "type": "hello", "protocol": 1}))
+    if template:
+        proc.stdin.write(frame({"id": 2, "type": "capture", "template": template, "page": {"content": "x"}}))
+    proc.stdin.flush()
+    read_reply(proc, 1)
+    if template:
+        run_id = read_reply(proc, 2)["result"]["run_id"]
+        for i in range(3, 10_000):
+            proc.stdin.write(frame({"id": i, "type": "runs.get", "run_id": run_id}))
+            proc.stdin.flush()
+            steps = read_reply(proc, i)["result"]["steps"]
+            if steps[-1]["status"] == "RUNNING":
+                break
+            time.sleep(0.02)
+    t0 = time.perf_counter()
+    proc.stdin.close()
+    proc.wait(30)
+    elapsed = time.perf_counter() - t0
+    proc.stdout.close()
+    return elapsed
 
 
 if __name__ == "__main__":

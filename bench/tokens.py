@@ -1,6 +1,7 @@
 """Tokens sent to the model: raw HTML against what page-digest sends after extract_text.
 
 Run: python bench/tokens.py [--corpus ../shared/corpus/readability] [--limit N]
+(tests/data/corpus/readability holds 11 of the pages, for a quick look from a plain clone)
 
 For every real article page (<corpus>/*/source.html; the corpus path is relative to the
 project root), side by side:
@@ -47,7 +48,7 @@ def main() -> int:
     pages = sorted(corpus.glob("*/source.html"))
     if not pages:
         print(f"bench/tokens.py: no pages at {corpus}/*/source.html - the shared corpus is missing "
-              f"(expected next to the project: ../shared/corpus/readability)", file=sys.stderr)
+              f"(expected next to the project: ../shared/corpus/readability; pass --corpus PATH)", file=sys.stderr)
         return 2
     pages = pages[:args.limit] if args.limit else pages
 
@@ -145,6 +146,22 @@ def main() -> int:
               f"{in_ext + out:>14.4f} {(in_raw + out) / (in_ext + out):>5.1f}x  "
               f"${per_in.usd:.3f}, ${per_out.usd:.3f} ({per_in.source} {pricing.prices_version() or ''})")
     print(f"  (mean prompt: {mean_raw:,.0f} tokens raw vs {mean_sent:,.0f} extracted)")
+
+    # A long run without spaces (base64, minified code) is one pre-token for the regex split;
+    # counting it must stay near the cost of the same size of prose.
+    blob = "QmFzZTY0" * 25_000 + " end"
+    prose = ("The starter doubled overnight and smelled of apples. " * 4_000)[:len(blob)]
+    timing = {}
+    for label, text in (("prose", prose), ("no spaces", blob)):
+        times = []
+        for salt in range(5):
+            sample = f"{salt} {text}"  # count_tokens caches by text: a new text each round
+            t0 = time.perf_counter()
+            tokens.count_tokens(sample, "gpt-4o-mini", "openai")
+            times.append(time.perf_counter() - t0)
+        timing[label] = min(times)
+    print(f"\n  counting 200 kB: prose {timing['prose'] * 1000:.0f} ms, one 200 kB word {timing['no spaces'] * 1000:.0f} ms"
+          f" ({timing['no spaces'] / timing['prose']:.1f}x; best of 5)")
     svc.store.close()
     import shutil
 

@@ -14,7 +14,7 @@ import time
 
 from . import PROTOCOL_VERSION, __version__
 from .errors import BadRequest
-from .hello import hello_result, loaded_heavy_modules
+from .hello import MESSAGE_TYPES, hello_result, loaded_heavy_modules
 
 TYPE_CHECKING = False  # `typing` itself costs 2 ms of the host's start
 if TYPE_CHECKING:
@@ -244,24 +244,9 @@ def h_spend(host, msg: dict) -> dict:
     return host.service.spend()
 
 
-HANDLERS: dict[str, Handler] = {
-    "hello": h_hello,
-    "host.status": h_host_status,
-    "templates.list": h_templates_list,
-    "capture": h_capture,
-    "external_data.add": h_external_data_add,
-    "external_data.list": h_external_data_list,
-    "runs.list": h_runs_list,
-    "runs.get": h_runs_get,
-    "runs.output": h_runs_output,
-    "runs.retry": h_runs_retry,
-    "runs.cancel": h_runs_cancel,
-    "runs.subscribe": h_runs_subscribe,
-    "estimate": h_estimate,
-    "spend": h_spend,
-    "config": h_config,
-    "doctor": h_doctor,
-}
+# One list of message types, hello.py's (hostboot's hello lists them before this module
+# loads); each is served by the h_ function named after it ("runs.get" -> h_runs_get).
+HANDLERS: dict[str, Handler] = {t: globals()["h_" + t.replace(".", "_")] for t in MESSAGE_TYPES}
 
 
 __all__ = ["HANDLERS", "MAX_CAPTURE_ID", "check_settings", "field", "json_type"]

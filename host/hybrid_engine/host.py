@@ -423,7 +423,7 @@ class Host:
             _, cursor = self.service.changes(None)  # from now on, every change is news
             self.subscribed = True
         threading.Thread(target=self._poll_changes, args=(cursor,), name="run-events", daemon=True).start()
-        threading.Thread(target=self._watch_templates, name="template-events", daemon=True).start()
+        self._watch_templates()  # notes the folder before the reply: later changes are all reported
 
     def _poll_changes(self, cursor: dict) -> None:
         svc = self.service

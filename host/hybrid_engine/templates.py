@@ -440,16 +440,47 @@ class TemplateRegistry:
         names = sorted(v.name for v in scanned.values() if isinstance(v, WorkflowTemplate))
         raise NotFound(f"no template named '{ref}' in {self.folder} (have: {', '.join(names) or 'none'})")
 
+    def _files(self) -> dict[Path, tuple[int, int]]:
+        """What a change is judged by: each template file's mtime and size."""
+        state = {}
+        try:
+            for path in self.folder.iterdir():
+                if path.suffix.lower() in SUFFIXES:
+                    try:
+                        st = path.stat()
+                    except FileNotFoundError:
+                        continue
+                    state[path] = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            pass
+        return state
+
     def watch(self, on_change: Callable[[], None], stop: threading.Event) -> threading.Thread:
-        """Reload on change in a daemon thread; watchfiles is imported only here."""
+        """Reload on change in a daemon thread; watchfiles is imported only here.
+
+        No change made after this returns is missed: watchfiles cannot say when it is armed,
+        so the folder is noted now and compared again at its first yield (it yields on its
+        first timeout too), when it certainly is; a file written in between is reported then.
+        """
+        before = self._files()
+
         def loop():
             try:
                 from watchfiles import watch
             except ImportError:  # pragma: no cover - a dependency, but never fatal
                 log.warning("watchfiles unavailable; templates reload on access only")
                 return
+            armed = False
             try:
-                for _changes in watch(self.folder, stop_event=stop, debounce=200, rust_timeout=500):
+                for changes in watch(self.folder, stop_event=stop, debounce=200, rust_timeout=500,
+                                     yield_on_timeout=True):
+                    if not changes:  # a timeout
+                        if armed:
+                            continue
+                        armed = True
+                        if self._files() == before:
+                            continue
+                    armed = True
                     self._scan()
                     try:
                         on_change()

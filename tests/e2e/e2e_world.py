@@ -396,7 +396,9 @@ def chromium(chromium_factory) -> Chromium:
 def shot(page, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.wait_for_timeout(300)  # let the progress bars' width transition finish
+    # The progress bars' width transitions, finished: a transition is an Animation to the DOM.
+    page.evaluate("() => Promise.all(document.getAnimations().filter(a => a instanceof CSSTransition)"
+                  ".map(a => a.finished.catch(() => null))).then(() => true)")
     page.screenshot(path=str(path), full_page=True)
     return path
 

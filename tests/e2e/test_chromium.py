@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import statistics
-import time
 
 import pytest
 
@@ -57,7 +56,7 @@ def send_from_popup(popup, template):
 
 
 def test_popup_sends_page_and_shows_progress_and_cost(chromium, he, site):
-    he.fake.set_default("local", latency=2.0)  # long enough to see the run in progress
+    he.fake.hold()  # the model call is answered only once the run has been seen in progress
     article = site.url("article.html")
     chromium.open(article)
     popup = chromium.popup(article)
@@ -75,12 +74,14 @@ def test_popup_sends_page_and_shows_progress_and_cost(chromium, he, site):
     row = run_row(popup, run_id)
     row.wait_for(timeout=10000)
     assert row.locator(".name").inner_text() == "e2e-digest"
+    he.fake.wait_requests(1, provider="local")
     popup.wait_for_selector(f'#run-list li[data-run-id="{run_id}"][data-status="RUNNING"]', timeout=20000)
-    wait_for(lambda: chromium.bg("chrome.action.getBadgeText({})") == "1", 5, what="the badge to count the run")
+    wait_for(lambda: chromium.bg("chrome.action.getBadgeText({})") == "1", 20, what="the badge to count the run")
     shot(popup, "popup-light-running")
     popup.emulate_media(color_scheme="dark")
     shot(popup, "popup-dark-running")
     popup.emulate_media(color_scheme="light")
+    he.fake.release()
 
     wait_row_done(popup, run_id)
     doc = he.run_doc(run_id)
@@ -362,17 +363,19 @@ def test_context_menu_captures_selection_link_and_image(chromium, he, site):
 
 
 def test_host_killed_during_a_call_popup_reconnects_and_the_call_is_not_repeated(chromium, he, site):
-    he.fake.set_default("local", latency=3.0)
+    he.fake.hold()  # the call stays in flight until the popup has reconnected
     article = site.url("article.html")
     chromium.open(article)
     popup = chromium.popup(article)
     run_id = send_from_popup(popup, "e2e-digest")
     popup.evaluate(WATCH_CONNECTION)
-    wait_for(lambda: he.fake.requests_for("local"), 20, what="the model step to start")
+    he.fake.wait_requests(1, provider="local")
     first = he.host_pids()[-1]
     os.kill(first, signal.SIGKILL)
-    wait_js(popup, "window.__conn.some(t => t.startsWith('Reconnecting'))", timeout=10000)
+    wait_js(popup, "window.__conn.some(t => t.startsWith('Reconnecting'))", timeout=20000)
     popup.wait_for_selector('#connection[data-status="connected"]', timeout=20000)
+    assert he.fake.requests_for("local")[0].ended is None  # still held: the kill cut nothing short
+    he.fake.release()
     wait_row_done(popup, run_id, timeout_ms=60000)
     seen = popup.evaluate("window.__conn")
     assert any(t.startswith("Reconnect") for t in seen), seen
@@ -481,9 +484,13 @@ def test_host_missing_capture_is_kept_and_delivered_when_it_returns(chromium_fac
 
     # The service worker is stopped (as Chromium does to idle workers); the capture is in storage.
     cdp = popup.context.new_cdp_session(popup)
+    stopped: list[str] = []  # a worker may be woken again at once: its "stopped" is kept here
+    cdp.on("ServiceWorker.workerVersionUpdated",
+           lambda event: stopped.extend(v["versionId"] for v in event["versions"] if v["runningStatus"] == "stopped"))
     cdp.send("ServiceWorker.enable")
     cdp.send("ServiceWorker.stopAllWorkers")
-    time.sleep(0.5)
+    # Each poll calls into Playwright, which is when its sync API delivers CDP events.
+    wait_for(lambda: popup.evaluate("true") and stopped, 60, 0.05, "the service worker to stop")
     chromium.register()  # `hybrid-engine install`, in effect
     popup.reload()  # a person opens the popup again: the worker wakes and connects
     popup.wait_for_selector('#connection[data-status="connected"]', timeout=20000)

@@ -30,6 +30,9 @@ from typing import Any, Callable
 from hybrid_engine import protocol
 
 ROOT = Path(__file__).resolve().parents[2]
+# How long a wait may take before the test fails as hung: a guard, never a measure (a busy
+# 2-core machine can take tens of seconds to start a worker and run its first step).
+HANG_GUARD_S = 60.0
 
 
 def host_env(home: Path | str, extra: dict | None = None) -> dict:
@@ -130,31 +133,31 @@ class HostClient:
     def next_id(self) -> int:
         return next(self._ids)
 
-    def request(self, type_: str, timeout: float = 15.0, **fields) -> dict:
+    def request(self, type_: str, timeout: float = HANG_GUARD_S, **fields) -> dict:
         msg_id = self.next_id()
         self.send({"id": msg_id, "type": type_, **fields})
         return self.reply(msg_id, timeout)
 
-    def reply(self, msg_id: Any, timeout: float = 15.0) -> dict:
+    def reply(self, msg_id: Any, timeout: float = HANG_GUARD_S) -> dict:
         key = json.dumps(msg_id)
         return self._wait(lambda: self.replies.get(key), timeout, f"the reply to id {msg_id!r}")
 
-    def call(self, type_: str, timeout: float = 15.0, **fields) -> Any:
+    def call(self, type_: str, timeout: float = HANG_GUARD_S, **fields) -> Any:
         reply = self.request(type_, timeout, **fields)
         assert reply.get("ok") is True, f"{type_} failed: {reply}"
         return reply["result"]
 
-    def error(self, type_: str, timeout: float = 15.0, **fields) -> dict:
+    def error(self, type_: str, timeout: float = HANG_GUARD_S, **fields) -> dict:
         reply = self.request(type_, timeout, **fields)
         assert reply.get("ok") is False, f"{type_} unexpectedly succeeded: {reply}"
         return reply["error"]
 
-    def next_unmatched(self, count: int, timeout: float = 10.0) -> dict:
+    def next_unmatched(self, count: int, timeout: float = HANG_GUARD_S) -> dict:
         """The count-th reply with id null (errors about frames that could not be read)."""
         return self._wait(lambda: self.unmatched[count - 1] if len(self.unmatched) >= count else None,
                           timeout, f"{count} error replies without id")
 
-    def wait_event(self, predicate: Callable[[dict], bool], timeout: float = 20.0, what: str = "an event") -> dict:
+    def wait_event(self, predicate: Callable[[dict], bool], timeout: float = HANG_GUARD_S, what: str = "an event") -> dict:
         def found():
             for e in self.events:
                 if predicate(e):
@@ -162,7 +165,7 @@ class HostClient:
             return None
         return self._wait(found, timeout, what)
 
-    def wait_run(self, run_id: str, status: str = "COMPLETED", timeout: float = 30.0) -> dict:
+    def wait_run(self, run_id: str, status: str = "COMPLETED", timeout: float = 2 * HANG_GUARD_S) -> dict:
         """Polls runs.get until the run has `status` (works without a subscription)."""
         deadline = time.monotonic() + timeout
         doc = None

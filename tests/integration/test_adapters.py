@@ -14,7 +14,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 from datetime import datetime
 
 import pytest
@@ -208,11 +207,9 @@ def test_server_errors_are_transient_and_not_retried_by_the_sdk(fake_provider_en
 @pytest.mark.parametrize("action", list(CHAT))
 def test_timeout_is_transient(fake_provider_env, action):
     provider, model = CHAT[action]
-    fake_provider_env.script(provider, latency=5)
-    started = time.monotonic()
+    fake_provider_env.script(provider, latency=60)  # only the timeout can end the call
     err = fails(action, {"model": model, "prompt": "x", "timeout_s": 0.5})
     assert isinstance(err, TransientStepError) and err.code == "provider_timeout"
-    assert time.monotonic() - started < 3
     assert "0.5 s" in err.message
 
 
@@ -435,46 +432,28 @@ def test_gemini_max_tokens_reads_as_length_and_keeps_the_raw_reason(fake_provide
     assert any("cut at max_tokens 30" in line for line in logs), logs
 
 
-# ---- side by side, lazy imports -------------------------------------------------------------
+# ---- side by side, lazy imports ------------------------------------------
 
 @pytest.mark.parametrize("action", ["openai_chat", "gemini_chat"])
 def test_calls_run_side_by_side(fake_provider_env, action):
+    """Shown by order: the fake answers none of the 30 calls until all 30 have arrived."""
+    fake = fake_provider_env
     provider, model = CHAT[action]
-    fake_provider_env.set_default(provider, latency=0.3)
     adapter = load_action(action)
 
     async def fan_out():
         ctx = StepContext("run-1", "s", action, 1)
         await adapter.run({"model": model, "prompt": "warm up"}, ctx)  # SDK import, client
-        started = time.monotonic()
-        await asyncio.gather(*(adapter.run({"model": model, "prompt": f"p{i}"}, ctx)
-                               for i in range(30)))
-        return time.monotonic() - started
+        fake.hold()
+        try:
+            calls = asyncio.gather(*(adapter.run({"model": model, "prompt": f"p{i}"}, ctx) for i in range(30)))
+            await asyncio.to_thread(fake.wait_requests, 31, 60)
+        finally:
+            fake.release()
+        return await calls
 
-    elapsed = asyncio.run(fan_out())
-    assert fake_provider_env.max_in_flight == 30
-    assert elapsed < 0.3 * 3, elapsed
-
-
-def test_fake_streams_like_openai(fake_provider_env):
-    """The fake's SSE mode parses with the real SDK (for tests that stream)."""
-    import openai
-
-    async def stream():
-        client = openai.AsyncOpenAI(api_key="k", base_url=fake_provider_env.base_url("openai"),
-                                    max_retries=0)
-        chunks = await client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "x"}], stream=True,
-            stream_options={"include_usage": True})
-        text, usage = "", None
-        async for chunk in chunks:
-            if chunk.choices:
-                text += chunk.choices[0].delta.content or ""
-            usage = chunk.usage or usage
-        return text, usage
-
-    text, usage = asyncio.run(stream())
-    assert text == "reply from openai gpt-4o" and usage.prompt_tokens == 120
+    results = asyncio.run(fan_out())
+    assert len(results) == 30 and fake.max_in_flight == 30
 
 
 def test_importing_the_registry_imports_no_sdk():

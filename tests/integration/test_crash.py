@@ -143,11 +143,14 @@ def test_two_workers_on_one_store_execute_every_step_once(service, cli, tmp_path
 @pytest.mark.slow
 def test_random_sigkills_lose_no_run_and_complete_every_step_once(service, cli, tmp_path, fake_provider,
                                                                   write_config):
-    """100 runs with side effects and a priced model call each, two workers, 20 SIGKILLs.
+    """100 runs with side effects and a priced model call each, two workers, 10 SIGKILLs.
 
-    Paced so that the kills land while the work is going on, and so that a restarted
-    worker gets time to finish some steps before the next kill (a step whose worker dies
-    under it three times is dead-lettered by design)."""
+    Each kill lands on work in progress by construction: the fake holds every model call,
+    and a worker is killed once one of its calls is held there. Only a worker whose steps
+    were orphaned at most once before is killed (a step whose worker dies under it three
+    times is dead-lettered by design), and the calls held are let go between kills, so the work moves
+    on; at most 4 model steps finish per kill, so 100 runs never run out before the last kill.
+    (Each kill waits for a worker to start and take work: 10 keep the test near a minute.)"""
     write_config("[executor]\nconcurrency = 2\n")
     cli.env.update(fake_provider.env())
     fake_provider.set_default("openai", latency=0.2, usage={"prompt_tokens": 100, "completion_tokens": 20})
@@ -167,17 +170,47 @@ def test_random_sigkills_lose_no_run_and_complete_every_step_once(service, cli, 
         ]
         runs.append(service.create_run(tpl(steps, name=f"r{r}")))
     workers = [cli.popen("worker") for _ in range(2)]
+
+    def held(run_ids=None) -> list:
+        return [r for r in fake_provider.requests_for("openai") if r.ended is None
+                and (run_ids is None or r.body["messages"][-1]["content"].split(": ", 1)[1] in run_ids)]
+
+    def victims() -> tuple[list[int], bool]:
+        """Workers with a model call held and no step orphaned twice; and whether every
+        worker is stuck on a held call of a step that was (so letting go is the only way on)."""
+        rows = service.store.running_steps()
+        ready, stuck = [], True
+        for i, w in enumerate(workers):
+            mine = [r for r in rows if r.owner_pid == w.pid]
+            waiting = held({r.run_id for r in mine if r.step_id == "m"})
+            if waiting and all(r.crash_count <= 1 for r in mine):
+                ready.append(i)
+            stuck = stuck and bool(waiting) and any(r.crash_count > 1 for r in mine)
+        return ready, stuck
+
     kills = 0
     try:
-        while kills < 20:
-            time.sleep(rng.uniform(0.3, 0.7))
-            victim = rng.randrange(len(workers))
+        while kills < 10:
+            fake_provider.hold()
+            while True:
+                ready, stuck = victims()
+                if ready:
+                    break
+                if stuck:
+                    calls = held()
+                    fake_provider.release()
+                    wait_for(lambda: all(r.ended is not None for r in calls), what="the held calls answered")
+                    fake_provider.hold()
+                time.sleep(0.02)  # polling the store, as wait_for does
+            victim = rng.choice(ready)
             kill(workers[victim])
             kills += 1
             workers[victim] = cli.popen("worker")
+            fake_provider.release()
     finally:
         for w in workers:
             kill(w)
+        fake_provider.release()
     unfinished = sum(service.summary(r)["status"] != "COMPLETED" for r in runs)
     cli("worker", "--until-idle", "--quiet", check=True, timeout=120)
     docs = [service.run_document(r) for r in runs]
@@ -193,8 +226,8 @@ def test_random_sigkills_lose_no_run_and_complete_every_step_once(service, cli, 
         assert doc["cost_breakdown"] == {"gpt-4o-mini": pytest.approx(doc["metrics"]["total_cost"], abs=1e-12)}
     counts = Counter(log.read_text().splitlines())
     recoveries = {(d["id"], s["id"]): s["execution_metrics"]["crash_recoveries"] for d in docs for s in d["steps"]}
-    # The kills landed on work in progress: orphans were recovered, and work was left when the kills ended.
-    assert sum(recoveries.values()) >= 5 and unfinished > 0, (sum(recoveries.values()), unfinished)
+    # Every kill orphaned a step with its model call sent; work was left when the kills ended.
+    assert sum(recoveries.values()) >= 10 and unfinished > 0, (sum(recoveries.values()), unfinished)
     # Each side effect happened at least once; more only for a step whose worker was killed under it.
     for i, run_id in enumerate(runs):
         for sid in "ace":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import threading
 import time
 
 import pytest
@@ -182,7 +183,6 @@ def test_step_timeout_counts_as_transient(service, write_config):
 
 
 def test_retry_of_a_failed_run_reruns_only_failed_and_skipped_steps(service, tmp_path):
-    flag = tmp_path / "flag"
     log = tmp_path / "log.txt"
     run_id = service.create_run(tpl([
         {"id": "a", "action": "write_file", "params": {"path": str(log), "content": "a\n", "append": True}},
@@ -196,8 +196,9 @@ def test_retry_of_a_failed_run_reruns_only_failed_and_skipped_steps(service, tmp
     service.retry(run_id)
     drain(service)
     assert service.summary(run_id)["status"] == "COMPLETED"
-    assert log.read_text() == "a\nc\n"  # 'a' was not run again
-    assert not flag.exists()
+    assert log.read_text() == "a\nc\n"  # 'a' was not run again, 'c' ran once
+    attempts = {s["id"]: s["execution_metrics"]["attempts"] for s in service.run_document(run_id)["steps"]}
+    assert attempts["a"] == 1 and attempts["b"] >= 2  # 'b' ran again and passed
 
 
 def test_retry_of_a_completed_run_is_refused(service):
@@ -208,22 +209,20 @@ def test_retry_of_a_completed_run_is_refused(service):
 
 
 def test_cancel_stops_a_running_step_and_its_downstream(service):
-    run_id = service.create_run(tpl([{"id": "a", "action": "sleep", "params": {"seconds": 30}},
+    # The step would sleep for an hour: the executor only goes idle if the cancel stops it.
+    run_id = service.create_run(tpl([{"id": "a", "action": "sleep", "params": {"seconds": 3600}},
                                      {"id": "b", "action": "noop", "dependencies": ["a"]}]))
     ex = service.make_executor(lease_s=0.3)
 
     async def scenario():
         task = asyncio.create_task(ex.run(until_idle=True))
-        for _ in range(100):
+        while statuses(service, run_id)["a"] != "RUNNING":
+            assert not task.done(), "the executor stopped before the step ran"
             await asyncio.sleep(0.02)
-            if statuses(service, run_id)["a"] == "RUNNING":
-                break
         service.cancel(run_id)
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(task, 120)
 
-    t0 = time.monotonic()
     asyncio.run(scenario())
-    assert time.monotonic() - t0 < 5
     assert service.summary(run_id)["status"] == "CANCELLED"
     assert statuses(service, run_id) == {"a": "CANCELLED", "b": "CANCELLED"}
 
@@ -244,12 +243,24 @@ def test_concurrency_limit_per_action_is_respected(service, write_config):
         assert overlapping <= 2
 
 
-def test_global_concurrency_runs_a_fan_out_in_parallel(service, write_config):
+def test_global_concurrency_runs_a_fan_out_in_parallel(service, write_config, fake_provider_env):
+    """Shown by order: the fake answers nothing until all 20 calls have arrived, which
+    only happens if the executor has all 20 steps in flight at once."""
+    fake = fake_provider_env
     write_config("[executor]\nconcurrency = 20\n")
-    service.create_run(tpl([{"id": f"s{i}", "action": "sleep", "params": {"seconds": 0.3}} for i in range(20)]))
-    t0 = time.monotonic()
-    drain(service)
-    assert time.monotonic() - t0 < 1.5
+    run_id = service.create_run(tpl([{"id": f"s{i}", "action": "openai_chat",
+                                      "params": {"model": "gpt-4o-mini", "prompt": f"p{i}"}} for i in range(20)]))
+    fake.hold()
+    runner = threading.Thread(target=drain, args=(service,), daemon=True)
+    runner.start()
+    try:
+        fake.wait_requests(20, timeout=60)
+    finally:
+        fake.release()
+    runner.join(60)
+    assert not runner.is_alive()
+    assert fake.max_in_flight == 20
+    assert service.summary(run_id)["status"] == "COMPLETED"
 
 
 def test_metrics_and_cost_breakdown_are_sums_of_completed_steps(service):
@@ -277,12 +288,6 @@ def test_database_and_its_folder_are_private(service):
     assert stat.S_IMODE(os.stat(service.store.path.parent).st_mode) & 0o077 == 0
 
 
-def test_schema_version_is_recorded(service):
-    from hybrid_engine.store import SCHEMA_VERSION
-
-    assert service.store.schema_version() == SCHEMA_VERSION >= 1
-
-
 def test_database_from_a_newer_version_is_refused_clearly(he_home):
     from hybrid_engine.store import Store, StoreError
 
@@ -297,11 +302,20 @@ def test_captured_page_is_written_once_not_on_every_status_change(service):
     page = "<p>" + "x" * 2_000_000 + "</p>"
     run_id = service.start("page-text", content=page)["run_id"]
     store = service.store
-    before = store.conn.execute("SELECT COUNT(*) FROM outputs WHERE run_id=? AND step_id='page'",
-                                (run_id,)).fetchone()[0]
+    writes = []  # every statement that carries the captured page's bytes again
+    store.conn.set_trace_callback(
+        lambda sql: writes.append(sql[:200]) if len(sql) > 1_000_000 and "'page'" in sql else None)
+    try:
+        drain(service)  # every step goes QUEUED -> RUNNING -> COMPLETED
+    finally:
+        store.conn.set_trace_callback(None)
+    assert service.summary(run_id)["status"] == "COMPLETED"
+    assert writes == []
+    rows = store.conn.execute("SELECT COUNT(*) FROM outputs WHERE run_id=? AND step_id='page'",
+                              (run_id,)).fetchone()[0]
     row_size = store.conn.execute("SELECT length(params) + coalesce(length(metadata),0) FROM steps"
                                   " WHERE run_id=? AND step_id='page'", (run_id,)).fetchone()[0]
-    assert before == 1 and row_size < 2000  # the steps row stays small; the page lives in outputs
+    assert rows == 1 and row_size < 2000  # the steps row stays small; the page lives in outputs
 
 
 def test_wal_mode_and_synchronous_normal(service):

@@ -165,7 +165,7 @@ def test_the_engine_starts_even_while_requests_never_stop_coming(host):
 
     assert ENGINE_DELAY_MAX_S <= 1.0
     run_id = host.call("capture", template="page-text", page={"content": PAGE})["run_id"]
-    deadline = time.monotonic() + 6.0  # the engine waits 1 s at most, then the run takes well under a second
+    deadline = time.monotonic() + 60  # a guard against hanging, not a bound: the run ends in about a second
     status = None
     while time.monotonic() < deadline:  # never quiet for ENGINE_QUIET_S: a request every few ms
         status = host.call("runs.get", run_id=run_id)["status"]
@@ -333,16 +333,14 @@ def test_a_stream_that_cannot_be_resynchronised_is_closed_cleanly(home, raw, rep
     with HostClient(home) as h:
         assert h.call("hello", protocol=1)["protocol"] == 1
         h.send_raw(raw)
-        started = time.monotonic()
         if raw.startswith(protocol.HEADER.pack(protocol.MAX_INCOMING + 1)):
             err = h.next_unmatched(1)["error"]  # answered before anything else, stdin still open
             assert err["code"] == "bad_frame" and str(protocol.MAX_INCOMING) in err["message"]
-            assert h.wait(2.0) == 0
+            assert h.wait(60) == 0  # it exits by itself: stdin is still open
         else:
             h.close_stdin()
-            assert h.wait(2.0) == 0
+            assert h.wait(60) == 0
             assert h.next_unmatched(1)["error"]["code"] == "bad_frame"
-        assert time.monotonic() - started < 1.5
         h.close()
         assert h.stdout_problems == []
         assert "Traceback" not in h.stderr()
@@ -395,20 +393,20 @@ def test_a_broken_first_frame_is_answered_and_the_host_exits_cleanly(home, raw):
     with HostClient(home) as h:
         h.send_raw(raw)
         h.close_stdin()
-        assert h.wait(2.0) == 0
+        assert h.wait(60) == 0
         assert h.next_unmatched(1)["error"]["code"] == "bad_frame"
         h.close()
         assert h.stdout_problems == []
         assert "Traceback" not in h.stderr()
 
 
-def test_an_empty_input_ends_the_host_at_once(home):
+def test_an_empty_input_ends_the_host_cleanly(home):
+    """How soon is bench/host_startup.py's ("exit after stdin closes")."""
     with HostClient(home) as h:
-        started = time.monotonic()
         h.close_stdin()
-        assert h.wait(2.0) == 0
-        assert time.monotonic() - started < 1.0
-        assert h.stdout_problems == []
+        assert h.wait(60) == 0
+        h.close()  # the reader has seen all of stdout
+        assert h.stdout_problems == [] and h.frame_sizes == []  # nothing was asked, nothing is said
 
 
 def test_a_first_hello_with_nan_gets_bad_json_as_any_other_frame_would(home):
@@ -428,9 +426,9 @@ def test_sigterm_before_the_first_frame_still_hands_queued_work_to_a_worker(home
     name = write_template(home, "queued", [{"id": "a", "action": "noop", "params": {"value": 1}}])
     run_id = cli("run", name, check=True).stdout.strip()  # queued, nothing executes it yet
     with HostClient(home) as h:
-        wait_for(lambda: _catches_sigterm(h.proc.pid), timeout=10, what="the host's signal handlers")
+        wait_for(lambda: _catches_sigterm(h.proc.pid), timeout=60, what="the host's signal handlers")
         h.proc.send_signal(signal.SIGTERM)
-        assert h.wait(2.0) == 0
+        assert h.wait(60) == 0
         assert h.stdout_problems == []
     wait_for(lambda: run_status(home, run_id) == "COMPLETED", timeout=60, what="the worker to finish the run")
     assert "background worker started" in (home / "logs" / "hybrid-engine.log").read_text()
@@ -441,7 +439,7 @@ def test_what_is_logged_before_the_engine_starts_reaches_the_log_file(home):
         h.call("hello", protocol=1)
         h.call("capture", template="page-text", page={"content": PAGE, "metadata": {"capture_id": "cap-early-1"}})
         h.close_stdin()  # at once: the engine waits for the host to be quiet before it starts
-        assert h.wait(2.0) == 0
+        assert h.wait(60) == 0
     from hybrid_engine import __version__
 
     text = (home / "logs" / "hybrid-engine.log").read_text()
@@ -486,24 +484,35 @@ def _side_effect_template(home: Path, name: str, log: Path, seconds: float = 2.0
 
 
 @pytest.mark.parametrize("how", ["stdin-closed", "sigterm"])
-def test_stdin_closed_mid_run_the_host_exits_within_1_s_and_the_run_still_completes(home, tmp_path, how):
+def test_the_host_exits_while_a_step_is_running_and_the_run_still_completes(home, tmp_path, fake_provider, how):
+    """Shown by order: the model call is held by the fake until after the host has exited,
+    so the host cannot have waited for it. (How soon it exits is bench/host_startup.py's.)"""
     log = tmp_path / "marks.txt"
-    name = _side_effect_template(home, "nap", log)
-    with HostClient(home) as h:
-        h.call("hello", protocol=1)
-        run_id = h.call("capture", template=name, page={"content": "x"})["run_id"]
-        wait_for(lambda: step_of(h.call("runs.get", run_id=run_id), "nap")["status"] == "RUNNING",
-                   what="nap RUNNING")
-        started = time.monotonic()
-        if how == "sigterm":
-            h.proc.send_signal(signal.SIGTERM)
-        else:
-            h.close_stdin()
-        assert h.wait(2.0) == 0
-        elapsed = time.monotonic() - started
-        assert elapsed < 1.0, f"the host took {elapsed:.2f} s to exit"
+    write_template(home, "ask", [
+        {"id": "page", "action": "capture"},
+        {"id": "ask", "action": "openai_chat", "dependencies": ["page"],
+         "params": {"model": "gpt-4o-mini", "prompt": "Summarise: {{ steps.page.outputs.content }}"}},
+        {"id": "mark", "action": "write_file", "dependencies": ["ask"],
+         "params": {"path": str(log), "content": "{{ run.id }}\n", "append": True}},
+    ])
+    fake_provider.hold()
+    try:
+        with HostClient(home, extra_env=fake_provider.env()) as h:
+            h.call("hello", protocol=1)
+            run_id = h.call("capture", template="ask", page={"content": "x"})["run_id"]
+            (call,) = fake_provider.wait_requests(1)
+            if how == "sigterm":
+                h.proc.send_signal(signal.SIGTERM)
+            else:
+                h.close_stdin()
+            assert h.wait(60) == 0
+            assert call.ended is None  # the step is still running in the background worker
+            assert "Traceback" not in h.stderr()
+    finally:
+        fake_provider.release()
     wait_for(lambda: run_status(home, run_id) == "COMPLETED", timeout=60, what="the worker to finish the run")
     assert log.read_text().splitlines() == [run_id]
+    assert len(fake_provider.requests) == 1  # the call was made once
     assert "background worker started" in (home / "logs" / "hybrid-engine.log").read_text()
 
 
@@ -582,16 +591,21 @@ def test_runs_started_by_another_process_produce_events(host, cli):
     assert event["run"]["status"] == "PENDING" and event["version"]
 
 
-def test_events_come_only_after_subscribe(host):
-    run_id = host.call("capture", template="page-text", page={"content": PAGE})["run_id"]
-    host.wait_run(run_id)
-    time.sleep(0.4)
+def test_events_come_only_after_subscribe(host, cli):
+    # Shown by order: events report changes in the order they were made, so had the host
+    # sent any before subscribe, those for the first run would come before the second's.
+    before = host.call("capture", template="page-text", page={"content": PAGE})["run_id"]
+    host.wait_run(before)
     assert host.events == []
-
-
-def test_templates_changed_event_when_the_folder_changes(host, home):
     host.call("runs.subscribe")
-    time.sleep(0.5)  # the watcher starts in the background
+    after = cli("run", "page-text", check=True).stdout.strip()
+    host.wait_event(lambda e: e.get("event") == "run.updated" and e["run"]["id"] == after,
+                    what="run.updated for the run made after subscribe")
+    assert before not in [e["run"]["id"] for e in host.events if e.get("event") == "run.updated"]
+
+
+def test_templates_changed_event_for_a_change_made_right_after_subscribe(host, home):
+    host.call("runs.subscribe")
     write_template(home, "brand-new", [{"id": "a", "action": "noop"}])
     event = host.wait_event(lambda e: e.get("event") == "templates.changed"
                             and "brand-new" in [t["name"] for t in e["templates"]], timeout=15,
@@ -601,7 +615,7 @@ def test_templates_changed_event_when_the_folder_changes(host, home):
 
 # ---- doctor's launch check ----------------------------------------------------------------
 
-def test_doctor_launches_the_installed_host_and_gets_hello_within_2_s(home, tmp_path):
+def test_doctor_launches_the_installed_host_and_gets_hello(home, tmp_path):
     user = tmp_path / "user"
     env = host_env(home, {"HOME": str(user), "XDG_CONFIG_HOME": str(user / ".config")})
     proc = subprocess.run([sys.executable, "-m", "hybrid_engine", "install", "--browser", "chromium"],
@@ -612,9 +626,10 @@ def test_doctor_launches_the_installed_host_and_gets_hello_within_2_s(home, tmp_
 
     from hybrid_engine import install
 
-    check = install.check_host(launcher, [f"chrome-extension://{CHROME_EXTENSION_ID}/"], timeout=2.0)
+    # Room on a busy machine; how soon a host answers is bench/host_startup.py's.
+    check = install.check_host(launcher, [f"chrome-extension://{CHROME_EXTENSION_ID}/"], timeout=60)
     assert check.ok, check.problem
-    assert check.elapsed_s < 2.0 and check.reply["result"]["protocol"] == 1
+    assert check.reply["result"]["protocol"] == 1
 
     proc = subprocess.run([sys.executable, "-m", "hybrid_engine", "doctor", "--json"], env=env,
                           capture_output=True, text=True, timeout=60)
@@ -764,9 +779,7 @@ def test_doctor_reports_a_planted_bad_manifest_without_launching_anything(home, 
                                     "allowed_origins": [f"chrome-extension://{CHROME_EXTENSION_ID}"]}))
     with HostClient(home, extra_env={"HOME": str(user), "XDG_CONFIG_HOME": str(user / ".config")}) as h:
         assert "doctor" in h.call("hello", protocol=1)["capabilities"]["types"]
-        started = time.monotonic()
-        report = h.call("doctor", timeout=30)
-        elapsed = time.monotonic() - started
+        report = h.call("doctor", timeout=60)
         assert h.error("doctor", extension_ids=[1])["code"] == "bad_request"
         assert h.stdout_problems == []
     assert report["launch_checked"] is False and "launch" in report["note"]
@@ -777,7 +790,6 @@ def test_doctor_reports_a_planted_bad_manifest_without_launching_anything(home, 
     assert "chromium" in by_code["launcher_missing"]["browser"] and by_code["launcher_missing"]["fix"]
     assert by_code["origin_no_trailing_slash"]["path"] == str(manifest)
     assert "host_no_answer" not in by_code
-    assert elapsed < 10, f"doctor took {elapsed:.1f} s"
 
 
 def test_a_capture_resent_with_the_same_capture_id_returns_the_run_it_made_even_after_a_restart(home):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 from hybrid_engine import clock
 from hybrid_engine.store import ClaimRequest, Outcome
@@ -60,8 +59,7 @@ def test_the_change_feed_reports_a_chain_link_even_when_times_tie(service):
     claims = {c.step_id: c for c in store.claim(req(), clock.now())}
     _, cursor = service.changes(None)
     before_lock = clock.now()  # an executor took `now`, then waited for the write lock ...
-    time.sleep(0.05)
-    later = clock.now()  # ... while another writer committed a later change to the same run
+    later = before_lock + 0.05  # ... while another writer committed a later change to the same run
     store.settle([Outcome(claims["x"], "completed", later, later, outputs={})], None, later)
     changed, cursor = service.changes(cursor)
     assert [c["completed_steps"] for c in changed] == [1]

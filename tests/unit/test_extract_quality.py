@@ -1,109 +1,52 @@
 """Main-text extraction (`extract_text`): quality on real pages, and the edge cases.
 
-Quality is measured on the 130 pages of Mozilla Readability's own test suite, kept
-beside the project in ../shared/corpus/readability (CI places a copy of shared/ next
-to its clone). Each page's reference is Readability's output, expected.html, i.e. what
-Firefox Reader View shows.
-
-Score: word-overlap F1. Both texts are lowercased and cut into words with the regex
-`\\w+` (Unicode letters, digits, underscore; markdown and HTML punctuation are not
-words). Each text is a multiset of words (a bag: repeats count). With overlap =
-the size of the multiset intersection (per word, the smaller of the two counts):
-    precision = overlap / words in the extracted text
-    recall    = overlap / words in the reference text
-    F1        = 2 * precision * recall / (precision + recall), 0 when overlap is 0
-The reference text is the visible text of expected.html (script, style, noscript and
-template contents removed). The floor below is the measured mean minus a margin, so
-a change of settings or a trafilatura upgrade that makes extraction worse fails here.
+Quality is measured on 11 of the 130 pages of Mozilla Readability's own test suite, kept
+in tests/data/corpus/readability (chosen for variety: English, German, Spanish, Chinese,
+Japanese and right-to-left pages, a page whose title Readability takes from the body, one
+whose share buttons trafilatura keeps; see its README.md). Each page's reference is
+Readability's output, expected.html, i.e. what Firefox Reader View shows; the score is
+word-overlap F1 (tests/extract_score.py). The floors below are the measured figures minus a
+margin, so a change of settings or a trafilatura upgrade that makes extraction worse fails
+here. The whole corpus is bench/extract_quality.py's.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import re
 import statistics
 import subprocess
 import sys
-import time
-from collections import Counter
 from pathlib import Path
 
-import lxml.html
 import pytest
 
+from extract_score import WORD, pages, same_title, score
 from hybrid_engine.extract import extract_main
 
 PROJECT = Path(__file__).resolve().parents[2]
-CORPUS = PROJECT.parent / "shared" / "corpus" / "readability"
+CORPUS = PROJECT / "tests" / "data" / "corpus" / "readability"
 SAMPLE_PAGE = PROJECT / "examples" / "sample-page.html"
 
-# Measured 0.944 (trafilatura 2.3.1: markdown, favor_recall, no comments, hidden
-# elements pruned, balanced pass for short results). Floor = measured - 0.02, rounded down.
-MEAN_F1_FLOOR = 0.92
-EXPECTED_PAGES = 130
-
-WORD = re.compile(r"\w+")
-
-
-def words(text: str) -> Counter[str]:
-    return Counter(WORD.findall(text.lower()))
-
-
-def word_f1(extracted: str, reference: str) -> float:
-    got, want = words(extracted), words(reference)
-    overlap = sum((got & want).values())
-    if overlap == 0:
-        return 1.0 if not got and not want else 0.0
-    precision = overlap / sum(got.values())
-    recall = overlap / sum(want.values())
-    return 2 * precision * recall / (precision + recall)
-
-
-def visible_text(html: str) -> str:
-    root = lxml.html.fromstring(html)
-    for hidden in root.xpath("//script | //style | //noscript | //template"):
-        hidden.drop_tree()
-    return " ".join(root.itertext())
-
-
-def corpus_pages() -> list[Path]:
-    if not CORPUS.is_dir():
-        pytest.fail(
-            f"extraction corpus not found at {CORPUS}: the quality test needs a copy of shared/ "
-            f"beside the project folder ({PROJECT.parent / 'shared'})",
-            pytrace=False,
-        )
-    return sorted(p for p in CORPUS.iterdir() if (p / "source.html").is_file())
+# Measured on these 11 pages (trafilatura 2.3.1: markdown, favor_recall, no comments, hidden
+# elements pruned, balanced pass for short results): mean F1 0.895, 9 titles equal
+# Readability's. Floors: F1 measured - 0.025, rounded down; one title fewer.
+MEAN_F1_FLOOR = 0.87
+TITLES_FLOOR = 8
+EXPECTED_PAGES = 11
 
 
 @pytest.fixture(scope="module")
 def corpus_results() -> dict[str, dict]:
-    """Extract every page once; a crash is recorded against the page, not raised."""
-    results = {}
-    for page in corpus_pages():
-        source = (page / "source.html").read_text(encoding="utf-8", errors="replace")
-        reference = visible_text((page / "expected.html").read_text(encoding="utf-8", errors="replace"))
-        metadata = json.loads((page / "expected-metadata.json").read_text(encoding="utf-8"))
-        try:
-            extracted = extract_main(source)
-        except Exception as exc:  # noqa: BLE001 - reported per page by the test below
-            results[page.name] = {"error": f"{type(exc).__name__}: {exc}"}
-            continue
-        results[page.name] = {
-            "result": extracted,
-            "f1": word_f1(extracted["text"], reference),
-            "title": metadata.get("title") or "",
-        }
-    return results
+    return {page.name: score(page, extract_main) for page in pages(CORPUS)}
 
 
 # --- the corpus -----------------------------------------------------------------------
 
 
 def test_corpus_holds_every_reference_page():
-    assert len(corpus_pages()) == EXPECTED_PAGES, f"{CORPUS} is incomplete"
+    assert len(pages(CORPUS)) == EXPECTED_PAGES, f"{CORPUS} is incomplete"
+    assert (CORPUS / "LICENSE.md").is_file()
 
 
 def test_no_corpus_page_makes_extraction_crash(corpus_results):
@@ -132,11 +75,8 @@ def test_mean_word_f1_against_readability_reaches_the_floor(corpus_results):
 
 
 def test_most_titles_match_readabilitys(corpus_results):
-    def same(a: str, b: str) -> bool:
-        return " ".join(a.split()).lower() == " ".join(b.split()).lower()
-
-    matching = sum(same(r["result"]["title"], r["title"]) for r in corpus_results.values() if "result" in r)
-    assert matching >= 105, f"only {matching}/{len(corpus_results)} titles equal Readability's (measured 114)"
+    matching = sum(same_title(r["result"]["title"], r["title"]) for r in corpus_results.values() if "result" in r)
+    assert matching >= TITLES_FLOOR, f"only {matching}/{len(corpus_results)} titles equal Readability's (measured 9)"
 
 
 # --- focused behaviours ---------------------------------------------------------------
@@ -213,16 +153,15 @@ def test_tables_are_kept_unless_excluded():
     assert "fourhours" not in extract_main(html, include_tables=False)["text"]
 
 
-def test_a_five_megabyte_page_is_extracted_in_seconds():
+def test_a_five_megabyte_page_is_extracted_whole():
+    """Its time is bench/extract_quality.py's; here, that nothing of it is lost."""
     rng = random.Random(7)
     vocabulary = ARTICLE.lower().replace(".", "").replace(",", "").split()
     paragraphs = "".join(f"<p>Note {i}: {' '.join(rng.choices(vocabulary, k=90))}.</p>\n" for i in range(9500))
     html = page(f"<nav><a href='/'>Home</a></nav><article><h1>Long notes</h1>{paragraphs}</article>")
     assert len(html) > 5_000_000
-    started = time.perf_counter()
     result = extract_main(html)
-    assert time.perf_counter() - started < 20
-    assert "Note 9499:" in result["text"] and len(result["text"]) > 4_000_000
+    assert "Note 0:" in result["text"] and "Note 9499:" in result["text"] and len(result["text"]) > 4_000_000
 
 
 def test_the_sample_page_keeps_the_article_and_drops_the_chrome():

@@ -1,5 +1,6 @@
 """README's quick start is the contract with a newcomer: keep it runnable and equal to CI."""
 
+import argparse
 import re
 from pathlib import Path
 
@@ -12,10 +13,42 @@ def quickstart_blocks() -> list[str]:
     return [b.strip() for b in re.findall(r"```sh\n(.*?)```", section, re.S)]
 
 
-def test_readme_opens_with_a_quick_start():
+def section(title: str) -> str:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    first_heading = re.search(r"^## (.+)$", text, re.M).group(1)
-    assert first_heading == "Quick start"
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def first_column_codes(table_section: str) -> list[str]:
+    """The `code` spans in the first column of a section's table rows."""
+    rows = [line for line in table_section.splitlines() if line.startswith("| `")]
+    return [code for row in rows for code in re.findall(r"`([^`]+)`", row.split(" | ")[0])]
+
+
+def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(actions[0].choices) if actions else {}
+
+
+def test_every_command_and_option_in_the_readmes_command_table_is_in_the_parser():
+    from hybrid_engine.cli import build_parser
+
+    commands = subparsers(build_parser())
+    usages = first_column_codes(section("Command line"))
+    assert len(usages) >= 20, usages
+    for usage in usages:
+        words = usage.split()
+        parser = commands.get(words[0])
+        assert parser is not None, f"README's `{usage}`: no command {words[0]!r} (have {sorted(commands)})"
+        if words[1:] and words[1] in subparsers(parser):
+            parser = subparsers(parser)[words[1]]
+        for option in re.findall(r"--[a-z-]+", usage):
+            assert option in parser._option_string_actions, f"README's `{usage}`: {words[0]} has no {option}"
+
+
+def test_the_readmes_protocol_table_lists_exactly_the_types_the_host_serves():
+    from hybrid_engine.hostboot import MESSAGE_TYPES
+
+    assert sorted(first_column_codes(section("Native messaging protocol"))) == sorted(MESSAGE_TYPES)
 
 
 def test_quick_start_runs_the_bundled_workflow_on_the_bundled_page():
