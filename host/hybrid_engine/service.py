@@ -180,8 +180,11 @@ class Service:
         store = self.store
         version = store.data_version()
         if cursor is None:
-            seen = {rid: (status, sig) for rid, status, sig in self._signatures(store.active_or_recent(clock.now()))}
-            return [], {"version": version, "since": clock.now(), "seen": seen}
+            # The baseline covers the same second of slack the polls look back over, so a run
+            # that finished just before the subscription is not reported as news.
+            now = clock.now()
+            seen = {rid: (status, sig) for rid, status, sig in self._signatures(store.active_or_recent(now - 1.0))}
+            return [], {"version": version, "since": now, "seen": seen}
         if version == cursor["version"] and not cursor.get("dirty"):
             return [], cursor
         now = clock.now()
