@@ -396,14 +396,14 @@ def cmd_validate(args) -> int:
 
 
 def cmd_keys(args) -> int:
-    from . import config
+    from . import config, settings
 
     if args.keys_cmd == "list":
         from .redact import public_url
 
         out = []
         for p in config.PROVIDERS:
-            s = config.provider_settings(p)
+            s = settings.provider_settings(p)
             out.append({"provider": p, "configured": bool(s.api_key), "source": s.api_key_source,
                         "from": s.key_source_label, "base_url": public_url(s.base_url)})
         warning = config.keys_file_warning()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import namedtuple
 from pathlib import Path
 
 APP_NAME = "hybrid-engine"
@@ -174,73 +173,3 @@ def remove_key(provider: str) -> bool:
     del keys[provider]
     _write_keys(keys)
     return True
-
-
-class ProviderSettings(namedtuple("ProviderSettings", "provider api_key api_key_source key_env base_url "
-                                                   "concurrency timeout_s")):
-    """What a provider step runs with: read-only. api_key_source says where the key came from,
-    never the key: "env:OPENAI_API_KEY" (the variable), "keys" (keys.json) or "config"
-    (config.toml); key_env is the variable named in "no key" errors. (A named tuple, not a
-    dataclass: `dataclasses` costs the host's first runs.list 3 ms of imports.)"""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:  # keep the key out of logs and tracebacks
-        return (f"ProviderSettings(provider={self.provider!r}, base_url={self.base_url!r}, "
-                f"api_key={'set' if self.api_key else 'unset'})")
-
-    @property
-    def key_source_label(self) -> str | None:
-        """Where the key came from, for people: the variable's name, keys.json or config.toml."""
-        source = self.api_key_source
-        if not source:
-            return None
-        if source.startswith("env:"):
-            return f"{source[4:]} (environment)"
-        return {"keys": str(keys_path()), "config": f"{config_path()} [providers.{self.provider}]"}.get(source, source)
-
-
-_warned: set[str] = set()
-
-
-def provider_settings(provider: str, config: dict | None = None, *,
-                      keys_file: bool = True) -> ProviderSettings:
-    """Read at execution time, so fixing a key and retrying a run works.
-
-    Only what the user gave Hybrid Engine counts: its own variables, keys.json, config.toml.
-    GOOGLE_API_KEY is never read: Chromium on Debian and Ubuntu exports its own Google key
-    under that name, and a browser-started host inherits it. keys_file=False leaves keys.json
-    out (to show the rest when it is broken)."""
-    from . import settings
-
-    if provider not in _ENV:
-        raise KeyError(provider)
-    key_vars, base_var, default_base = _ENV[provider]
-    conf = settings.provider(provider, config)
-    api_key, source = None, None
-    for var in key_vars:
-        if os.environ.get(var, "").strip():
-            api_key, source = os.environ[var].strip(), f"env:{var}"
-            break
-    if api_key is None and keys_file:
-        stored = _read_keys().get(provider, "").strip()
-        if stored:
-            api_key, source = stored, "keys"
-            warning = keys_file_warning()
-            if warning and warning not in _warned:
-                import logging
-
-                _warned.add(warning)  # once per process, not at every step
-                logging.getLogger(__name__).warning("%s", warning)
-    if api_key is None and conf.api_key:
-        api_key, source = conf.api_key, "config"
-    base_url = os.environ.get(base_var, "").strip() or conf.base_url or default_base
-    return ProviderSettings(
-        provider=provider,
-        api_key=api_key,
-        api_key_source=source,
-        key_env=key_vars[0],
-        base_url=base_url,
-        concurrency=conf.concurrency,
-        timeout_s=conf.timeout_s,
-    )

@@ -63,7 +63,7 @@ def _keys_file_values(path: Path) -> list[str]:
     import json
 
     data = json.loads(path.read_text(encoding="utf-8"))
-    # Stripped as config.provider_settings strips them: what is sent, and so what is echoed.
+    # Stripped as settings.provider_settings strips them: what is sent, and so what is echoed.
     return [v.strip() for v in data.values() if isinstance(v, str)] if isinstance(data, dict) else []
 
 

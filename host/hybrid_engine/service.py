@@ -404,14 +404,14 @@ class Service:
         providers = {}
         for name in config.PROVIDERS:
             try:
-                s = config.provider_settings(name, conf)
+                s = settings.provider_settings(name, conf)
             except config.ConfigError as exc:
                 if str(exc) not in errors:
                     errors.append(str(exc))
                 try:  # show the rest: without keys.json, then without config.toml's table too
-                    s = config.provider_settings(name, conf, keys_file=False)
+                    s = settings.provider_settings(name, conf, keys_file=False)
                 except config.ConfigError:
-                    s = config.provider_settings(name, {}, keys_file=False)
+                    s = settings.provider_settings(name, {}, keys_file=False)
             source = s.api_key_source or ""
             from_env = source.startswith("env:")
             providers[name] = {

@@ -31,7 +31,8 @@ from datetime import UTC, datetime
 from typing import Any, Callable
 
 from .. import money, pricing, tokens
-from ..config import ConfigError, ProviderSettings, load_config, provider_settings
+from ..config import ConfigError, load_config
+from ..settings import ProviderSettings, provider_settings
 from ..errors import PermanentStepError, StepError, TransientStepError
 from . import usage as usage_check
 from ..redact import public_url, redact, url_secrets

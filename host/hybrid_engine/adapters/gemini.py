@@ -21,7 +21,8 @@ from typing import Any
 
 from .. import pricing
 from .. import settings as config_settings
-from ..config import ConfigError, ProviderSettings
+from ..config import ConfigError
+from ..settings import ProviderSettings
 from . import get_spec
 from .base import StepContext
 from .chat import (ChatAdapter, ChatReply, ChatRequest, ClientCache, as_int, http_error,

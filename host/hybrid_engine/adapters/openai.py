@@ -20,7 +20,8 @@ import os
 from typing import Any
 
 from .. import settings as config_settings
-from ..config import ConfigError, ProviderSettings
+from ..config import ConfigError
+from ..settings import ProviderSettings
 from ..errors import PermanentStepError
 from ..redact import public_url
 from . import get_spec
