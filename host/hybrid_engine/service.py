@@ -197,8 +197,9 @@ class Service:
                 if summary is not None:
                     changed.append(summary_view(summary))
             seen[rid] = (status, sig)
-        # Finished runs are reported once and forgotten; open ones are compared next time.
-        seen = {rid: v for rid, v in seen.items() if v[0] in ("PENDING", "RUNNING")}
+        # Finished runs are reported once and forgotten once the next poll's look-back (the second
+        # before `now`) can no longer find them as new; open ones are compared next time.
+        seen = {rid: v for rid, v in seen.items() if v[0] in ("PENDING", "RUNNING") or (v[1][0] or 0) >= now - 1.0}
         return changed, {"version": version, "since": now, "seen": seen}
 
     def _signatures(self, rows) -> list[tuple[str, str, tuple]]:

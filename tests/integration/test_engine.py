@@ -350,3 +350,18 @@ def test_the_run_document_has_the_seeds_shape(service):
     assert doc.status == "COMPLETED" and [s.id for s in doc.steps] == ["page", "text", "note"]
     assert doc.steps[0].outputs["source_url"] == "https://e.x/"
     assert doc.metrics.completed_steps == 3 and doc.createdAt.endswith("+00:00")
+
+
+def test_a_run_finished_just_before_the_feed_started_is_never_reported(service):
+    """The change feed looks back a second for runs other processes created; a run that was
+    already finished when the feed started must not come back as news on a later poll."""
+    before = service.create_run(tpl([{"id": "a", "action": "noop"}], name="before"))
+    drain(service)
+    assert service.summary(before)["status"] == "COMPLETED"
+    _, cursor = service.changes(None)
+    reported = []
+    for i in range(3):  # each poll after a commit by someone else (a new run)
+        service.create_run(tpl([{"id": "a", "action": "noop"}], name=f"after{i}"))
+        changed, cursor = service.changes(cursor)
+        reported += [s["id"] for s in changed]
+    assert before not in reported and len(set(reported)) == 3
