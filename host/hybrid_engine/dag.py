@@ -8,7 +8,6 @@ scanned again. Captured pages are untrusted text; a page that contains
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -178,14 +177,6 @@ class RenderError(ValueError):
     pass
 
 
-def _stringify(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if value is None:
-        return ""
-    return json.dumps(value, ensure_ascii=False)
-
-
 def render(value: Any, lookup: Callable[[Ref], Any]) -> Any:
     """Render a params structure in one pass.
 
@@ -198,7 +189,7 @@ def render(value: Any, lookup: Callable[[Ref], Any]) -> Any:
             return lookup(parse_ref(m.group(1)))
         if "{{" not in value:
             return value
-        return REF_PATTERN.sub(lambda mm: _stringify(lookup(parse_ref(mm.group(1)))), value)
+        return REF_PATTERN.sub(lambda mm: safepath.as_text(lookup(parse_ref(mm.group(1)))), value)
     if isinstance(value, dict):
         return {k: render(v, lookup) for k, v in value.items()}
     if isinstance(value, list):

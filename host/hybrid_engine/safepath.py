@@ -44,7 +44,8 @@ class UnsafePath(ValueError):
     """A path that would leave its folder or touch something other than a regular file."""
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A referenced value as rendering writes it: text as is, None as nothing, the rest as JSON."""
     if isinstance(value, str):
         return value
     if value is None:
@@ -61,7 +62,7 @@ def name_piece(value: Any, max_bytes: int = MAX_PIECE_BYTES) -> str:
     '-'. No leading '.' or '-' (no hidden files, no '..', nothing a shell reads as an
     option), at most `max_bytes` of UTF-8, and not a name Windows reserves.
     """
-    text = unicodedata.normalize("NFC", _text(value)[:SCAN_CHARS])
+    text = unicodedata.normalize("NFC", as_text(value)[:SCAN_CHARS])
     # Letters, marks and digits of any script, '_', '-' and '.'; anything else (separators,
     # spaces, '~', ':', control and format characters such as bidi overrides) becomes '-'.
     text = "".join(ch if ch in "_-." or unicodedata.category(ch)[0] in "LMN" else "-" for ch in text)

@@ -221,11 +221,10 @@ def _bound(calls: list[dict]) -> float | None:
 
 
 def _unconfirmed_view(by_provider: dict[str, dict]) -> dict:
-    calls = sum(v["calls"] for v in by_provider.values())
+    known = round(sum(v["cost_max_known"] for v in by_provider.values()), 10)
     unknown = any(v["cost_max"] is None for v in by_provider.values())
-    return {"calls": calls, "cost_max": None if unknown else round(sum(v["cost_max_known"] for v in
-                                                                       by_provider.values()), 10),
-            "cost_max_known": round(sum(v["cost_max_known"] for v in by_provider.values()), 10),
+    return {"calls": sum(v["calls"] for v in by_provider.values()), "cost_max": None if unknown else known,
+            "cost_max_known": known,
             "by_provider": {k: {"calls": v["calls"], "cost_max": v["cost_max"]} for k, v in by_provider.items()}}
 
 
