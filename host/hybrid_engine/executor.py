@@ -14,6 +14,11 @@ of them starts (as one pass: the budget sees the whole batch, and a fan-out of m
 steps costs one thread hop). One path stays on the loop, because a thread hop per step
 would cost a chain of cheap steps more than its commit: settling the results of inline
 steps and claiming the next ones, when nothing else is waiting for the store thread.
+
+Why one file of ~530 lines: the loop, the claim, the execution and the settle share the
+in-flight table and the store thread, and their order is the engine's correctness (a step
+is settled once, a lease is kept while it runs); split apart, each part would need the
+others' private state. Retry arithmetic (RetryPolicy) and limits are its only leaves.
 """
 
 from __future__ import annotations

@@ -853,12 +853,16 @@ def test_cli_install_user_data_dir_registers_there(env, capsys):
 
 def test_running_profiles_reads_the_real_proc_of_a_running_browser_process(env):
     profile = env.tmp / "live-profile"
-    # A process whose argv is a Chromium browser's (the program itself just waits for stdin to close).
-    proc = subprocess.Popen(["/usr/lib/chromium/chromium", "-c", "import sys; sys.stdin.read()",
-                             f"--user-data-dir={profile}"], executable=sys.executable, stdin=subprocess.PIPE)
+    # A process whose argv is a Chromium browser's (the program itself says it runs, then waits for
+    # stdin to close). Its line is awaited: before the exec, /proc shows the parent's argv.
+    proc = subprocess.Popen(["/usr/lib/chromium/chromium", "-c", "import sys; print('up', flush=True); sys.stdin.read()",
+                             f"--user-data-dir={profile}"], executable=sys.executable, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
     try:
+        assert proc.stdout.readline() == b"up\n"
         found = [p for p in install.running_profiles() if p.pid == proc.pid]
     finally:
         proc.stdin.close()
         proc.wait(timeout=30)
+        proc.stdout.close()
     assert found == [install.RunningProfile("chromium", str(profile), proc.pid)]

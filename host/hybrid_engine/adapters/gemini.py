@@ -25,8 +25,8 @@ from ..config import ConfigError
 from ..settings import ProviderSettings
 from . import get_spec
 from .base import StepContext
-from .chat import (ChatAdapter, ChatReply, ChatRequest, ClientCache, as_int, http_error,
-                   malformed, raw_usage, reported_int, transport_error)
+from .chat import ChatAdapter, ChatReply, ChatRequest, ClientCache, as_int, raw_usage, reported_int
+from .failures import http_error, malformed, transport_error
 
 DEFAULT_API_VERSION = "v1beta"
 

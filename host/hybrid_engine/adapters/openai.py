@@ -26,8 +26,8 @@ from ..errors import PermanentStepError
 from ..redact import public_url
 from . import get_spec
 from .base import StepContext
-from .chat import (ChatAdapter, ChatReply, ChatRequest, ClientCache, as_int, http_error,
-                   malformed, raw_usage, reported_int, transport_error)
+from .chat import ChatAdapter, ChatReply, ChatRequest, ClientCache, as_int, raw_usage, reported_int
+from .failures import http_error, malformed, transport_error
 from .. import pricing
 
 _clients = ClientCache()
