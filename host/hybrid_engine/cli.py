@@ -612,7 +612,10 @@ def cmd_uninstall(args) -> int:
 def cmd_doctor(args) -> int:
     from . import install
 
+    from .httpapi.autostart import findings as http_api_findings
+
     findings = install.doctor(extension_ids=args.extension_id or (), check_launch=not args.no_launch)
+    findings += http_api_findings()
     errors = [f for f in findings if f.severity == install.ERROR]
     if args.json:
         _print_json({"ok": not errors, "findings": [f.to_dict() for f in findings]})
@@ -621,6 +624,12 @@ def cmd_doctor(args) -> int:
     else:
         _print_findings(findings)
     return EXIT_FAILED if errors else EXIT_OK
+
+
+def cmd_serve(args) -> int:
+    from .httpapi.command import run
+
+    return run(args)
 
 
 # ---- parser --------------------------------------------------------------------
@@ -748,6 +757,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--extension-id", action="append", metavar="ID", help="an id that should be allowed too")
     sp.add_argument("--no-launch", action="store_true", help="skip starting the host to check it answers")
     sp.add_argument("--json", action="store_true")
+
+    from .httpapi.command import add_arguments as serve_arguments
+
+    serve_arguments(add("serve", cmd_serve, "the HTTP API on 127.0.0.1 for scripts and local tools (bearer token); "
+                        "runs queued work while it serves"))
     return p
 
 

@@ -1,0 +1,144 @@
+"""Running the HTTP API: the socket, uvicorn, and a background worker for the work it queues.
+
+The server executes nothing itself, as the native host does not: work it commits is run
+by the background worker (worker.py), which this process starts when work waits and none
+runs, right after each request that queued work and every WATCH_S while it serves (a
+worker that died is replaced). On the way out, work left gets a worker too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import sys
+import threading
+
+from .. import config
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 7717
+WATCH_S = 2.0  # how soon a background worker that died is replaced while the server runs
+LOOPBACK_NAMES = ("127.0.0.1", "localhost")
+
+
+class Engine:
+    """Keeps a background worker running while there is work, as the host's engine thread does."""
+
+    def __init__(self, svc):
+        self.svc = svc
+        self.problem: str | None = None
+        self._lock = threading.Lock()
+
+    def settings_ok(self) -> bool:
+        """A worker started with a bad config.toml or keys.json would only exit again: until the
+        file is fixed, work waits queued (and /spend says why)."""
+        from .. import worker
+        from ..handlers import check_settings
+
+        try:
+            check_settings()
+            worker.lock().check()
+            worker.linger_s()
+        except config.ConfigError as exc:
+            with self._lock:
+                if self.problem != str(exc):
+                    log.warning("no step starts until this is fixed: %s", exc)
+                self.problem = str(exc)
+            return False
+        self.problem = None
+        return True
+
+    def kick(self) -> None:
+        """Work was just committed: make sure a worker runs (after the commit, so a worker that
+        is just leaving sees it)."""
+        from .. import worker
+
+        try:
+            if self.settings_ok():
+                worker.ensure()
+        except Exception:  # noqa: BLE001 - the work is stored; the next watch round starts a worker
+            log.exception("could not start the background worker")
+
+    def watch(self, stop: threading.Event) -> None:
+        while True:
+            try:
+                if self.settings_ok():
+                    self.svc.ensure_worker_if_work()
+            except Exception:  # noqa: BLE001 - the server keeps serving; the next round tries again
+                log.exception("could not start the background worker")
+            if stop.wait(WATCH_S):
+                return
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    if sys.platform != "win32":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(128)  # before the address is printed: a client that reads it connects at once
+    sock.set_inheritable(False)
+    return sock
+
+
+def allowed_hosts(host: str, port: int) -> set[str]:
+    names = set(LOOPBACK_NAMES) if is_loopback(host) else {host}
+    if host not in ("127.0.0.1", "localhost") and is_loopback(host):
+        names.add(f"[{host}]" if ":" in host else host)
+    return {f"{n}:{port}" for n in names} | (names if port == 80 else set())
+
+
+def serve(host: str, port: int, *, out=sys.stdout) -> int:
+    import uvicorn
+
+    from .. import logsetup
+    from ..service import Service
+    from . import token
+    from .app import build_app
+    from .guard import Guard
+
+    logsetup.configure("serve")
+    secret = token.load_or_create()
+    sock = bind(host, port)
+    bound = sock.getsockname()[1]
+    svc = Service()
+    engine = Engine(svc)
+    app = Guard(build_app(svc, on_work=engine.kick, db_path=lambda: svc.db_path),
+                token=secret, hosts=allowed_hosts(host, bound))
+    shown = f"[{host}]" if ":" in host else host
+    print(f"Hybrid Engine HTTP API on http://{shown}:{bound}", file=out, flush=True)
+    print(f"docs: http://{shown}:{bound}/docs; token: `hybrid-engine serve --show-token` "
+          f"({token.path()}); Ctrl+C stops", file=out, flush=True)
+    log.info("serving the HTTP API on %s:%d", host, bound)
+    stop = threading.Event()
+    threading.Thread(target=engine.watch, args=(stop,), name="engine", daemon=True).start()
+    cfg = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="off",
+                         proxy_headers=False, server_header=False, timeout_graceful_shutdown=2,
+                         h11_max_incomplete_event_size=64 * 1024)
+    try:
+        uvicorn.Server(cfg).run(sockets=[sock])
+    finally:
+        stop.set()
+        sock.close()
+        try:
+            if engine.settings_ok():
+                svc.ensure_worker_if_work()  # work queued during the last requests is not stranded
+        except Exception:  # noqa: BLE001
+            log.exception("could not start the background worker on the way out")
+        log.info("the HTTP API stopped")
+    return 0
