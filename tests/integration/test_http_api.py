@@ -327,3 +327,10 @@ def test_the_cli_and_the_host_do_not_import_fastapi_or_uvicorn():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'uvicorn', 'starlette')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_token_file_others_could_read_is_made_private_when_used(cli, he_home):
+    token = cli("serve", "--show-token", check=True).stdout.splitlines()[-1]
+    os.chmod(he_home / "http-token", 0o644)
+    assert cli("serve", "--show-token", check=True).stdout.splitlines()[-1] == token
+    assert stat.S_IMODE(os.stat(he_home / "http-token").st_mode) == 0o600
