@@ -24,12 +24,30 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost")
 
 
 class Engine:
-    """Keeps a background worker running while there is work, as the host's engine thread does."""
+    """Keeps a background worker running while there is work, as the host's engine thread does:
+    every WATCH_S, and at once when a request committed work."""
 
     def __init__(self, svc):
         self.svc = svc
         self.problem: str | None = None
         self._lock = threading.Lock()
+        self._spawned = None  # the worker this process started last: it takes a second to hold the lock
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+
+    def _ensure(self) -> None:
+        """worker.ensure, without starting a second worker while the first is still starting up
+        (a burst of requests would otherwise start one per request)."""
+        from .. import worker
+
+        with self._lock:
+            if self._spawned is not None and self._spawned.poll() is None:
+                return
+            if worker.lock().holder() is not None:
+                return
+            if not worker.work_left(self.svc.store):
+                return
+            self._spawned = worker.spawn()
 
     def settings_ok(self) -> bool:
         """A worker started with a bad config.toml or keys.json would only exit again: until the
@@ -51,25 +69,24 @@ class Engine:
         return True
 
     def kick(self) -> None:
-        """Work was just committed: make sure a worker runs (after the commit, so a worker that
-        is just leaving sees it)."""
-        from .. import worker
+        """Work was just committed: the watch thread makes sure a worker runs, off the request's
+        path (a burst of requests wakes it once). After the commit, so a worker that is just
+        leaving sees the work."""
+        self._wake.set()
 
-        try:
-            if self.settings_ok():
-                worker.ensure()
-        except Exception:  # noqa: BLE001 - the work is stored; the next watch round starts a worker
-            log.exception("could not start the background worker")
-
-    def watch(self, stop: threading.Event) -> None:
-        while True:
+    def watch(self) -> None:
+        while not self._stop.is_set():
             try:
                 if self.settings_ok():
-                    self.svc.ensure_worker_if_work()
+                    self._ensure()
             except Exception:  # noqa: BLE001 - the server keeps serving; the next round tries again
                 log.exception("could not start the background worker")
-            if stop.wait(WATCH_S):
-                return
+            self._wake.wait(WATCH_S)
+            self._wake.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
 
 
 def is_loopback(host: str) -> bool:
@@ -83,7 +100,9 @@ def is_loopback(host: str) -> bool:
 
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say
+    # TCP, and with it on a response's head and body wait out the client's delayed ACK (40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     if sys.platform != "win32":
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -125,15 +144,14 @@ def serve(host: str, port: int, *, out=sys.stdout) -> int:
     print(f"docs: http://{shown}:{bound}/docs; token: `hybrid-engine serve --show-token` "
           f"({token.path()}); Ctrl+C stops", file=out, flush=True)
     log.info("serving the HTTP API on %s:%d", host, bound)
-    stop = threading.Event()
-    threading.Thread(target=engine.watch, args=(stop,), name="engine", daemon=True).start()
+    threading.Thread(target=engine.watch, name="engine", daemon=True).start()
     cfg = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="off",
                          proxy_headers=False, server_header=False, timeout_graceful_shutdown=2,
                          h11_max_incomplete_event_size=64 * 1024)
     try:
         uvicorn.Server(cfg).run(sockets=[sock])
     finally:
-        stop.set()
+        engine.stop()
         sock.close()
         try:
             if engine.settings_ok():
