@@ -334,3 +334,30 @@ def test_a_token_file_others_could_read_is_made_private_when_used(cli, he_home):
     os.chmod(he_home / "http-token", 0o644)
     assert cli("serve", "--show-token", check=True).stdout.splitlines()[-1] == token
     assert stat.S_IMODE(os.stat(he_home / "http-token").st_mode) == 0o600
+
+
+# ---- the background worker -------------------------------------------------------------------
+
+def test_work_queued_before_the_server_started_is_run_while_it_serves(home, cli, tmp_path):
+    page = tmp_path / "page.html"
+    page.write_text(PAGE, encoding="utf-8")
+    run_id = cli("run", "page-text", "--input", page, check=True).stdout.strip()
+    with ApiServer(home) as api:
+        wait_for(lambda: api.curl("GET", f"/workflows/{run_id}")[1]["status"] == "COMPLETED",
+                 timeout=2 * HANG_GUARD_S, what="the queued run COMPLETED")
+
+
+def test_a_burst_of_captures_starts_one_background_worker(home):
+    with ApiServer(home, extra_env={"HYBRID_ENGINE_WORKER_LINGER_S": "60"}) as api:
+        runs = [api.curl("POST", "/workflows", json_body={"template": "page-text", "content": PAGE})[1]["run_id"]
+                for _ in range(10)]
+        for run_id in runs:
+            wait_for(lambda: api.curl("GET", f"/workflows/{run_id}")[1]["status"] == "COMPLETED",
+                     timeout=2 * HANG_GUARD_S, what=f"run {run_id} COMPLETED")
+    log = (home / "logs" / "hybrid-engine.log").read_text(encoding="utf-8")
+    assert log.count("background worker started") == 1
+    from hybrid_engine import worker
+
+    holder = worker.WorkerLock(home / worker.LOCK_NAME).holder()  # the lingering worker: stopped here
+    if holder:
+        os.kill(holder, 15)
