@@ -361,3 +361,9 @@ def test_a_burst_of_captures_starts_one_background_worker(home):
     holder = worker.WorkerLock(home / worker.LOCK_NAME).holder()  # the lingering worker: stopped here
     if holder:
         os.kill(holder, 15)
+
+
+def test_a_port_in_use_is_a_clear_error_without_a_traceback(api, cli):
+    proc = cli("serve", "--port", str(api.port))
+    assert proc.returncode == 2 and f"127.0.0.1:{api.port}" in proc.stderr and "--port N" in proc.stderr
+    assert "Traceback" not in proc.stderr
