@@ -67,7 +67,7 @@ def error(code: str, message: str, status: int | None = None, **fields) -> JSONR
 def build_app(svc, *, on_work: Callable[[], None], db_path: Callable[[], Any]) -> FastAPI:
     """`on_work`: called after a request committed work (a worker picks it up)."""
     app = FastAPI(title="Hybrid Engine", version=__version__, docs_url=None, redoc_url=None,
-                  openapi_url="/openapi.json",
+                  openapi_url="/openapi.json", **_no_telemetry(),
                   description="Local HTTP API of Hybrid Engine. Every route needs `Authorization: Bearer TOKEN` "
                               "(`hybrid-engine serve --show-token`).")
 
@@ -177,6 +177,17 @@ def build_app(svc, *, on_work: Callable[[], None], db_path: Callable[[], Any]) -
         return HTMLResponse(docs_page.render(app.openapi()), headers={"cache-control": "no-store"})
 
     return app
+
+
+def _no_telemetry() -> dict:
+    """FastAPI's OpenTelemetry off: it would record request bodies (pages) and, with an OTLP
+    exporter configured from the environment, send them off this machine."""
+    import inspect
+
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False,
+                          "auto_configure": False}}
 
 
 async def _stream(svc, cursor: dict, only: str | None):
