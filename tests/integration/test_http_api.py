@@ -367,3 +367,15 @@ def test_a_port_in_use_is_a_clear_error_without_a_traceback(api, cli):
     proc = cli("serve", "--port", str(api.port))
     assert proc.returncode == 2 and f"127.0.0.1:{api.port}" in proc.stderr and "--port N" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_sigterm_stops_the_server_cleanly_even_with_an_event_stream_open(home):
+    api = ApiServer(home)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=HANG_GUARD_S)
+        conn.request("GET", "/events", headers={"Authorization": f"Bearer {api.token}"})
+        assert next(_sse_events(conn.getresponse()))[0] == "ready"
+    finally:
+        code = api.close()
+    assert code == 0 and "Traceback" not in api.stderr(), api.stderr()
+    conn.close()

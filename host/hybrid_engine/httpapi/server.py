@@ -122,6 +122,29 @@ def allowed_hosts(host: str, port: int) -> set[str]:
     return {f"{n}:{port}" for n in names} | (names if port == 80 else set())
 
 
+def _server_class(base):
+    """uvicorn's Server, stopping on SIGINT and SIGTERM as it does but then returning instead of
+    raising the signal again (which would end the process before work left is handed over)."""
+    import contextlib
+    import signal
+
+    class Server(base):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            wanted = [signal.SIGINT, signal.SIGTERM]
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in wanted}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
 def serve(host: str, port: int, *, out=sys.stdout) -> int:
     import uvicorn
 
@@ -149,7 +172,7 @@ def serve(host: str, port: int, *, out=sys.stdout) -> int:
                          proxy_headers=False, server_header=False, timeout_graceful_shutdown=2,
                          h11_max_incomplete_event_size=64 * 1024)
     try:
-        uvicorn.Server(cfg).run(sockets=[sock])
+        _server_class(uvicorn.Server)(cfg).run(sockets=[sock])
     finally:
         engine.stop()
         sock.close()
