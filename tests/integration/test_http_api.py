@@ -379,3 +379,14 @@ def test_sigterm_stops_the_server_cleanly_even_with_an_event_stream_open(home):
         code = api.close()
     assert code == 0 and "Traceback" not in api.stderr(), api.stderr()
     conn.close()
+
+
+def test_a_damaged_database_is_503_naming_the_file_and_the_server_serves_on(home):
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "engine.db").write_bytes(b"this is not a database" * 100)
+    with ApiServer(home) as api:
+        for _ in range(2):
+            status, body = api.curl("GET", "/workflows")
+            assert status == 503 and body["error"]["code"] == "store_corrupt"
+            assert str(home / "engine.db") in body["error"]["message"]
+        assert "Traceback" not in api.stderr()

@@ -59,8 +59,8 @@ class RetryRequest(BaseModel):
     budget_usd: float | None = Field(default=None, description="a new run budget in US dollars")
 
 
-def error(code: str, message: str, status: int | None = None, **fields) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, **fields}},
+def error(code: str, message: str, status: int | None = None, fields: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, **(fields or {})}},
                         status_code=status or STATUS.get(code, 400), headers={"cache-control": "no-store"})
 
 
@@ -73,7 +73,7 @@ def build_app(svc, *, on_work: Callable[[], None], db_path: Callable[[], Any]) -
 
     @app.exception_handler(HybridEngineError)
     async def engine_error(request: Request, exc: HybridEngineError):
-        return error(exc.code, exc.message, **exc.fields)
+        return error(exc.code, exc.message, fields=exc.fields)
 
     @app.exception_handler(ConfigError)
     async def config_error(request: Request, exc: ConfigError):
@@ -85,10 +85,10 @@ def build_app(svc, *, on_work: Callable[[], None], db_path: Callable[[], Any]) -
         if first.get("type") == "json_invalid":
             at = first.get("loc", ())[-1:]
             return error("bad_request", f"body: not valid JSON ({first.get('ctx', {}).get('error', 'cannot be parsed')}"
-                         f"{f' at character {at[0]}' if at else ''})", field="body")
+                         f"{f' at character {at[0]}' if at else ''})", fields={"field": "body"})
         loc = [str(x) for x in first.get("loc", ()) if x != "body"]
         where = ".".join(loc) or "(body)"
-        return error("bad_request", f"{where}: {first.get('msg', 'invalid')}", field=where)
+        return error("bad_request", f"{where}: {first.get('msg', 'invalid')}", fields={"field": where})
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
@@ -105,7 +105,7 @@ def build_app(svc, *, on_work: Callable[[], None], db_path: Callable[[], Any]) -
         store_exc = query_error(exc, db_path())
         if store_exc is not None:
             log.warning("%s %s: %s", request.method, request.url.path[:200], store_exc.message)
-            return error(store_exc.code, store_exc.message)
+            return error(store_exc.code, store_exc.message, fields=store_exc.fields)
         log.error("%s %s failed", request.method, request.url.path[:200], exc_info=exc)
         return error("internal", f"internal error handling {request.method} {request.url.path[:60]!r} "
                      "(details in the log file)", 500)
