@@ -5,7 +5,6 @@
      |    +-- TemplateError bad_template   a workflow template that does not validate
      +-- NotFound          not_found       unknown run, step or template
      +-- Forbidden         forbidden       caller origin not allowed
-     +-- Unauthorized      unauthorized    an HTTP request without the API's token
      +-- TooLarge          too_large       a payload over a size limit
      +-- BudgetExceeded    budget_exceeded a step would cross a budget
      +-- ConflictError     conflict        the request contradicts the current state
@@ -55,10 +54,6 @@ class NotFound(HybridEngineError):
 
 class Forbidden(HybridEngineError):
     code = "forbidden"
-
-
-class Unauthorized(HybridEngineError):
-    code = "unauthorized"
 
 
 class TooLarge(HybridEngineError):

@@ -26,11 +26,12 @@ import json
 import logging
 
 from .. import MAX_INCOMING
-from ..errors import BadRequest, Forbidden, TooLarge, Unauthorized
+from ..errors import BadRequest, Forbidden, TooLarge
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = MAX_INCOMING  # the native host's limit for one message: 64 MiB
+UNAUTHORIZED = "unauthorized"  # HTTP only: the native host has no token to miss
 DOC_PATHS = frozenset({"/docs", "/openapi.json"})
 
 
@@ -81,7 +82,7 @@ class Guard:
         if not self._authorised(headers.get(b"authorization", b""), docs=path in DOC_PATHS):
             challenge = b'Basic realm="Hybrid Engine API docs (password: the token)"' if path in DOC_PATHS \
                 else b'Bearer realm="Hybrid Engine"'
-            return await send_error(send, 401, Unauthorized.code,
+            return await send_error(send, 401, UNAUTHORIZED,
                                     "missing or wrong token: send 'Authorization: Bearer TOKEN' "
                                     "(`hybrid-engine serve --show-token` prints it)",
                                     headers=[(b"www-authenticate", challenge)])
