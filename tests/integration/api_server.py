@@ -5,7 +5,7 @@
         status, body = api.curl("POST", "/workflows/ID/external-data", json={...})
         api.curl("GET", "/spend", token=None, headers=["Host: evil.example"])
 
-curl is what the seed's checklist names and what people will use; every request goes
+curl is what the acceptance checklist names and what people will use; every request goes
 over a real TCP connection to the real server.
 """
 

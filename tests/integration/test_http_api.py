@@ -47,7 +47,7 @@ def step_of(doc: dict, step_id: str) -> dict:
     return next(s for s in doc["steps"] if s["id"] == step_id)
 
 
-# ---- the seed's checklist, with curl ---------------------------------------------------
+# ---- the acceptance checklist, with curl -----------------------------------------------
 
 def test_external_data_posted_with_curl_fills_the_slot_and_the_run_goes_pending_running_completed(
         home, cli, fake_provider):

@@ -1,8 +1,8 @@
 """The routes: HTTP in front of service.Service, the same use cases as the host and the CLI.
 
-Request and response shapes are the host's (docs/PROTOCOL.md) and, for external data,
-the seed's: POST /workflows/{id}/external-data takes an ExternalDataRequest and answers an
-ExternalDataResponse (workflow_id, step_id, status, queued_dependents, message). Errors
+Request and response shapes are the host's (docs/PROTOCOL.md); external data is
+models.ExternalDataRequest in and ExternalDataResponse out (workflow_id, step_id, status,
+queued_dependents, message), the shapes scripts written for this API already send. Errors
 are `{"error": {"code", "message", ...}}` with the host's codes and a matching status.
 """
 
