@@ -453,6 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--extension-id", action="append", metavar="ID", help="an id that should be allowed too")
     sp.add_argument("--no-launch", action="store_true", help="skip starting the host to check it answers")
     sp.add_argument("--json", action="store_true")
+
+    from .httpapi.command import add_arguments as serve_arguments
+
+    serve_arguments(add("serve", _lazy("httpapi.command", "run"), "the HTTP API on 127.0.0.1 for scripts and local tools (bearer token); "
+                        "runs queued work while it serves"))
     return p
 
 

@@ -48,7 +48,10 @@ def cmd_uninstall(args) -> int:
 
 
 def cmd_doctor(args) -> int:
+    from ..httpapi.autostart import findings as http_api_findings
+
     findings = doctor(extension_ids=args.extension_id or (), check_launch=not args.no_launch)
+    findings += http_api_findings()
     errors = [f for f in findings if f.severity == ERROR]
     if args.json:
         print_json({"ok": not errors, "findings": [f.to_dict() for f in findings]})
