@@ -13,7 +13,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "host" / "hybrid_engine"
 
-TRANSPORTS = {"cli", "terminal", "foreground", "host", "hostboot", "handlers", "install"}
+TRANSPORTS = {"cli", "terminal", "foreground", "host", "hostboot", "handlers", "install", "httpapi"}
 SERVICE = {"service", "views"}
 ENGINE = {"executor", "recovery", "dag", "worker"}
 LEAVES = {"adapters", "pricing", "money", "clock", "states", "errors", "redact", "safepath", "identity", "tokens"}
