@@ -29,7 +29,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import clock, dag, procs, recovery
+from . import clock, dag, fanout, overflow, procs, recovery
 from .adapters import SPECS, load_action
 from .adapters.base import CallNotSent, StepContext, StepResult, SyncAction
 from .errors import (PermanentStepError, StepBudgetExceeded, StepError, StoreCorrupt, StoreError,
@@ -281,6 +281,10 @@ class Executor:
             if spec.input_slot:
                 raise PermanentStepError("a capture slot is filled by a capture or `ingest`, not executed",
                                          code="not_executable")
+            if c.action == fanout.FOR_EACH:
+                self._done.append(self._for_each(c, started))
+                self.executed += 1
+                return
             action = load_action(c.action)
             inline = spec.inline and spec.provider is None and isinstance(action, SyncAction)
             params = self._render(c) if inline else None  # an inline step's reads stay on the loop
@@ -323,6 +327,9 @@ class Executor:
         for c, action, _ in batch:
             try:
                 params = self._render(c)
+                if params.get("on_overflow") == "map_reduce":
+                    overflow.check(c, json.loads(c.params), params, self.store.step_deps(c.run_id, c.step_id),
+                                   lambda value, c=c: self._render_value(c, value))  # raises fanout.Expand
                 if action.spec.provider is not None:
                     for guard in self.guards:
                         guard(c, params, action)
@@ -366,6 +373,10 @@ class Executor:
             params = await params_ready
         except asyncio.CancelledError:
             raise  # shutdown releases the step, or whoever took its lease has it
+        except fanout.Expand as grow:  # the prompt overflows: the step maps and reduces instead
+            self._finish(c, Outcome(claim=c, kind="expand", started_at=started, ended_at=clock.now(),
+                                    expansion=grow.expansion))
+            return
         except Exception as exc:  # noqa: BLE001 - a bad reference, a budget: the step fails unstarted
             self._finish(c, self._failure(c, exc, started))
             return
@@ -403,6 +414,10 @@ class Executor:
         params = json.loads(c.params)
         if "{{" not in c.params:
             return params
+        return self._render_value(c, params)
+
+    def _render_value(self, c: Claimed, params: Any) -> Any:
+        """A value of the step's params, rendered in one pass with its run's outputs."""
         run = self._run_cache.get(c.run_id)
         if run is None:
             info = self.store.run_info(c.run_id)
@@ -411,13 +426,38 @@ class Executor:
             if len(self._run_cache) > 256:
                 self._run_cache.clear()
             self._run_cache[c.run_id] = run
-        wanted = dag.referenced_steps(params)
+        wanted = dag.referenced_steps(params if isinstance(params, dict) else {"value": params})
         outputs = self.store.outputs(c.run_id, wanted)
         try:
+            if not isinstance(params, dict):
+                return dag.render(params, dag.make_lookup(outputs, run))
             return dag.render_params(params, dag.make_lookup(outputs, run), SPECS[c.action].path_params,
                                      f"{c.run_id}/{c.step_id}")
         except (dag.RenderError, dag.RefError) as exc:
             raise PermanentStepError(f"cannot render params: {exc}", code="bad_reference") from exc
+
+    def _for_each(self, c: Claimed, started: float) -> Outcome:
+        """A for_each row: the first time, grow one part per item of its list; once the parts
+        are done, complete with their outputs gathered in item order."""
+        try:
+            spec = json.loads(c.params)
+            deps = self.store.step_deps(c.run_id, c.step_id)
+            parts = fanout.part_ids(c.step_id, deps)
+            if parts:
+                found = self.store.outputs(c.run_id, set(parts))
+                return self._success(c, StepResult(outputs=fanout.gathered([found.get(p) or {} for p in parts])),
+                                     started)
+            items = self._render_value(c, spec["for_each"])
+            if not isinstance(items, list):
+                raise PermanentStepError(f"for_each: {fanout.list_expr(spec['for_each'])} is "
+                                         f"{type(items).__name__}, not a list", code="bad_for_each")
+            if not items:
+                keys = SPECS[spec["action"]].outputs or ()
+                return self._success(c, StepResult(outputs={k: [] for k in sorted(keys)}), started)
+            return Outcome(claim=c, kind="expand", started_at=started, ended_at=clock.now(),
+                           expansion=fanout.fan_out(c.step_id, spec, items, deps))
+        except Exception as exc:  # noqa: BLE001 - becomes the step's error
+            return self._failure(c, exc, started)
 
     def _success(self, c: Claimed, result: StepResult, started: float) -> Outcome:
         ended = clock.now()

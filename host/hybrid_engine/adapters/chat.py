@@ -36,12 +36,13 @@ from ..settings import ProviderSettings, provider_settings
 from ..errors import PermanentStepError, StepError, TransientStepError
 from . import usage as usage_check
 from ..redact import public_url, redact, url_secrets
+from ..safepath import as_text
 from ..settings import load as check_settings
+from . import ON_OVERFLOW
 from .base import Action, StepContext, StepResult
 
 log = logging.getLogger(__name__)
 
-ON_OVERFLOW = ("fail", "truncate")
 DETAIL_LIMIT = 300
 # A local server that reports fewer prompt tokens than this share of our count has cut
 # the prompt to its own context size (Ollama's num_ctx does so without an error).
@@ -284,6 +285,8 @@ class ChatAdapter(Action):
     def _request(self, params: dict[str, Any], settings: ProviderSettings | None = None) -> ChatRequest:
         model = params.get("model")
         prompt = params.get("prompt")
+        if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
+            prompt = as_text(prompt)  # a for_each step's answers, referenced whole: the reduce's text
         if not isinstance(model, str) or not model.strip():
             raise PermanentStepError(f"{self.spec.name}: the `model` parameter is required "
                                      "(the provider's model id, e.g. gpt-4o-mini).", code="bad_params")
@@ -306,7 +309,7 @@ class ChatAdapter(Action):
     def _on_overflow(params: dict[str, Any]) -> str:
         value = params.get("on_overflow") or "fail"
         if value not in ON_OVERFLOW:
-            raise PermanentStepError(f"on_overflow must be 'fail' or 'truncate', not {value!r}.",
+            raise PermanentStepError(f"on_overflow must be 'fail', 'truncate' or 'map_reduce', not {value!r}.",
                                      code="bad_params")
         return value
 
