@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 FOR_EACH = "for_each"
 PART_MARK = "~"
+# Parts one step may grow: the same bound as a template's steps (models.MAX_STEPS), for the
+# same reasons (every part is a row, a line in the popup and in `show`).
+MAX_PARTS = 10_000
 
 
 class Expand(Exception):
@@ -93,6 +96,11 @@ def fan_out(step_id: str, spec: dict, items: list, deps: list[str]) -> "Expansio
     action_spec = SPECS[action]
     expr = list_expr(spec["for_each"])
     n = len(items)
+    if n > MAX_PARTS:
+        from .errors import PermanentStepError
+
+        raise PermanentStepError(f"for_each: {expr} holds {n:,} items, over the {MAX_PARTS:,} parts one step may "
+                                 f"run; split the text into larger parts", code="bad_for_each")
     timeout = params.get("timeout_s")
     rows = [ExpandedStep(NewStep(
         step_id=part_id(step_id, i + 1), name=f"{spec.get('name') or step_id} [{i + 1}/{n}]", action=action,

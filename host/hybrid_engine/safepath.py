@@ -52,7 +52,7 @@ def as_text(value: Any) -> str:
         return value
     if value is None:
         return ""
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return "\n\n".join(value)
     import json
 

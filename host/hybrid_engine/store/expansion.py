@@ -15,6 +15,7 @@ one before it), so a run's steps read in the order they run.
 from __future__ import annotations
 
 import json
+import sqlite3
 
 from .connection import _Tx
 from .hotpath import HotPath
@@ -29,13 +30,27 @@ class Expansions(HotPath):
         return json.loads(row[0]) if row else []
 
     def _expand(self, o: Outcome, tx: _Tx) -> bool:
-        c = self.conn
-        cl, ex = o.claim, o.expansion
-        row = c.execute("SELECT pos, deps, action, provider FROM steps WHERE rowid = ? AND epoch = ?"
-                        " AND status = 'RUNNING'", (cl.rowid, cl.epoch)).fetchone()
+        cl = o.claim
+        row = self.conn.execute("SELECT pos, deps, action, provider FROM steps WHERE rowid = ? AND epoch = ?"
+                                " AND status = 'RUNNING'", (cl.rowid, cl.epoch)).fetchone()
         if row is None:
             return False  # the lease was lost: whoever has the step now decides
-        pos, old_deps, action, provider = row
+        try:
+            with self.transaction():  # a savepoint: the whole fan-out, or none of it
+                self._grow(o, tx, *row)
+        except sqlite3.IntegrityError as exc:  # a part's id taken: an engine bug, not a reason to stop the queue
+            message = f"could not grow its parts: {exc}"
+            self.conn.execute("UPDATE steps SET status = 'FAILED', error = ?, error_code = 'bad_fan_out', ended_at = ?,"
+                              " owner = NULL, lease_until = NULL WHERE rowid = ?", (message, o.ended_at, cl.rowid))
+            from ..clock import iso
+
+            self._log(cl.run_id, cl.step_id, o.ended_at, f"Failed at {iso(o.ended_at)}: {message}")
+            tx.close(cl.run_id, 1 + cl.carried + self._skip_downstream(cl.run_id, cl.step_id, o.ended_at))
+        return True
+
+    def _grow(self, o: Outcome, tx: _Tx, pos: float, old_deps: str, action: str, provider: str | None) -> None:
+        c = self.conn
+        cl, ex = o.claim, o.expansion
         old = set(json.loads(old_deps))
         new_ids = [r.step.step_id for r in ex.rows]
         done = {r.step.step_id for r in ex.rows if r.outputs is not None}
@@ -75,15 +90,16 @@ class Expansions(HotPath):
         params_sql, args = "", []
         if ex.parent_params is not None:
             params_sql, args = ", params = ?", [_dumps(ex.parent_params)]
+        # The closed predecessors it carried (a continuation) are taken off the run's count now:
+        # a waiting step carries none, or a part's failure that skips it would leave them counted.
         c.execute(f"UPDATE steps SET status = ?, waiting_on = ?, deps = ?, due_at = ?, owner = NULL,"
-                  f" lease_until = NULL, attempts = MAX(attempts - 1, 0){params_sql} WHERE rowid = ?",
+                  f" lease_until = NULL, carried = 0, attempts = MAX(attempts - 1, 0){params_sql} WHERE rowid = ?",
                   ("PENDING" if parent_waiting else "QUEUED", parent_waiting, _dumps(ex.parent_deps),
                    None if parent_waiting else o.ended_at, *args, cl.rowid))
         if ex.log:
             self._log(cl.run_id, cl.step_id, o.ended_at, ex.log)
-        tx.close(cl.run_id, -opened)
+        tx.close(cl.run_id, cl.carried - opened)
         tx.touched.add(cl.run_id)
-        return True
 
 
 __all__ = ["Expansions"]
