@@ -437,27 +437,15 @@ class Executor:
             raise PermanentStepError(f"cannot render params: {exc}", code="bad_reference") from exc
 
     def _for_each(self, c: Claimed, started: float) -> Outcome:
-        """A for_each row: the first time, grow one part per item of its list; once the parts
-        are done, complete with their outputs gathered in item order."""
+        """A for_each row (fanout.py): grows its parts, or gathers their outputs once done."""
         try:
-            spec = json.loads(c.params)
-            deps = self.store.step_deps(c.run_id, c.step_id)
-            parts = fanout.part_ids(c.step_id, deps)
-            if parts:
-                found = self.store.outputs(c.run_id, set(parts))
-                return self._success(c, StepResult(outputs=fanout.gathered([found.get(p) or {} for p in parts])),
-                                     started)
-            items = self._render_value(c, spec["for_each"])
-            if not isinstance(items, list):
-                raise PermanentStepError(f"for_each: {fanout.list_expr(spec['for_each'])} is "
-                                         f"{type(items).__name__}, not a list", code="bad_for_each")
-            if not items:
-                keys = SPECS[spec["action"]].outputs or ()
-                return self._success(c, StepResult(outputs={k: [] for k in sorted(keys)}), started)
-            return Outcome(claim=c, kind="expand", started_at=started, ended_at=clock.now(),
-                           expansion=fanout.fan_out(c.step_id, spec, items, deps))
+            done = fanout.run_row(c.step_id, c.params, self.store.step_deps(c.run_id, c.step_id),
+                                  lambda ids: self.store.outputs(c.run_id, ids), lambda v: self._render_value(c, v))
         except Exception as exc:  # noqa: BLE001 - becomes the step's error
             return self._failure(c, exc, started)
+        if isinstance(done, dict):
+            return self._success(c, StepResult(outputs=done), started)
+        return Outcome(claim=c, kind="expand", started_at=started, ended_at=clock.now(), expansion=done)
 
     def _success(self, c: Claimed, result: StepResult, started: float) -> Outcome:
         ended = clock.now()

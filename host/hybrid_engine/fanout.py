@@ -19,7 +19,7 @@ TYPE_CHECKING = False  # not `typing`'s: keep the engine's imports light
 if TYPE_CHECKING:
     from typing import Any
 
-    from .models import TemplateStep
+    from .models import TemplateStep, WorkflowTemplate
     from .store import Expansion
 
 FOR_EACH = "for_each"
@@ -113,6 +113,63 @@ def fan_out(step_id: str, spec: dict, items: list, deps: list[str]) -> "Expansio
     return Expansion(rows=rows, parent_deps=list(deps) + ids, log=line)
 
 
+def template_problems(tpl: "WorkflowTemplate", ids: set[str]) -> list[str]:
+    """`for_each` names one upstream list by a reference, and is not nested: the step it
+    goes over does not itself run per item. The list's step is made a dependency."""
+    import json
+
+    from . import dag
+
+    problems: list[str] = []
+    by_id = {s.id: s for s in tpl.steps}
+    for s in tpl.steps:
+        if s.for_each is None:
+            continue
+        where = f"step '{s.id}', field 'for_each'"
+        m = dag.REF_PATTERN.fullmatch(s.for_each.strip())
+        try:
+            ref = dag.parse_ref(m.group(1)) if m else None
+        except dag.RefError:
+            ref = None
+        if ref is None or ref.kind != "step":
+            problems.append(f"{where}: expected one reference to an upstream list, "
+                            f"\"{{{{ steps.<id>.outputs.<key> }}}}\", got {json.dumps(s.for_each)[:80]}")
+            continue
+        if ref.step not in ids:
+            problems.append(f"{where}: reference to unknown step '{ref.step}'")
+        elif ref.step == s.id:
+            problems.append(f"{where}: a step cannot go over its own outputs")
+        elif by_id[ref.step].for_each is not None:
+            problems.append(f"{where}: nested for_each is not supported: step '{ref.step}' itself runs per item; "
+                            f"go over a list made from its outputs instead (for example a split_text step)")
+        elif ref.step not in s.dependencies:
+            s.dependencies.append(ref.step)
+    return problems
+
+
+def run_row(step_id: str, params_json: str, deps: list[str], outputs_of, render_value) -> "Expansion | dict":
+    """What a claimed for_each row does: the first time, grow one part per item of its list
+    (an Expansion); once its parts are done, its outputs gathered from theirs (a dict).
+    `outputs_of(ids)` reads completed steps' outputs, `render_value` renders a reference."""
+    import json
+
+    from .adapters import SPECS
+    from .errors import PermanentStepError
+
+    spec = json.loads(params_json)
+    parts = part_ids(step_id, deps)
+    if parts:
+        found = outputs_of(set(parts))
+        return gathered([found.get(p) or {} for p in parts])
+    items = render_value(spec["for_each"])
+    if not isinstance(items, list):
+        raise PermanentStepError(f"for_each: {list_expr(spec['for_each'])} is {type(items).__name__}, not a list",
+                                 code="bad_for_each")
+    if not items:
+        return {k: [] for k in sorted(SPECS[spec["action"]].outputs or ())}
+    return fan_out(step_id, spec, items, deps)
+
+
 def gathered(part_outputs: list[dict]) -> dict:
     """Each output key of the parts as a list in item order (None where a part lacks it)."""
     keys: list[str] = []
@@ -123,5 +180,5 @@ def gathered(part_outputs: list[dict]) -> dict:
     return {k: [out.get(k) for out in part_outputs] for k in keys}
 
 
-__all__ = ["FOR_EACH", "PART_MARK", "Expand", "fan_out", "gathered", "list_expr", "part_id", "part_ids",
-           "row_params", "with_item"]
+__all__ = ["FOR_EACH", "MAX_PARTS", "PART_MARK", "Expand", "fan_out", "gathered", "list_expr", "part_id", "part_ids",
+           "row_params", "run_row", "template_problems", "with_item"]

@@ -253,7 +253,7 @@ def validate(data: Any, source: str) -> WorkflowTemplate:
         if s.id in seen:
             problems.append(f"step '{s.id}', field 'id': duplicate step id")
         seen.add(s.id)
-    problems += _for_each_problems(tpl, seen)
+    problems += fanout.template_problems(tpl, seen)
     known_steps = _some(s.id for s in tpl.steps)  # built once: it goes into every unknown-step message
     graph = {s.id: list(s.dependencies) for s in tpl.steps}
     for s in tpl.steps:
@@ -347,36 +347,6 @@ def _reference_problems(tpl: WorkflowTemplate, graph: dict[str, list[str]]) -> l
             problems.append(f"step '{sid}', field '{fname}': step '{ref.step}' "
                             f"({by_id[ref.step].action}) has no output '{ref.key}' "
                             f"(it has: {', '.join(sorted(outputs))})")
-    return problems
-
-
-def _for_each_problems(tpl: WorkflowTemplate, ids: set[str]) -> list[str]:
-    """`for_each` names one upstream list by a reference, and is not nested: the step it
-    goes over does not itself run per item. The list's step is made a dependency."""
-    problems: list[str] = []
-    by_id = {s.id: s for s in tpl.steps}
-    for s in tpl.steps:
-        if s.for_each is None:
-            continue
-        where = f"step '{s.id}', field 'for_each'"
-        m = dag.REF_PATTERN.fullmatch(s.for_each.strip())
-        try:
-            ref = dag.parse_ref(m.group(1)) if m else None
-        except dag.RefError:
-            ref = None
-        if ref is None or ref.kind != "step":
-            problems.append(f"{where}: expected one reference to an upstream list, "
-                            f"\"{{{{ steps.<id>.outputs.<key> }}}}\", got {json.dumps(s.for_each)[:80]}")
-            continue
-        if ref.step not in ids:
-            problems.append(f"{where}: reference to unknown step '{ref.step}'")
-        elif ref.step == s.id:
-            problems.append(f"{where}: a step cannot go over its own outputs")
-        elif by_id[ref.step].for_each is not None:
-            problems.append(f"{where}: nested for_each is not supported: step '{ref.step}' itself runs per item; "
-                            f"go over a list made from its outputs instead (for example a split_text step)")
-        elif ref.step not in s.dependencies:
-            s.dependencies.append(ref.step)
     return problems
 
 

@@ -425,7 +425,8 @@ class ChatAdapter(Action):
                 f"the prompt is {'' if count.exact else 'about '}{count.tokens:,} tokens, over the "
                 f"{limits.context_window:,}-token context window of {request.model}: "
                 + ("it will be truncated" if on_overflow == "truncate" else
-                   "the step will fail unless it sets on_overflow: truncate"))}),
+                   "it will be summarised in parts, then combined" if on_overflow == "map_reduce" else
+                   "the step will fail unless it sets on_overflow: truncate or map_reduce"))}),
         }
 
     def _safe_estimate(self, params: dict[str, Any]) -> dict | None:
