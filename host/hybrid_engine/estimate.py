@@ -175,6 +175,7 @@ def _map_reduce(s, action, outputs: dict, render, steps_out: list) -> dict | Non
         outputs.pop(split_id, None)
         outputs.pop(grown.rows[-1].step.step_id, None)
     est.update({"prompt_tokens_max": high["prompt_tokens_max"], "cost_max": high["cost_max"], "lower_bound": True,
+                "unknown_inputs": [map_id],
                 "map_reduce": {"parts": len(p.parts), "part_tokens": p.part_tokens,
                                "answer_tokens": p.answer_tokens, "split": p.expr}})
     return est
