@@ -76,10 +76,15 @@ def main() -> int:
         refs = print_corpus(Path(tmp))
         extra = sorted(Path(args.folder).glob("*.pdf")) if args.folder else []
         pdfs = list(refs) + extra
-        pages = len(read_pypdfium2(pdfs[0])) and sum(len(read_pypdfium2(p)) for p in pdfs)
+        pages = sum(len(read_pypdfium2(p)) for p in pdfs)
         print(f"{len(refs)} printed corpus pages scored, {len(pdfs)} PDFs ({pages} pages) timed")
         rows = []
         for name, read in READERS.items():
+            try:
+                read(pdfs[0])
+            except ImportError:
+                print(f"{name}: not installed here (pip install {name}); left out")
+                continue
             scores = [word_f1("\n".join(read(pdf)), ref) for pdf, ref in refs.items()]
             best = min(_timed(read, pdfs) for _ in range(3))
             rows.append((name, statistics.mean(scores), min(scores), best))
