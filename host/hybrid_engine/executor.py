@@ -29,11 +29,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import clock, dag, fanout, overflow, procs, recovery
+from . import clock, dag, fanout, procs, recovery
 from .adapters import SPECS, load_action
 from .adapters.base import CallNotSent, StepContext, StepResult, SyncAction
 from .errors import (PermanentStepError, StepBudgetExceeded, StepError, StoreCorrupt, StoreError,
                      TransientStepError)
+from .growth import GrowingSteps
 from .store import Claimed, ClaimRequest, Outcome, Store
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ ANSWER_LOST_STATUSES = frozenset({408, 502, 504})
 Guard = Callable[[Claimed, dict, Any], None]  # raises StepBudgetExceeded (or another StepError) to stop a start
 
 
-class Executor:
+class Executor(GrowingSteps):
     def __init__(self, store: Store, *, limits: Limits | None = None, retry: RetryPolicy | None = None,
                  lease_s: float = 30.0, poll_s: float = 0.5, recover_every_s: float = 5.0,
                  guards: list[Guard] | None = None):
@@ -281,10 +282,8 @@ class Executor:
             if spec.input_slot:
                 raise PermanentStepError("a capture slot is filled by a capture or `ingest`, not executed",
                                          code="not_executable")
-            if c.action == fanout.FOR_EACH:
-                self._done.append(self._for_each(c, started))
-                self.executed += 1
-                return
+            if c.action == fanout.FOR_EACH:  # grows its parts, or gathers their outputs (growth.py)
+                return self._done.append(self._for_each(c, started))
             action = load_action(c.action)
             inline = spec.inline and spec.provider is None and isinstance(action, SyncAction)
             params = self._render(c) if inline else None  # an inline step's reads stay on the loop
@@ -328,8 +327,7 @@ class Executor:
             try:
                 params = self._render(c)
                 if params.get("on_overflow") == "map_reduce":
-                    overflow.check(c, json.loads(c.params), params, self.store.step_deps(c.run_id, c.step_id),
-                                   lambda value, c=c: self._render_value(c, value))  # raises fanout.Expand
+                    self._check_overflow(c, params)  # raises fanout.Expand: the step maps and reduces
                 if action.spec.provider is not None:
                     for guard in self.guards:
                         guard(c, params, action)
@@ -373,10 +371,6 @@ class Executor:
             params = await params_ready
         except asyncio.CancelledError:
             raise  # shutdown releases the step, or whoever took its lease has it
-        except fanout.Expand as grow:  # the prompt overflows: the step maps and reduces instead
-            self._finish(c, Outcome(claim=c, kind="expand", started_at=started, ended_at=clock.now(),
-                                    expansion=grow.expansion))
-            return
         except Exception as exc:  # noqa: BLE001 - a bad reference, a budget: the step fails unstarted
             self._finish(c, self._failure(c, exc, started))
             return
@@ -414,10 +408,6 @@ class Executor:
         params = json.loads(c.params)
         if "{{" not in c.params:
             return params
-        return self._render_value(c, params)
-
-    def _render_value(self, c: Claimed, params: Any) -> Any:
-        """A value of the step's params, rendered in one pass with its run's outputs."""
         run = self._run_cache.get(c.run_id)
         if run is None:
             info = self.store.run_info(c.run_id)
@@ -426,26 +416,13 @@ class Executor:
             if len(self._run_cache) > 256:
                 self._run_cache.clear()
             self._run_cache[c.run_id] = run
-        wanted = dag.referenced_steps(params if isinstance(params, dict) else {"value": params})
+        wanted = dag.referenced_steps(params)
         outputs = self.store.outputs(c.run_id, wanted)
         try:
-            if not isinstance(params, dict):
-                return dag.render(params, dag.make_lookup(outputs, run))
             return dag.render_params(params, dag.make_lookup(outputs, run), SPECS[c.action].path_params,
                                      f"{c.run_id}/{c.step_id}")
         except (dag.RenderError, dag.RefError) as exc:
             raise PermanentStepError(f"cannot render params: {exc}", code="bad_reference") from exc
-
-    def _for_each(self, c: Claimed, started: float) -> Outcome:
-        """A for_each row (fanout.py): grows its parts, or gathers their outputs once done."""
-        try:
-            done = fanout.run_row(c.step_id, c.params, self.store.step_deps(c.run_id, c.step_id),
-                                  lambda ids: self.store.outputs(c.run_id, ids), lambda v: self._render_value(c, v))
-        except Exception as exc:  # noqa: BLE001 - becomes the step's error
-            return self._failure(c, exc, started)
-        if isinstance(done, dict):
-            return self._success(c, StepResult(outputs=done), started)
-        return Outcome(claim=c, kind="expand", started_at=started, ended_at=clock.now(), expansion=done)
 
     def _success(self, c: Claimed, result: StepResult, started: float) -> Outcome:
         ended = clock.now()
@@ -466,6 +443,8 @@ class Executor:
         return outcome
 
     def _failure(self, c: Claimed, exc: BaseException, started: float) -> Outcome:
+        if isinstance(exc, fanout.Expand):  # not a failure: the step grows parts and waits for them
+            return self._expanded(c, exc, started)
         ended = clock.now()
         stamp = clock.iso(ended)
         if isinstance(exc, TransientStepError):
