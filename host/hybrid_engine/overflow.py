@@ -71,6 +71,8 @@ def plan(raw: dict, rendered: dict, provider: str, render_value: "Callable[[Any]
     count = _chat_count(prompt, system, model, provider)
     if count.tokens <= budget:
         return None
+    # The reduce's own answer needs room too: max_tokens, or what a part's answer may take.
+    reduce_budget = window - (max_tokens or min(DEFAULT_PART_ANSWER_TOKENS, window // 8))
     raw_prompt = raw.get("prompt")
     refs = [m.group(1).strip() for m in dag.REF_PATTERN.finditer(raw_prompt)] if isinstance(raw_prompt, str) else []
     sized = []
@@ -94,7 +96,7 @@ def plan(raw: dict, rendered: dict, provider: str, render_value: "Callable[[Any]
                 f"context window; shorten the prompt or choose a model with a larger window", code="context_overflow")
         overlap = min(split.DEFAULT_OVERLAP_TOKENS, part_tokens // 10)
         parts = split.split_text(text, part_tokens, overlap, encoding)
-        room = budget - fixed - margin - len(parts) * REDUCE_JOIN_TOKENS
+        room = reduce_budget - fixed - margin - len(parts) * REDUCE_JOIN_TOKENS
         if len(parts) * answer <= room:
             return Plan(expr, parts, part_tokens, overlap, answer)
         answer = room // len(parts)
