@@ -15,14 +15,18 @@ from typing import Any, Callable, Iterable
 from . import safepath
 
 REF_PATTERN = re.compile(r"\{\{\s*((?:(?!\}\}).)*?)\s*\}\}", re.S)  # one reference: no "}}" inside
-_STEP_REF = re.compile(r"^steps\.([A-Za-z_][A-Za-z0-9_-]*)\.outputs\.([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_]+)*)$")
+# A step id in a reference may hold '~', which no template step id does: the steps a run
+# grows (the parts of a fan-out, fanout.py) are named with it, and only the engine refers to them.
+_STEP_REF = re.compile(r"^steps\.([A-Za-z_][A-Za-z0-9_~-]*)\.outputs\.([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_]+)*)$")
 RUN_FIELDS = ("id", "name", "template", "created_at")
 _RUN_REF = re.compile(r"^run\.(" + "|".join(RUN_FIELDS) + r")$")
+# In a step with `for_each`: the item it runs on, its number (from 1) and how many there are.
+ITEM_FIELDS = ("item", "item_number", "item_count")
 
 
 @dataclass(frozen=True)
 class Ref:
-    kind: str  # "step" or "run"
+    kind: str  # "step", "run" or "item"
     step: str | None
     key: str
     path: tuple[str, ...] = ()
@@ -40,8 +44,11 @@ def parse_ref(expr: str) -> Ref:
     m = _RUN_REF.match(expr)
     if m:
         return Ref("run", None, m.group(1))
-    raise RefError(f"'{{{{ {expr} }}}}' is not a reference: use {{{{ steps.<id>.outputs.<key> }}}} "
-                   f"or {{{{ run.<{'|'.join(RUN_FIELDS)}> }}}}")
+    if expr in ITEM_FIELDS:
+        return Ref("item", None, expr)
+    raise RefError(f"'{{{{ {expr} }}}}' is not a reference: use {{{{ steps.<id>.outputs.<key> }}}}, "
+                   f"{{{{ run.<{'|'.join(RUN_FIELDS)}> }}}} or, in a for_each step, "
+                   f"{{{{ <{'|'.join(ITEM_FIELDS)}> }}}}")
 
 
 def refs_in(value: Any) -> Iterable[tuple[str, str]]:
@@ -247,6 +254,8 @@ def make_lookup(outputs: dict[str, dict], run: dict) -> Callable[[Ref], Any]:
     def lookup(ref: Ref) -> Any:
         if ref.kind == "run":
             return run.get(ref.key)
+        if ref.kind == "item":  # a for_each step's parts have theirs written in (fanout.py)
+            raise RenderError(f"{{{{ {ref.key} }}}} is defined only in a step with for_each")
         step_out = outputs.get(ref.step)
         if step_out is None:
             raise RenderError(f"step '{ref.step}' has no outputs")

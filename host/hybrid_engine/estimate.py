@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Deterministic, offline, side-effect-free actions: an estimate computes them for real.
-COMPUTED_ACTIONS = ("extract_text", "template", "noop")
+COMPUTED_ACTIONS = ("extract_text", "split_text", "template", "noop")
 
 
 def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
@@ -71,6 +71,10 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
         if spec.input_slot:
             outputs[step_id] = capture
             continue
+        if s.for_each is not None:
+            parts = _for_each(s, spec, outputs, unknown, render, steps_out)
+            unknown[step_id] = sum(int(e.get("max_output_tokens") or 0) for e in parts)
+            continue
         if spec.provider is None:
             if s.action in COMPUTED_ACTIONS and not upstream:
                 try:
@@ -88,6 +92,13 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
                                  "model": s.params.get("model")}
         try:
             action = load_action(s.action)
+            if s.params.get("on_overflow") == "map_reduce" and not upstream:
+                reduce = _map_reduce(s, action, outputs, render, steps_out)
+                if reduce is not None:
+                    entry.update(reduce)
+                    steps_out.append(entry)
+                    unknown[step_id] = int(entry.get("max_output_tokens") or 0)
+                    continue
             est = action.estimate(render(s.params, {}))
             if upstream:
                 # cost_max: every unknown upstream answer as long as it may be.
@@ -106,7 +117,7 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
         steps_out.append(entry)
         unknown[step_id] = int(entry.get("max_output_tokens") or 0)
     pos = {s.id: i for i, s in enumerate(tpl.steps)}
-    steps_out.sort(key=lambda e: pos[e["step_id"]])
+    steps_out.sort(key=lambda e: pos[e.get("part_of") or e["step_id"]])  # stable: parts keep their order
     known_costs = [e for e in steps_out if not e["price_unknown"]]
     return {
         "template": tpl.name,
@@ -119,6 +130,84 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
         "lower_bound": any(e["lower_bound"] for e in steps_out),
         "budget_usd": tpl.budget_usd,
     }
+
+
+def _part_entry(step_id: str, action_name: str, spec, action, params: dict, part_of: str) -> dict:
+    entry = {"step_id": step_id, "action": action_name, "provider": spec.provider, "model": params.get("model"),
+             "part_of": part_of}
+    entry.update(action.estimate(params))
+    entry.setdefault("lower_bound", False)
+    return entry
+
+
+def _map_reduce(s, action, outputs: dict, render, steps_out: list) -> dict | None:
+    """A model step with on_overflow: map_reduce whose prompt does not fit: an entry for
+    every part it will be split into, as the run will split it (overflow.plan is the same
+    deterministic function), and the reduce's own figures. None: the prompt fits."""
+    from . import overflow
+    from .adapters import SPECS
+    from .config import load_config
+
+    try:
+        config = load_config()
+    except Exception:  # noqa: BLE001 - the estimate is still useful with the defaults
+        config = {}
+    spec = SPECS[s.action]
+    rendered = render(s.params, {})
+    p = overflow.plan(s.params, rendered, spec.provider, lambda v: render({"v": v}, {})["v"], config)
+    if p is None:
+        return None
+    grown = overflow.expansion(s.id, s.action, s.params, list(s.dependencies), p)
+    split_id = grown.rows[0].step.step_id
+    outputs[split_id] = grown.rows[0].outputs
+    try:
+        answers = []
+        for row in grown.rows[1:-1]:
+            entry = _part_entry(row.step.step_id, s.action, spec, action, render(row.step.params, {}), s.id)
+            steps_out.append(entry)
+            answers.append(int(entry.get("max_output_tokens") or 0))
+        map_id = grown.rows[-1].step.step_id
+        outputs[map_id] = {"text": [""] * len(answers)}
+        est = action.estimate(render(grown.parent_params, {}))
+        outputs[map_id] = {"text": [" x" * n for n in answers]}
+        high = action.estimate(render(grown.parent_params, {}))
+    finally:
+        outputs.pop(split_id, None)
+        outputs.pop(grown.rows[-1].step.step_id, None)
+    est.update({"prompt_tokens_max": high["prompt_tokens_max"], "cost_max": high["cost_max"], "lower_bound": True,
+                "unknown_inputs": [map_id],
+                "map_reduce": {"parts": len(p.parts), "part_tokens": p.part_tokens,
+                               "answer_tokens": p.answer_tokens, "split": p.expr}})
+    return est
+
+
+def _for_each(s, spec, outputs: dict, unknown: dict, render, steps_out: list) -> list[dict]:
+    """A for_each step over a list the estimate computed: one entry per item for a model
+    action; over a list not known before the run, one entry that says so."""
+    from . import dag, fanout
+    from .adapters import load_action
+
+    expr = fanout.list_expr(s.for_each)
+    ref = dag.parse_ref(expr)
+    if spec.provider is None:
+        return []
+    if ref.step in unknown or ref.step not in outputs:
+        steps_out.append({"step_id": s.id, "action": s.action, "provider": spec.provider,
+                          "model": s.params.get("model"), "prompt_tokens": None, "max_output_tokens": None,
+                          "cost_min": None, "cost_max": None, "price_unknown": True, "lower_bound": True,
+                          "error": f"runs once per item of {expr}, which is not known before the run"})
+        return []
+    items = dag.make_lookup(outputs, {})(ref)
+    if not isinstance(items, list):
+        return []
+    action = load_action(s.action)
+    entries = []
+    for i in range(len(items)):
+        params = render(fanout.with_item(s.params, expr, i, len(items)), {})
+        entry = _part_entry(fanout.part_id(s.id, i + 1), s.action, spec, action, params, s.id)
+        steps_out.append(entry)
+        entries.append(entry)
+    return entries
 
 
 __all__ = ["COMPUTED_ACTIONS", "estimate_run"]

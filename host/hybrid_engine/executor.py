@@ -34,11 +34,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import clock, dag, procs, recovery
+from . import clock, dag, fanout, procs, recovery
 from .adapters import SPECS, load_action
 from .adapters.base import CallNotSent, StepContext, StepResult, SyncAction
 from .errors import (PermanentStepError, StepBudgetExceeded, StepError, StoreCorrupt, StoreError,
                      TransientStepError)
+from .growth import GrowingSteps
 from .store import Claimed, ClaimRequest, Outcome, Store
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ ANSWER_LOST_STATUSES = frozenset({408, 502, 504})
 Guard = Callable[[Claimed, dict, Any], None]  # raises StepBudgetExceeded (or another StepError) to stop a start
 
 
-class Executor:
+class Executor(GrowingSteps):
     def __init__(self, store: Store, *, limits: Limits | None = None, retry: RetryPolicy | None = None,
                  lease_s: float = 30.0, poll_s: float = 0.5, recover_every_s: float = 5.0,
                  guards: list[Guard] | None = None):
@@ -286,6 +287,8 @@ class Executor:
             if spec.input_slot:
                 raise PermanentStepError("a capture slot is filled by a capture or `ingest`, not executed",
                                          code="not_executable")
+            if c.action == fanout.FOR_EACH:  # grows its parts, or gathers their outputs (growth.py)
+                return self._done.append(self._for_each(c, started))
             action = load_action(c.action)
             inline = spec.inline and spec.provider is None and isinstance(action, SyncAction)
             params = self._render(c) if inline else None  # an inline step's reads stay on the loop
@@ -328,6 +331,8 @@ class Executor:
         for c, action, _ in batch:
             try:
                 params = self._render(c)
+                if params.get("on_overflow") == "map_reduce":
+                    self._check_overflow(c, params)  # raises fanout.Expand: the step maps and reduces
                 if action.spec.provider is not None:
                     for guard in self.guards:
                         guard(c, params, action)
@@ -443,6 +448,8 @@ class Executor:
         return outcome
 
     def _failure(self, c: Claimed, exc: BaseException, started: float) -> Outcome:
+        if isinstance(exc, fanout.Expand):  # not a failure: the step grows parts and waits for them
+            return self._expanded(c, exc, started)
         ended = clock.now()
         stamp = clock.iso(ended)
         if isinstance(exc, TransientStepError):

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from .errors import BadRequest
+from .pdftext import is_pdf
 
 TYPE_CHECKING = False  # not `typing`'s: importing typing costs the host's runs.list 2 ms
 if TYPE_CHECKING:
@@ -90,7 +91,8 @@ _CHARSET_ALIASES = {"iso-8859-1": "cp1252", "iso8859-1": "cp1252", "latin1": "cp
 
 
 def read_input_file(path: str, *, limit: int = MAX_CONTENT_BYTES) -> tuple[str, str]:
-    """Content and a content type guessed from the file name.
+    """Content and a content type guessed from the file name; a PDF (by name or by its
+    header) gives its text, page by page (pdftext.py).
 
     The size is checked before the file is read: a regular file over `limit` is refused
     from its stat; anything else (a pipe, a device such as /dev/zero) is read up to
@@ -115,6 +117,10 @@ def read_input_file(path: str, *, limit: int = MAX_CONTENT_BYTES) -> tuple[str, 
         raise BadRequest(f"{path}: more than the {limit} byte limit (not a regular file: stopped reading there)",
                          code="too_large")
     suffix = p.suffix.lower()
+    if suffix == ".pdf" or is_pdf(data):
+        from .pdftext import pdf_text
+
+        return pdf_text(data, path), "text/plain"  # page text, each after a [Page N] line
     ctype = _SUFFIX_TYPES.get(suffix, "text/html")
     return decode_text(data, html=ctype in ("text/html", "application/xhtml+xml")), ctype
 

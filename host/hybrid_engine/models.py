@@ -28,6 +28,9 @@ class TemplateStep(BaseModel):
     action: str
     params: dict[str, Any] = Field(default_factory=dict)
     dependencies: list[str] = Field(default_factory=list)
+    # One reference to an upstream list, "{{ steps.<id>.outputs.<key> }}": the step runs once
+    # per item, `{{ item }}` in its params standing for the item (fanout.py).
+    for_each: str | None = None
 
 
 class WorkflowTemplate(BaseModel):

@@ -21,11 +21,17 @@ def template_plan(tpl: "WorkflowTemplate") -> "RunPlan":
     cached = tpl._plan
     if cached is not None:
         return cached
+    from . import fanout
     from .adapters import SPECS
     from .store import NewStep, Store
 
     steps = []
     for s in tpl.steps:
+        if s.for_each is not None:  # one row that grows a part per item when its list is known
+            steps.append(NewStep(step_id=s.id, name=s.name or s.id, action=fanout.FOR_EACH, provider=None,
+                                 params=fanout.row_params(s), deps=list(s.dependencies), status=StepStatus.PENDING,
+                                 max_retries=0, timeout_s=None))
+            continue
         spec = SPECS[s.action]
         if spec.input_slot:
             status = StepStatus.WAITING_FOR_INPUT

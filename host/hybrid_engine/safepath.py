@@ -45,11 +45,15 @@ class UnsafePath(ValueError):
 
 
 def as_text(value: Any) -> str:
-    """A referenced value as rendering writes it: text as is, None as nothing, the rest as JSON."""
+    """A referenced value as rendering writes it: text as is, None as nothing, a list of texts
+    (a for_each step's outputs, in part order) one after another with a blank line between,
+    the rest as JSON."""
     if isinstance(value, str):
         return value
     if value is None:
         return ""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "\n\n".join(value)
     import json
 
     return json.dumps(value, ensure_ascii=False)

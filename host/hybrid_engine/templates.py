@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from . import config, dag, safepath
-from .adapters import SPECS
+from . import config, dag, fanout, safepath
+from .adapters import ON_OVERFLOW, SPECS
 from .errors import NotFound, TemplateError
 from .models import MAX_STEPS, WorkflowTemplate
 
@@ -253,13 +253,17 @@ def validate(data: Any, source: str) -> WorkflowTemplate:
         if s.id in seen:
             problems.append(f"step '{s.id}', field 'id': duplicate step id")
         seen.add(s.id)
+    problems += fanout.template_problems(tpl, seen)
     known_steps = _some(s.id for s in tpl.steps)  # built once: it goes into every unknown-step message
     graph = {s.id: list(s.dependencies) for s in tpl.steps}
     for s in tpl.steps:
         spec = SPECS.get(s.action)
-        if spec is None:
+        if spec is None or s.action == fanout.FOR_EACH:
             problems.append(f"step '{s.id}', field 'action': unknown action '{s.action}' "
-                            f"(known: {', '.join(sorted(SPECS))})")
+                            f"(known: {', '.join(sorted(set(SPECS) - {fanout.FOR_EACH}))})"
+                            + ("; for_each is a step key: `for_each: \"{{ steps.<id>.outputs.<key> }}\"`"
+                               if s.action == fanout.FOR_EACH else ""))
+            spec = None
         for dep in s.dependencies:
             if dep not in seen:
                 problems.append(f"step '{s.id}', field 'dependencies': unknown step '{dep}' "
@@ -280,9 +284,14 @@ def validate(data: Any, source: str) -> WorkflowTemplate:
                     problem = safepath.template_problem(value, dag.REF_PATTERN)
                     if problem:
                         problems.append(f"step '{s.id}', field 'params.{key}': {problem}")
+                elif key == "on_overflow" and isinstance(value, str) and value not in ON_OVERFLOW:
+                    problems.append(f"step '{s.id}', field 'params.on_overflow': '{value}' is not one of "
+                                    f"{', '.join(ON_OVERFLOW)}")
             for key, p in allowed.items():
                 if p.required and key not in s.params:
                     problems.append(f"step '{s.id}', field 'params.{key}': required by '{s.action}'")
+            if spec.input_slot and s.for_each is not None:
+                problems.append(f"step '{s.id}', field 'for_each': a capture slot cannot run per item")
             if spec.input_slot and s.dependencies:
                 problems.append(f"step '{s.id}', field 'dependencies': a capture slot is filled from "
                                 f"outside and cannot depend on other steps")
@@ -305,12 +314,20 @@ def _reference_problems(tpl: WorkflowTemplate, graph: dict[str, list[str]]) -> l
     found: list[tuple[str, str, dag.Ref]] = []
     wanted: dict[str, set[str]] = {}
     for s in tpl.steps:
-        for field, expr in dag.refs_in(s.params):
-            fname = f"params.{field}"
+        fields = list(dag.refs_in(s.params))
+        if s.for_each is not None:
+            fields.insert(0, ("", fanout.list_expr(s.for_each)))
+        for field, expr in fields:
+            fname = f"params.{field}" if field else "for_each"
             try:
                 ref = dag.parse_ref(expr)
             except dag.RefError as exc:
                 problems.append(f"step '{s.id}', field '{fname}': {exc}")
+                continue
+            if ref.kind == "item":
+                if by_id[s.id].for_each is None:
+                    problems.append(f"step '{s.id}', field '{fname}': {{{{ {ref.key} }}}} is defined only in a step "
+                                    f"with for_each")
                 continue
             if ref.kind != "step":
                 continue

@@ -17,13 +17,15 @@ One threaded HTTP server on 127.0.0.1 (a random free port) answers like:
     fake.requests                      # every request: provider, path, body, model, times
     fake.max_in_flight                 # concurrency high-water mark
     fake.hold(); fake.wait_requests(1); fake.release()   # keep answers back until released
+    fake.allow(1)                      # while held: let the next held answer through
     fake.close()
 
 A reply is a Reply: status, latency (seconds, before anything is sent), headers, text,
 usage (prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens / thoughts_tokens,
 total_tokens to report a total that is not the sum; any of them zero, negative or absurd
 as given; usage=None leaves usage out of the reply, as some servers do),
-reasoning, finish_reason, retry_delay (Gemini RetryInfo), body (raw bytes/str sent as is:
+usage_for (a function of the request body that returns the usage, e.g. counted from the
+prompt as sent), reasoning, finish_reason, retry_delay (Gemini RetryInfo), body (raw bytes/str sent as is:
 garbage), error (message for an error status). Scripted replies are used once each,
 in order, per provider; then the provider's default applies.
 """
@@ -50,6 +52,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     text: str | None = None  # None: "reply from <provider> <model>"
     usage: dict[str, int] | None = field(default_factory=dict)  # None: the reply has no usage
+    usage_for: Any = None  # body -> usage dict: wins over `usage`
     reasoning: str | None = None
     finish_reason: str = "stop"
     retry_delay: str | None = None  # Gemini RetryInfo retryDelay, e.g. "2s"
@@ -83,6 +86,7 @@ class FakeProvider:
         self._arrived = threading.Condition(self._lock)
         self._gate = threading.Event()  # cleared by hold(): every answer waits for release()
         self._gate.set()
+        self._permits = 0  # answers allow() lets through while held
         self._abort = threading.Event()  # set by reset()/close(): replies still waiting give up
         self._generation = 0
         self._scripts: dict[str, list[Reply]] = {p: [] for p in PROVIDERS}
@@ -156,6 +160,7 @@ class FakeProvider:
             self._abort.set()
             self._abort = threading.Event()
             self._gate.set()
+            self._permits = 0
             self._generation += 1
             self._scripts = {p: [] for p in PROVIDERS}
             self._defaults = {p: Reply() for p in PROVIDERS}
@@ -169,6 +174,26 @@ class FakeProvider:
 
     def release(self) -> None:
         self._gate.set()
+        with self._lock:
+            self._arrived.notify_all()
+
+    def allow(self, n: int = 1) -> None:
+        """While held: let the next `n` requests that wait (or arrive) be answered."""
+        with self._lock:
+            self._permits += n
+            self._arrived.notify_all()
+
+    def _pass_gate(self, abort: threading.Event) -> bool:
+        """Wait until released or allowed; False when reset() or close() came first."""
+        with self._arrived:
+            while not self._gate.is_set():
+                if self._permits > 0:
+                    self._permits -= 1
+                    return True
+                if abort.is_set():
+                    return False
+                self._arrived.wait(0.05)
+            return True
 
     def wait_requests(self, n: int, timeout: float = 60.0, provider: str | None = None) -> list[Request]:
         """Block until at least n requests (of the provider) have arrived; they are returned."""
@@ -324,15 +349,16 @@ class _Handler(BaseHTTPRequestHandler):
                           model=model, stream=stream, started=time.monotonic())
         abort = fake._enter(request)
         try:
-            while not fake._gate.wait(0.05):
-                if abort.is_set():
-                    self.close_connection = True
-                    return
+            if not fake._pass_gate(abort):
+                self.close_connection = True
+                return
             reply = fake._next_reply(provider)
             if not fake._sleep(reply.latency, abort):
                 self.close_connection = True
                 return
             request.status = reply.status
+            if reply.usage_for is not None:
+                reply = replace(reply, usage=reply.usage_for(body))
             self._respond(provider, model or "", stream, reply)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout test): nothing to answer

@@ -10,13 +10,18 @@ import threading
 
 from .base import Action, ActionSpec, Param
 
+# What a chat step does with a prompt longer than its model's context window; map_reduce is
+# done by the engine before the adapter sees the step (overflow.py).
+ON_OVERFLOW = ("fail", "truncate", "map_reduce")
+
 _CHAT_PARAMS = {
     "model": Param(str, required=True, doc="the provider's model id"),
     "prompt": Param(str, required=True, doc="the user message; references allowed"),
     "system": Param(str, doc="an optional system message"),
     "temperature": Param((int, float)),
     "max_tokens": Param(int, doc="upper bound on output tokens"),
-    "on_overflow": Param(str, doc="'fail' (default) or 'truncate' when the prompt exceeds the context window"),
+    "on_overflow": Param(str, doc="'fail' (default), 'truncate' or 'map_reduce' when the prompt exceeds the "
+                                  "context window"),
 }
 _CHAT_OUTPUTS = frozenset({"text", "finish_reason", "reasoning"})
 
@@ -38,6 +43,15 @@ SPECS: dict[str, ActionSpec] = {spec.name: spec for spec in [
                        "include_links": Param(bool), "include_tables": Param(bool)},
                outputs=frozenset({"text", "title", "chars", "source_chars"}), blocking=True,
                default_timeout_s=60.0),
+    ActionSpec("split_text", "hybrid_engine.adapters.builtin:SplitText",
+               params={"text": Param(str, required=True),
+                       "part_tokens": Param(int, doc="the most tokens in one part (default 2000)"),
+                       "overlap_tokens": Param(int, doc="tokens of whole paragraphs repeated at a seam (default 100)"),
+                       "model": Param(str, doc="count with this model's tokenizer (default o200k_base)")},
+               outputs=frozenset({"parts", "count"}), blocking=True, default_timeout_s=120.0),
+    # The row of a step with `for_each` (fanout.py): it grows the parts, then gathers their
+    # outputs. Not written in templates; the executor runs it itself.
+    ActionSpec("for_each", "hybrid_engine.adapters.builtin:ForEach", inline=True),
     ActionSpec("template", "hybrid_engine.adapters.builtin:Template",
                params={"template": Param(str, required=True)}, outputs=frozenset({"text"}), inline=True),
     ActionSpec("noop", "hybrid_engine.adapters.builtin:Noop",
@@ -83,4 +97,4 @@ def load_action(action: str) -> Action:
         return _loaded[action]
 
 
-__all__ = ["SPECS", "ActionSpec", "Param", "Action", "get_spec", "load_action", "CAPTURE_OUTPUTS"]
+__all__ = ["ON_OVERFLOW", "SPECS", "ActionSpec", "Param", "Action", "get_spec", "load_action", "CAPTURE_OUTPUTS"]

@@ -31,11 +31,46 @@ class ExtractText(SyncAction):
                           metadata={"source_chars": len(html), "chars": len(text)})
 
 
+class SplitText(SyncAction):
+    """Token-sized parts of a text, cut at paragraph boundaries, for a for_each to map over."""
+
+    def compute(self, params, ctx) -> StepResult:
+        from .. import split, tokens
+
+        text = params.get("text")
+        if text is None:
+            text = ""
+        if not isinstance(text, str):
+            raise PermanentStepError(f"params.text: expected text, got {type(text).__name__}")
+        part_tokens = params.get("part_tokens", split.DEFAULT_PART_TOKENS)
+        overlap = params.get("overlap_tokens", min(split.DEFAULT_OVERLAP_TOKENS, part_tokens // 2)
+                             if isinstance(part_tokens, int) else 0)
+        for key, value in (("part_tokens", part_tokens), ("overlap_tokens", overlap)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise PermanentStepError(f"params.{key}: expected an integer, got {type(value).__name__}",
+                                         code="bad_params")
+        encoding, _ = tokens.encoding_for(params.get("model"), None)
+        try:
+            parts = split.split_text(text, part_tokens, overlap, encoding)
+        except split.SplitError as exc:
+            raise PermanentStepError(f"params: {exc}", code="bad_params") from exc
+        return StepResult(outputs={"parts": parts, "count": len(parts)})
+
+
+class ForEach(SyncAction):
+    """The row of a for_each step; the executor runs it itself (fanout.py)."""
+
+    def compute(self, params, ctx):  # pragma: no cover - guarded by the executor
+        raise PermanentStepError("a for_each row is run by the executor")
+
+
 class Template(SyncAction):
     """The executor has already rendered `template` in one pass; the result is the text."""
 
     def compute(self, params, ctx) -> StepResult:
-        return StepResult(outputs={"text": params.get("template", "")})
+        from ..safepath import as_text
+
+        return StepResult(outputs={"text": as_text(params.get("template", ""))})
 
 
 class Noop(SyncAction):

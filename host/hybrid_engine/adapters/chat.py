@@ -33,13 +33,14 @@ from ..config import ConfigError, load_config
 from ..settings import ProviderSettings, provider_settings
 from ..errors import PermanentStepError, StepError
 from . import usage as usage_check
+from ..safepath import as_text
 from ..settings import load as check_settings
+from . import ON_OVERFLOW
 from .base import Action, StepContext, StepResult
 from .failures import http_error, malformed, parse_retry_after, parse_retry_info, transport_error, utc_now
 
 log = logging.getLogger(__name__)
 
-ON_OVERFLOW = ("fail", "truncate")
 # A local server that reports fewer prompt tokens than this share of our count has cut
 # the prompt to its own context size (Ollama's num_ctx does so without an error).
 SERVER_CUT_RATIO = 0.6
@@ -113,6 +114,8 @@ class ChatAdapter(Action):
     def _request(self, params: dict[str, Any], settings: ProviderSettings | None = None) -> ChatRequest:
         model = params.get("model")
         prompt = params.get("prompt")
+        if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
+            prompt = as_text(prompt)  # a for_each step's answers, referenced whole: the reduce's text
         if not isinstance(model, str) or not model.strip():
             raise PermanentStepError(f"{self.spec.name}: the `model` parameter is required "
                                      "(the provider's model id, e.g. gpt-4o-mini).", code="bad_params")
@@ -135,7 +138,7 @@ class ChatAdapter(Action):
     def _on_overflow(params: dict[str, Any]) -> str:
         value = params.get("on_overflow") or "fail"
         if value not in ON_OVERFLOW:
-            raise PermanentStepError(f"on_overflow must be 'fail' or 'truncate', not {value!r}.",
+            raise PermanentStepError(f"on_overflow must be 'fail', 'truncate' or 'map_reduce', not {value!r}.",
                                      code="bad_params")
         return value
 
@@ -251,7 +254,8 @@ class ChatAdapter(Action):
                 f"the prompt is {'' if count.exact else 'about '}{count.tokens:,} tokens, over the "
                 f"{limits.context_window:,}-token context window of {request.model}: "
                 + ("it will be truncated" if on_overflow == "truncate" else
-                   "the step will fail unless it sets on_overflow: truncate"))}),
+                   "it will be summarised in parts, then combined" if on_overflow == "map_reduce" else
+                   "the step will fail unless it sets on_overflow: truncate or map_reduce"))}),
         }
 
     def _safe_estimate(self, params: dict[str, Any]) -> dict | None:

@@ -5,6 +5,7 @@
     failures.py    what a SQLite or OS failure on the file means (StoreCorrupt, StoreFull, ...)
     connection.py  opening the file, one connection per thread, transactions (StoreFile)
     hotpath.py     claim, settle, continuation, leases, the call journal's writes (HotPath)
+    expansion.py   a run growing steps while it runs: the parts of a fan-out (Expansions)
     lifecycle.py   create from a plan, slots, external steps, retry, cancel, delete,
                    recovery's requeue (RunLifecycle)
     queries.py     summaries, outputs, logs, costs, spend, unconfirmed calls (Queries)
@@ -19,7 +20,7 @@ from .failures import query_error, store_error
 from .hotpath import HANDED_OVER
 from .lifecycle import RunLifecycle
 from .queries import Queries
-from .records import Claimed, ClaimRequest, NewStep, Outcome, RunningRow, RunPlan, decode_dependents, encode_dependents
+from .records import Claimed, ClaimRequest, ExpandedStep, Expansion, NewStep, Outcome, RunningRow, RunPlan, decode_dependents, encode_dependents
 from .schema import ACTIVE_RUNS, INLINE_OUTPUT_MAX, MIGRATIONS, OPEN_STATUSES, SCHEMA_VERSION
 
 
@@ -29,6 +30,6 @@ class Store(RunLifecycle, Queries):
 
 
 __all__ = ["ACTIVE_RUNS", "HANDED_OVER", "INLINE_OUTPUT_MAX", "MIGRATIONS", "OPEN_STATUSES", "SCHEMA_VERSION",
-           "ClaimRequest", "Claimed", "NewStep", "Outcome", "RunPlan", "RunningRow", "Store", "StoreBusy",
+           "ClaimRequest", "Claimed", "ExpandedStep", "Expansion", "NewStep", "Outcome", "RunPlan", "RunningRow", "Store", "StoreBusy",
            "StoreCorrupt", "StoreError", "StoreFull", "StoreReadOnly", "decode_dependents", "encode_dependents",
            "query_error", "store_error"]

@@ -167,6 +167,8 @@ class HotPath(StoreFile):
                 "UPDATE steps SET status = 'QUEUED', due_at = ?, attempts = MAX(attempts - 1, 0), owner = NULL,"
                 " lease_until = NULL WHERE rowid = ? AND epoch = ? AND status = 'RUNNING'",
                 (o.due_at or o.ended_at, cl.rowid, cl.epoch))
+        elif kind == "expand":
+            return self._expand(o, tx)  # store/expansion.py: the claimed step grows parts and waits on them
         elif kind == "failed":
             md = o.metadata or None
             cur = c.execute(

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from typing import Iterable
 
 from ..errors import StoreError
-from .hotpath import HotPath
+from .expansion import Expansions
 from .records import NewStep, RunningRow, RunPlan, _dumps, encode_dependents
 from .schema import _OPEN_SQL, ACTIVE_RUNS
 
@@ -30,7 +30,7 @@ def _iso(ts: float) -> str:
     return iso(ts)
 
 
-class RunLifecycle(HotPath):
+class RunLifecycle(Expansions):
     """Runs and their steps as the user and recovery change them, one transaction each."""
 
     # ---- creating runs and filling slots -----------------------------------

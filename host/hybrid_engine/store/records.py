@@ -29,6 +29,26 @@ class NewStep:
     timeout_s: float | None
 
 
+@dataclass
+class ExpandedStep:
+    """A step a run grows while it runs (a part of a fan-out). `outputs` given: it is
+    created COMPLETED with them (the split of an overflowing prompt)."""
+
+    step: NewStep
+    outputs: dict | None = None
+
+
+@dataclass
+class Expansion:
+    """Steps added before a claimed step, and what the claimed step waits for afterwards.
+    Applied in the transaction that settles the claimed step: all of it or none."""
+
+    rows: list[ExpandedStep]
+    parent_deps: list[str]  # the claimed step's dependencies afterwards (it goes back to waiting)
+    parent_params: dict | None = None  # new params for the claimed step (the reduce of an overflow)
+    log: str | None = None
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """A template's steps as rows: everything a run needs to execute is in them."""
@@ -61,7 +81,7 @@ class Outcome:
     """What happened to a claimed step; applied by Store.settle in one transaction."""
 
     claim: Claimed
-    kind: str  # "completed" | "retry" | "failed" | "released"
+    kind: str  # "completed" | "retry" | "failed" | "released" | "expand"
     started_at: float
     ended_at: float
     outputs: dict | None = None
@@ -75,6 +95,7 @@ class Outcome:
     call_id: int | None = None
     call_state: str | None = None
     call_cost: float | None = None
+    expansion: Expansion | None = None  # kind "expand": the steps the claimed one grows
 
 
 @dataclass
