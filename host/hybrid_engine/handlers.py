@@ -244,6 +244,9 @@ def h_spend(host, msg: dict) -> dict:
     return host.service.spend()
 
 
+# The options page's messages (keys, settings, spend per day) live in their own module.
+from .handlers_options import h_keys_remove, h_keys_set, h_keys_status, h_settings_update, h_spend_daily  # noqa: E402,F401
+
 # One list of message types, hello.py's (hostboot's hello lists them before this module
 # loads); each is served by the h_ function named after it ("runs.get" -> h_runs_get).
 HANDLERS: dict[str, Handler] = {t: globals()["h_" + t.replace(".", "_")] for t in MESSAGE_TYPES}
