@@ -30,7 +30,7 @@ EDITABLE = {
     ("providers.*", "base_url"): "an http:// or https:// URL",
     ("budgets", "daily_usd"): "a finite number of USD >= 0",
     ("budgets", "monthly_usd"): "a finite number of USD >= 0",
-    ("notes", "folder"): "an absolute folder path or one starting with ~/",
+    ("notes", "folder"): "a folder path",
 }
 
 

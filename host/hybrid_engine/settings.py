@@ -81,7 +81,15 @@ class WorkerSettings:
 class NotesSettings:
     """[notes]: where save_note writes when its template names no folder."""
 
-    folder: str | None = None  # absolute or ~/; None: the data folder's notes/
+    folder: str | None = None  # None: the data folder's notes/
+
+    def path(self) -> "Path | None":
+        from pathlib import Path
+
+        if self.folder is None:
+            return None
+        folder = Path(self.folder).expanduser()
+        return folder if folder.is_absolute() else _config.config_dir() / folder
 
 
 @dataclass(frozen=True)
@@ -286,11 +294,10 @@ def _worker(conf: dict, problems: _Problems) -> WorkerSettings:
                                               WorkerSettings.linger_s)))
 
 
-# A notes folder is the user's own choice, written out: relative to what would be unclear
-# (the host's working folder is the browser's), so only absolute and ~/ paths are taken.
-_FOLDER = (lambda v: isinstance(v, str) and v.strip() != "" and "\x00" not in v
-           and (os.path.isabs(v.strip()) or v.strip() == "~" or v.strip().startswith(("~/", "~\\"))),
-           "an absolute folder path or one starting with ~/")
+# A relative notes folder is read against config.toml's own folder (like any path in a
+# config file), never against the host's working folder, which is whatever the browser chose.
+_FOLDER = (lambda v: isinstance(v, str) and v.strip() != "" and "\x00" not in v,
+           "a folder path (absolute, ~/, or relative to config.toml's folder)")
 
 
 def _notes(conf: dict, problems: _Problems) -> NotesSettings:

@@ -55,8 +55,7 @@ def notes_folder(folder: str | None) -> Path:
 
     if folder and (os.path.isabs(folder) or folder.startswith("~")):
         return Path(folder).expanduser()
-    configured = settings.notes().folder
-    root = Path(configured).expanduser() if configured else config.data_dir() / "notes"
+    root = settings.notes().path() or config.data_dir() / "notes"
     return root / folder if folder else root
 
 
