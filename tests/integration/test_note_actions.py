@@ -302,3 +302,27 @@ def test_webhook_endpoint_named_in_config(service, write_config, tmp_path):
 def test_webhook_url_from_a_reference_is_refused_when_the_template_loads():
     with pytest.raises(TemplateError, match="params.url"):
         validate({"name": "x", "steps": hook_steps(url="{{ steps.page.outputs.source_url }}")}, "x.yaml")
+
+
+# ---- through the real host: a capture message, the host's background worker, the note on disk --
+
+def test_a_capture_sent_to_the_host_ends_as_a_note_and_a_webhook_post(he_home, fake_provider, write_config, tmp_path):
+    from host_client import HostClient
+
+    vault = tmp_path / "vault"
+    with Receiver() as rx:
+        write_config(f'[notes]\nfolder = "{vault}"\n[webhooks]\nreader = "{rx.url}"\n')
+        steps = note_steps() + [{"id": "hook", "action": "webhook", "dependencies": ["note"],
+                                 "params": {"endpoint": "reader",
+                                            "data": {"note": "{{ steps.note.outputs.path }}"}}}]
+        (he_home / "templates").mkdir(parents=True, exist_ok=True)
+        write_template(he_home / "templates", steps, name="host-notes")
+        with HostClient(he_home, extra_env=fake_provider.env()) as h:
+            run_id = h.call("capture", template="host-notes",
+                            page={"content": "<p>Text</p>", "source_url": "https://example.org/h",
+                                  "title": 'Host: "quoted"', "content_type": "text/html"})["run_id"]
+            doc = h.wait_run(run_id)
+        path = Path(next(s for s in doc["steps"] if s["id"] == "note")["outputs"]["path"])
+        meta, _ = front_matter_of(path)
+        assert path.parent == vault and meta["title"] == 'Host: "quoted"' and meta["url"] == "https://example.org/h"
+        assert [r["body"]["outputs"] for r in rx.requests] == [{"note": str(path)}]
