@@ -23,11 +23,11 @@ def run_facts(store, run_id: str, step_id: str | None = None, *, with_outputs: b
     run = store.run_row(run_id) or {}
     steps = [s for s in store.step_rows(run_id) if s["step_id"] != step_id]
     completed = [s for s in steps if s["status"] == "COMPLETED"]
-    outputs = store.outputs(run_id)
     page = {"title": None, "url": None, "captured_at": None}
-    slots = {s["step_id"] for s in steps if s["action"] == "capture" or s["external"]}
-    for s in steps:
-        out = outputs.get(s["step_id"]) if s["step_id"] in slots else None
+    slots = [s["step_id"] for s in steps if s["action"] == "capture" or s["external"]]
+    captured = store.outputs(run_id, slots)  # the page's outputs hold its whole HTML: read once, not kept
+    for step_id in slots:
+        out = captured.get(step_id)
         if out:
             page = {"title": out.get("title") or None, "url": out.get("source_url") or None,
                     "captured_at": out.get("captured_at") or None}
@@ -59,8 +59,8 @@ def run_facts(store, run_id: str, step_id: str | None = None, *, with_outputs: b
         "cost_state": state,
     }
     if with_outputs:
-        facts["outputs"] = {s["step_id"]: outputs[s["step_id"]] for s in completed
-                            if s["step_id"] in outputs and s["step_id"] not in slots}
+        wanted = [s["step_id"] for s in completed if s["step_id"] not in slots]
+        facts["outputs"] = store.outputs(run_id, wanted)
     return facts
 
 
