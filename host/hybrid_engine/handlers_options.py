@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .config import PROVIDERS
 from .errors import BadRequest
-from .handlers import field, json_type
+from .msgfields import field, json_type
 
 MAX_KEY_CHARS = 4096
 
