@@ -326,3 +326,4 @@ def test_a_capture_sent_to_the_host_ends_as_a_note_and_a_webhook_post(he_home, f
         meta, _ = front_matter_of(path)
         assert path.parent == vault and meta["title"] == 'Host: "quoted"' and meta["url"] == "https://example.org/h"
         assert [r["body"]["outputs"] for r in rx.requests] == [{"note": str(path)}]
+

@@ -125,8 +125,12 @@ class SaveNote(SyncAction):
         data = (front_matter(fields) + "\n" + content.rstrip("\n") + "\n").encode("utf-8")
         try:
             fd, where = safepath.open_for_write(f"{piece}.md", root, append=False, exclusive=True)
-        except FileExistsError:  # the clean name is taken: this run and step's own name
-            fd, where = safepath.open_for_write(f"{safepath.tagged(piece, seed)}.md", root, append=False)
+        except FileExistsError:
+            # Taken: by this very run (a step re-run after a crash rewrites its note), or by
+            # another page of the same title (this run and step's own tagged name).
+            name = f"{piece}.md" if _written_by(root / f"{piece}.md", fields["run"]) else \
+                f"{safepath.tagged(piece, seed)}.md"
+            fd, where = safepath.open_for_write(name, root, append=False)
         try:
             safepath.write_all(fd, data)
         finally:
@@ -152,6 +156,24 @@ class SaveNote(SyncAction):
         finally:
             os.close(fd)  # releases the lock
         return where, len(head) + len(entry)
+
+
+def _written_by(path: Path, run_id: str) -> bool:
+    """Whether the note at `path` has this run in its front matter."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            head = fh.read(64 * 1024)
+    except OSError:
+        return False
+    if not head.startswith("---\n") or "\n---\n" not in head[3:]:
+        return False
+    try:
+        meta = yaml.safe_load(head[4:head.index("\n---\n", 3)])
+    except yaml.YAMLError:
+        return False
+    return isinstance(meta, dict) and str(meta.get("run")) == run_id
 
 
 def _lock(fd: int) -> None:
