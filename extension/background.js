@@ -337,6 +337,12 @@ const HANDLERS = {
   doctor: hostCall("doctor"),
   "host.status": hostCall("host.status"),
   config: hostCall("config"),
+  // The options page's: a key passes through to the host and is kept nowhere here.
+  "keys.status": hostCall("keys.status"),
+  "keys.set": hostCall("keys.set", ["provider", "key"]),
+  "keys.remove": hostCall("keys.remove", ["provider"]),
+  "settings.update": hostCall("settings.update", ["section", "key", "value"]),
+  "spend.daily": hostCall("spend.daily", ["days"]),
   hello: async () => {
     await host.whenConnected();
     return host.hello;

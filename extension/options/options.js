@@ -2,10 +2,15 @@
 // background, like the popup; never talks to the host directly.
 
 import { api } from "../lib/ext.js";
+import { usd } from "../lib/format.js";
+import { drawSpend, spendBars } from "./spendchart.js";
 
 const $ = (id) => document.getElementById(id);
+const MAX_MB = 60;
+const PROVIDERS = ["openai", "deepseek", "gemini", "local"];
 let settings = {};
 let hello = null;
+let spendDays = null;
 
 async function call(type, fields = {}) {
   const reply = await api.runtime.sendMessage({ type, ...fields });
@@ -52,7 +57,9 @@ function renderState(state) {
   }
   select.value = settings.defaultTemplate || "";
   $("notifications").checked = !!settings.notifications;
-  $("max-mb").value = String(Math.round((settings.maxCaptureBytes || 8 * 1024 * 1024) / (1024 * 1024)));
+  if ($("max-mb").getAttribute("aria-invalid") !== "true" && document.activeElement !== $("max-mb")) {
+    $("max-mb").value = String(Math.round((settings.maxCaptureBytes || 8 * 1024 * 1024) / (1024 * 1024)));
+  }
   const c = state.connection;
   $("host-connection").textContent = c.status === "connected" ? "connected"
     : `${c.status}${c.error ? `: ${c.error}` : ""}`;
@@ -111,6 +118,9 @@ async function renderHostDetails() {
       + "`hybrid-engine keys set openai` adds one.");
   }
   renderSettingsProblems(summary);
+  $("key-form").hidden = !types.includes("keys.set");
+  if (types.includes("settings.update") && summary?.budgets) renderHostSettings(summary);
+  if (types.includes("spend.daily")) loadSpend();
   if (types.includes("doctor")) {
     $("run-doctor").hidden = false;
     setText($("doctor-note"), "Checks the host's registration for every browser and names the fix for each problem.");
@@ -141,6 +151,146 @@ function renderSettingsProblems(summary) {
   });
 }
 
+function showFieldError(input, box, message) {
+  input.setAttribute("aria-invalid", message ? "true" : "false");
+  box.hidden = !message;
+  box.textContent = message;
+}
+
+function renderProviders(providers) {
+  const list = $("providers");
+  list.textContent = "";
+  for (const [name, info] of Object.entries(providers)) {
+    const li = document.createElement("li");
+    const has = info.key ?? info.has_key;
+    li.textContent = `${name}: ${has ? "key set" : "no key"}${has && info.key_from ? ` (from ${info.key_from})` : ""}`;
+    list.append(li);
+  }
+}
+
+function keyStatus(text, kind) {
+  $("key-status").textContent = text;
+  $("key-status").dataset.kind = kind;
+}
+
+async function saveKey() {
+  const input = $("key-input");
+  const provider = $("key-provider").value;
+  const key = input.value;
+  input.value = ""; // the page keeps no copy, whatever the answer
+  if (!key.trim()) {
+    keyStatus("Paste the provider's API key first.", "error");
+    return;
+  }
+  keyStatus("Saving…", "busy");
+  try {
+    const r = await call("keys.set", { provider, key });
+    renderProviders(r.providers);
+    const source = r.providers[provider];
+    keyStatus(source.source === "keys_file" ? `Key for ${provider} stored by the host in ${r.stored_in}.`
+      : `Stored in ${r.stored_in}, but ${source.key_from} is used first.`, "ok");
+  } catch (err) {
+    keyStatus(`Not saved: ${err.message}`, "error");
+  }
+}
+
+async function removeKey() {
+  const provider = $("key-provider").value;
+  try {
+    const r = await call("keys.remove", { provider });
+    renderProviders(r.providers);
+    keyStatus(r.removed ? `Stored key for ${provider} removed.` : `No stored key for ${provider}.`, "ok");
+  } catch (err) {
+    keyStatus(`Not removed: ${err.message}`, "error");
+  }
+}
+
+function renderHostSettings(summary) {
+  $("host-settings").hidden = false;
+  $("config-file").textContent = summary.config_file || "config.toml";
+  const box = $("base-urls");
+  if (!box.childElementCount) {
+    for (const name of PROVIDERS) {
+      const row = document.createElement("div");
+      row.className = "field-row";
+      const label = document.createElement("label");
+      label.htmlFor = `set-providers-${name}-base_url`;
+      label.textContent = `${name} base URL`;
+      const input = document.createElement("input");
+      Object.assign(input, { type: "text", id: label.htmlFor, spellcheck: false, placeholder: "the provider's default" });
+      input.dataset.section = `providers.${name}`;
+      input.dataset.key = "base_url";
+      const error = document.createElement("p");
+      error.className = "error-text field-error";
+      error.setAttribute("role", "alert");
+      error.hidden = true;
+      row.append(label, input, error);
+      box.append(row);
+      input.addEventListener("change", () => saveHostSetting(input));
+    }
+  }
+  const values = {
+    "budgets.daily_usd": summary.budgets.daily_usd, "budgets.monthly_usd": summary.budgets.monthly_usd,
+    "notes.folder": summary.notes_folder,
+  };
+  for (const name of PROVIDERS) values[`providers.${name}.base_url`] = summary.providers?.[name]?.base_url;
+  for (const input of document.querySelectorAll("#host-settings input[data-key]")) {
+    if (input.getAttribute("aria-invalid") === "true") continue; // keep what the user is fixing
+    const value = values[`${input.dataset.section}.${input.dataset.key}`];
+    input.value = value === null || value === undefined ? "" : String(value);
+  }
+}
+
+// One setting to the host, which checks it by the same rules as config.toml and says what is
+// wrong next to the field; the field keeps the typed text until it is fixed.
+async function saveHostSetting(input) {
+  const box = input.parentElement.querySelector(".field-error");
+  const text = input.value.trim();
+  let value = text === "" ? null : text;
+  if (value !== null && input.dataset.number && text !== "" && Number.isFinite(Number(text))) value = Number(text);
+  const saved = $("settings-saved");
+  saved.textContent = "";
+  try {
+    await call("settings.update", { section: input.dataset.section, key: input.dataset.key, value });
+  } catch (err) {
+    // The card names config.toml already: the key, the allowed range and what was typed remain.
+    showFieldError(input, box, err.message.replace(/^.*config\.toml: /s, ""));
+    saved.dataset.kind = "error";
+    saved.textContent = "Not saved.";
+    return;
+  }
+  showFieldError(input, box, "");
+  saved.dataset.kind = "ok";
+  saved.textContent = value === null ? "Removed; the default applies." : "Saved to config.toml.";
+  if (input.dataset.section === "budgets") loadSpend();
+}
+
+async function loadSpend() {
+  try {
+    spendDays = (await call("spend.daily", { days: 30 })).days;
+  } catch (err) {
+    $("spend-card").hidden = false;
+    $("spend-note").textContent = `Spend unavailable: ${err.message}`;
+    return;
+  }
+  $("spend-card").hidden = false;
+  renderSpend();
+}
+
+function renderSpend() {
+  if (!spendDays) return;
+  const by = document.querySelector('input[name="spend-by"]:checked')?.value || "by_provider";
+  const { bars } = spendBars(spendDays, by);
+  drawSpend($("spend-chart"), spendDays, by);
+  const total = spendDays.reduce((sum, d) => sum + (d.total || 0), 0);
+  const estimated = spendDays.reduce((sum, d) => sum + (d.estimated || 0), 0);
+  const unpriced = spendDays.reduce((sum, d) => sum + (d.unpriced_steps || 0), 0);
+  const parts = [bars.length ? `${usd(total)} over ${spendDays.length} days.` : `Nothing spent in ${spendDays.length} days.`];
+  if (estimated > 0) parts.push(`${usd(estimated)} of it estimated from our own token count.`);
+  if (unpriced > 0) parts.push(`${unpriced} step(s) used a model whose price is unknown (not counted).`);
+  $("spend-note").textContent = parts.join(" ");
+}
+
 async function runDoctor() {
   $("doctor-output").textContent = "Running…";
   try {
@@ -158,9 +308,28 @@ async function start() {
   $("default-workflow").addEventListener("change", (e) => save({ defaultTemplate: e.target.value }));
   $("notifications").addEventListener("change", (e) => save({ notifications: e.target.checked }));
   $("max-mb").addEventListener("change", (e) => {
-    const mb = Math.min(60, Math.max(1, Number(e.target.value) || 8));
+    // Refused in place, never clamped behind the user's back: the field keeps what they typed.
+    const text = e.target.value.trim();
+    const mb = Number(text);
+    const ok = text !== "" && Number.isInteger(mb) && mb >= 1 && mb <= MAX_MB;
+    showFieldError(e.target, $("max-mb-error"), ok ? "" : `Enter a whole number of MB from 1 to ${MAX_MB}; not saved.`);
+    if (!ok) {
+      $("saved").textContent = "";
+      return;
+    }
     save({ maxCaptureBytes: mb * 1024 * 1024 });
   });
+  $("key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    saveKey();
+  });
+  $("key-remove").addEventListener("click", removeKey);
+  for (const input of document.querySelectorAll("#host-settings input[data-key]")) {
+    input.addEventListener("change", () => saveHostSetting(input));
+  }
+  for (const radio of document.querySelectorAll('input[name="spend-by"]')) {
+    radio.addEventListener("change", () => renderSpend());
+  }
   $("run-doctor").addEventListener("click", runDoctor);
   try {
     const commands = await api.commands.getAll();

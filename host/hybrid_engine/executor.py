@@ -34,7 +34,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import clock, dag, fanout, procs, recovery
+from . import clock, dag, fanout, procs, recovery, runfacts
 from .adapters import SPECS, load_action
 from .adapters.base import CallNotSent, StepContext, StepResult, SyncAction
 from .errors import (PermanentStepError, StepBudgetExceeded, StepError, StoreCorrupt, StoreError,
@@ -298,6 +298,8 @@ class Executor(GrowingSteps):
         ctx = StepContext(c.run_id, c.step_id, c.action, c.attempts, self._logger(c))
         if spec.provider is not None:
             ctx.journal = self._journal_for(c)
+        if spec.run_facts:
+            ctx.run_facts = functools.partial(runfacts.run_facts, self.store, c.run_id, c.step_id)
         if inline:
             try:
                 self._done.append(self._success(c, action.compute(params, ctx), started))
@@ -423,9 +425,11 @@ class Executor(GrowingSteps):
             self._run_cache[c.run_id] = run
         wanted = dag.referenced_steps(params)
         outputs = self.store.outputs(c.run_id, wanted)
+        spec = SPECS[c.action]
+        literal = {k: params.pop(k) for k in spec.literal_params if k in params}  # never filled by data
         try:
-            return dag.render_params(params, dag.make_lookup(outputs, run), SPECS[c.action].path_params,
-                                     f"{c.run_id}/{c.step_id}")
+            return {**dag.render_params(params, dag.make_lookup(outputs, run), spec.path_params,
+                                        f"{c.run_id}/{c.step_id}"), **literal}
         except (dag.RenderError, dag.RefError) as exc:
             raise PermanentStepError(f"cannot render params: {exc}", code="bad_reference") from exc
 

@@ -15,6 +15,7 @@ import time
 from . import PROTOCOL_VERSION, __version__
 from .errors import BadRequest
 from .hello import MESSAGE_TYPES, hello_result, loaded_heavy_modules
+from .msgfields import field, json_type
 
 TYPE_CHECKING = False  # `typing` itself costs 2 ms of the host's start
 if TYPE_CHECKING:
@@ -25,42 +26,7 @@ if TYPE_CHECKING:
 MAX_CAPTURE_ID = 200
 
 
-# ---- field validation ----------------------------------------------------------------
-
-_MISSING = object()
-
-
-def json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
-def field(msg: dict, name: str, types: type | tuple[type, ...], what: str, *, required: bool = True,
-          default: Any = None, prefix: str = "") -> Any:
-    """msg[name] checked against JSON types; BadRequest naming the field otherwise.
-
-    An optional field may be absent or null. Booleans are never taken for numbers.
-    """
-    label = prefix + name
-    value = msg.get(name, _MISSING)
-    if value is _MISSING or (value is None and not required):
-        if required:
-            raise BadRequest(f"{label}: missing (expected {what})", field=label)
-        return default
-    types = types if isinstance(types, tuple) else (types,)
-    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
-        raise BadRequest(f"{label}: expected {what}, got {json_type(value)}", field=label)
-    return value
-
+# ---- field validation (field() and json_type() are msgfields.py's) ----------------------
 
 def _text(msg: dict, name: str, *, required: bool = True, prefix: str = "") -> str | None:
     value = field(msg, name, str, "a string", required=required, prefix=prefix)
@@ -243,6 +209,9 @@ def h_spend(host, msg: dict) -> dict:
     check_settings()  # the popup asks for spend when it opens: a bad setting shows there
     return host.service.spend()
 
+
+# The options page's messages (keys, settings, spend per day) live in their own module.
+from .handlers_options import h_keys_remove, h_keys_set, h_keys_status, h_settings_update, h_spend_daily  # noqa: E402,F401
 
 # One list of message types, hello.py's (hostboot's hello lists them before this module
 # loads); each is served by the h_ function named after it ("runs.get" -> h_runs_get).

@@ -170,19 +170,20 @@ def target(path: str, files_dir: Path) -> tuple[Path, list[str]]:
 _DIR_FD = os.open in os.supports_dir_fd and hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY")
 
 
-def open_for_write(path: str, files_dir: Path, *, append: bool) -> tuple[int, Path]:
+def open_for_write(path: str, files_dir: Path, *, append: bool, exclusive: bool = False) -> tuple[int, Path]:
     """An fd open for writing on a regular file at `path`, and where that file is.
 
     Relative paths land in `files_dir`; an absolute one in the folder the template wrote
     out. Missing folders are created (0700). Every component below the anchor is opened without following links, so a
     link inside the folder cannot lead out of it; the file itself is opened with
     O_NOFOLLOW and O_NONBLOCK (a FIFO with no reader fails at once instead of blocking)
-    and kept only if fstat says it is a regular file with no other hard link.
+    and kept only if fstat says it is a regular file with no other hard link. With
+    `exclusive`, a file that exists already raises FileExistsError (nothing is touched).
     """
     anchor, parts = target(path, files_dir)
     anchor.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not _DIR_FD:  # pragma: no cover - Windows: no dir_fd / O_NOFOLLOW
-        return _open_by_name(anchor, parts, append=append)
+        return _open_by_name(anchor, parts, append=append, exclusive=exclusive)
     where = anchor
     dir_fd = os.open(anchor, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -192,7 +193,7 @@ def open_for_write(path: str, files_dir: Path, *, append: bool) -> tuple[int, Pa
             os.close(dir_fd)
             dir_fd = sub
         where = where / parts[-1]
-        return _open_file(dir_fd, parts[-1], where, append=append), where
+        return _open_file(dir_fd, parts[-1], where, append=append, exclusive=exclusive), where
     finally:
         os.close(dir_fd)
 
@@ -236,14 +237,20 @@ def _refuse_kind(mode: int, where: Path) -> None:
                          f"write_file writes regular files only")
 
 
-def _open_file(dir_fd: int, name: str, where: Path, *, append: bool) -> int:
+def _open_file(dir_fd: int, name: str, where: Path, *, append: bool, exclusive: bool = False) -> int:
     # Look before opening: opening a device can itself do something (a tape rewinds).
+    if exclusive:
+        try:
+            os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            raise FileExistsError(errno.EEXIST, "exists", str(where))
+        except FileNotFoundError:
+            pass
     try:
         _refuse_kind(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode, where)
     except FileNotFoundError:
         pass
     flags = (os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-             | (os.O_APPEND if append else 0))
+             | (os.O_APPEND if append else 0) | (os.O_EXCL if exclusive else 0))
     try:
         fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
     except OSError as exc:
@@ -268,7 +275,8 @@ def _open_file(dir_fd: int, name: str, where: Path, *, append: bool) -> int:
     return fd
 
 
-def _open_by_name(anchor: Path, parts: list[str], *, append: bool) -> tuple[int, Path]:  # pragma: no cover
+def _open_by_name(anchor: Path, parts: list[str], *, append: bool,
+                  exclusive: bool = False) -> tuple[int, Path]:  # pragma: no cover
     """Without dir_fd: check each component by name (not race-free, still no link followed)."""
     where = anchor
     for name in parts[:-1]:
@@ -279,8 +287,8 @@ def _open_by_name(anchor: Path, parts: list[str], *, append: bool) -> tuple[int,
     where = where / parts[-1]
     if where.exists() or where.is_symlink():
         _refuse_kind(os.lstat(where).st_mode, where)
-    fd = os.open(where, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else 0) | getattr(os, "O_BINARY", 0),
-                 0o600)
+    fd = os.open(where, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else 0) | (os.O_EXCL if exclusive else 0)
+                 | getattr(os, "O_BINARY", 0), 0o600)
     if not append:
         os.ftruncate(fd, 0)
     return fd, where

@@ -436,6 +436,12 @@ class Service:
         except config.ConfigError as exc:
             limits = {"concurrency": None, "per_action": {}, "error": str(exc)}
         limits["per_provider"] = {n: p["concurrency"] for n, p in providers.items() if p["concurrency"]}
+        try:
+            notes_folder = settings.notes(conf).folder
+        except config.ConfigError as exc:
+            notes_folder = None
+            if str(exc) not in errors:
+                errors.append(str(exc))
         warning = config.keys_file_warning()
         templates = self._templates.folder if self._templates is not None else config.templates_dir()
         return {
@@ -445,6 +451,7 @@ class Service:
             "errors": errors,
             "warnings": [warning] if warning else [],
             "templates_folder": str(templates),
+            "notes_folder": notes_folder,
             "data_folder": str(config.data_dir()),
             "database": str(self.db_path),
             "log_file": str(config.logs_dir() / "hybrid-engine.log"),

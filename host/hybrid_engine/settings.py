@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import namedtuple
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -77,6 +78,21 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class NotesSettings:
+    """[notes]: where save_note writes when its template names no folder."""
+
+    folder: str | None = None  # None: the data folder's notes/
+
+    def path(self) -> "Path | None":
+        from pathlib import Path
+
+        if self.folder is None:
+            return None
+        folder = Path(self.folder).expanduser()
+        return folder if folder.is_absolute() else _config.config_dir() / folder
+
+
+@dataclass(frozen=True)
 class Settings:
     executor: ExecutorSettings
     providers: dict[str, ProviderConfig]
@@ -84,6 +100,8 @@ class Settings:
     prices: dict[str, PriceOverride]
     models: dict[str, ModelOverride]
     worker: WorkerSettings = WorkerSettings()
+    notes: NotesSettings = NotesSettings()
+    webhooks: dict[str, str] = field(default_factory=dict)
 
 
 # ---- checks ----------------------------------------------------------------------------
@@ -276,6 +294,43 @@ def _worker(conf: dict, problems: _Problems) -> WorkerSettings:
                                               WorkerSettings.linger_s)))
 
 
+# A relative notes folder is read against config.toml's own folder (like any path in a
+# config file), never against the host's working folder, which is whatever the browser chose.
+_FOLDER = (lambda v: isinstance(v, str) and v.strip() != "" and "\x00" not in v,
+           "a folder path (absolute, ~/, or relative to config.toml's folder)")
+
+
+def _notes(conf: dict, problems: _Problems) -> NotesSettings:
+    table = _table(conf, "notes", problems)
+    folder = _get(table, "folder", "[notes]", _FOLDER, problems)
+    return NotesSettings(folder=folder.strip() if folder else None)
+
+
+_WEBHOOK_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _webhooks(conf: dict, problems: _Problems) -> dict[str, str]:
+    """[webhooks] NAME = "https://...": URLs a template's webhook step may name by NAME."""
+    table = _table(conf, "webhooks", problems)
+    out: dict[str, str] = {}
+    for name in table:
+        if not _WEBHOOK_NAME.fullmatch(str(name)):
+            problems.add("[webhooks]", "names of letters, digits, '-' and '_'", name)
+            continue
+        url = _get(table, name, "[webhooks]", _URL, problems, shown=_shown_url)
+        if url is not None:
+            out[name] = url.strip()
+    return out
+
+
+def notes(conf: dict | None = None) -> NotesSettings:
+    return _one(_notes, conf)
+
+
+def webhooks(conf: dict | None = None) -> dict[str, str]:
+    return _one(_webhooks, conf)
+
+
 def _one(reader: Callable[[dict, _Problems], Any], conf: dict | None) -> Any:
     problems = _Problems()
     value = reader(_conf(conf), problems)
@@ -324,7 +379,8 @@ def load(conf: dict | None = None) -> Settings:
     problems = _Problems()
     result = Settings(executor=_executor(conf, problems), providers=_providers(conf, problems),
                       budgets=_budgets(conf, problems), prices=_prices(conf, problems),
-                      models=_models(conf, problems), worker=_worker(conf, problems))
+                      models=_models(conf, problems), worker=_worker(conf, problems),
+                      notes=_notes(conf, problems), webhooks=_webhooks(conf, problems))
     problems.raise_if_any()
     return result
 
@@ -411,5 +467,5 @@ def check(conf: dict | None = None) -> Settings:
 
 
 __all__ = ["check", "ProviderSettings", "provider_settings", "Settings", "ExecutorSettings", "ProviderConfig", "BudgetSettings", "PriceOverride",
-           "ModelOverride", "WorkerSettings", "load", "executor", "worker", "providers", "provider", "budgets", "prices", "models",
+           "ModelOverride", "WorkerSettings", "NotesSettings", "load", "notes", "webhooks", "executor", "worker", "providers", "provider", "budgets", "prices", "models",
            "UNKNOWN_PRICE_POLICIES"]

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from . import config, dag, fanout, safepath
 from .adapters import ON_OVERFLOW, SPECS
+from .adapters.base import LITERAL_KINDS
 from .errors import NotFound, TemplateError
 from .models import MAX_STEPS, WorkflowTemplate
 
@@ -280,6 +281,9 @@ def validate(data: Any, source: str) -> WorkflowTemplate:
                 elif not (isinstance(value, str) and dag.REF_PATTERN.fullmatch(value)) and not _type_ok(value, p.type):
                     problems.append(f"step '{s.id}', field 'params.{key}': expected {_type_name(p.type)}, "
                                     f"got {type(value).__name__} {json.dumps(value, default=str)[:60]}")
+                elif p.kind in LITERAL_KINDS and isinstance(value, str) and "{{" in value:
+                    problems.append(f"step '{s.id}', field 'params.{key}': a {p.kind} is written out in the "
+                                    f"template (or named in config.toml), never filled from a reference")
                 elif p.kind == "path" and isinstance(value, str):
                     problem = safepath.template_problem(value, dag.REF_PATTERN)
                     if problem:

@@ -71,3 +71,27 @@ def test_extension_spells_the_statuses_and_terminal_runs_as_the_host_does():
     assert js[0] == {s.name: s.value for s in RunStatus}
     assert js[1] == {s.name: s.value for s in StepStatus}
     assert set(js[2]) == {s.value for s in RunStatus if s.is_terminal}
+
+
+DAYS = [{"date": "2026-03-01", "total": 0, "by_provider": {}, "by_workflow": {}},
+        {"date": "2026-03-02", "total": 0.3, "by_provider": {"openai": 0.2, "deepseek": 0.1},
+         "by_workflow": {"digest": 0.3}},
+        {"date": "2026-03-03", "total": 0.0000004, "by_provider": {"openai": 0.0000004},
+         "by_workflow": {"digest": 0.0000004}}]
+
+
+def test_spend_chart_draws_a_bar_for_each_provider_on_each_day_with_spend():
+    out = _node("options/spendchart.js", f"m.spendBars({json.dumps(DAYS)}, 'by_provider')")
+    assert [(b["date"], b["name"]) for b in out["bars"]] == [
+        ("2026-03-02", "openai"), ("2026-03-02", "deepseek"), ("2026-03-03", "openai")]
+    assert out["max"] == 0.3
+    openai, deepseek, tiny = out["bars"]
+    assert openai["height"] == 2 * deepseek["height"]  # proportional to cost
+    assert deepseek["y"] + deepseek["height"] == openai["y"]  # stacked
+    assert tiny["height"] >= 2  # a day that cost something never draws as nothing
+    assert openai["color"] == tiny["color"] != deepseek["color"]  # one colour per provider
+
+
+def test_spend_chart_splits_by_workflow_when_asked():
+    out = _node("options/spendchart.js", f"m.spendBars({json.dumps(DAYS)}, 'by_workflow')")
+    assert {b["name"] for b in out["bars"]} == {"digest"} and len(out["bars"]) == 2

@@ -1,8 +1,10 @@
 """Rendering a path param: data fills in names, only the template chooses folders."""
 
+import os
+
 import pytest
 
-from hybrid_engine import dag
+from hybrid_engine import dag, safepath
 from hybrid_engine.adapters import SPECS
 from hybrid_engine.safepath import MAX_PIECE_BYTES, name_piece
 
@@ -75,3 +77,13 @@ def test_write_file_runs_in_a_worker_thread_under_the_step_timeout():
 def test_windows_device_names_with_superscript_digits_are_not_used_as_names():
     # Windows reserves COM¹-COM³ and LPT¹-LPT³ too, with or without an extension.
     assert name_piece("COM¹") == "_COM¹" and name_piece("lpt³.md") == "_lpt³.md"
+
+
+def test_an_exclusive_open_leaves_an_existing_file_alone(tmp_path):
+    (tmp_path / "note.md").write_text("mine")
+    with pytest.raises(FileExistsError):
+        safepath.open_for_write("note.md", tmp_path, append=False, exclusive=True)
+    assert (tmp_path / "note.md").read_text() == "mine"
+    fd, where = safepath.open_for_write("other.md", tmp_path, append=False, exclusive=True)
+    os.close(fd)
+    assert where == tmp_path / "other.md"

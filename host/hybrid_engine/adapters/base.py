@@ -20,8 +20,9 @@ class Param:
     file path; the template chooses the folder and data only fills in names (see
     dag.render_path and safepath). `same_name_if` names a boolean param of the same
     action that, when true, keeps a data-derived name as it is instead of making it
-    unique per run (an append log that several runs share). "url" and "command" are
-    reserved for actions that will take them, under the same rule.
+    unique per run (an append log that several runs share). "url" and "folder": only the
+    template writes them; a reference in one is refused at load time and never rendered
+    (LITERAL_KINDS). "command" is reserved, under the same rule.
     """
 
     type: type | tuple[type, ...]
@@ -30,6 +31,8 @@ class Param:
     kind: str = "text"
     same_name_if: str | None = None
 
+
+LITERAL_KINDS = frozenset({"url", "folder"})  # params data may not fill at all
 
 # Parameters every action accepts; the executor reads them, actions may ignore them.
 COMMON_PARAMS: dict[str, Param] = {
@@ -50,6 +53,7 @@ class ActionSpec:
     blocking: bool = False  # CPU-bound: run in a worker thread, not on the event loop
     inline: bool = False  # quick and synchronous: run on the spot, takes no concurrency slot
     input_slot: bool = False  # completed by a capture / external data, never executed
+    run_facts: bool = False  # the action reads the run so far (page, models, cost): ctx.run_facts
 
     def all_params(self) -> dict[str, Param]:
         return {**COMMON_PARAMS, **self.params}
@@ -58,6 +62,10 @@ class ActionSpec:
     def path_params(self) -> dict[str, str | None]:
         """Path params -> the param that shares a name (see Param), for dag.render_params."""
         return {key: p.same_name_if for key, p in self.params.items() if p.kind == "path"}
+
+    @property
+    def literal_params(self) -> tuple[str, ...]:
+        return tuple(key for key, p in self.params.items() if p.kind in LITERAL_KINDS)
 
 
 @dataclass
@@ -71,6 +79,9 @@ class StepContext:
     # Awaited by an action right before it sends a billable request, with what the call may
     # cost; raises CallNotSent when the step is no longer this process's to run.
     journal: Callable[..., Awaitable[None]] | None = None
+    # For actions whose spec asks (run_facts=True): runfacts.run_facts for this run, without
+    # this step; called from the action's own thread (the store has a connection per thread).
+    run_facts: Callable[..., dict] | None = None
 
 
 class CallNotSent(Exception):

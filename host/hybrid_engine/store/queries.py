@@ -154,6 +154,21 @@ class Queries(StoreFile):
             "SELECT model, COUNT(*) FROM deleted_spend WHERE kind = 'step' AND at >= ? AND cost IS NULL"
             " GROUP BY model", since)
 
+    def spend_rows_since(self, since: float) -> list[tuple]:
+        """(ended_at, provider, workflow, cost, estimated, priced) of every completed model step
+        since a time, with the deleted runs' spend (workflow None): what a chart of spend per
+        day groups, in the caller's own time zone."""
+        rows = self.conn.execute(
+            "SELECT s.ended_at, s.provider, r.template, s.cost,"
+            " CASE WHEN json_valid(s.metadata) THEN json_extract(s.metadata, '$.cost_estimated') = 1 ELSE 0 END,"
+            " s.price_unknown = 0 FROM steps s JOIN runs r ON r.id = s.run_id"
+            " WHERE s.status = 'COMPLETED' AND s.ended_at >= ? AND (s.cost IS NOT NULL OR s.price_unknown = 1)",
+            (since,)).fetchall()
+        rows += self.conn.execute(
+            "SELECT at, provider, NULL, cost, estimated, cost IS NOT NULL FROM deleted_spend"
+            " WHERE kind = 'step' AND at >= ?", (since,)).fetchall()
+        return rows
+
     # ---- the call journal ----------------------------------------------------
 
     def calls(self, run_id: str) -> list[dict]:
