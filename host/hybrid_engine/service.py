@@ -211,8 +211,11 @@ class Service:
     def ingest(self, run_id: str, request: "ExternalDataRequest | dict") -> "ExternalDataResponse":
         from .models import ExternalDataRequest, ExternalDataResponse
 
+        from .privacy import admit
+
         run_id = self.resolve_run(run_id)
         req = request if isinstance(request, ExternalDataRequest) else self._parse_external(request)
+        req.source_url = admit(req.source_url)  # [[sites]]: `never` refused, `strip_query` stripped
         ctype = content_type(req.content_type or None)
         if nested_deeper(req.metadata, MAX_METADATA_DEPTH):
             raise BadRequest(f"metadata: nested deeper than {MAX_METADATA_DEPTH} levels", field="metadata")
@@ -310,11 +313,13 @@ class Service:
         return Executor(self.store, **kwargs)
 
     def guards(self) -> list:
+        from .privacy import local_only_guard
+
         try:
             from .budget import budget_guard
         except ImportError:
-            return []
-        return [budget_guard(self.store)]
+            return [local_only_guard(self.store)]
+        return [local_only_guard(self.store), budget_guard(self.store)]
 
     def ensure_worker_if_work(self) -> int | None:
         """A background worker running when work waits for one (queued steps, or running

@@ -17,8 +17,10 @@ _CHAT_PARAMS = {
     "temperature": Param((int, float)),
     "max_tokens": Param(int, doc="upper bound on output tokens"),
     "on_overflow": Param(str, doc="'fail' (default) or 'truncate' when the prompt exceeds the context window"),
+    "redact": Param(list, doc="kinds of personal data replaced before a cloud call (pii.KINDS); "
+                              "set from the template's `redact:`"),
 }
-_CHAT_OUTPUTS = frozenset({"text", "finish_reason", "reasoning"})
+_CHAT_OUTPUTS = frozenset({"text", "finish_reason", "reasoning", "sent"})  # sent: {system, prompt} as sent
 
 
 def _chat(name: str, provider: str, loader: str) -> ActionSpec:
