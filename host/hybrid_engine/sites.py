@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -74,12 +75,18 @@ def host_of(url: str | None) -> str | None:
         return None
     text = url.strip()
     if "://" not in text and not text.startswith("//"):
+        scheme = _SCHEME.match(text)
+        if scheme and not scheme.group(2)[:1].isdigit():
+            return None  # mailto:, data:, about:, javascript: name no page host
         text = "//" + text  # a bare "bank.example/path" as people type it
     try:
         host = urlsplit(text).hostname
     except ValueError:
         return None
     return normal_host(host) if host else None
+
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)", re.DOTALL)  # "bank.example:8443" is a host and port
 
 
 def _ip(host: str):
