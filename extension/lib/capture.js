@@ -59,24 +59,138 @@ function byteLength(text) {
 
 // ---- injected into the page (must be self-contained) ----------------------------------
 
+// Text a reader could not see is left out of the page that is sent: elements hidden by
+// display, visibility, opacity, zero size, clipping, aria-hidden or a position off the page,
+// and text in the colour of its background or too small to read. Such text is a known way to
+// slip instructions to an AI assistant. The live page is never changed: its computed styles
+// are read and the matching elements are removed from a copy, which is what is serialised.
 function readPage(maxBytes) {
   const size = (s) => new Blob([s]).size;
+  const KEEP = new Set(["SCRIPT", "STYLE", "LINK", "META", "BASE", "TITLE", "HEAD", "HTML", "BODY", "BR", "WBR"]);
+  const BLOCK = /^(block|flex|grid|list-item|table|table-row|table-caption|flow-root)/;
+
+  function rgba(text) {
+    const m = /^rgba?\(([^)]+)\)$/.exec(text || "");
+    if (!m) return null;
+    const parts = m[1].split(/[\s,/]+/).filter(Boolean).map((p) => (p.endsWith("%") ? parseFloat(p) / 100 : parseFloat(p)));
+    if (parts.length < 3 || parts.some((n) => Number.isNaN(n))) return null;
+    return { r: parts[0], g: parts[1], b: parts[2], a: parts.length > 3 ? parts[3] : 1 };
+  }
+  function luminance(c) {
+    const lin = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * lin(c.r) + 0.7152 * lin(c.g) + 0.0722 * lin(c.b);
+  }
+  // The colour behind an element's text: the nearest background colour up the tree (an image
+  // or gradient makes it unknown), over the page's white canvas.
+  function backgroundOf(el) {
+    for (let e = el; e && e.nodeType === 1; e = e.parentElement) {
+      const st = getComputedStyle(e);
+      if (st.backgroundImage && st.backgroundImage !== "none") return null;
+      const c = rgba(st.backgroundColor);
+      if (c && c.a > 0) {
+        if (c.a >= 1) return c;
+        const k = c.a;
+        return { r: c.r * k + 255 * (1 - k), g: c.g * k + 255 * (1 - k), b: c.b * k + 255 * (1 - k), a: 1 };
+      }
+    }
+    return { r: 255, g: 255, b: 255, a: 1 };
+  }
+  function ownText(el) {
+    for (const n of el.childNodes) if (n.nodeType === 3 && n.data.trim()) return true;
+    return false;
+  }
+  const pageWidth = Math.max(document.documentElement.scrollWidth, innerWidth);
+  // "all": the element and everything in it are out of sight; "text": its own text is.
+  function hidden(el, st) {
+    if (el.getAttribute("aria-hidden") === "true") return "all";
+    if (st.display === "none") return "all";
+    if (typeof el.checkVisibility === "function"
+        && !el.checkVisibility({ opacityProperty: true, visibilityProperty: false, contentVisibilityAuto: false })) {
+      return "all";
+    }
+    if (parseFloat(st.opacity) === 0) return "all";
+    const clipPath = st.clipPath || "";
+    if (/inset\((50|100)%|circle\(0|polygon\(0px 0px(, 0px 0px)*\)/.test(clipPath)) return "all";
+    if (st.clip && /^rect\(/.test(st.clip) && (st.position === "absolute" || st.position === "fixed")) {
+      const n = st.clip.match(/-?[\d.]+px/g) || [];
+      if (n.length === 4) {
+        const [top, right, bottom, left] = n.map(parseFloat);
+        if (right - left <= 1 || bottom - top <= 1) return "all";
+      }
+    }
+    if (st.display !== "contents") {
+      const r = el.getBoundingClientRect();
+      const clipped = st.overflowX !== "visible" || st.overflowY !== "visible";
+      if ((r.width <= 1 || r.height <= 1) && (clipped || /^(IMG|SVG|CANVAS|VIDEO|PICTURE)$/i.test(el.tagName))) {
+        return "all";
+      }
+      if (r.width > 0 && r.height > 0 && (st.position === "absolute" || st.position === "fixed")) {
+        const left = r.left + scrollX, top = r.top + scrollY;
+        if (left + r.width <= 0 || top + r.height <= 0 || left >= pageWidth) return "all";
+      }
+    }
+    if (!ownText(el)) return null;
+    if (st.visibility !== "visible") return "text";
+    if (parseFloat(st.fontSize) < 2) return "text";
+    if (parseFloat(st.textIndent) <= -999) return "text";
+    const fg = rgba(st.color);
+    const fill = rgba(st.webkitTextFillColor);
+    if ((fg && fg.a === 0) || (fill && fill.a === 0)) return "text";
+    const bg = fg && backgroundOf(el);
+    if (bg) {
+      const [hi, lo] = [luminance(fill || fg), luminance(bg)].sort((a, b) => b - a);
+      if ((hi + 0.05) / (lo + 0.05) < 1.1) return "text";
+    }
+    return null;
+  }
+
+  const root = document.documentElement;
+  const copy = root.cloneNode(true);
+  // cloneNode keeps the tree's shape: the nth element of the page is the nth of the copy.
+  const live = [...root.getElementsByTagName("*")];
+  const mirror = [...copy.getElementsByTagName("*")];
+  const drop = [], mute = [], blocks = [];
+  let skipUntil = null;
+  const inBody = document.body;
+  for (let i = 0; i < live.length; i++) {
+    const el = live[i];
+    if (skipUntil && skipUntil.contains(el)) continue;
+    skipUntil = null;
+    if (KEEP.has(el.tagName.toUpperCase()) || !inBody || !inBody.contains(el) || el.closest("select")) continue;
+    const st = getComputedStyle(el);
+    const verdict = hidden(el, st);
+    if (verdict === "all") {
+      drop.push(mirror[i]);
+      skipUntil = el;
+    } else {
+      if (verdict === "text") mute.push(mirror[i]);
+      if (BLOCK.test(st.display)) blocks.push(mirror[i]);
+    }
+  }
+  for (const el of mute) for (const n of [...el.childNodes]) if (n.nodeType === 3) n.remove();
+  for (const el of drop) el.remove();
+
   const doctype = document.doctype ? `<!DOCTYPE ${document.doctype.name}>\n` : "";
-  const html = doctype + document.documentElement.outerHTML;
+  const html = doctype + copy.outerHTML;
   const out = {
     url: location.href,
     title: document.title,
     selection: String(getSelection() || ""),
     lang: document.documentElement.lang || null,
     htmlBytes: size(html),
+    hidden: { elements: drop.length, texts: mute.length },
   };
   if (out.htmlBytes <= maxBytes) {
     out.content = html;
     out.contentType = document.contentType === "application/xhtml+xml" ? "application/xhtml+xml" : "text/html";
     return out;
   }
-  // Over the cap: the visible text is usually a small fraction of the HTML.
-  let text = document.body ? document.body.innerText : document.documentElement.textContent;
+  // Over the cap: the visible text is usually a small fraction of the HTML. Taken from the
+  // copy (hidden text already out), with a line break after each block as innerText has.
+  const body = copy.querySelector("body") || copy;
+  for (const el of body.querySelectorAll("script, style, template")) el.remove();
+  for (const el of blocks) el.append("\n");
+  let text = body.textContent.replace(/[ \t\r\f]+/g, " ").replace(/ ?\n[\n ]*/g, "\n").trim();
   out.textBytes = size(text);
   if (out.textBytes > maxBytes) {
     let cut = Math.floor(text.length * (maxBytes / out.textBytes));
@@ -132,7 +246,7 @@ export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
         content_type: r.contentType,
         title: r.title,
         selection: r.selection || null,
-        metadata: { kind: "page", html_bytes: r.htmlBytes, lang: r.lang },
+        metadata: { kind: "page", html_bytes: r.htmlBytes, lang: r.lang, hidden_left_out: r.hidden },
       };
       let notice = null;
       if (r.contentType === "text/plain") {

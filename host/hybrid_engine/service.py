@@ -441,12 +441,20 @@ class Service:
         except config.ConfigError as exc:
             limits = {"concurrency": None, "per_action": {}, "error": str(exc)}
         limits["per_provider"] = {n: p["concurrency"] for n, p in providers.items() if p["concurrency"]}
+        from .sites import DEFAULTS
+
+        sites: dict[str, Any] = {"rules": [], "defaults": [{"match": m, "rule": r, "why": w} for m, r, w in DEFAULTS]}
+        try:
+            sites["rules"] = [{"match": s.match, "rule": s.rule} for s in settings.sites(conf)]
+        except config.ConfigError as exc:
+            sites["error"] = str(exc)
         warning = config.keys_file_warning()
         templates = self._templates.folder if self._templates is not None else config.templates_dir()
         return {
             "providers": providers,
             "budgets": budgets,
             "limits": limits,
+            "sites": sites,
             "errors": errors,
             "warnings": [warning] if warning else [],
             "templates_folder": str(templates),

@@ -86,6 +86,7 @@ def host_of(url: str | None) -> str | None:
     return normal_host(host) if host else None
 
 
+_LEGACY_V4 = re.compile(r"^(?:0x[0-9a-f]+|[0-9]+)(?:\.(?:0x[0-9a-f]+|[0-9]+)){0,3}$", re.IGNORECASE)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)", re.DOTALL)  # "bank.example:8443" is a host and port
 
 
@@ -93,7 +94,14 @@ def _ip(host: str):
     try:
         addr = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return None
+        if not _LEGACY_V4.match(host):
+            return None
+        import socket
+
+        try:  # "0x0a.1", "167772161": forms browsers read as IPv4 addresses
+            addr = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
     mapped = getattr(addr, "ipv4_mapped", None)
     return mapped or addr
 
