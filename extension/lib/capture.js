@@ -167,7 +167,12 @@ function readPage(maxBytes) {
       if (BLOCK.test(st.display)) blocks.push(mirror[i]);
     }
   }
-  for (const el of mute) for (const n of [...el.childNodes]) if (n.nodeType === 3) n.remove();
+  for (const el of mute) {
+    for (const n of [...el.childNodes]) if (n.nodeType === 3) n.remove();
+    // Its hidden text is gone; what is left inside was visible, and an extractor that drops
+    // boxes styled visibility:hidden would drop that too.
+    if (el.style) el.style.removeProperty("visibility");
+  }
   for (const el of drop) el.remove();
 
   const doctype = document.doctype ? `<!DOCTYPE ${document.doctype.name}>\n` : "";
