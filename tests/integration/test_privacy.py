@@ -241,3 +241,28 @@ def test_an_unknown_redaction_kind_is_refused_when_the_template_loads():
     with pytest.raises(TemplateError) as info:
         validate(template(redact=["email", "passport"]), "t.yaml")
     assert "field 'redact'" in str(info.value) and "'passport'" in str(info.value) and "iban" in str(info.value)
+
+
+# ---- the rules as the extension's Options reads and writes them -------------------------------
+
+def test_config_lists_the_site_rules_and_the_suggestions_that_are_off(home):
+    with HostClient(home) as host:
+        host.call("hello", protocol=1)
+        sites = host.call("config")["sites"]
+    assert sites["rules"] == [{"match": "*.bank.example", "rule": "never"}, {"match": "mail.example", "rule": "local_only"},
+                              {"match": "shop.example", "rule": "strip_query"}]
+    assert {"match": "*.internal", "rule": "never", "why": "intranet names"} in sites["defaults"]
+
+
+def test_sites_set_replaces_only_the_sites_tables_of_config_toml(home, write_config):
+    path = write_config("# my settings\n[budgets]\ndaily_usd = 2.0\n" + SITES + "\n[executor]\nconcurrency = 4  # two cores\n")
+    with HostClient(home) as host:
+        host.call("hello", protocol=1)
+        result = host.call("sites.set", sites=[{"match": "*.internal", "rule": "never"}])
+        assert result["sites"] == [{"match": "*.internal", "rule": "never"}]
+        err = host.error("sites.set", sites=[{"match": "a.*.example", "rule": "never"}])
+        assert err["code"] == "bad_request" and "sites #1 match" in err["message"] and "a host name" in err["message"]
+        assert host.call("config")["sites"]["rules"] == [{"match": "*.internal", "rule": "never"}]
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("# my settings\n[budgets]\ndaily_usd = 2.0\n")
+    assert "concurrency = 4  # two cores" in text and "bank.example" not in text and text.count("[[sites]]") == 1
