@@ -107,6 +107,10 @@ def test_a_never_site_is_refused_from_the_popup_shortcut_menu_and_the_host(chrom
     err = chromium.bg("self.hybrid.host.request('capture', {template: 'e2e-echo', page: {content: 'x', "
                       "source_url: arg}}).then(() => null, (e) => e.code)", url)
     assert err == "site_never"
+    # One kept in the outbox from before the rule (nobody waits for it): refused, and not kept.
+    chromium.bg("self.hybrid.host.outbox.add('e2e-echo', {content: 'secret page', source_url: arg})"
+                ".then(() => self.hybrid.host.flushOutbox())", url)
+    assert chromium.bg("self.hybrid.host.outbox.count()") == 0
     assert he.cli_json("runs", "--json")["runs"] == []
 
 
