@@ -81,19 +81,27 @@ function readPage(maxBytes) {
     return 0.2126 * lin(c.r) + 0.7152 * lin(c.g) + 0.0722 * lin(c.b);
   }
   // The colour behind an element's text: the nearest background colour up the tree (an image
-  // or gradient makes it unknown), over the page's white canvas.
-  function backgroundOf(el) {
-    for (let e = el; e && e.nodeType === 1; e = e.parentElement) {
-      const st = getComputedStyle(e);
-      if (st.backgroundImage && st.backgroundImage !== "none") return null;
+  // or gradient makes it unknown), over the page's white canvas. Remembered per element, so
+  // a deep page costs one look per element, not one per element and ancestor.
+  const WHITE = { r: 255, g: 255, b: 255, a: 1 };
+  const backgrounds = new Map();
+  const contrast = new Map(); // "colour|fill|background" -> too close to read
+  function backgroundOf(el, own) {
+    if (!el || el.nodeType !== 1) return WHITE;
+    if (backgrounds.has(el)) return backgrounds.get(el);
+    const st = own || getComputedStyle(el);
+    let bg;
+    if (st.backgroundImage && st.backgroundImage !== "none") bg = null;
+    else {
       const c = rgba(st.backgroundColor);
-      if (c && c.a > 0) {
-        if (c.a >= 1) return c;
+      if (c && c.a >= 1) bg = c;
+      else if (c && c.a > 0) {
         const k = c.a;
-        return { r: c.r * k + 255 * (1 - k), g: c.g * k + 255 * (1 - k), b: c.b * k + 255 * (1 - k), a: 1 };
-      }
+        bg = { r: c.r * k + 255 * (1 - k), g: c.g * k + 255 * (1 - k), b: c.b * k + 255 * (1 - k), a: 1 };
+      } else bg = backgroundOf(el.parentElement);
     }
-    return { r: 255, g: 255, b: 255, a: 1 };
+    backgrounds.set(el, bg);
+    return bg;
   }
   function ownText(el) {
     for (const n of el.childNodes) if (n.nodeType === 3 && n.data.trim()) return true;
@@ -118,13 +126,15 @@ function readPage(maxBytes) {
         if (right - left <= 1 || bottom - top <= 1) return "all";
       }
     }
-    if (st.display !== "contents") {
+    // Only a box that clips its content, a picture, or one taken out of the flow can hide by
+    // its size or place: the others are not measured (a layout query per element is slow).
+    const clipped = st.overflowX !== "visible" || st.overflowY !== "visible";
+    const media = /^(IMG|SVG|CANVAS|VIDEO|PICTURE)$/i.test(el.tagName);
+    const placed = st.position === "absolute" || st.position === "fixed";
+    if (st.display !== "contents" && (clipped || media || placed)) {
       const r = el.getBoundingClientRect();
-      const clipped = st.overflowX !== "visible" || st.overflowY !== "visible";
-      if ((r.width <= 1 || r.height <= 1) && (clipped || /^(IMG|SVG|CANVAS|VIDEO|PICTURE)$/i.test(el.tagName))) {
-        return "all";
-      }
-      if (r.width > 0 && r.height > 0 && (st.position === "absolute" || st.position === "fixed")) {
+      if ((r.width <= 1 || r.height <= 1) && (clipped || media)) return "all";
+      if (placed && r.width > 0 && r.height > 0) {
         const left = r.left + scrollX, top = r.top + scrollY;
         if (left + r.width <= 0 || top + r.height <= 0 || left >= pageWidth) return "all";
       }
@@ -133,30 +143,42 @@ function readPage(maxBytes) {
     if (st.visibility !== "visible") return "text";
     if (parseFloat(st.fontSize) < 2) return "text";
     if (parseFloat(st.textIndent) <= -999) return "text";
-    const fg = rgba(st.color);
-    const fill = rgba(st.webkitTextFillColor);
-    if ((fg && fg.a === 0) || (fill && fill.a === 0)) return "text";
-    const bg = fg && backgroundOf(el);
-    if (bg) {
-      const [hi, lo] = [luminance(fill || fg), luminance(bg)].sort((a, b) => b - a);
-      if ((hi + 0.05) / (lo + 0.05) < 1.1) return "text";
+    const bg = backgroundOf(el, st); // null: an image behind the text, only transparency tells
+    // Most text on a page shares a few colour pairs: each pair is judged once.
+    const pair = `${st.color}|${st.webkitTextFillColor}|${bg ? `${bg.r},${bg.g},${bg.b}` : "image"}`;
+    let unseen = contrast.get(pair);
+    if (unseen === undefined) {
+      const fg = rgba(st.color);
+      const fill = rgba(st.webkitTextFillColor);
+      unseen = !!((fg && fg.a === 0) || (fill && fill.a === 0));
+      if (!unseen && bg && (fill || fg)) {
+        const [hi, lo] = [luminance(fill || fg), luminance(bg)].sort((a, b) => b - a);
+        unseen = (hi + 0.05) / (lo + 0.05) < 1.1;
+      }
+      contrast.set(pair, unseen);
     }
+    if (unseen) return "text";
     return null;
   }
 
   const root = document.documentElement;
   const copy = root.cloneNode(true);
-  // cloneNode keeps the tree's shape: the nth element of the page is the nth of the copy.
-  const live = [...root.getElementsByTagName("*")];
-  const mirror = [...copy.getElementsByTagName("*")];
+  // cloneNode keeps the tree's shape: the nth element of the page's body is the nth of the copy's.
+  const liveBody = document.body;
+  const copyBody = liveBody ? copy.getElementsByTagName(liveBody.tagName)[0] : null;
+  const live = liveBody && copyBody ? [...liveBody.getElementsByTagName("*")] : [];
+  const mirror = live.length ? [...copyBody.getElementsByTagName("*")] : [];
   const drop = [], mute = [], blocks = [];
   let skipUntil = null;
-  const inBody = document.body;
   for (let i = 0; i < live.length; i++) {
     const el = live[i];
     if (skipUntil && skipUntil.contains(el)) continue;
     skipUntil = null;
-    if (KEEP.has(el.tagName.toUpperCase()) || !inBody || !inBody.contains(el) || el.closest("select")) continue;
+    if (KEEP.has(el.tagName.toUpperCase())) continue;
+    if (el.tagName === "SELECT") { // its options are not boxes of their own
+      skipUntil = el;
+      continue;
+    }
     const st = getComputedStyle(el);
     const verdict = hidden(el, st);
     if (verdict === "all") {
@@ -190,12 +212,18 @@ function readPage(maxBytes) {
     out.contentType = document.contentType === "application/xhtml+xml" ? "application/xhtml+xml" : "text/html";
     return out;
   }
-  // Over the cap: the visible text is usually a small fraction of the HTML. Taken from the
-  // copy (hidden text already out), with a line break after each block as innerText has.
-  const body = copy.querySelector("body") || copy;
-  for (const el of body.querySelectorAll("script, style, template")) el.remove();
-  for (const el of blocks) el.append("\n");
-  let text = body.textContent.replace(/[ \t\r\f]+/g, " ").replace(/ ?\n[\n ]*/g, "\n").trim();
+  // Over the cap: the visible text is usually a small fraction of the HTML. The page's own
+  // innerText when nothing was hidden; otherwise taken from the copy (hidden text already
+  // out), with a line break after each block as innerText has.
+  let text;
+  if (!drop.length && !mute.length) {
+    text = document.body ? document.body.innerText : document.documentElement.textContent;
+  } else {
+    const body = copy.querySelector("body") || copy;
+    for (const el of body.querySelectorAll("script, style, template")) el.remove();
+    for (const el of blocks) el.append("\n");
+    text = body.textContent.replace(/[ \t\r\f]+/g, " ").replace(/ ?\n[\n ]*/g, "\n").trim();
+  }
   out.textBytes = size(text);
   if (out.textBytes > maxBytes) {
     let cut = Math.floor(text.length * (maxBytes / out.textBytes));
