@@ -134,6 +134,22 @@ def test_a_local_only_page_never_reaches_the_cloud_provider(chromium, he, site):
     assert he.fake.requests_for("openai") == []
 
 
+def test_a_strip_query_site_is_stored_and_sent_without_its_query_and_fragment(chromium, he, site):
+    add_config(he, '[[sites]]\nmatch = "127.0.0.1"\nrule = "strip_query"\n')
+    url = site.url("article.html") + "?session=s3cr3t-token&q=search+terms#pay"
+    chromium.open(url)
+    chromium.wait_connected()
+    reply = chromium.bg("self.hybrid.handleMessage({type: 'capture.page', tabId: arg, template: 'e2e-echo'})",
+                        chromium.tab_id(url))
+    assert reply["ok"] and reply["result"]["delivered"], reply
+    run_id = reply["result"]["result"]["run_id"]
+    he.wait_run(run_id)
+    doc = he.run_doc(run_id)
+    page = next(s for s in doc["steps"] if s["id"] == "page")
+    assert page["outputs"]["source_url"] == site.url("article.html")
+    assert "s3cr3t-token" not in json.dumps(doc)
+
+
 def test_what_the_popup_shows_as_will_be_sent_is_what_the_provider_receives_byte_for_byte(chromium, he, site):
     cloud_world(he)
     url = site.url("article.html")
