@@ -174,6 +174,7 @@ async function refreshEstimate() {
     $("page-info").textContent = r.page?.title ? `${r.page.title} · ${bytes(r.page.bytes || 0)}` : "";
     $("page-info").title = r.page?.url || "";
     el.textContent = describeEstimate(r.estimate) + (r.notice ? ` ${r.notice}` : "");
+    el.dataset.code = "";
     renderWillSend($("sent"), r.estimate);
     mark("estimate-shown");
   } catch (err) {
