@@ -11,6 +11,7 @@ import { parseMenuId, refreshMenus } from "./lib/menus.js";
 import { runCost } from "./lib/format.js";
 import { PreparedPages } from "./lib/prepared.js";
 import { RunStatus, isTerminalRun } from "./lib/states.js";
+import { hostOf, rulesFor } from "./lib/sites.js";
 
 const DEFAULT_SETTINGS = { defaultTemplate: "", notifications: true, maxCaptureBytes: DEFAULT_MAX_BYTES };
 const RECENT_LIMIT = 20;
@@ -25,6 +26,7 @@ const state = {
   outboxCount: 0,
   prepared: new PreparedPages(), // tab id -> the page the popup estimated, reused by its Send
   captures: [], // recent capture outcomes, for the popup
+  sites: [], // [[sites]] rules from the host's config, kept for when it is not reachable
 };
 const popups = new Set();
 
@@ -43,7 +45,8 @@ const host = new NativeHost({
 // ---- start-up ----------------------------------------------------------------------------
 
 async function init() {
-  const stored = await local.getMany(["settings", "templates", "templatesFolder"]);
+  const stored = await local.getMany(["settings", "templates", "templatesFolder", "sites"]);
+  state.sites = stored.sites || [];
   state.templatesFolder = stored.templatesFolder || null;
   state.settings = { ...DEFAULT_SETTINGS, ...(stored.settings || {}) };
   state.templates = stored.templates || [];
@@ -65,6 +68,7 @@ async function handleConnected({ reconnected }) {
     host.send({ type: "runs.subscribe" }),
     loadTemplates(),
     loadRuns(),
+    loadSites(),
   ]);
   if (reconnected) pushState();
 }
@@ -78,6 +82,23 @@ async function loadTemplates() {
   await refreshMenus(state.templates);
   pushState();
   return state.templates;
+}
+
+async function loadSites() {
+  const { sites } = await host.send({ type: "config" });
+  if (!sites || sites.error) return state.sites; // a broken [[sites]]: keep the last good rules
+  state.sites = sites.rules || [];
+  await local.set({ sites: state.sites });
+  return state.sites;
+}
+
+// A page on a `never` site is not read at all: refused before the capture, saying why.
+function refuseNeverSite(...urls) {
+  const url = urls.find((u) => u && rulesFor(u, state.sites).has("never"));
+  if (url) {
+    throw Object.assign(new Error(`${hostOf(url)} is a site you ruled "never" (Settings, Sites): its pages are `
+                                  + "not captured or sent to any model."), { code: "site_never" });
+  }
 }
 
 async function loadRuns(limit = RECENT_LIMIT) {
@@ -206,6 +227,7 @@ async function tabById(tabId) {
 
 async function send(template, captured, extra = {}) {
   const { page, notice } = captured;
+  refuseNeverSite(page.source_url); // the tab's address may have been unknown before the capture
   if (!template) {
     throw Object.assign(new Error("No workflow to send to: the host has not listed any templates yet."),
                         { code: "no_template" });
@@ -245,6 +267,8 @@ async function onMenuClicked(info, tab) {
   if (!parsed || !parsed.template) return null;
   const kind = parsed.kind === "page" ? kindOf(info) : parsed.kind;
   try {
+    refuseNeverSite(info.pageUrl || tab?.url, info.frameUrl, kind === "link" ? info.linkUrl : null,
+                    kind === "image" ? info.srcUrl : null);
     const captured = await captureFromMenu(kind, info, tab, { maxBytes: state.settings.maxCaptureBytes });
     return await send(parsed.template, captured, { via: "menu" });
   } catch (err) {
@@ -259,6 +283,7 @@ async function onCommand(command, tab) {
   if (command !== "send-page") return null;
   const target = tab || (await tabById());
   try {
+    refuseNeverSite(target?.url || target?.pendingUrl);
     const captured = await capturePage(target, { maxBytes: state.settings.maxCaptureBytes });
     const outcome = await send(defaultTemplate(), captured, { via: "shortcut" });
     if (outcome.queued) notifyError("Capture kept for later", `The host is not reachable (${outcome.reason}).`);
@@ -349,6 +374,7 @@ const HANDLERS = {
   },
   estimate: async ({ tabId, template }) => {
     const tab = await tabById(tabId);
+    refuseNeverSite(tab?.url || tab?.pendingUrl);
     const captured = await pageOfTab(tab, template, { reuse: false });
     const { page } = captured;
     const estimate = await host.request("estimate", { template, page: stripMetadata(page) }, { timeoutMs: 30000 });
@@ -358,9 +384,16 @@ const HANDLERS = {
   "capture.page": async ({ tabId, template }) => {
     const started = performance.now();
     const tab = await tabById(tabId);
+    refuseNeverSite(tab?.url || tab?.pendingUrl);
     const captured = await pageOfTab(tab, template);
     const outcome = await send(template || defaultTemplate(), captured, { via: "popup" });
     return { ...outcome, captureMs: captured.ms, totalMs: performance.now() - started, reused: !!captured.reused };
+  },
+  "sites.set": async ({ sites }) => {
+    const reply = await host.request("sites.set", { sites }, { timeoutMs: 30000 });
+    state.sites = reply.sites || [];
+    await local.set({ sites: state.sites });
+    return reply;
   },
   "settings.set": async ({ settings }) => {
     state.settings = { ...state.settings, ...settings };

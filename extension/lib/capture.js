@@ -59,24 +59,171 @@ function byteLength(text) {
 
 // ---- injected into the page (must be self-contained) ----------------------------------
 
+// Text a reader could not see is left out of the page that is sent: elements hidden by
+// display, visibility, opacity, zero size, clipping, aria-hidden or a position off the page,
+// and text in the colour of its background or too small to read. Such text is a known way to
+// slip instructions to an AI assistant. The live page is never changed: its computed styles
+// are read and the matching elements are removed from a copy, which is what is serialised.
 function readPage(maxBytes) {
   const size = (s) => new Blob([s]).size;
+  const KEEP = new Set(["SCRIPT", "STYLE", "LINK", "META", "BASE", "TITLE", "HEAD", "HTML", "BODY", "BR", "WBR"]);
+  const BLOCK = /^(block|flex|grid|list-item|table|table-row|table-caption|flow-root)/;
+
+  function rgba(text) {
+    const m = /^rgba?\(([^)]+)\)$/.exec(text || "");
+    if (!m) return null;
+    const parts = m[1].split(/[\s,/]+/).filter(Boolean).map((p) => (p.endsWith("%") ? parseFloat(p) / 100 : parseFloat(p)));
+    if (parts.length < 3 || parts.some((n) => Number.isNaN(n))) return null;
+    return { r: parts[0], g: parts[1], b: parts[2], a: parts.length > 3 ? parts[3] : 1 };
+  }
+  function luminance(c) {
+    const lin = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * lin(c.r) + 0.7152 * lin(c.g) + 0.0722 * lin(c.b);
+  }
+  // The colour behind an element's text: the nearest background colour up the tree (an image
+  // or gradient makes it unknown), over the page's white canvas. Remembered per element, so
+  // a deep page costs one look per element, not one per element and ancestor.
+  const WHITE = { r: 255, g: 255, b: 255, a: 1 };
+  const backgrounds = new Map();
+  const contrast = new Map(); // "colour|fill|background" -> too close to read
+  function backgroundOf(el, own) {
+    if (!el || el.nodeType !== 1) return WHITE;
+    if (backgrounds.has(el)) return backgrounds.get(el);
+    const st = own || getComputedStyle(el);
+    let bg;
+    if (st.backgroundImage && st.backgroundImage !== "none") bg = null;
+    else {
+      const c = rgba(st.backgroundColor);
+      if (c && c.a >= 1) bg = c;
+      else if (c && c.a > 0) {
+        const k = c.a;
+        bg = { r: c.r * k + 255 * (1 - k), g: c.g * k + 255 * (1 - k), b: c.b * k + 255 * (1 - k), a: 1 };
+      } else bg = backgroundOf(el.parentElement);
+    }
+    backgrounds.set(el, bg);
+    return bg;
+  }
+  function ownText(el) {
+    for (const n of el.childNodes) if (n.nodeType === 3 && n.data.trim()) return true;
+    return false;
+  }
+  const pageWidth = Math.max(document.documentElement.scrollWidth, innerWidth);
+  // "all": the element and everything in it are out of sight; "text": its own text is.
+  function hidden(el, st) {
+    if (el.getAttribute("aria-hidden") === "true") return "all";
+    if (st.display === "none") return "all";
+    if (typeof el.checkVisibility === "function"
+        && !el.checkVisibility({ opacityProperty: true, visibilityProperty: false, contentVisibilityAuto: false })) {
+      return "all";
+    }
+    if (parseFloat(st.opacity) === 0) return "all";
+    const clipPath = st.clipPath || "";
+    if (/inset\((50|100)%|circle\(0|polygon\(0px 0px(, 0px 0px)*\)/.test(clipPath)) return "all";
+    if (st.clip && /^rect\(/.test(st.clip) && (st.position === "absolute" || st.position === "fixed")) {
+      const n = st.clip.match(/-?[\d.]+px/g) || [];
+      if (n.length === 4) {
+        const [top, right, bottom, left] = n.map(parseFloat);
+        if (right - left <= 1 || bottom - top <= 1) return "all";
+      }
+    }
+    // Only a box that clips its content, a picture, or one taken out of the flow can hide by
+    // its size or place: the others are not measured (a layout query per element is slow).
+    const clipped = st.overflowX !== "visible" || st.overflowY !== "visible";
+    const media = /^(IMG|SVG|CANVAS|VIDEO|PICTURE)$/i.test(el.tagName);
+    const placed = st.position === "absolute" || st.position === "fixed";
+    if (st.display !== "contents" && (clipped || media || placed)) {
+      const r = el.getBoundingClientRect();
+      if ((r.width <= 1 || r.height <= 1) && (clipped || media)) return "all";
+      if (placed && r.width > 0 && r.height > 0) {
+        const left = r.left + scrollX, top = r.top + scrollY;
+        if (left + r.width <= 0 || top + r.height <= 0 || left >= pageWidth) return "all";
+      }
+    }
+    if (!ownText(el)) return null;
+    if (st.visibility !== "visible") return "text";
+    if (parseFloat(st.fontSize) < 2) return "text";
+    if (parseFloat(st.textIndent) <= -999) return "text";
+    const bg = backgroundOf(el, st); // null: an image behind the text, only transparency tells
+    // Most text on a page shares a few colour pairs: each pair is judged once.
+    const pair = `${st.color}|${st.webkitTextFillColor}|${bg ? `${bg.r},${bg.g},${bg.b}` : "image"}`;
+    let unseen = contrast.get(pair);
+    if (unseen === undefined) {
+      const fg = rgba(st.color);
+      const fill = rgba(st.webkitTextFillColor);
+      unseen = !!((fg && fg.a === 0) || (fill && fill.a === 0));
+      if (!unseen && bg && (fill || fg)) {
+        const [hi, lo] = [luminance(fill || fg), luminance(bg)].sort((a, b) => b - a);
+        unseen = (hi + 0.05) / (lo + 0.05) < 1.1;
+      }
+      contrast.set(pair, unseen);
+    }
+    if (unseen) return "text";
+    return null;
+  }
+
+  const root = document.documentElement;
+  const copy = root.cloneNode(true);
+  // cloneNode keeps the tree's shape: the nth element of the page's body is the nth of the copy's.
+  const liveBody = document.body;
+  const copyBody = liveBody ? copy.getElementsByTagName(liveBody.tagName)[0] : null;
+  const live = liveBody && copyBody ? [...liveBody.getElementsByTagName("*")] : [];
+  const mirror = live.length ? [...copyBody.getElementsByTagName("*")] : [];
+  const drop = [], mute = [], blocks = [];
+  let skipUntil = null;
+  for (let i = 0; i < live.length; i++) {
+    const el = live[i];
+    if (skipUntil && skipUntil.contains(el)) continue;
+    skipUntil = null;
+    if (KEEP.has(el.tagName.toUpperCase())) continue;
+    if (el.tagName === "SELECT") { // its options are not boxes of their own
+      skipUntil = el;
+      continue;
+    }
+    const st = getComputedStyle(el);
+    const verdict = hidden(el, st);
+    if (verdict === "all") {
+      drop.push(mirror[i]);
+      skipUntil = el;
+    } else {
+      if (verdict === "text") mute.push(mirror[i]);
+      if (BLOCK.test(st.display)) blocks.push(mirror[i]);
+    }
+  }
+  for (const el of mute) {
+    for (const n of [...el.childNodes]) if (n.nodeType === 3) n.remove();
+    // Its hidden text is gone; what is left inside was visible, and an extractor that drops
+    // boxes styled visibility:hidden would drop that too.
+    if (el.style) el.style.removeProperty("visibility");
+  }
+  for (const el of drop) el.remove();
+
   const doctype = document.doctype ? `<!DOCTYPE ${document.doctype.name}>\n` : "";
-  const html = doctype + document.documentElement.outerHTML;
+  const html = doctype + copy.outerHTML;
   const out = {
     url: location.href,
     title: document.title,
     selection: String(getSelection() || ""),
     lang: document.documentElement.lang || null,
     htmlBytes: size(html),
+    hidden: { elements: drop.length, texts: mute.length },
   };
   if (out.htmlBytes <= maxBytes) {
     out.content = html;
     out.contentType = document.contentType === "application/xhtml+xml" ? "application/xhtml+xml" : "text/html";
     return out;
   }
-  // Over the cap: the visible text is usually a small fraction of the HTML.
-  let text = document.body ? document.body.innerText : document.documentElement.textContent;
+  // Over the cap: the visible text is usually a small fraction of the HTML. The page's own
+  // innerText when nothing was hidden; otherwise taken from the copy (hidden text already
+  // out), with a line break after each block as innerText has.
+  let text;
+  if (!drop.length && !mute.length) {
+    text = document.body ? document.body.innerText : document.documentElement.textContent;
+  } else {
+    const body = copy.querySelector("body") || copy;
+    for (const el of body.querySelectorAll("script, style, template")) el.remove();
+    for (const el of blocks) el.append("\n");
+    text = body.textContent.replace(/[ \t\r\f]+/g, " ").replace(/ ?\n[\n ]*/g, "\n").trim();
+  }
   out.textBytes = size(text);
   if (out.textBytes > maxBytes) {
     let cut = Math.floor(text.length * (maxBytes / out.textBytes));
@@ -132,7 +279,7 @@ export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
         content_type: r.contentType,
         title: r.title,
         selection: r.selection || null,
-        metadata: { kind: "page", html_bytes: r.htmlBytes, lang: r.lang },
+        metadata: { kind: "page", html_bytes: r.htmlBytes, lang: r.lang, hidden_left_out: r.hidden },
       };
       let notice = null;
       if (r.contentType === "text/plain") {

@@ -413,7 +413,8 @@ export class NativeHost {
         }
         // A refusal: the person who is waiting for it hears it now and it leaves the outbox;
         // with nobody waiting it stays, marked, for the person to see.
-        const waiting = this.captureWaiters.has(next.id);
+        // A page of a site ruled "never" is not kept either: its text must not stay stored.
+        const waiting = this.captureWaiters.has(next.id) || err.code === "site_never";
         this.settle(next.id, { error: err });
         try {
           await (waiting ? this.outbox.delivered(next.id) : this.outbox.refuse(next.id, err));

@@ -6,6 +6,7 @@
 import { api } from "../lib/ext.js";
 import { age, bytes, duration, runCost, statusLabel, tokens, usd, usdBudget } from "../lib/format.js";
 import { RunStatus, StepStatus, isTerminalRun } from "../lib/states.js";
+import { renderWasSent, renderWillSend } from "./sent.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -173,10 +174,14 @@ async function refreshEstimate() {
     $("page-info").textContent = r.page?.title ? `${r.page.title} · ${bytes(r.page.bytes || 0)}` : "";
     $("page-info").title = r.page?.url || "";
     el.textContent = describeEstimate(r.estimate) + (r.notice ? ` ${r.notice}` : "");
+    el.dataset.code = "";
+    renderWillSend($("sent"), r.estimate);
     mark("estimate-shown");
   } catch (err) {
     if (seq !== view.estimateSeq) return;
     el.textContent = `No estimate: ${err.message}`;
+    el.dataset.code = err.code || "";
+    renderWillSend($("sent"), null);
   }
 }
 
@@ -504,6 +509,7 @@ function renderDetail(run) {
   bar.firstElementChild.style.width = `${pct}%`;
   $("detail-error").hidden = !run.error;
   $("detail-error").textContent = run.error || "";
+  renderWasSent($("detail-sent"), run);
   const body = $("detail-steps");
   body.textContent = "";
   for (const s of run.steps || []) {

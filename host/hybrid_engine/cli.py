@@ -98,6 +98,10 @@ def cmd_show(args) -> int:
         print_json(doc)
     else:
         terminal.print_run_table(doc)
+        from .prompts import redaction_line
+
+        if redaction_line(doc):
+            print(f"\n{redaction_line(doc)}")
     return EXIT_OK
 
 
@@ -293,6 +297,10 @@ def cmd_estimate(args) -> int:
         print_json(est)
         return EXIT_OK
     terminal.print_estimate(est, args.input)
+    if args.show_prompt:
+        from .prompts import sent_text
+
+        print(f"\nwhat each model step would send:\n\n{sent_text(est)}")
     return EXIT_OK
 
 
@@ -408,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--source-url", metavar="URL")
     sp.add_argument("--content-type", metavar="TYPE", help="text/html, text/plain, text/markdown, application/json "
                     "(or text, html, markdown, json)")
+    sp.add_argument("--show-prompt", action="store_true", help="print each model step's exact prompt, provider "
+                    "and model (with --json: always in each step's `sent`)")
     sp.add_argument("--json", action="store_true")
 
     sp = add("spend", cmd_spend, "what model calls cost today and this month, per provider, and the budgets")

@@ -8,6 +8,7 @@
      +-- TooLarge          too_large       a payload over a size limit
      +-- BudgetExceeded    budget_exceeded a step would cross a budget
      +-- ConflictError     conflict        the request contradicts the current state
+     +-- SiteRefused       site_never      a page whose site the user ruled `never` ([[sites]])
      +-- StoreError        store_unavailable  engine.db cannot be opened or used (names the file and the fix)
           +-- StoreBusy      store_unavailable  another process held the write lock past the busy timeout
           +-- StoreCorrupt   store_corrupt    not a database, damaged, truncated, or an empty file
@@ -66,6 +67,10 @@ class BudgetExceeded(HybridEngineError):
 
 class ConflictError(HybridEngineError):
     code = "conflict"
+
+
+class SiteRefused(HybridEngineError):
+    code = "site_never"
 
 
 class StoreError(HybridEngineError):

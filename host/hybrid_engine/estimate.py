@@ -28,8 +28,11 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
     """Tokens and cost a run of `tpl` on `page` would take, without calling a model.
 
     Params are rendered as the run would render them: the capture slot's outputs come
-    from `page`; extract_text, template and noop steps are computed for real. An
-    upstream model step's answer is unknown: the prompt is counted with it empty
+    from `page`, whose site rules apply (`never` refuses, `strip_query` strips its URL);
+    each model step's `sent` is what it would send (the `redact:` kinds replaced before a
+    cloud model), and `blocked` says why a `local_only` page stops it. extract_text,
+    template and noop steps are computed for real. An upstream model step's answer is
+    unknown: the prompt is counted (and shown in `sent`) with it empty
     (`prompt_tokens` is then a lower bound, `lower_bound: true`) and `cost_max`
     assumes each such answer is as long as that step's max output tokens.
     """
@@ -42,9 +45,12 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
     for key in ("source_url", "content_type", "title", "selection"):
         if page.get(key) is not None and not isinstance(page[key], str):
             raise BadRequest(f"page.{key}: expected text")
+    from . import privacy
+
+    source_url = privacy.admit(page.get("source_url"))  # a `never` site is refused here too
     now = clock.now()
     ctype = content_type(page.get("content_type") or None, field="page.content_type")
-    capture = {"content": page["content"], "source_url": page.get("source_url"), "content_type": ctype,
+    capture = {"content": page["content"], "source_url": source_url, "content_type": ctype,
                "captured_at": clock.iso(now), "title": page.get("title"), "selection": page.get("selection"),
                "size_bytes": len(page["content"].encode("utf-8"))}
     run = {"id": "estimate", "name": tpl.name, "template": tpl.name, "created_at": clock.iso(now)}
@@ -92,6 +98,11 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
                                  "model": s.params.get("model")}
         try:
             action = load_action(s.action)
+            params = render(s.params, {})
+            entry["sent"] = action.outgoing(params)
+            blocked = privacy.blocked_reason([source_url] if source_url else [], spec.provider)
+            if blocked:
+                entry["blocked"] = blocked
             if s.params.get("on_overflow") == "map_reduce" and not upstream:
                 reduce = _map_reduce(s, action, outputs, render, steps_out)
                 if reduce is not None:
@@ -99,7 +110,7 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
                     steps_out.append(entry)
                     unknown[step_id] = int(entry.get("max_output_tokens") or 0)
                     continue
-            est = action.estimate(render(s.params, {}))
+            est = action.estimate(params)
             if upstream:
                 # cost_max: every unknown upstream answer as long as it may be.
                 filler = {u: " x" * unknown[u] for u in upstream}

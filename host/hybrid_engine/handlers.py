@@ -91,6 +91,13 @@ def h_config(host, msg: dict) -> dict:
     return host.service.config_summary()
 
 
+def h_sites_set(host, msg: dict) -> dict:
+    """Replace the [[sites]] rules of config.toml (Options); the rules now in effect."""
+    from .siteconfig import write_rules
+
+    return {"sites": write_rules(field(msg, "sites", list, "an array of {match, rule} objects"))}
+
+
 DOCTOR_NOTE = ("The launch check (start the host, send hello) is skipped: this host is answering now, "
                "and a host launching itself to check itself proves nothing more and is slow. "
                "`hybrid-engine doctor` in a terminal runs it.")

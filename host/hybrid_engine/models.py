@@ -41,6 +41,7 @@ class WorkflowTemplate(BaseModel):
     name: str = Field(min_length=1, max_length=120)
     description: str = ""
     budget_usd: float | None = Field(default=None, ge=0)
+    redact: list[str] = Field(default_factory=list)  # pii.KINDS replaced before every cloud model step
     steps: list[TemplateStep] = Field(min_length=1)  # at most MAX_STEPS: templates.validate says so first
     source: str | None = Field(default=None, exclude=True)
 

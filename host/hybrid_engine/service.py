@@ -211,8 +211,11 @@ class Service:
     def ingest(self, run_id: str, request: "ExternalDataRequest | dict") -> "ExternalDataResponse":
         from .models import ExternalDataRequest, ExternalDataResponse
 
+        from .privacy import admit
+
         run_id = self.resolve_run(run_id)
         req = request if isinstance(request, ExternalDataRequest) else self._parse_external(request)
+        req.source_url = admit(req.source_url)  # [[sites]]: `never` refused, `strip_query` stripped
         ctype = content_type(req.content_type or None)
         if nested_deeper(req.metadata, MAX_METADATA_DEPTH):
             raise BadRequest(f"metadata: nested deeper than {MAX_METADATA_DEPTH} levels", field="metadata")
@@ -310,11 +313,13 @@ class Service:
         return Executor(self.store, **kwargs)
 
     def guards(self) -> list:
+        from .privacy import local_only_guard
+
         try:
             from .budget import budget_guard
         except ImportError:
-            return []
-        return [budget_guard(self.store)]
+            return [local_only_guard(self.store)]
+        return [local_only_guard(self.store), budget_guard(self.store)]
 
     def ensure_worker_if_work(self) -> int | None:
         """A background worker running when work waits for one (queued steps, or running
@@ -442,12 +447,20 @@ class Service:
             notes_folder = None
             if str(exc) not in errors:
                 errors.append(str(exc))
+        from .sites import DEFAULTS
+
+        sites: dict[str, Any] = {"rules": [], "defaults": [{"match": m, "rule": r, "why": w} for m, r, w in DEFAULTS]}
+        try:
+            sites["rules"] = [{"match": s.match, "rule": s.rule} for s in settings.sites(conf)]
+        except config.ConfigError as exc:
+            sites["error"] = str(exc)
         warning = config.keys_file_warning()
         templates = self._templates.folder if self._templates is not None else config.templates_dir()
         return {
             "providers": providers,
             "budgets": budgets,
             "limits": limits,
+            "sites": sites,
             "errors": errors,
             "warnings": [warning] if warning else [],
             "templates_folder": str(templates),

@@ -102,6 +102,7 @@ class Settings:
     worker: WorkerSettings = WorkerSettings()
     notes: NotesSettings = NotesSettings()
     webhooks: dict[str, str] = field(default_factory=dict)
+    sites: tuple = ()  # sites.SiteRule, in file order
 
 
 # ---- checks ----------------------------------------------------------------------------
@@ -331,6 +332,41 @@ def webhooks(conf: dict | None = None) -> dict[str, str]:
     return _one(_webhooks, conf)
 
 
+def _sites(conf: dict, problems: _Problems) -> tuple:
+    from .sites import RULES, PatternError, SiteRule, check_pattern
+
+    value = conf.get("sites", [])
+    if not isinstance(value, list):
+        problems.add("[[sites]]", "an array of tables ([[sites]] with match and rule)", value)
+        return ()
+    out = []
+    for n, entry in enumerate(value, 1):
+        where = f"[[sites]] #{n}"
+        if not isinstance(entry, dict):
+            problems.add(where, "a table with match and rule", entry)
+            continue
+        for required in ("match", "rule"):
+            if required not in entry:
+                problems.items.append(f"{where} {required}: missing")
+        match = _get(entry, "match", where, _TEXT, problems)
+        rule = _get(entry, "rule", where, (lambda v: isinstance(v, str) and v in RULES,
+                                            f"one of {', '.join(RULES)}"), problems)
+        if match is not None:
+            try:
+                check_pattern(match)
+            except PatternError as exc:
+                problems.add(f"{where} match", str(exc), match)
+                match = None
+        if match is not None and rule is not None:
+            out.append(SiteRule(match.strip(), rule))
+    return tuple(out)
+
+
+def sites(conf: dict | None = None) -> tuple:
+    """The [[sites]] rules (sites.SiteRule), checked."""
+    return _one(_sites, conf)
+
+
 def _one(reader: Callable[[dict, _Problems], Any], conf: dict | None) -> Any:
     problems = _Problems()
     value = reader(_conf(conf), problems)
@@ -380,7 +416,8 @@ def load(conf: dict | None = None) -> Settings:
     result = Settings(executor=_executor(conf, problems), providers=_providers(conf, problems),
                       budgets=_budgets(conf, problems), prices=_prices(conf, problems),
                       models=_models(conf, problems), worker=_worker(conf, problems),
-                      notes=_notes(conf, problems), webhooks=_webhooks(conf, problems))
+                      notes=_notes(conf, problems), webhooks=_webhooks(conf, problems),
+                      sites=_sites(conf, problems))
     problems.raise_if_any()
     return result
 
@@ -467,5 +504,5 @@ def check(conf: dict | None = None) -> Settings:
 
 
 __all__ = ["check", "ProviderSettings", "provider_settings", "Settings", "ExecutorSettings", "ProviderConfig", "BudgetSettings", "PriceOverride",
-           "ModelOverride", "WorkerSettings", "NotesSettings", "load", "notes", "webhooks", "executor", "worker", "providers", "provider", "budgets", "prices", "models",
+           "ModelOverride", "WorkerSettings", "NotesSettings", "load", "notes", "webhooks", "executor", "worker", "providers", "provider", "budgets", "prices", "models", "sites",
            "UNKNOWN_PRICE_POLICIES"]

@@ -249,6 +249,7 @@ def validate(data: Any, source: str) -> WorkflowTemplate:
             problems.append(f"{where}: {err['msg']}")
         raise TemplateError(_format(source, problems), source=source) from exc
 
+    problems.extend(_redact_problems(tpl))
     seen = set()
     for s in tpl.steps:
         if s.id in seen:
@@ -308,6 +309,30 @@ def validate(data: Any, source: str) -> WorkflowTemplate:
         raise TemplateError(_format(source, problems), source=source)
     tpl.source = source
     return tpl
+
+
+def _redact_problems(tpl: WorkflowTemplate) -> list[str]:
+    """Unknown kinds in `redact:` (the template's or a step's); the template's list is then
+    given to every model step that has none of its own, which applies it before a cloud call."""
+    from .pii import KINDS, check_kinds
+
+    problems = []
+    bad = check_kinds(tpl.redact)
+    if bad:
+        problems.append(f"field 'redact': unknown kind {', '.join(map(repr, bad))} (known: {', '.join(KINDS)})")
+    for s in tpl.steps:
+        spec = SPECS.get(s.action)
+        if spec is None or spec.provider is None:
+            continue
+        own = s.params.get("redact")
+        if isinstance(own, list):
+            bad = check_kinds(own)
+            if bad:
+                problems.append(f"step '{s.id}', field 'params.redact': unknown kind "
+                                f"{', '.join(map(repr, bad))} (known: {', '.join(KINDS)})")
+        elif tpl.redact and "redact" not in s.params:
+            s.params["redact"] = list(tpl.redact)
+    return problems
 
 
 def _reference_problems(tpl: WorkflowTemplate, graph: dict[str, list[str]]) -> list[str]:

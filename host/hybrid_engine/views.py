@@ -151,6 +151,10 @@ def run_document(store, run_id: str, *, cut: int | None = DEFAULT_CUT) -> dict:
                         if RunStatus(run["status"]).is_terminal else None),
     }
     view = summary_view(summary)
+    redacted: dict[str, int] = {}  # personal data replaced before cloud steps, per kind
+    for d in docs:
+        for kind, n in (d["metadata"].get("redacted") or {}).items():
+            redacted[kind] = redacted.get(kind, 0) + n
     return {
         "id": run_id,
         "name": run["name"],
@@ -164,6 +168,7 @@ def run_document(store, run_id: str, *, cut: int | None = DEFAULT_CUT) -> dict:
         "error": run["error"],
         "error_code": run["error_code"],
         "budget_usd": run["budget_usd"],
+        "redacted": redacted,
         "createdAt": iso_or_none(run["created_at"]),
         "updatedAt": iso_or_none(summary["updated_at"]),
     }

@@ -159,6 +159,8 @@ def site(tmp_path_factory):
     (root / "diagram.png").write_bytes(PNG_1PX)
     (root / "big.html").write_text(_big_page("A long page", 1_200_000, 2), encoding="utf-8")
     (root / "five.html").write_text(_big_page("Five megabytes", 5_000_000, 3), encoding="utf-8")
+    for page in (ROOT / "tests" / "data" / "privacy").glob("*.html"):  # hidden instructions, and the like
+        shutil.copy(page, root / page.name)
 
     class Quiet(SimpleHTTPRequestHandler):
         def log_message(self, *args):

@@ -179,3 +179,51 @@ def test_firefox_loads_extension_reaches_host_and_completes_a_capture(firefox, h
     link = next(s for s in he.run_doc(out["result"]["run_id"])["steps"] if s["id"] == "page")
     assert link["outputs"]["link_url"] == site.url("target.html")
     assert link["outputs"]["link_text"] == "the full specification"
+
+
+def _background(firefox, call: str, args=()):
+    """`call` (an expression on the background's globals as `w`) awaited, its result as JSON."""
+    return firefox.js("const bg = await W.browser.runtime.getBackgroundPage(); const w = bg.wrappedJSObject || bg;"
+                      f"const r = await ({call}); return JSON.parse(w.JSON.stringify(r));", list(args))
+
+
+def test_firefox_leaves_hidden_text_out_of_what_reaches_the_model(firefox, he, site):
+    import re
+
+    url = site.url("hidden.html")
+    firefox.open_tab(url)
+    firefox.open_tab(f"{firefox.base}/popup/popup.html")
+    wait_for(lambda: firefox.js("return document.getElementById('connection').dataset.status;") == "connected",
+             30, 0.2, "the background to reach the host")
+    tab_id = firefox.js("const tabs = await W.browser.tabs.query({}); return tabs.find(t => t.url === arguments[0]).id;",
+                        [url])
+    reply = _background(firefox, "w.hybrid.handleMessage(w.JSON.parse(arguments[0]))",
+                        [json.dumps({"type": "capture.page", "tabId": tab_id, "template": "e2e-digest"})])
+    assert reply["ok"] and reply["result"]["delivered"], reply
+    he.wait_run(reply["result"]["result"]["run_id"])
+    (request,) = he.fake.requests_for("local")
+    sent = "\n".join(m["content"] for m in request.body["messages"])
+    for visible in ("VISIBLE-ONE", "VISIBLE-TWO", "VISIBLE-THREE", "VISIBLE-FOUR", "VISIBLE-FIVE"):
+        assert visible in sent, sent
+    assert re.findall(r"HIDDEN-[A-Z]+", sent) == [], sent
+
+
+def test_firefox_refuses_a_never_site_before_reading_it(firefox, he, site):
+    with (he.he_home / "config.toml").open("a", encoding="utf-8") as fh:
+        fh.write('\n[[sites]]\nmatch = "127.0.0.1"\nrule = "never"\n')
+    url = site.url("article.html")
+    firefox.open_tab(url)
+    firefox.open_tab(f"{firefox.base}/popup/popup.html")
+    wait_for(lambda: _background(firefox, "w.hybrid.state.sites.length") == 1, 30, 0.2, "the site rules")
+    tab = {"id": firefox.js("const tabs = await W.browser.tabs.query({}); "
+                            "return tabs.find(t => t.url === arguments[0]).id;", [url]), "url": url}
+    shortcut = _background(firefox, "w.onCommand('send-page', w.JSON.parse(arguments[0]))", [json.dumps(tab)])
+    assert 'ruled "never"' in shortcut["error"], shortcut
+    info = {"menuItemId": "page:e2e-echo", "pageUrl": url, "frameId": 0}
+    menu = _background(firefox, "w.onMenuClicked(w.JSON.parse(arguments[0]), w.JSON.parse(arguments[1]))",
+                       [json.dumps(info), json.dumps(tab)])
+    assert 'ruled "never"' in menu["error"], menu
+    popup = _background(firefox, "w.hybrid.handleMessage(w.JSON.parse(arguments[0]))",
+                        [json.dumps({"type": "capture.page", "tabId": tab["id"], "template": "e2e-echo"})])
+    assert popup["ok"] is False and popup["error"]["code"] == "site_never", popup
+    assert he.cli_json("runs", "--json")["runs"] == []

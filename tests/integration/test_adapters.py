@@ -59,7 +59,8 @@ def test_action_reaches_its_own_endpoint_with_the_model(fake_provider_env, actio
     assert request.model == model
     meta = result.metadata
     assert meta["provider"] == provider and meta["model"] == model
-    assert result.outputs == {"text": f"reply from {provider} {model}", "finish_reason": "stop"}
+    assert result.outputs == {"text": f"reply from {provider} {model}", "finish_reason": "stop",
+                              "sent": {"system": "Be brief", "prompt": "Say hi"}}
     assert (meta["prompt_tokens"], meta["completion_tokens"], meta["tokens"]) == (120, 30, 150)
     assert meta["request_id"]
     assert isinstance(meta["duration_ms"], int) and meta["duration_ms"] >= 0

@@ -28,6 +28,13 @@ from hybrid_engine.config import ConfigError
      '[prices."gpt-4o"] input_per_mtok', ">= 0"),
     ({"prices": {"gpt-4o": {"input_per_mtok": 2.5}}}, '[prices."gpt-4o"] output_per_mtok', "missing"),
     ({"models": {"llama3.1": {"context_window": 0}}}, '[models."llama3.1"] context_window', ">= 1"),
+    ({"sites": {"match": "*.a.com"}}, "[[sites]]", "an array of tables"),
+    ({"sites": [{"match": "*.a.com", "rule": "sometimes"}]}, "[[sites]] #1 rule", "one of never, local_only"),
+    ({"sites": [{"match": "*.a.com", "rule": "never"}, {"rule": "never"}]}, "[[sites]] #2 match", "missing"),
+    ({"sites": [{"match": "a.*.com", "rule": "never"}]}, "[[sites]] #1 match", "a host name"),
+    ({"sites": [{"match": "10.0.0.0/33", "rule": "never"}]}, "[[sites]] #1 match", "a CIDR network"),
+    ({"sites": [{"match": "", "rule": "never"}]}, "[[sites]] #1 match", "a non-empty string"),
+    ({"sites": ["*.a.com"]}, "[[sites]] #1", "a table with match and rule"),
 ])
 def test_a_bad_setting_names_the_file_the_key_and_the_range(he_home, conf, where, allowed):
     with pytest.raises(ConfigError) as info:
@@ -50,3 +57,9 @@ def test_good_settings_come_back_typed_and_unknown_keys_are_left_alone(he_home):
     assert s.executor.concurrency == 4 and s.executor.backoff_base_s == 1.0
     assert s.providers["local"].timeout_s == 30.0 and s.budgets == settings.BudgetSettings(1.0, None, "allow")
     assert s.prices["m"] == settings.PriceOverride(0.0, 1.0, None)
+
+
+def test_site_rules_come_back_in_file_order(he_home):
+    rules = settings.load({"sites": [{"match": "*.bank.example", "rule": "never"},
+                                     {"match": "10.0.0.0/8", "rule": "local_only"}]}).sites
+    assert [(r.match, r.rule) for r in rules] == [("*.bank.example", "never"), ("10.0.0.0/8", "local_only")]

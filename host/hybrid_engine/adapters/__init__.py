@@ -22,8 +22,10 @@ _CHAT_PARAMS = {
     "max_tokens": Param(int, doc="upper bound on output tokens"),
     "on_overflow": Param(str, doc="'fail' (default), 'truncate' or 'map_reduce' when the prompt exceeds the "
                                   "context window"),
+    "redact": Param(list, doc="kinds of personal data replaced before a cloud call (pii.KINDS); "
+                              "set from the template's `redact:`"),
 }
-_CHAT_OUTPUTS = frozenset({"text", "finish_reason", "reasoning"})
+_CHAT_OUTPUTS = frozenset({"text", "finish_reason", "reasoning", "sent"})  # sent: {system, prompt} as sent
 
 
 def _chat(name: str, provider: str, loader: str) -> ActionSpec:

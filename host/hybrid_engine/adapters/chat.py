@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
-from .. import money, pricing, tokens
+from .. import money, pii, pricing, sites, tokens
 from ..config import ConfigError, load_config
 from ..settings import ProviderSettings, provider_settings
 from ..errors import PermanentStepError, StepError
@@ -133,6 +133,32 @@ class ChatAdapter(Action):
         return ChatRequest(model=model.strip(), prompt=prompt, system=system or None,
                            temperature=float(temperature) if temperature is not None else None,
                            max_tokens=max_tokens, timeout_s=float(timeout_s))
+
+    def _redact(self, request: ChatRequest, params: dict[str, Any], settings: ProviderSettings) -> dict | None:
+        """The template's `redact:` kinds replaced in what goes to a cloud model (a local one gets
+        the text as it is); how many of each, or None when nothing was asked."""
+        kinds = params.get("redact")
+        if not kinds or sites.is_local_provider(self.provider, settings.base_url):
+            return None
+        request.prompt, counts = pii.scrub(request.prompt, kinds)
+        if request.system:
+            request.system, more = pii.scrub(request.system, kinds)
+            for kind, n in more.items():
+                counts[kind] = counts.get(kind, 0) + n
+        return counts
+
+    def outgoing(self, params: dict[str, Any]) -> dict[str, Any]:
+        """What this step would send, as run() builds it: for the user to see before it goes."""
+        config = self._config(strict=False)
+        try:
+            settings = provider_settings(self.provider, config)
+        except ConfigError:
+            settings = provider_settings(self.provider, config, keys_file=False)
+        request = self._request(params, settings)
+        counts = self._redact(request, params, settings)
+        return {"provider": self.provider, "model": request.model,
+                "local": sites.is_local_provider(self.provider, settings.base_url),
+                "system": request.system, "prompt": request.prompt, "redacted": counts or {}}
 
     @staticmethod
     def _on_overflow(params: dict[str, Any]) -> str:
@@ -306,6 +332,7 @@ class ChatAdapter(Action):
         config = self._config()
         settings = provider_settings(self.provider, config)
         request = self._request(params, settings)
+        redacted = self._redact(request, params, settings)
         on_overflow = self._on_overflow(params)
         if self.needs_key and not settings.api_key:
             raise self._no_key(settings, params)
@@ -364,6 +391,8 @@ class ChatAdapter(Action):
         }
         meta.update(fit)
         meta.update(reply.extra)
+        if redacted is not None:
+            meta["redacted"] = redacted
         if reply.finish_reason == "length":
             limit = f"max_tokens {request.max_tokens:,}" if request.max_tokens else \
                 "the model's output limit"
@@ -374,7 +403,8 @@ class ChatAdapter(Action):
         if cost.price_unknown:
             ctx.log(f"no price known for {self.provider} model {request.model}: cost recorded "
                     f'as unknown (set [prices."{request.model}"] in config.toml to price it)')
-        outputs: dict[str, Any] = {"text": reply.text, "finish_reason": reply.finish_reason}
+        outputs: dict[str, Any] = {"text": reply.text, "finish_reason": reply.finish_reason,
+                                   "sent": {"system": request.system, "prompt": request.prompt}}
         if reply.reasoning:
             outputs["reasoning"] = reply.reasoning
         return StepResult(outputs=outputs, metadata=meta)

@@ -61,6 +61,13 @@ class Queries(StoreFile):
                              f" AND s.status = 'COMPLETED'", (run_id, *ids)).fetchall()
         return {r[0]: json.loads(r[1]) for r in rows if r[1] is not None}
 
+    def source_urls(self, run_id: str) -> list[str]:
+        """The page URLs a run was given (its filled capture slots and external data)."""
+        rows = self.conn.execute("SELECT json_extract(metadata, '$.source_url') FROM steps WHERE run_id = ?"
+                                 " AND (action = 'capture' OR external = 1) AND status = 'COMPLETED'"
+                                 " AND metadata IS NOT NULL AND json_valid(metadata)", (run_id,)).fetchall()
+        return [r[0] for r in rows if isinstance(r[0], str) and r[0]]
+
     def logs(self, run_id: str) -> dict[str, list[tuple[float, str]]]:
         out: dict[str, list[tuple[float, str]]] = {}
         for step_id, ts, line in self.conn.execute(
