@@ -12,6 +12,7 @@ import { runCost } from "./lib/format.js";
 import { PreparedPages } from "./lib/prepared.js";
 import { RunStatus, isTerminalRun } from "./lib/states.js";
 
+const FIRST_WORKFLOW = "page-digest";
 const DEFAULT_SETTINGS = { defaultTemplate: "", notifications: true, maxCaptureBytes: DEFAULT_MAX_BYTES };
 const RECENT_LIMIT = 20;
 
@@ -193,7 +194,9 @@ function defaultTemplate() {
   if (state.settings.defaultTemplate && (names.includes(state.settings.defaultTemplate) || !names.length)) {
     return state.settings.defaultTemplate;
   }
-  return names[0] || null;
+  // A fresh install starts on the one-model digest, not the alphabetically first workflow
+  // (which may need keys for several providers).
+  return names.includes(FIRST_WORKFLOW) ? FIRST_WORKFLOW : names[0] || null;
 }
 
 async function tabById(tabId) {
@@ -211,11 +214,12 @@ async function send(template, captured, extra = {}) {
                         { code: "no_template" });
   }
   const started = performance.now();
-  const outcome = await host.capture(template, page);
+  const outcome = await host.capture(template, page, { reuse: extra.reuse });
   const sendMs = performance.now() - started;
+  const { reuse, ...recorded } = extra;
   await recordCapture({ kind: page.metadata?.kind || "page", template, title: page.title, notice,
                         run_id: outcome.result?.run_id || null, queued: !!outcome.queued,
-                        discarded: !!outcome.discarded, reason: outcome.queued ? outcome.reason : null, ...extra });
+                        discarded: !!outcome.discarded, reason: outcome.queued ? outcome.reason : null, ...recorded });
   if (outcome.delivered && outcome.result?.run_id) {
     // Show the run at once, before the host's first event arrives.
     const t = state.templates.find((x) => x.name === template);
@@ -329,6 +333,7 @@ const HANDLERS = {
   "runs.output": hostCall("runs.output", ["run_id", "step_id"]),
   "runs.retry": hostCall("runs.retry", ["run_id", "budget_usd"]),
   "runs.cancel": hostCall("runs.cancel", ["run_id"]),
+  "runs.for_url": hostCall("runs.for_url", ["url"]),
   spend: hostCall("spend"),
   "templates.list": async () => {
     await host.whenConnected();
@@ -347,13 +352,15 @@ const HANDLERS = {
     const { page } = captured;
     const estimate = await host.request("estimate", { template, page: stripMetadata(page) }, { timeoutMs: 30000 });
     return { estimate, notice: captured.notice,
-             page: { title: page.title, url: page.source_url, bytes: page.content.length, type: page.content_type } };
+             page: { title: page.title, url: page.source_url, bytes: page.content.length, type: page.content_type,
+                     favicon: tab.favIconUrl || null } };
   },
-  "capture.page": async ({ tabId, template }) => {
+  "capture.page": async ({ tabId, template, reuse }) => {
     const started = performance.now();
     const tab = await tabById(tabId);
     const captured = await pageOfTab(tab, template);
-    const outcome = await send(template || defaultTemplate(), captured, { via: "popup" });
+    const outcome = await send(template || defaultTemplate(), captured,
+                               { via: "popup", reuse: ["reuse", "fresh"].includes(reuse) ? reuse : undefined });
     return { ...outcome, captureMs: captured.ms, totalMs: performance.now() - started, reused: !!captured.reused };
   },
   "settings.set": async ({ settings }) => {
