@@ -54,10 +54,10 @@ const INLINE = new RegExp([
   "<(https?://[^>\\s]{1,2000})>", // 7 autolink
   "(https?://[^\\s<>()\\[\\]]{1,2000}[^\\s<>()\\[\\].,;:!?'\"*_~])", // 8 bare URL
   "\\*\\*(?=\\S)([\\s\\S]{0,2000}?\\S)\\*\\*", // 9 strong
-  "__(?=\\S)([\\s\\S]{0,2000}?\\S)__", // 10 strong
+  "(?<![\\w.])__(?=\\S)([\\s\\S]{0,2000}?\\S)__(?!\\w)", // 10 strong
   "~~(?=\\S)([\\s\\S]{0,2000}?\\S)~~", // 11 strike
   "\\*(?=[^\\s*])([\\s\\S]{0,2000}?[^\\s*])\\*", // 12 emphasis
-  "(?<![A-Za-z0-9_])_(?=\\S)([\\s\\S]{0,2000}?\\S)_(?![A-Za-z0-9_])", // 13 emphasis
+  "(?<![\\w.])_(?=\\S)([\\s\\S]{0,2000}?\\S)_(?!\\w)", // 13 emphasis
   "( {2,}|\\\\)\\n", // 14 hard line break
 ].join("|"), "g");
 
@@ -80,7 +80,7 @@ function inline(doc, text, depth = 0) {
       out.push(code);
     } else if (m[3] !== undefined) {
       const href = safeHref(m[4]);
-      const label = `🖼 ${decodeEntities(m[3]) || "image"}`;
+      const label = `[image: ${decodeEntities(m[3]) || "no description"}]`;
       out.push(href ? link(doc, href, [doc.createTextNode(label)]) : doc.createTextNode(label));
     } else if (m[5] !== undefined) {
       const href = safeHref(m[6]);

@@ -90,10 +90,14 @@ function sourceOf(run) {
   return pageOf({ page: { title: o.title, url: o.source_url } });
 }
 
-function when(iso) {
+// A time as people say it: today's as the time alone, another day's with its date.
+function when(iso, now = new Date()) {
   if (!iso) return "";
   const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? "" : d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  if (Number.isNaN(d.getTime())) return "";
+  const sameDay = d.toDateString() === now.toDateString();
+  return sameDay ? d.toLocaleTimeString(undefined, { timeStyle: "short" })
+    : d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
 
 // A step stopped by a budget did not fail at anything: it was not started.
@@ -162,11 +166,16 @@ function renderDetail(run) {
   const terminal = isTerminalRun(run.status);
   const cost = runCost({ total_cost: m.total_cost, unknown_cost_steps: m.unknown_cost_steps });
   const estimated = Number(m.estimated_cost_steps || 0) > 0 ? "≈" : "";
-  const facts = [page.title ? run.name : null, `${done}/${total} steps`];
-  if (terminal) facts.push(tokens(m.total_tokens), `${estimated}${cost.text}`);
-  facts.push(`started ${when(run.createdAt)}`);
-  if (terminal && run.updatedAt) facts.push(`${run.status === RunStatus.COMPLETED ? "finished" : "ended"} ${when(run.updatedAt)}`);
-  if (terminal && m.duration_ms !== null && m.duration_ms !== undefined) facts.push(`took ${duration(m.duration_ms / 1000)}`);
+  const facts = [];
+  if (terminal) facts.push(`${estimated}${cost.text}`, tokens(m.total_tokens));
+  else facts.push(`${done}/${total} steps`);
+  if (page.title) facts.push(run.name);
+  if (terminal && run.updatedAt) {
+    const took = m.duration_ms !== null && m.duration_ms !== undefined ? ` (took ${duration(m.duration_ms / 1000)})` : "";
+    facts.push(`${run.status === RunStatus.COMPLETED ? "finished" : "ended"} ${when(run.updatedAt)}${took}`);
+  } else {
+    facts.push(`started ${when(run.createdAt)}`);
+  }
   $("detail-meta").textContent = facts.filter(Boolean).join(" · ") + unconfirmedPhrase({ calls: m.unconfirmed_calls, cost_max: m.unconfirmed_cost_max });
   $("detail-meta").title = estimated ? ESTIMATED_TITLE : "";
   $("detail-meta").dataset.cost = String(m.total_cost ?? 0);

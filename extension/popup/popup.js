@@ -141,7 +141,7 @@ async function renderOutbox(count) {
   const seq = ++view.outboxSeq;
   $("outbox").hidden = !count;
   if (!count) return;
-  $("outbox-text").textContent = `${count} capture${count === 1 ? "" : "s"} kept; sent as soon as the host answers.`;
+  $("outbox-text").textContent = `${count} capture${count === 1 ? "" : "s"} waiting; sent as soon as the host answers.`;
   let items;
   try {
     ({ items } = await call("outbox"));
@@ -244,11 +244,12 @@ async function refreshRuns() {
     const { runs } = await call("runs.list");
     for (const r of runs) view.runs.set(r.id, r);
     view.runsLoaded = true;
+    view.runsError = null;
     renderRuns();
     markOnce("runs-shown");
   } catch (err) {
-    if (!view.runs.size) $("runs-empty").textContent = `Runs unavailable: ${err.message}`;
-    $("runs-empty").hidden = view.runs.size > 0;
+    view.runsError = `Runs unavailable: ${err.message}`;
+    renderRunsEmpty();
   }
 }
 
@@ -260,7 +261,8 @@ function renderRunsEmpty() {
     return;
   }
   empty.hidden = false;
-  if (view.runsLoaded) empty.textContent = "No runs yet. Send a page to start one.";
+  if (view.runsError) empty.textContent = view.runsError;
+  else if (view.runsLoaded) empty.textContent = "No runs yet. Send a page to start one.";
   else if (!connected()) empty.textContent = "Your runs show here when the host answers.";
   else empty.textContent = "Loading runs…";
 }

@@ -88,12 +88,12 @@ function renderEstimate(e) {
   const list = $("preflight");
   list.textContent = "";
   if (!e || !e.steps || !e.steps.length) {
-    $("estimate-cost").textContent = "No model steps: nothing to pay.";
+    $("estimate-cost").textContent = "Estimate: no model steps, nothing to pay.";
     $("estimate-detail").textContent = "";
     $("estimate").dataset.ok = "true";
     return;
   }
-  $("estimate-cost").textContent = `Estimate ${costRange(e)}`;
+  $("estimate-cost").textContent = `Estimate: ${costRange(e)}`;
   const prompt = Number(e.total_prompt_tokens || 0);
   const out = e.steps.reduce((n, s) => n + Number(s.max_output_tokens || 0), 0);
   const parts = [`${e.lower_bound ? "at least " : ""}${prompt.toLocaleString("en-US")} prompt tokens`];
