@@ -93,3 +93,12 @@ export function statusLabel(status) {
     CANCELLED: "Cancelled", SKIPPED: "Skipped", WAITING_FOR_INPUT: "Waiting for input",
   }[s] || s.toLowerCase();
 }
+
+// A provider call that was sent but whose answer was never recorded (its worker died, its run
+// was cancelled) may have been billed: say so, with the most it may have cost.
+export function unconfirmedPhrase(lost, whenText = "") {
+  const n = Number(lost?.calls || 0);
+  if (!n) return "";
+  const bound = lost.cost_max === null || lost.cost_max === undefined ? "price unknown" : `up to ${usd(lost.cost_max)}`;
+  return ` · ${n} unconfirmed call${n === 1 ? "" : "s"}${whenText}, may have been billed ${bound}`;
+}

@@ -71,3 +71,20 @@ export function setFavicon(img, page) {
   if (page.favicon) img.src = page.favicon;
   else img.removeAttribute("src");
 }
+
+export async function copyText(text, button) {
+  const label = button.textContent;
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = "Copied";
+  } catch {
+    const area = document.createElement("textarea");
+    area.value = text;
+    document.body.append(area);
+    area.select();
+    const ok = document.execCommand("copy");
+    area.remove();
+    button.textContent = ok ? "Copied" : "Copy failed";
+  }
+  setTimeout(() => { button.textContent = label; }, 1500);
+}

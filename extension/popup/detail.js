@@ -6,9 +6,9 @@
 import { renderMarkdown, safeHref } from "../lib/markdown.js";
 import { outputText, saveMarkdown } from "../lib/result.js";
 import { api } from "../lib/ext.js";
-import { bytes, duration, runCost, statusLabel, tokens, usd, usdBudget } from "../lib/format.js";
+import { bytes, duration, runCost, statusLabel, tokens, unconfirmedPhrase, usd, usdBudget } from "../lib/format.js";
 import { RunStatus, StepStatus, isTerminalRun } from "../lib/states.js";
-import { $, call, mark, pageOf, runTitle, setFavicon } from "./common.js";
+import { $, call, copyText, mark, pageOf, runTitle, setFavicon } from "./common.js";
 import { liveLine } from "./live.js";
 import { estimateFor } from "./send.js";
 
@@ -228,8 +228,9 @@ function stepTime(s) {
 function stepFacts(s) {
   const em = s.execution_metrics || {};
   const facts = [];
-  if (em.attempts > 1) facts.push(`${em.attempts} attempts`);
-  if (em.retries) facts.push(`${em.retries} retr${em.retries === 1 ? "y" : "ies"}`);
+  const attempts = Number(em.attempts || 0);
+  const retries = attempts - 1;
+  if (retries > 0) facts.push(`${attempts} attempts (${retries} retr${retries === 1 ? "y" : "ies"})`);
   if (em.crash_recoveries) facts.push(`${em.crash_recoveries} crash restart${em.crash_recoveries === 1 ? "" : "s"}`);
   if (em.unconfirmed_calls) {
     facts.push(`${em.unconfirmed_calls} unconfirmed call${em.unconfirmed_calls === 1 ? "" : "s"}`
@@ -273,15 +274,6 @@ function renderSteps(run) {
     tr.dataset.stepId = s.id;
     body.append(tr);
   }
-}
-
-// A provider call that was sent but whose answer was never recorded (its worker died, its run
-// was cancelled) may have been billed: say so, with the most it may have cost.
-export function unconfirmedPhrase(lost, whenText = "") {
-  const n = Number(lost?.calls || 0);
-  if (!n) return "";
-  const bound = lost.cost_max === null || lost.cost_max === undefined ? "price unknown" : `up to ${usd(lost.cost_max)}`;
-  return ` · ${n} unconfirmed call${n === 1 ? "" : "s"}${whenText}, may have been billed ${bound}`;
 }
 
 // A run stopped by its own budget goes on only with a bigger one: enough for what was spent,
@@ -341,23 +333,6 @@ function openOutput() {
   if (!detail.run || !detail.outputStep) return;
   const q = new URLSearchParams({ run: detail.run.id, step: detail.outputStep.id });
   api.tabs.create({ url: api.runtime.getURL(`result/result.html#${q}`) });
-}
-
-export async function copyText(text, button) {
-  const label = button.textContent;
-  try {
-    await navigator.clipboard.writeText(text);
-    button.textContent = "Copied";
-  } catch {
-    const area = document.createElement("textarea");
-    area.value = text;
-    document.body.append(area);
-    area.select();
-    const ok = document.execCommand("copy");
-    area.remove();
-    button.textContent = ok ? "Copied" : "Copy failed";
-  }
-  setTimeout(() => { button.textContent = label; }, 1500);
 }
 
 export function wireDetail({ onClose }) {

@@ -4,13 +4,13 @@
 // to capture, popup.html#run=<id> opens a run's detail.
 
 import { api } from "../lib/ext.js";
-import { age, runCost, statusLabel, tokens, usd, usdBudget } from "../lib/format.js";
+import { age, runCost, statusLabel, tokens, unconfirmedPhrase, usd, usdBudget } from "../lib/format.js";
 import { isTerminalRun } from "../lib/states.js";
-import { $, call, markOnce, pageOf, runTitle, setFavicon } from "./common.js";
-import { copyText, detailId, openDetail, scheduleDetailReload, tickDetail, unconfirmedPhrase,
-         wireDetail } from "./detail.js";
+import { $, call, copyText, mark, markOnce, pageOf, runTitle, setFavicon } from "./common.js";
 import { liveRowFacts } from "./live.js";
 import { clearQueuedStatus, estimateFor, onOpenRun, refreshEstimate, sendPage, setTab } from "./send.js";
+
+mark("script-start");
 
 const FIRST_WORKFLOW = "page-digest";
 const params = new URLSearchParams(location.search);
@@ -27,6 +27,18 @@ const view = {
 };
 
 const connected = () => view.state?.connection?.status === "connected";
+
+// The run detail (and its Markdown renderer) loads when a run is first opened: the popup's
+// first paint and estimate do not wait for code they may never use.
+let detail = null;
+
+async function openDetail(runId, options) {
+  if (!detail) {
+    detail = await import("./detail.js");
+    detail.wireDetail({ onClose: focusRow });
+  }
+  return detail.openDetail(runId, options);
+}
 
 // ---- connection ----------------------------------------------------------------------------
 
@@ -87,12 +99,13 @@ function onConnected() {
   refreshRuns();
   refreshSpend();
   refreshEstimate(true);
-  if (detailId()) openDetail(detailId(), { keepFocus: true });
+  if (detail?.detailId()) openDetail(detail.detailId(), { keepFocus: true });
 }
 
 // ---- state from the background -------------------------------------------------------------
 
 function applyState(state) {
+  if (!view.state) mark("state-received");
   view.state = state;
   renderTemplates(state.templates, state.settings?.lastWorkflow, state.defaultTemplate);
   renderConnection(state.connection);
@@ -368,7 +381,7 @@ function fillRow(li, run) {
   c.title = cost.title;
   c.hidden = !terminal;
   c.dataset.cost = run.unknown_cost_steps > 0 && !run.total_cost ? "unknown" : String(run.total_cost ?? 0);
-  b.querySelector(".age").textContent = age(run.createdAt);
+  b.querySelector(".age").textContent = terminal ? age(run.createdAt) : ""; // a running one says its elapsed time
   b.setAttribute("aria-label",
     `${title}: ${statusLabel(run.status)}, ${done} of ${total} steps, `
     + (terminal ? `${tokens(run.total_tokens)}, cost ${cost.text}, ` : `${live}, `)
@@ -385,7 +398,7 @@ function connectPort() {
       const before = view.runs.get(msg.run.id);
       view.runs.set(msg.run.id, { ...(before || {}), ...msg.run });
       renderRuns();
-      scheduleDetailReload(msg.run.id);
+      detail?.scheduleDetailReload(msg.run.id);
       if (isTerminalRun(msg.run.status) && before && !isTerminalRun(before.status)) refreshSpend();
     }
   });
@@ -416,17 +429,16 @@ async function start() {
   }));
   $("workflow").addEventListener("change", () => {
     call("settings.set", { settings: { lastWorkflow: $("workflow").value } }).catch(() => {});
-    refreshEstimate(connected());
+    refreshEstimate(connected(), { force: true });
   });
   $("retry").addEventListener("click", () => call("connect").catch(() => {}));
-  wireDetail({ onClose: focusRow });
   onOpenRun((runId) => openDetail(runId, { summary: view.runs.get(runId) }));
   for (const b of document.querySelectorAll("[data-copy]")) {
     b.addEventListener("click", () => copyText($(b.dataset.copy).textContent, b));
   }
   setInterval(() => {
     renderRuns(); // ages, elapsed times
-    tickDetail();
+    detail?.tickDetail();
     if (view.state) renderConnection(view.state.connection);
   }, 1000);
   const m = location.hash.match(/^#run=(.+)$/);

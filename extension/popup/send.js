@@ -25,14 +25,32 @@ export function estimateFor(runId) {
 
 // ---- estimate and pre-flight ----------------------------------------------------------------
 
-export async function refreshEstimate(connected) {
+// Asked from several places as the popup opens (templates listed, host connected, tab
+// known): one request per workflow is enough, so an ask for the workflow already being
+// estimated, or estimated a moment ago, joins it; `force` (the person chose a workflow) asks anew.
+export function refreshEstimate(connected, { force = false } = {}) {
   const template = $("workflow").value;
-  if (!template) return;
+  if (!template) return null;
   if (!connected) {
     showEstimateText("Estimate: waiting for the host…");
-    return;
+    return null;
   }
+  const last = send.asked;
+  if (!force && last && last.template === template && (last.pending || performance.now() - last.at < 2000)) {
+    return last.promise;
+  }
+  const asked = { template, pending: true, at: performance.now() };
+  asked.promise = estimate(template).finally(() => {
+    asked.pending = false;
+    asked.at = performance.now();
+  });
+  send.asked = asked;
+  return asked.promise;
+}
+
+async function estimate(template) {
   const seq = ++send.estimateSeq;
+  mark("estimate-asked");
   await tabReady;
   if (seq !== send.estimateSeq) return;
   if (!send.estimate || send.estimate.template !== template) showEstimateText("Estimating…");
@@ -45,7 +63,7 @@ export async function refreshEstimate(connected) {
     const notice = $("page-notice");
     notice.hidden = !r.notice;
     notice.textContent = r.notice ? `⚠ ${r.notice}` : "";
-    mark("estimate-shown");
+    mark("estimate-shown", r.timing);
     if (r.page?.url && r.page.url !== send.pageUrl) {
       send.pageUrl = r.page.url;
       refreshAlreadySent(r.page.url);
@@ -99,7 +117,14 @@ function renderEstimate(e) {
   const parts = [`${e.lower_bound ? "at least " : ""}${prompt.toLocaleString("en-US")} prompt tokens`];
   if (out) parts.push(`up to ${out.toLocaleString("en-US")} out`);
   if (e.budget_usd) parts.push(`run budget ${usdBudget(e.budget_usd)}`);
-  $("estimate-detail").textContent = parts.join(" · ");
+  const detail = $("estimate-detail");
+  detail.textContent = "";
+  parts.forEach((text, i) => {
+    const part = document.createElement("span");
+    part.className = "nowrap";
+    part.textContent = text;
+    detail.append(...(i ? [" · ", part] : [part]));
+  });
   // Pre-flight (hosts that predate it send none: then nothing is listed).
   for (const step of e.steps) {
     const p = step.preflight;

@@ -26,6 +26,9 @@ def _sources() -> dict[Path, str]:
     return {p.resolve(): p.read_text(encoding="utf-8") for p in EXTENSION.rglob("*.js")}
 
 
+_DYNAMIC_IMPORT = re.compile(r'import\("([^"]+)"\)')
+
+
 def _imported() -> dict[Path, set[str]]:
     names: dict[Path, set[str]] = {}
     for path, text in _sources().items():
@@ -33,6 +36,10 @@ def _imported() -> dict[Path, set[str]]:
             module = (path.parent / target).resolve()
             names.setdefault(module, set()).update(
                 n.split(" as ")[0].strip() for n in listed.split(",") if n.strip())
+        # A module loaded on demand: its exports are used as `<module>.name` in the importer.
+        for target in _DYNAMIC_IMPORT.findall(text):
+            module = (path.parent / target).resolve()
+            names.setdefault(module, set()).update(re.findall(r"\.(\w+)\(", text))
     return names
 
 
