@@ -50,7 +50,7 @@ def send_from_popup(popup, template):
     popup.wait_for_selector(f'#workflow option[value="{template}"]', state="attached", timeout=20000)
     popup.select_option("#workflow", template)
     wait_js(popup, "document.getElementById('estimate-cost').textContent.startsWith('Estimate:')", timeout=20000)
-    popup.get_by_role("button", name=SEND).click()
+    popup.click("#send-button")  # "Send anyway" when pre-flight says it may pass its run budget
     popup.wait_for_selector('#send-status[data-kind="ok"]', timeout=60000)
     return popup.get_attribute("#send-status", "data-run-id")
 
@@ -459,6 +459,9 @@ def test_host_missing_capture_is_kept_and_delivered_when_it_returns(chromium_fac
     tab = chromium.open(article)
     popup = chromium.popup(article)
     popup.wait_for_selector("#host-problem:not([hidden])", timeout=20000)
+    # Plain words first; the browser's message and the commands under "How to fix it".
+    assert popup.inner_text("#host-problem-title") == "Hybrid Engine is not installed for this browser"
+    popup.click("#host-problem-details summary")
     assert popup.inner_text("#host-error") == "Specified native messaging host not found."
     assert popup.inner_text("#fix-install") == "hybrid-engine install"
     assert popup.inner_text("#fix-doctor") == "hybrid-engine doctor"
