@@ -8,6 +8,7 @@ import { api } from "./ext.js";
 import { bytes } from "./format.js";
 
 export const DEFAULT_MAX_BYTES = 8 * 1024 * 1024;
+const PARSE_WAIT_MS = 3000; // how long a page whose parser is held up is waited for
 
 const STORE_HOSTS = ["chrome.google.com/webstore", "chromewebstore.google.com", "microsoftedge.microsoft.com/addons",
                      "addons.mozilla.org", "addons.opera.com"];
@@ -59,11 +60,19 @@ function byteLength(text) {
 
 // ---- injected into the page (must be self-contained) ----------------------------------
 
-async function readPage(maxBytes) {
-  // Injected at once (injectImmediately), so a page still parsing is read when its DOM is
-  // complete, without waiting for its images and third-party scripts to finish loading.
+async function readPage(maxBytes, waitMs) {
+  // Injected at once (injectImmediately): the page is read as soon as its parser is done
+  // ("interactive"), not after its deferred scripts, images and third-party loads. A parser
+  // held up longer than waitMs (a synchronous script that does not arrive) gives what it has.
+  let partial = false;
   if (document.readyState === "loading") {
-    await new Promise((resolve) => document.addEventListener("DOMContentLoaded", resolve, { once: true }));
+    partial = await new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(true), waitMs);
+      document.addEventListener("readystatechange", () => {
+        clearTimeout(timer);
+        resolve(false);
+      }, { once: true });
+    });
   }
   const size = (s) => new Blob([s]).size;
   const doctype = document.doctype ? `<!DOCTYPE ${document.doctype.name}>\n` : "";
@@ -74,6 +83,7 @@ async function readPage(maxBytes) {
     selection: String(getSelection() || ""),
     lang: document.documentElement.lang || null,
     htmlBytes: size(html),
+    partial,
   };
   if (out.htmlBytes <= maxBytes) {
     out.content = html;
@@ -132,7 +142,7 @@ export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
   const reason = unscriptableReason(fallbackUrl);
   if (!reason || !fallbackUrl) {
     try {
-      const r = await runInTab(tab.id, 0, readPage, [maxBytes]);
+      const r = await runInTab(tab.id, 0, readPage, [maxBytes, PARSE_WAIT_MS]);
       const page = {
         content: r.content,
         source_url: r.url,
@@ -142,6 +152,10 @@ export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
         metadata: { kind: "page", html_bytes: r.htmlBytes, lang: r.lang },
       };
       let notice = null;
+      if (r.partial) {
+        page.metadata.partial = true;
+        notice = "The page was still loading: this is what it showed so far.";
+      }
       if (r.contentType === "text/plain") {
         notice = `The page's HTML is ${bytes(r.htmlBytes)}, over the ${bytes(maxBytes)} limit: `
           + (r.truncated ? `sent the first ${bytes(maxBytes)} of its text instead.`
