@@ -111,23 +111,27 @@ function runLabel(run) {
   return statusLabel(run.status);
 }
 
+// An error as the popup says it: "Not started" is a stop, not a failure, and the CLI command
+// the host suggests to go on is the Retry button here.
 function plainError(text) {
-  return String(text || "").replace(/^Not started: /, "Stopped before it started: ");
+  return String(text || "").replace(/^Not started: /, "Stopped before it started: ")
+    .replace(/\s*To go on: `?hybrid-engine [^`]*`?\.?\s*$/, "").trim();
 }
 
-// Every error of the run, the run's own first, each step's after, none repeated.
+// Every error of the run, each step's first, then the run's own unless it only repeats one.
 function errorsOf(run) {
-  const seen = new Set();
+  const raw = [];
   const out = [];
-  const add = (text, step) => {
-    const t = plainError(text).trim();
-    if (!t || seen.has(t)) return;
-    seen.add(t);
-    out.push(step ? `${step}: ${t}` : t);
-  };
-  for (const s of run.steps || []) if (s.error && s.status === StepStatus.FAILED) add(s.error, s.name || s.id);
-  if (!out.length) add(run.error);
-  else if (run.error && ![...seen].some((t) => plainError(run.error).includes(t))) add(run.error);
+  for (const s of run.steps || []) {
+    if (!s.error || s.status !== StepStatus.FAILED) continue;
+    const t = plainError(s.error);
+    if (!t || out.some((o) => o.endsWith(t))) continue;
+    raw.push(String(s.error).replace(/^Not started: /, ""));
+    out.push(`${s.name || s.id}: ${t}`);
+  }
+  const own = plainError(run.error);
+  const repeats = raw.some((r) => String(run.error || "").includes(r.slice(0, 60)));
+  if (own && !repeats) out.push(own);
   return out;
 }
 
@@ -192,6 +196,7 @@ function renderDetail(run) {
   // intermediate step's text as if it were the result.
   const failed = terminal && run.status !== RunStatus.COMPLETED;
   showErrors(failed ? errorsOf(run) : []);
+  $("errors-title").textContent = run.error_code === "budget_exceeded" ? "Why it stopped" : "What went wrong";
   if (failed) {
     $("result").hidden = true;
     $("steps-box").open = true;

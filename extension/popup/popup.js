@@ -246,7 +246,9 @@ async function refreshSpend() {
       meter.dataset.over = String(s.today >= budget);
     }
   } catch (err) {
-    $("spend-text").textContent = `Spend unavailable: ${err.message}`;
+    // The database's problem is said once, where the runs would be.
+    $("spend-text").textContent = String(err.code || "").startsWith("store_")
+      ? "Spend unavailable until the database is fixed (see below)." : `Spend unavailable: ${err.message}`;
   }
 }
 

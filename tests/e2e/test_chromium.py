@@ -407,6 +407,13 @@ def test_a_run_stopped_by_its_budget_goes_on_from_the_popup_with_a_bigger_one(ch
     button = popup.locator("#retry-run")
     button.wait_for(state="visible", timeout=20000)
     assert button.inner_text() == "Retry with a $0.01 run budget"
+    # Said as what it is: stopped by the budget before it started, not "failed: Not started".
+    assert popup.inner_text("#detail-status") == "STOPPED BY BUDGET"
+    assert popup.locator("#detail-error-list li").first.inner_text().startswith("summary: Stopped before it started")
+    shot(popup, "popup-light-detail-budget-stop")
+    popup.emulate_media(color_scheme="dark")
+    shot(popup, "popup-dark-detail-budget-stop")
+    popup.emulate_media(color_scheme="light")
     button.click()  # the host that stopped the step runs it again: its budget is read afresh
     done = he.wait_run(run_id, "COMPLETED")
     assert done["budget_usd"] == 0.01 and len(he.fake.requests_for("local")) == 1
@@ -451,6 +458,8 @@ def test_popup_explains_a_damaged_database_in_plain_words_with_the_fix(chromium_
     assert text.startswith("Runs unavailable: Hybrid Engine's database file is damaged or empty"), text
     assert f"mv {db} {db}.broken" in text
     shot(popup, "popup-light-store-corrupt")
+    popup.emulate_media(color_scheme="dark")
+    shot(popup, "popup-dark-store-corrupt")
 
 
 def test_host_missing_capture_is_kept_and_delivered_when_it_returns(chromium_factory, he, site):
@@ -485,6 +494,10 @@ def test_host_missing_capture_is_kept_and_delivered_when_it_returns(chromium_fac
     assert stored[f"outbox-body:{out['id']}"]["page"]["metadata"]["kind"] == "selection"
     popup.wait_for_selector("#outbox:not([hidden])")
     assert "1 capture waiting" in popup.inner_text("#outbox-text")
+    shot(popup, "popup-light-outbox")
+    popup.emulate_media(color_scheme="dark")
+    shot(popup, "popup-dark-outbox")
+    popup.emulate_media(color_scheme="light")
 
     # The service worker is stopped (as Chromium does to idle workers); the capture is in storage.
     cdp = popup.context.new_cdp_session(popup)

@@ -305,3 +305,5 @@ def test_no_already_sent_card_when_the_host_does_not_know_the_question(chromium,
     wait_js(popup, "performance.getEntriesByName('popup:estimate-shown').length > 0")
     assert popup.locator("#already").is_hidden()
     assert popup.locator("#send-status").inner_text() == ""
+    assert popup.inner_text("#runs-empty") == "No runs yet. Send a page to start one."
+    both_schemes(popup, "empty")
