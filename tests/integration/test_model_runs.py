@@ -579,7 +579,7 @@ def test_spend_command_reports_today_month_providers_and_budgets(service, fake_p
     assert data["today_by_provider"] == {"openai": pytest.approx(0.0006)}
     assert data["daily_budget_usd"] == 0.5 and data["monthly_budget_usd"] == 10
     text = cli("spend", check=True).stdout
-    assert "openai" in text and "daily budget: $0.50, $0.4994 left" in text
+    assert "openai" in text and "daily budget: $0.50, $0.50 left" in text
 
 
 def test_a_reply_claiming_one_token_for_a_long_prompt_is_priced_from_our_own_count(service, fake_provider_env):
