@@ -121,14 +121,16 @@ function applyState(state) {
 // The workflow offered first: the one used last, else the default, else page-digest.
 function renderTemplates(templates, last, preferred) {
   const usable = (templates || []).filter((t) => t.has_capture_slot !== false);
-  const key = JSON.stringify(usable.map((t) => [t.name, t.description]));
+  const key = JSON.stringify([usable.length ? null : connected(), usable.map((t) => [t.name, t.description])]);
   if (key === view.lastTemplatesKey) return;
   view.lastTemplatesKey = key;
   const select = $("workflow");
   const names = usable.map((t) => t.name);
   const current = [select.value, last, preferred, FIRST_WORKFLOW].find((n) => n && names.includes(n)) || names[0] || "";
   select.textContent = "";
-  if (!usable.length) select.append(new Option("No workflow yet (waiting for the host)", ""));
+  if (!usable.length) {
+    select.append(new Option(connected() ? "No workflow with a page slot" : "No workflow yet (waiting for the host)", ""));
+  }
   for (const t of usable) {
     const opt = new Option(t.name, t.name);
     opt.title = t.description || "";
@@ -276,6 +278,7 @@ function renderRunsEmpty() {
     return;
   }
   empty.hidden = false;
+  empty.classList.toggle("error-text", !!view.runsError);
   if (view.runsError) empty.textContent = view.runsError;
   else if (view.runsLoaded) empty.textContent = "No runs yet. Send a page to start one.";
   else if (!connected()) empty.textContent = "Your runs show here when the host answers.";

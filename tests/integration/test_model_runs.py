@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from hybrid_engine.errors import BadRequest
+from hybrid_engine.money import usd
 from hybrid_engine.templates import validate
 from polling import wait_for
 
@@ -491,7 +492,7 @@ def test_spend_counts_estimated_costs_and_says_they_are_estimated(service, fake_
     assert cost > 0 and data["today"] == pytest.approx(cost) and data["this_month"] == pytest.approx(cost)
     assert data["today_estimated"] == pytest.approx(cost) and data["this_month_estimated"] == pytest.approx(cost)
     text = cli("spend", check=True).stdout
-    assert f"of which ~${cost:.6f} today and ~${cost:.6f} this month are estimated" in text, text
+    assert f"of which ~{usd(cost)} today and ~{usd(cost)} this month are estimated" in text, text
 
 
 def test_show_marks_a_cost_estimated_from_our_own_count(service, fake_provider_env, cli):
@@ -501,7 +502,7 @@ def test_show_marks_a_cost_estimated_from_our_own_count(service, fake_provider_e
     assert a["execution_metrics"]["cost_estimated"] is True and doc["metrics"]["estimated_cost_steps"] == 1
     table = cli("show", doc["id"], check=True).stdout
     row = next(line for line in table.splitlines() if line.startswith("a "))
-    assert f"~${a['execution_metrics']['cost']:.6f} est." in row, table
+    assert f"~{usd(a['execution_metrics']['cost'])} est." in row, table
     total = next(line for line in table.splitlines() if line.startswith("total "))
     assert "est." in total, table
     assert "~ est.: a: the provider reported no usable token usage" in table
