@@ -365,9 +365,7 @@ class Host:
             return
         started = time.monotonic()
         try:
-            from .estimate import warm
-
-            warm(self.service)
+            self.service.warm_estimate()
         except Exception:  # noqa: BLE001 - only a head start: the first estimate loads what failed here
             log.debug("warming the estimate failed", exc_info=True)
             return

@@ -346,6 +346,12 @@ class Service:
         return preflight.annotate(est, spent_today=spent, daily_budget=budgets.daily_usd,
                                   provider_settings=settings.provider_settings)
 
+    def warm_estimate(self) -> None:
+        """Load what the first estimate would wait for (estimate.warm), ahead of it."""
+        from .estimate import warm
+
+        warm(self)
+
     def spend(self) -> dict:
         from . import settings
 
