@@ -13,6 +13,7 @@ import { PreparedPages } from "./lib/prepared.js";
 import { RunStatus, isTerminalRun } from "./lib/states.js";
 import { hostOf, rulesFor } from "./lib/sites.js";
 
+const FIRST_WORKFLOW = "page-digest";
 const DEFAULT_SETTINGS = { defaultTemplate: "", notifications: true, maxCaptureBytes: DEFAULT_MAX_BYTES };
 const RECENT_LIMIT = 20;
 
@@ -214,7 +215,9 @@ function defaultTemplate() {
   if (state.settings.defaultTemplate && (names.includes(state.settings.defaultTemplate) || !names.length)) {
     return state.settings.defaultTemplate;
   }
-  return names[0] || null;
+  // A fresh install starts on the one-model digest, not the alphabetically first workflow
+  // (which may need keys for several providers).
+  return names.includes(FIRST_WORKFLOW) ? FIRST_WORKFLOW : names[0] || null;
 }
 
 async function tabById(tabId) {
@@ -233,11 +236,12 @@ async function send(template, captured, extra = {}) {
                         { code: "no_template" });
   }
   const started = performance.now();
-  const outcome = await host.capture(template, page);
+  const outcome = await host.capture(template, page, { reuse: extra.reuse });
   const sendMs = performance.now() - started;
+  const { reuse, ...recorded } = extra;
   await recordCapture({ kind: page.metadata?.kind || "page", template, title: page.title, notice,
                         run_id: outcome.result?.run_id || null, queued: !!outcome.queued,
-                        discarded: !!outcome.discarded, reason: outcome.queued ? outcome.reason : null, ...extra });
+                        discarded: !!outcome.discarded, reason: outcome.queued ? outcome.reason : null, ...recorded });
   if (outcome.delivered && outcome.result?.run_id) {
     // Show the run at once, before the host's first event arrives.
     const t = state.templates.find((x) => x.name === template);
@@ -354,6 +358,7 @@ const HANDLERS = {
   "runs.output": hostCall("runs.output", ["run_id", "step_id"]),
   "runs.retry": hostCall("runs.retry", ["run_id", "budget_usd"]),
   "runs.cancel": hostCall("runs.cancel", ["run_id"]),
+  "runs.for_url": hostCall("runs.for_url", ["url"]),
   spend: hostCall("spend"),
   "templates.list": async () => {
     await host.whenConnected();
@@ -373,20 +378,27 @@ const HANDLERS = {
     return host.hello;
   },
   estimate: async ({ tabId, template }) => {
+    const started = performance.now();
     const tab = await tabById(tabId);
     refuseNeverSite(tab?.url || tab?.pendingUrl);
     const captured = await pageOfTab(tab, template, { reuse: false });
     const { page } = captured;
+    const asked = performance.now();
     const estimate = await host.request("estimate", { template, page: stripMetadata(page) }, { timeoutMs: 30000 });
-    return { estimate, notice: captured.notice,
-             page: { title: page.title, url: page.source_url, bytes: page.content.length, type: page.content_type } };
+    // Where an estimate's time goes (the popup marks it; bench/popup_estimate.py prints it).
+    const timing = { captureMs: captured.ms, hostMs: performance.now() - asked,
+                     totalMs: performance.now() - started };
+    return { estimate, notice: captured.notice, timing,
+             page: { title: page.title, url: page.source_url, bytes: page.content.length, type: page.content_type,
+                     favicon: tab.favIconUrl || null } };
   },
-  "capture.page": async ({ tabId, template }) => {
+  "capture.page": async ({ tabId, template, reuse }) => {
     const started = performance.now();
     const tab = await tabById(tabId);
     refuseNeverSite(tab?.url || tab?.pendingUrl);
     const captured = await pageOfTab(tab, template);
-    const outcome = await send(template || defaultTemplate(), captured, { via: "popup" });
+    const outcome = await send(template || defaultTemplate(), captured,
+                               { via: "popup", reuse: ["reuse", "fresh"].includes(reuse) ? reuse : undefined });
     return { ...outcome, captureMs: captured.ms, totalMs: performance.now() - started, reused: !!captured.reused };
   },
   "sites.set": async ({ sites }) => {

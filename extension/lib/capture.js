@@ -8,6 +8,7 @@ import { api } from "./ext.js";
 import { bytes } from "./format.js";
 
 export const DEFAULT_MAX_BYTES = 8 * 1024 * 1024;
+const PARSE_WAIT_MS = 3000; // how long a page whose parser is held up is waited for
 
 const STORE_HOSTS = ["chrome.google.com/webstore", "chromewebstore.google.com", "microsoftedge.microsoft.com/addons",
                      "addons.mozilla.org", "addons.opera.com"];
@@ -64,7 +65,35 @@ function byteLength(text) {
 // and text in the colour of its background or too small to read. Such text is a known way to
 // slip instructions to an AI assistant. The live page is never changed: its computed styles
 // are read and the matching elements are removed from a copy, which is what is serialised.
-function readPage(maxBytes) {
+async function readPage(maxBytes, waitMs) {
+  // Injected at once (injectImmediately): the page is read as soon as its parser is done
+  // ("interactive"), not after its deferred scripts, images and third-party loads. A parser
+  // held up longer than waitMs (a synchronous script that does not arrive) gives what it has.
+  let partial = false;
+  if (document.readyState === "loading") {
+    partial = await new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(true), waitMs);
+      document.addEventListener("readystatechange", () => {
+        clearTimeout(timer);
+        resolve(false);
+      }, { once: true });
+    });
+  }
+  // Hidden text is judged by computed style, so a stylesheet still on its way would let text
+  // it hides through: wait for the page's stylesheets too (within the same wait).
+  const pendingSheets = [...document.querySelectorAll('link[rel~="stylesheet" i]')]
+    .filter((l) => !l.sheet && !l.disabled && (!l.media || matchMedia(l.media).matches)
+      && !performance.getEntriesByName(l.href).length); // fetched already: loaded or failed
+  if (pendingSheets.length) {
+    const settled = Promise.all(pendingSheets.map((l) => new Promise((resolve) => {
+      l.addEventListener("load", resolve, { once: true });
+      l.addEventListener("error", resolve, { once: true });
+      if (l.sheet) resolve();
+    })));
+    const late = await Promise.race([settled.then(() => false),
+                                     new Promise((resolve) => setTimeout(() => resolve(true), waitMs))]);
+    partial = partial || late;
+  }
   const size = (s) => new Blob([s]).size;
   const KEEP = new Set(["SCRIPT", "STYLE", "LINK", "META", "BASE", "TITLE", "HEAD", "HTML", "BODY", "BR", "WBR"]);
   const BLOCK = /^(block|flex|grid|list-item|table|table-row|table-caption|flow-root)/;
@@ -206,6 +235,7 @@ function readPage(maxBytes) {
     lang: document.documentElement.lang || null,
     htmlBytes: size(html),
     hidden: { elements: drop.length, texts: mute.length },
+    partial,
   };
   if (out.htmlBytes <= maxBytes) {
     out.content = html;
@@ -258,7 +288,9 @@ function readTarget(kind, url) {
 async function runInTab(tabId, frameId, func, args) {
   const target = { tabId };
   if (Number.isInteger(frameId) && frameId > 0) target.frameIds = [frameId];
-  const [first] = await api.scripting.executeScript({ target, func, args });
+  // injectImmediately: without it Firefox waits for document_idle, that is for every
+  // third-party load of a news page (15 s seen) before it reads a DOM that was ready long before.
+  const [first] = await api.scripting.executeScript({ target, func, args, injectImmediately: true });
   if (!first) throw new Error("the script gave no result");
   if (first.error) throw new Error(first.error.message || String(first.error));
   return first.result;
@@ -272,7 +304,7 @@ export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
   const reason = unscriptableReason(fallbackUrl);
   if (!reason || !fallbackUrl) {
     try {
-      const r = await runInTab(tab.id, 0, readPage, [maxBytes]);
+      const r = await runInTab(tab.id, 0, readPage, [maxBytes, PARSE_WAIT_MS]);
       const page = {
         content: r.content,
         source_url: r.url,
@@ -282,6 +314,10 @@ export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
         metadata: { kind: "page", html_bytes: r.htmlBytes, lang: r.lang, hidden_left_out: r.hidden },
       };
       let notice = null;
+      if (r.partial) {
+        page.metadata.partial = true;
+        notice = "The page was still loading: this is what it showed so far.";
+      }
       if (r.contentType === "text/plain") {
         notice = `The page's HTML is ${bytes(r.htmlBytes)}, over the ${bytes(maxBytes)} limit: `
           + (r.truncated ? `sent the first ${bytes(maxBytes)} of its text instead.`

@@ -1,11 +1,25 @@
 // Numbers as people read them. Money follows the one written rule in
-// host/hybrid_engine/money.py (the CLI's and the host's messages' too; tests/unit/test_money.py
-// runs both on the same figures): "unknown" with no figure, "$0" for exactly nothing,
-// "$1.2345" from a cent up, "$0.000123" under a cent, "<$0.000001" for a positive amount six
-// decimals cannot show (a call that cost something never reads $0), "-" before a negative one.
+// host/hybrid_engine/money.py (the CLI's and the host's messages' too; both sides are checked
+// against the same table, tests/data/money_cases.json): "unknown" with no figure, "$0" for
+// exactly nothing, cents from a cent up ("$1.23"), two significant digits under a cent with
+// trailing zeros dropped ("$0.00013", "$0.001"), "<$0.000001" for a positive amount smaller
+// than that (a call that cost something never reads $0), "-" before a negative one.
 
 function isFigure(cost) {
   return cost !== null && cost !== undefined && typeof cost !== "boolean" && Number.isFinite(Number(cost));
+}
+
+function trim(text) {
+  return text.includes(".") ? text.replace(/0+$/, "").replace(/\.$/, "") : text;
+}
+
+// toPrecision may answer in exponent form ("1.3e-7"): write it out in plain decimals.
+function plain(n, digits) {
+  const [mantissa, exp] = n.toPrecision(digits).split("e");
+  if (exp === undefined) return mantissa;
+  const e = Number(exp);
+  const d = mantissa.replace(".", "");
+  return e < 0 ? `0.${"0".repeat(-e - 1)}${d}` : mantissa;
 }
 
 export function usd(cost) {
@@ -13,17 +27,23 @@ export function usd(cost) {
   const n = Number(cost);
   if (n < 0) return `-${usd(-n)}`;
   if (n === 0) return "$0";
-  if (n >= 0.01) return `$${n.toFixed(4)}`;
-  const text = n.toFixed(6);
-  return text === "0.000000" ? "<$0.000001" : `$${text}`;
+  if (n < 0.000001) return "<$0.000001";
+  if (n < 0.01) {
+    const small = plain(n, 2);
+    if (Number(small) < 0.01) return `$${trim(small)}`;
+  }
+  return `$${n.toFixed(2)}`;
 }
 
-// A budget (an amount a person typed): in cents when it is whole cents, else as usd.
+// A budget (an amount a person typed): in cents when it is whole cents, else with the digits
+// it has.
 export function usdBudget(amount) {
-  if (!isFigure(amount)) return usd(amount);
+  if (!isFigure(amount) || Number(amount) === 0) return usd(amount);
   const n = Number(amount);
-  if (Math.abs(n * 100 - Math.round(n * 100)) >= 1e-9) return usd(n);
-  return n < 0 ? `-$${(-n).toFixed(2)}` : `$${n.toFixed(2)}`;
+  if (n < 0) return `-${usdBudget(-n)}`;
+  if (n < 0.000001) return usd(n);
+  if (Math.abs(n * 100 - Math.round(n * 100)) < 1e-9) return `$${(Math.round(n * 100) / 100).toFixed(2)}`;
+  return `$${trim(n.toFixed(6))}`;
 }
 
 // A run summary's cost: unknown when some steps have no price and nothing is known.
@@ -72,4 +92,13 @@ export function statusLabel(status) {
     PENDING: "Waiting", QUEUED: "Queued", RUNNING: "Running", COMPLETED: "Done", FAILED: "Failed",
     CANCELLED: "Cancelled", SKIPPED: "Skipped", WAITING_FOR_INPUT: "Waiting for input",
   }[s] || s.toLowerCase();
+}
+
+// A provider call that was sent but whose answer was never recorded (its worker died, its run
+// was cancelled) may have been billed: say so, with the most it may have cost.
+export function unconfirmedPhrase(lost, whenText = "") {
+  const n = Number(lost?.calls || 0);
+  if (!n) return "";
+  const bound = lost.cost_max === null || lost.cost_max === undefined ? "price unknown" : `up to ${usd(lost.cost_max)}`;
+  return ` · ${n} unconfirmed call${n === 1 ? "" : "s"}${whenText}, may have been billed ${bound}`;
 }

@@ -324,8 +324,8 @@ export class NativeHost {
   // Wait (while the person waits) for this capture's answer: {delivered, result} when the
   // host made its run, {queued, reason} when it cannot be reached now (it stays in the
   // outbox), {discarded} when it was discarded meanwhile; a refusal is thrown.
-  async capture(template, page, { connectTimeoutMs = CONNECT_WAIT_MS } = {}) {
-    const { id } = await this.outbox.add(template, page);
+  async capture(template, page, { connectTimeoutMs = CONNECT_WAIT_MS, reuse } = {}) {
+    const { id } = await this.outbox.add(template, page, reuse ? { reuse } : {});
     const outcome = new Promise((resolve) => this.captureWaiters.set(id, resolve));
     this.whenConnected(connectTimeoutMs).then(() => this.flushOutbox(),
                                               (err) => this.settle(id, { queued: true, reason: err.message }));
@@ -391,7 +391,8 @@ export class NativeHost {
       let sending;
       try {
         sending = await this.outbox.beginSend(next.id, (body) => this.send(
-          { type: "capture", template: body.template, page: body.page }, { timeoutMs: CAPTURE_TIMEOUT_MS }));
+          { type: "capture", template: body.template, page: body.page, ...(body.reuse ? { reuse: body.reuse } : {}) },
+          { timeoutMs: CAPTURE_TIMEOUT_MS }));
       } catch (err) {
         if (err.code === "body_missing") { // dropped from the outbox: nobody can send it
           this.settle(next.id, { error: err });

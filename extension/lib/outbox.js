@@ -85,10 +85,10 @@ export class Outbox {
 
   // Write a capture (header and body in one set) and return its header. The page gets the
   // id as page.metadata.capture_id.
-  add(template, page) {
+  add(template, page, extra = {}) {
     return this.serial(async () => {
       const id = newId();
-      const body = { template, page: { ...page, metadata: { ...(page.metadata || {}), capture_id: id } } };
+      const body = { template, page: { ...page, metadata: { ...(page.metadata || {}), capture_id: id } }, ...extra };
       const header = headerOf(id, this.nextSeq++, template, page, Date.now());
       await local.set({ [HEADER_PREFIX + id]: header, [BODY_PREFIX + id]: body });
       this.headers.set(id, header);

@@ -62,6 +62,9 @@ POLL_S = 0.15  # run.updated latency: Service.changes is cheap when nothing was 
 ENGINE_QUIET_S = 0.03
 ENGINE_DELAY_MAX_S = 1.0
 WORKER_WATCH_S = 2.0  # how soon a background worker that died is replaced while the browser is connected
+# The estimate's libraries load this long after the first reply (HYBRID_ENGINE_WARM_AFTER_S;
+# "off" never): by the time a person opens the popup they are in memory.
+WARM_AFTER_S = 2.0
 
 
 class _Terminated(BaseException):
@@ -351,6 +354,25 @@ class Host:
             return
         self._engine = threading.Thread(target=self._engine_main, name="engine", daemon=True)
         self._engine.start()
+        threading.Thread(target=self._warm_main, name="warm", daemon=True).start()
+
+    def _warm_main(self) -> None:
+        setting = os.environ.get("HYBRID_ENGINE_WARM_AFTER_S", "").strip()
+        if setting == "off":
+            return
+        try:
+            delay = float(setting) if setting else WARM_AFTER_S
+        except ValueError:
+            delay = WARM_AFTER_S
+        if self._closing.wait(max(0.0, delay)):
+            return
+        started = time.monotonic()
+        try:
+            self.service.warm_estimate()
+        except Exception:  # noqa: BLE001 - only a head start: the first estimate loads what failed here
+            log.debug("warming the estimate failed", exc_info=True)
+            return
+        log.info("estimate libraries loaded in %.0f ms", (time.monotonic() - started) * 1000)
 
     # -- the engine: the background worker -------------------------------------------
     def _wait_for_quiet(self) -> None:

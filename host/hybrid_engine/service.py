@@ -339,10 +339,23 @@ class Service:
     _ESTIMATE_COMPUTED = ("extract_text", "template", "noop")
 
     def estimate(self, template_ref: str, page: dict) -> dict:
-        """Tokens and cost a run of `template_ref` on `page` would take (estimate.py)."""
+        """Tokens and cost a run of `template_ref` on `page` would take (estimate.py), with whether
+        each model step could start now (preflight.py)."""
+        from . import preflight, settings
         from .estimate import estimate_run
 
-        return estimate_run(self.template(template_ref), page)
+        est = estimate_run(self.template(template_ref), page)
+        budgets = settings.budgets()
+        day_start, _ = clock.period_starts()
+        spent = sum(self.store.spend_since(day_start).values()) + self.store.unconfirmed_cost(day_start)
+        return preflight.annotate(est, spent_today=spent, daily_budget=budgets.daily_usd,
+                                  provider_settings=settings.provider_settings)
+
+    def warm_estimate(self) -> None:
+        """Load what the first estimate would wait for (estimate.warm), ahead of it."""
+        from .estimate import warm
+
+        warm(self)
 
     def spend(self) -> dict:
         from . import settings

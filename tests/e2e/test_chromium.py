@@ -42,15 +42,15 @@ def run_row(popup, run_id):
 
 def wait_row_done(popup, run_id, timeout_ms=60000):
     popup.wait_for_selector(f'#run-list li[data-run-id="{run_id}"][data-status="COMPLETED"] .progress[data-percent="100"]',
-                            timeout=timeout_ms)
+                            state="attached", timeout=timeout_ms)
 
 
 def send_from_popup(popup, template):
     popup.wait_for_selector('#connection[data-status="connected"]', timeout=20000)
     popup.wait_for_selector(f'#workflow option[value="{template}"]', state="attached", timeout=20000)
     popup.select_option("#workflow", template)
-    wait_js(popup, "document.getElementById('estimate').textContent.startsWith('Estimate:')", timeout=20000)
-    popup.get_by_role("button", name=SEND).click()
+    wait_js(popup, "document.getElementById('estimate-cost').textContent.startsWith('Estimate:')", timeout=20000)
+    popup.click("#send-button")  # "Send anyway" when pre-flight says it may pass its run budget
     popup.wait_for_selector('#send-status[data-kind="ok"]', timeout=60000)
     return popup.get_attribute("#send-status", "data-run-id")
 
@@ -63,7 +63,7 @@ def test_popup_sends_page_and_shows_progress_and_cost(chromium, he, site):
     popup.wait_for_selector('#connection[data-status="connected"]', timeout=20000)
     popup.wait_for_selector('#workflow option[value="e2e-digest"]', state="attached")
     popup.select_option("#workflow", "e2e-digest")
-    wait_js(popup, "document.getElementById('estimate').textContent.startsWith('Estimate:')")
+    wait_js(popup, "document.getElementById('estimate-cost').textContent.startsWith('Estimate:')")
     estimate = popup.inner_text("#estimate")
     assert "prompt tokens" in estimate and "$" in estimate, estimate
     assert popup.get_by_role("button", name=SEND).is_enabled()
@@ -73,7 +73,8 @@ def test_popup_sends_page_and_shows_progress_and_cost(chromium, he, site):
     run_id = popup.get_attribute("#send-status", "data-run-id")
     row = run_row(popup, run_id)
     row.wait_for(timeout=10000)
-    assert row.locator(".name").inner_text() == "e2e-digest"
+    # Named by its page when the host gives runs their page, else by the workflow.
+    assert row.locator(".name").inner_text() in ("The Durable Engine", "e2e-digest")
     he.fake.wait_requests(1, provider="local")
     popup.wait_for_selector(f'#run-list li[data-run-id="{run_id}"][data-status="RUNNING"]', timeout=20000)
     wait_for(lambda: chromium.bg("chrome.action.getBadgeText({})") == "1", 20, what="the badge to count the run")
@@ -406,6 +407,13 @@ def test_a_run_stopped_by_its_budget_goes_on_from_the_popup_with_a_bigger_one(ch
     button = popup.locator("#retry-run")
     button.wait_for(state="visible", timeout=20000)
     assert button.inner_text() == "Retry with a $0.01 run budget"
+    # Said as what it is: stopped by the budget before it started, not "failed: Not started".
+    assert popup.inner_text("#detail-status") == "STOPPED BY BUDGET"
+    assert popup.locator("#detail-error-list li").first.inner_text().startswith("summary: Stopped before it started")
+    shot(popup, "popup-light-detail-budget-stop")
+    popup.emulate_media(color_scheme="dark")
+    shot(popup, "popup-dark-detail-budget-stop")
+    popup.emulate_media(color_scheme="light")
     button.click()  # the host that stopped the step runs it again: its budget is read afresh
     done = he.wait_run(run_id, "COMPLETED")
     assert done["budget_usd"] == 0.01 and len(he.fake.requests_for("local")) == 1
@@ -430,7 +438,7 @@ def test_run_detail_warns_of_a_cut_answer_and_marks_an_estimated_cost(chromium, 
     assert warning.is_visible()
     assert warning.inner_text() == "⚠ cut at max_tokens (200 tokens): the answer is incomplete"
     assert row.locator("td.estimated").inner_text() == f"≈{usd(cost)}"
-    assert popup.inner_text("#detail-meta").split(" · ")[2] == f"≈{usd(cost)}"
+    assert popup.inner_text("#detail-meta").split(" · ")[0] == f"≈{usd(cost)}"
 
 
 def row_cost(popup, run_id):
@@ -450,6 +458,8 @@ def test_popup_explains_a_damaged_database_in_plain_words_with_the_fix(chromium_
     assert text.startswith("Runs unavailable: Hybrid Engine's database file is damaged or empty"), text
     assert f"mv {db} {db}.broken" in text
     shot(popup, "popup-light-store-corrupt")
+    popup.emulate_media(color_scheme="dark")
+    shot(popup, "popup-dark-store-corrupt")
 
 
 def test_host_missing_capture_is_kept_and_delivered_when_it_returns(chromium_factory, he, site):
@@ -458,6 +468,9 @@ def test_host_missing_capture_is_kept_and_delivered_when_it_returns(chromium_fac
     tab = chromium.open(article)
     popup = chromium.popup(article)
     popup.wait_for_selector("#host-problem:not([hidden])", timeout=20000)
+    # Plain words first; the browser's message and the commands under "How to fix it".
+    assert popup.inner_text("#host-problem-title") == "Hybrid Engine is not installed for this browser"
+    popup.click("#host-problem-details summary")
     assert popup.inner_text("#host-error") == "Specified native messaging host not found."
     assert popup.inner_text("#fix-install") == "hybrid-engine install"
     assert popup.inner_text("#fix-doctor") == "hybrid-engine doctor"
@@ -481,6 +494,10 @@ def test_host_missing_capture_is_kept_and_delivered_when_it_returns(chromium_fac
     assert stored[f"outbox-body:{out['id']}"]["page"]["metadata"]["kind"] == "selection"
     popup.wait_for_selector("#outbox:not([hidden])")
     assert "1 capture waiting" in popup.inner_text("#outbox-text")
+    shot(popup, "popup-light-outbox")
+    popup.emulate_media(color_scheme="dark")
+    shot(popup, "popup-dark-outbox")
+    popup.emulate_media(color_scheme="light")
 
     # The service worker is stopped (as Chromium does to idle workers); the capture is in storage.
     cdp = popup.context.new_cdp_session(popup)

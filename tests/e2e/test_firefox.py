@@ -141,7 +141,7 @@ def test_firefox_loads_extension_reaches_host_and_completes_a_capture(firefox, h
     assert isinstance(tab_id, int), tab_id
     firefox.m.navigate(f"{firefox.base}/popup/popup.html?tab={tab_id}")
     wait_for(lambda: firefox.js("return !!document.querySelector('#workflow option[value=\"e2e-digest\"]') && "
-                                "document.getElementById('estimate').textContent.startsWith('Estimate:');"),
+                                "document.getElementById('estimate-cost').textContent.startsWith('Estimate:');"),
              30, 0.2, "the workflow list and the estimate")
     firefox.js("const s = document.getElementById('workflow'); s.value = 'e2e-digest';"
                "s.dispatchEvent(new Event('change')); return true;")

@@ -43,6 +43,9 @@ def host_env(home: Path | str, extra: dict | None = None) -> dict:
         env.pop(var, None)
     # The background worker the host starts leaves soon after the test's work is done.
     env.setdefault("HYBRID_ENGINE_WORKER_LINGER_S", "1")
+    # Loading the estimate's libraries early is tested on its own; elsewhere it would only
+    # make the machine busier while the test runs.
+    env.setdefault("HYBRID_ENGINE_WARM_AFTER_S", "off")
     env.update(extra or {})
     return env
 

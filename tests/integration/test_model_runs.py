@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from hybrid_engine.errors import BadRequest
+from hybrid_engine.money import usd
 from hybrid_engine.templates import validate
 from polling import wait_for
 
@@ -193,8 +194,8 @@ def test_the_worker_survives_every_kind_of_provider_failure(service, fake_provid
 
 # ---- budgets ---------------------------------------------------------------------------------
 
-# gpt-4o: $2.50 / Mtok in, $10 / Mtok out. The fake's default usage (120 in, 30 out) costs $0.000600;
-# a step with max_tokens 1000 may cost up to about $0.0100.
+# gpt-4o: $2.50 / Mtok in, $10 / Mtok out. The fake's default usage (120 in, 30 out) costs $0.0006;
+# a step with max_tokens 1000 may cost up to about $0.01.
 SMALL = {"max_tokens": 100}
 LARGE = {"max_tokens": 1000}
 
@@ -211,11 +212,11 @@ def test_a_run_budget_stops_the_step_that_would_cross_it_before_it_starts(servic
     a, b, c = (step(doc, s) for s in "abc")
     assert a["status"] == "COMPLETED" and a["execution_metrics"]["cost"] == pytest.approx(0.0006)
     assert b["status"] == "FAILED" and b["error_code"] == "budget_exceeded"
-    assert "run budget $0.005000: spent $0.000600, this step may cost up to $0.0100" in b["error"], b["error"]
+    assert "run budget $0.005: spent $0.0006, this step may cost up to $0.01" in b["error"], b["error"]
     assert b["metadata"]["budget"]["kind"] == "run" and b["metadata"]["estimate"]["max_output_tokens"] == 1000
     assert c["status"] == "SKIPPED"
     assert doc["status"] == "FAILED" and doc["error_code"] == "budget_exceeded"
-    assert "run budget $0.005000" in doc["error"]
+    assert "run budget $0.005" in doc["error"]
     assert [r.body["messages"][-1]["content"] for r in fake.requests] == ["first"]  # b never called
 
 
@@ -230,7 +231,7 @@ def test_run_budget_from_the_command_line(service, fake_provider_env, cli, write
     assert doc["budget_usd"] == 0.005 and doc["error_code"] == "budget_exceeded"
     assert step(doc, "b")["status"] == "FAILED" and len(fake_provider_env.requests) == 1
     table = cli("show", doc["id"], check=True).stdout
-    assert "~$0.0100" in table and "run budget $0.005000" in table
+    assert "~$0.01" in table and "run budget $0.005" in table
 
 
 def test_a_run_stopped_by_its_budget_goes_on_after_retry_with_a_higher_one(service, fake_provider_env, cli):
@@ -248,7 +249,7 @@ def test_a_run_stopped_by_its_budget_goes_on_after_retry_with_a_higher_one(servi
     doc = service.run_document(run_id)
     assert doc["status"] == "COMPLETED" and doc["budget_usd"] == 0.02
     assert [r.body["messages"][-1]["content"] for r in fake_provider_env.requests] == ["first", "second"]
-    assert any("with a run budget of $0.0200" in line for line in step(doc, "b")["logs"])
+    assert any("with a run budget of $0.02" in line for line in step(doc, "b")["logs"])
 
 
 def test_retry_refuses_a_budget_that_is_not_a_non_negative_number(service, fake_provider_env):
@@ -280,7 +281,7 @@ def test_steps_running_side_by_side_are_counted_against_the_budget(service, fake
     assert states == ["COMPLETED", "COMPLETED", "FAILED"], states
     refused = next(s for s in doc["steps"] if s["status"] == "FAILED")
     assert refused["error_code"] == "budget_exceeded"
-    assert "spent $0, steps still running may cost up to $0.0200" in refused["error"], refused["error"]
+    assert "spent $0, steps still running may cost up to $0.02" in refused["error"], refused["error"]
     assert len(fake.requests) == 2
 
 
@@ -296,8 +297,8 @@ def test_daily_and_monthly_budgets_stop_a_step_and_retry_works_once_raised(
     doc = service.run_document(run_id)
     big = step(doc, "big")
     assert big["status"] == "FAILED" and big["error_code"] == "budget_exceeded"
-    assert (f"{period} budget ([budgets] {period}_usd) $0.005000: spent $0.000600, "
-            f"this step may cost up to $0.0100") in big["error"], big["error"]
+    assert (f"{period} budget ([budgets] {period}_usd) $0.005: spent $0.0006, "
+            f"this step may cost up to $0.01") in big["error"], big["error"]
     assert doc["error_code"] == "budget_exceeded" and len(fake.requests) == 1
 
     spend = service.spend()
@@ -491,7 +492,7 @@ def test_spend_counts_estimated_costs_and_says_they_are_estimated(service, fake_
     assert cost > 0 and data["today"] == pytest.approx(cost) and data["this_month"] == pytest.approx(cost)
     assert data["today_estimated"] == pytest.approx(cost) and data["this_month_estimated"] == pytest.approx(cost)
     text = cli("spend", check=True).stdout
-    assert f"of which ~${cost:.6f} today and ~${cost:.6f} this month are estimated" in text, text
+    assert f"of which ~{usd(cost)} today and ~{usd(cost)} this month are estimated" in text, text
 
 
 def test_show_marks_a_cost_estimated_from_our_own_count(service, fake_provider_env, cli):
@@ -501,7 +502,7 @@ def test_show_marks_a_cost_estimated_from_our_own_count(service, fake_provider_e
     assert a["execution_metrics"]["cost_estimated"] is True and doc["metrics"]["estimated_cost_steps"] == 1
     table = cli("show", doc["id"], check=True).stdout
     row = next(line for line in table.splitlines() if line.startswith("a "))
-    assert f"~${a['execution_metrics']['cost']:.6f} est." in row, table
+    assert f"~{usd(a['execution_metrics']['cost'])} est." in row, table
     total = next(line for line in table.splitlines() if line.startswith("total "))
     assert "est." in total, table
     assert "~ est.: a: the provider reported no usable token usage" in table
@@ -579,7 +580,7 @@ def test_spend_command_reports_today_month_providers_and_budgets(service, fake_p
     assert data["today_by_provider"] == {"openai": pytest.approx(0.0006)}
     assert data["daily_budget_usd"] == 0.5 and data["monthly_budget_usd"] == 10
     text = cli("spend", check=True).stdout
-    assert "openai" in text and "daily budget: $0.50, $0.4994 left" in text
+    assert "openai" in text and "daily budget: $0.50, $0.50 left" in text
 
 
 def test_a_reply_claiming_one_token_for_a_long_prompt_is_priced_from_our_own_count(service, fake_provider_env):

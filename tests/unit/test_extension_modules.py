@@ -26,6 +26,9 @@ def _sources() -> dict[Path, str]:
     return {p.resolve(): p.read_text(encoding="utf-8") for p in EXTENSION.rglob("*.js")}
 
 
+_DYNAMIC_IMPORT = re.compile(r'import\("([^"]+)"\)')
+
+
 def _imported() -> dict[Path, set[str]]:
     names: dict[Path, set[str]] = {}
     for path, text in _sources().items():
@@ -33,6 +36,10 @@ def _imported() -> dict[Path, set[str]]:
             module = (path.parent / target).resolve()
             names.setdefault(module, set()).update(
                 n.split(" as ")[0].strip() for n in listed.split(",") if n.strip())
+        # A module loaded on demand: its exports are used as `<module>.name` in the importer.
+        for target in _DYNAMIC_IMPORT.findall(text):
+            module = (path.parent / target).resolve()
+            names.setdefault(module, set()).update(re.findall(r"\.(\w+)\(", text))
     return names
 
 
@@ -56,14 +63,22 @@ def _node(module: str, body: str):
     return json.loads(out.stdout)
 
 
-# Each band of the rule, its edges, a negative, and the amounts that are no figure at all.
-FIGURES = [None, 0, 1e-9, 4e-7, 6e-7, 0.000123, 0.0006, 0.005, 0.0099999, 0.01, 0.0100001, 0.5, 1.23456,
-           12.5, 1234.56789, -0.05, -0.0001]
+MONEY_CASES = json.loads((Path(__file__).resolve().parents[1] / "data" / "money_cases.json").read_text())["cases"]
 
 
-def test_extension_formats_money_by_the_rule_the_host_uses():
+def test_extension_formats_money_by_the_shared_table():
+    amounts = [row[0] for row in MONEY_CASES]
+    js = _node("lib/format.js", f"{json.dumps(amounts)}.map((x) => [m.usd(x), m.usdBudget(x)])")
+    assert js == [[spent, budget] for _, spent, budget in MONEY_CASES]
+
+
+def test_extension_formats_money_as_the_host_does():
     js = _node("lib/format.js", f"{json.dumps(FIGURES)}.map((x) => [m.usd(x), m.usdBudget(x)])")
     assert js == [[money.usd(x), money.usd_budget(x)] for x in FIGURES]
+
+
+# Amounts beyond the table, so a drift between the two sides shows even where no row names it.
+FIGURES = [3.3e-6, 7.77e-5, 0.00049999, 0.0031415, 0.049999, 0.995, 2.675, 99.999, 0.1 + 0.2]
 
 
 def test_extension_spells_the_statuses_and_terminal_runs_as_the_host_does():
