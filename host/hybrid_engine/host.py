@@ -106,6 +106,16 @@ _EARLY = _EarlyRecords()
 
 # ---- caller origin -------------------------------------------------------------------
 
+def _import_shared_modules() -> None:
+    """Import, on this one thread and before any other starts, the modules that every thread
+    of the host reaches for first. Threads that import the same module graph at once can find
+    a module half-initialised (seen: `typing` from two handler threads, a runs.list answered
+    "internal"); a few ms here, after the first reply, cost nothing a user sees."""
+    import dataclasses  # noqa: F401
+    import json  # noqa: F401
+    import typing  # noqa: F401
+
+
 def check_origin(args: list[str]) -> str | None:
     """None when the caller may talk to us, else why not (becomes `forbidden` replies).
 
@@ -270,6 +280,8 @@ class Host:
         if not self._workers:
             import queue
 
+            _import_shared_modules()
+
             self._jobs = queue.Queue()
             for i in range(HANDLER_THREADS):
                 t = threading.Thread(target=self._worker, name=f"handler-{i}", daemon=True)
@@ -352,6 +364,7 @@ class Host:
         if self.forbidden:
             self.start_logging()
             return
+        _import_shared_modules()
         self._engine = threading.Thread(target=self._engine_main, name="engine", daemon=True)
         self._engine.start()
         threading.Thread(target=self._warm_main, name="warm", daemon=True).start()

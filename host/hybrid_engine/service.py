@@ -43,6 +43,11 @@ class Service:
         self._store = store
         self._store_lock = threading.Lock()
         self._templates = templates
+        # The first estimate imports the extractor and the tokenizers (seconds); the host's
+        # warm-up does the same on a thread of its own. Two threads importing one package graph
+        # at once can meet a module half-initialised, so until one has finished, they take turns.
+        self._estimate_imports = threading.RLock()
+        self._estimate_loaded = False
 
     @property
     def store(self) -> Store:
@@ -341,6 +346,14 @@ class Service:
     def estimate(self, template_ref: str, page: dict) -> dict:
         """Tokens and cost a run of `template_ref` on `page` would take (estimate.py), with whether
         each model step could start now (preflight.py)."""
+        if not self._estimate_loaded:
+            with self._estimate_imports:
+                result = self._estimate(template_ref, page)
+                self._estimate_loaded = True
+                return result
+        return self._estimate(template_ref, page)
+
+    def _estimate(self, template_ref: str, page: dict) -> dict:
         from . import preflight, settings
         from .estimate import estimate_run
 
@@ -355,7 +368,9 @@ class Service:
         """Load what the first estimate would wait for (estimate.warm), ahead of it."""
         from .estimate import warm
 
-        warm(self)
+        with self._estimate_imports:
+            warm(self)
+            self._estimate_loaded = True
 
     def spend(self) -> dict:
         from . import settings

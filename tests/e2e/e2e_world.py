@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "host"))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 from fake_provider import FakeProvider  # noqa: E402
-from polling import wait_for  # noqa: E402,F401 - the tests import it from here
+from polling import GUARD_MS, GUARD_S, wait_for  # noqa: E402,F401 - the tests import them from here
 from hybrid_engine import install as he_install  # noqa: E402
 from hybrid_engine.identity import CHROME_EXTENSION_ID, FIREFOX_EXTENSION_ID  # noqa: E402
 from hybrid_engine.money import usd  # noqa: E402,F401 - the popup's money format (extension/lib/format.js follows it)
@@ -197,7 +197,7 @@ class World:
             env.pop(var, None)
         return env
 
-    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, timeout: float = GUARD_S) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "hybrid_engine", *args], capture_output=True, text=True,
                               env=self.env(), timeout=timeout)
 
@@ -210,7 +210,7 @@ class World:
         """The whole run, outputs uncut, straight from the store (`hybrid-engine export`)."""
         return self.cli_json("export", run_id)
 
-    def wait_run(self, run_id: str, status: str = "COMPLETED", timeout: float = 60) -> dict:
+    def wait_run(self, run_id: str, status: str = "COMPLETED", timeout: float = GUARD_S) -> dict:
         def done():
             doc = self.cli_json("show", run_id, "--json")
             return doc if doc["status"] == status else None
@@ -328,6 +328,8 @@ class Chromium:
             args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   f"--disable-extensions-except={extension}", f"--load-extension={extension}"])
+        self.ctx.set_default_timeout(GUARD_MS)  # a guard against hanging, never a bound (polling.GUARD_S)
+        self.ctx.set_default_navigation_timeout(GUARD_MS)
         self.sw = self.ctx.service_workers[0] if self.ctx.service_workers else self.ctx.wait_for_event("serviceworker")
         assert self.sw.url.startswith(EXT_ORIGIN), self.sw.url
 
@@ -365,7 +367,7 @@ class Chromium:
         page.goto(f"{EXT_ORIGIN}/popup/popup.html{query}")
         return page
 
-    def wait_connected(self, timeout: float = 20):
+    def wait_connected(self, timeout: float = GUARD_S):
         return wait_for(lambda: self.bg("self.hybrid.host.status") == "connected", timeout, 0.1,
                         "the extension to reach the host")
 

@@ -60,7 +60,7 @@ def test_chromium_estimates_a_page_whose_images_are_still_loading(chromium, he, 
     tab.goto(url, wait_until="commit")
     tab.wait_for_function("document.readyState === 'interactive'")
     popup = chromium.popup(url)
-    wait_js(popup, "performance.getEntriesByName('popup:estimate-shown').length > 0", timeout=30000)
+    wait_js(popup, "performance.getEntriesByName('popup:estimate-shown').length > 0")
     assert popup.inner_text("#page-title") == "Still loading"
     assert tab.evaluate("document.readyState") == "interactive"  # ads.js still holds DOMContentLoaded back
     release.set()

@@ -10,7 +10,7 @@ import statistics
 
 import pytest
 
-from e2e_world import (ARTIFACTS, EXT_ORIGIN, INPUT_PER_MTOK, MODEL, OUTPUT_PER_MTOK, TEMPLATES, sha256, shot,
+from e2e_world import (ARTIFACTS, EXT_ORIGIN, GUARD_MS, INPUT_PER_MTOK, MODEL, OUTPUT_PER_MTOK, TEMPLATES, sha256, shot,
                       usd, wait_for)
 
 pytestmark = pytest.mark.e2e
@@ -25,7 +25,7 @@ WATCH_CONNECTION = """() => {
 }"""
 
 
-def wait_js(page, expression, timeout=30000):
+def wait_js(page, expression, timeout=GUARD_MS):
     """page.wait_for_function, without eval (extension pages forbid it): poll page.evaluate."""
     return wait_for(lambda: page.evaluate(f"() => ({expression})"), timeout / 1000, 0.05, expression)
 
@@ -40,18 +40,18 @@ def run_row(popup, run_id):
     return popup.locator(f'#run-list li[data-run-id="{run_id}"]')
 
 
-def wait_row_done(popup, run_id, timeout_ms=60000):
+def wait_row_done(popup, run_id, timeout_ms=GUARD_MS):
     popup.wait_for_selector(f'#run-list li[data-run-id="{run_id}"][data-status="COMPLETED"] .progress[data-percent="100"]',
                             state="attached", timeout=timeout_ms)
 
 
 def send_from_popup(popup, template):
-    popup.wait_for_selector('#connection[data-status="connected"]', timeout=20000)
-    popup.wait_for_selector(f'#workflow option[value="{template}"]', state="attached", timeout=20000)
+    popup.wait_for_selector('#connection[data-status="connected"]')
+    popup.wait_for_selector(f'#workflow option[value="{template}"]', state="attached")
     popup.select_option("#workflow", template)
-    wait_js(popup, "document.getElementById('estimate-cost').textContent.startsWith('Estimate:')", timeout=20000)
+    wait_js(popup, "document.getElementById('estimate-cost').textContent.startsWith('Estimate:')")
     popup.click("#send-button")  # "Send anyway" when pre-flight says it may pass its run budget
-    popup.wait_for_selector('#send-status[data-kind="ok"]', timeout=60000)
+    popup.wait_for_selector('#send-status[data-kind="ok"]')
     return popup.get_attribute("#send-status", "data-run-id")
 
 
@@ -60,7 +60,7 @@ def test_popup_sends_page_and_shows_progress_and_cost(chromium, he, site):
     article = site.url("article.html")
     chromium.open(article)
     popup = chromium.popup(article)
-    popup.wait_for_selector('#connection[data-status="connected"]', timeout=20000)
+    popup.wait_for_selector('#connection[data-status="connected"]')
     popup.wait_for_selector('#workflow option[value="e2e-digest"]', state="attached")
     popup.select_option("#workflow", "e2e-digest")
     wait_js(popup, "document.getElementById('estimate-cost').textContent.startsWith('Estimate:')")
@@ -69,14 +69,14 @@ def test_popup_sends_page_and_shows_progress_and_cost(chromium, he, site):
     assert popup.get_by_role("button", name=SEND).is_enabled()
 
     popup.get_by_role("button", name=SEND).click()
-    popup.wait_for_selector('#send-status[data-kind="ok"]', timeout=30000)
+    popup.wait_for_selector('#send-status[data-kind="ok"]')
     run_id = popup.get_attribute("#send-status", "data-run-id")
     row = run_row(popup, run_id)
-    row.wait_for(timeout=10000)
+    row.wait_for()
     # Named by its page when the host gives runs their page, else by the workflow.
     assert row.locator(".name").inner_text() in ("The Durable Engine", "e2e-digest")
     he.fake.wait_requests(1, provider="local")
-    popup.wait_for_selector(f'#run-list li[data-run-id="{run_id}"][data-status="RUNNING"]', timeout=20000)
+    popup.wait_for_selector(f'#run-list li[data-run-id="{run_id}"][data-status="RUNNING"]')
     wait_for(lambda: chromium.bg("chrome.action.getBadgeText({})") == "1", 20, what="the badge to count the run")
     shot(popup, "popup-light-running")
     popup.emulate_media(color_scheme="dark")
@@ -116,7 +116,7 @@ def test_popup_sends_page_and_shows_progress_and_cost(chromium, he, site):
     # Detail: every step, the final output, copy.
     row.locator("button").click()
     popup.wait_for_selector("#detail:not([hidden])")
-    popup.wait_for_selector("#copy-output:not([disabled])", timeout=20000)
+    popup.wait_for_selector("#copy-output:not([disabled])")
     rows = popup.locator("#detail-steps tr")
     assert rows.count() == 3
     summary_row = popup.locator('#detail-steps tr[data-step-id="summary"]')
@@ -163,7 +163,7 @@ def test_options_page_and_keyboard_shortcut_use_the_default_workflow(chromium, h
     options = chromium.ctx.new_page()
     options.set_viewport_size({"width": 720, "height": 900})
     options.goto(f"{EXT_ORIGIN}/options/options.html")
-    options.wait_for_selector('#default-workflow option[value="e2e-echo"]', state="attached", timeout=20000)
+    options.wait_for_selector('#default-workflow option[value="e2e-echo"]', state="attached")
     wait_js(options, "document.getElementById('templates-folder').textContent.endsWith('templates')")
     assert options.inner_text("#templates-folder") == str(he.he_home / "templates")
     assert options.inner_text("#host-version").startswith("0.1.0")
@@ -373,8 +373,8 @@ def test_host_killed_during_a_call_popup_reconnects_and_the_call_is_not_repeated
     he.fake.wait_requests(1, provider="local")
     first = he.host_pids()[-1]
     os.kill(first, signal.SIGKILL)
-    wait_js(popup, "window.__conn.some(t => t.startsWith('Reconnecting'))", timeout=20000)
-    popup.wait_for_selector('#connection[data-status="connected"]', timeout=20000)
+    wait_js(popup, "window.__conn.some(t => t.startsWith('Reconnecting'))")
+    popup.wait_for_selector('#connection[data-status="connected"]')
     assert he.fake.requests_for("local")[0].ended is None  # still held: the kill cut nothing short
     he.fake.release()
     wait_row_done(popup, run_id, timeout_ms=60000)
@@ -405,7 +405,7 @@ def test_a_run_stopped_by_its_budget_goes_on_from_the_popup_with_a_bigger_one(ch
     run_row(popup, run_id).locator("button").click()
     popup.wait_for_selector("#detail:not([hidden])")
     button = popup.locator("#retry-run")
-    button.wait_for(state="visible", timeout=20000)
+    button.wait_for(state="visible")
     assert button.inner_text() == "Retry with a $0.01 run budget"
     # Said as what it is: stopped by the budget before it started, not "failed: Not started".
     assert popup.inner_text("#detail-status") == "STOPPED BY BUDGET"
@@ -433,7 +433,7 @@ def test_run_detail_warns_of_a_cut_answer_and_marks_an_estimated_cost(chromium, 
     run_row(popup, run_id).locator("button").click()
     popup.wait_for_selector("#detail:not([hidden])")
     row = popup.locator('#detail-steps tr[data-step-id="summary"]')
-    row.wait_for(timeout=20000)
+    row.wait_for()
     warning = row.locator(".step-warning")
     assert warning.is_visible()
     assert warning.inner_text() == "⚠ cut at max_tokens (200 tokens): the answer is incomplete"
@@ -452,7 +452,7 @@ def test_popup_explains_a_damaged_database_in_plain_words_with_the_fix(chromium_
     article = site.url("article.html")
     chromium.open(article)
     popup = chromium.popup(article)
-    popup.wait_for_selector('#connection[data-status="connected"]', timeout=20000)
+    popup.wait_for_selector('#connection[data-status="connected"]')
     wait_js(popup, "document.getElementById('runs-empty').textContent.startsWith('Runs unavailable')")
     text = popup.inner_text("#runs-empty")
     assert text.startswith("Runs unavailable: Hybrid Engine's database file is damaged or empty"), text
@@ -467,7 +467,7 @@ def test_host_missing_capture_is_kept_and_delivered_when_it_returns(chromium_fac
     article = site.url("article.html")
     tab = chromium.open(article)
     popup = chromium.popup(article)
-    popup.wait_for_selector("#host-problem:not([hidden])", timeout=20000)
+    popup.wait_for_selector("#host-problem:not([hidden])")
     # Plain words first; the browser's message and the commands under "How to fix it".
     assert popup.inner_text("#host-problem-title") == "Hybrid Engine is not installed for this browser"
     popup.click("#host-problem-details summary")
@@ -510,8 +510,8 @@ def test_host_missing_capture_is_kept_and_delivered_when_it_returns(chromium_fac
     wait_for(lambda: popup.evaluate("true") and stopped, 60, 0.05, "the service worker to stop")
     chromium.register()  # `hybrid-engine install`, in effect
     popup.reload()  # a person opens the popup again: the worker wakes and connects
-    popup.wait_for_selector('#connection[data-status="connected"]', timeout=20000)
-    popup.wait_for_selector("#outbox", state="hidden", timeout=20000)
+    popup.wait_for_selector('#connection[data-status="connected"]')
+    popup.wait_for_selector("#outbox", state="hidden")
     assert chromium.bg("self.hybrid.host.outbox.list()") == []
     assert [k for k in chromium.bg("chrome.storage.local.getKeys()") if k.startswith("outbox")] == []
     runs = he.cli_json("runs", "--json")
@@ -522,7 +522,7 @@ def test_host_missing_capture_is_kept_and_delivered_when_it_returns(chromium_fac
     page = next(s for s in doc["steps"] if s["id"] == "page")
     assert "Local-first workflows keep every step" in page["outputs"]["content"]
     assert page["metadata"]["capture_id"] == out["id"]
-    run_row(popup, doc["id"]).wait_for(timeout=10000)
+    run_row(popup, doc["id"]).wait_for()
 
 
 def test_five_megabyte_page_and_output_round_trip(chromium, he, site):
@@ -535,7 +535,7 @@ def test_five_megabyte_page_and_output_round_trip(chromium, he, site):
     run_id = send_from_popup(popup, "e2e-echo")
     wait_row_done(popup, run_id)
     run_row(popup, run_id).locator("button").click()
-    popup.wait_for_selector("#copy-output:not([disabled])", timeout=60000)
+    popup.wait_for_selector("#copy-output:not([disabled])")
     doc = he.run_doc(run_id)
     echo = next(s for s in doc["steps"] if s["id"] == "echo")["outputs"]["text"]
     assert sha256(echo) == sha256(serialised)

@@ -9,14 +9,14 @@ from datetime import datetime
 
 import pytest
 
-from e2e_world import EXT_ORIGIN, shot, wait_for
+from e2e_world import GUARD_S, EXT_ORIGIN, shot, wait_for
 
 pytestmark = pytest.mark.e2e
 
 SECRET = "sk-e2e-options-secret-0123456789abcdef"
 
 
-def wait_js(page, expression, timeout=30):
+def wait_js(page, expression, timeout=GUARD_S):
     return wait_for(lambda: page.evaluate(f"() => ({expression})"), timeout, 0.05, expression)
 
 
@@ -30,11 +30,11 @@ def open_options(chromium):
 
 def test_a_key_set_in_options_is_reported_by_keys_status_and_kept_by_the_host_alone(chromium, he):
     options = open_options(chromium)
-    options.wait_for_selector("#key-form:not([hidden])", timeout=20000)
+    options.wait_for_selector("#key-form:not([hidden])")
     options.select_option("#key-provider", "openai")
     options.fill("#key-input", SECRET)
     options.click("#key-save")
-    options.wait_for_selector('#key-status[data-kind="ok"]', timeout=20000)
+    options.wait_for_selector('#key-status[data-kind="ok"]')
     keys_file = he.he_home / "keys.json"
     assert f"openai: key set (from {keys_file})" in options.inner_text("#providers").splitlines()
     assert options.input_value("#key-input") == ""
@@ -59,13 +59,13 @@ def test_an_invalid_budget_is_refused_next_to_the_field_and_the_file_is_kept(chr
     config = he.he_home / "config.toml"
     before = config.read_text()
     options = open_options(chromium)
-    options.wait_for_selector("#host-settings:not([hidden])", timeout=20000)
+    options.wait_for_selector("#host-settings:not([hidden])")
     wait_js(options, "document.getElementById('set-budgets-daily_usd').value === '0.5'")
     daily = options.locator("#set-budgets-daily_usd")
     daily.fill("-2")
     daily.press("Tab")
     error = options.locator("#set-budgets-daily_usd + .field-error")
-    error.wait_for(state="visible", timeout=20000)
+    error.wait_for(state="visible")
     assert "[budgets] daily_usd" in error.inner_text() and ">= 0" in error.inner_text()
     assert options.inner_text("#settings-saved") == "Not saved."
     assert daily.get_attribute("aria-invalid") == "true" and daily.input_value() == "-2"
@@ -87,7 +87,7 @@ def test_zero_megabytes_is_refused_in_place_not_saved_and_reverted(chromium, he)
     field = options.locator("#max-mb")
     field.fill("0")
     field.press("Tab")
-    options.wait_for_selector("#max-mb-error:not([hidden])", timeout=5000)
+    options.wait_for_selector("#max-mb-error:not([hidden])")
     assert "from 1 to 60" in options.inner_text("#max-mb-error")
     assert options.inner_text("#saved") != "Saved."
     assert field.input_value() == "0"
@@ -107,7 +107,7 @@ def test_spend_per_day_is_drawn_as_svg_bars_from_local_data(chromium, he, site, 
         proc = he.cli("run", "e2e-digest", "--input", str(page_file), "--wait")
         assert proc.returncode == 0, proc.stderr
     options = open_options(chromium)
-    options.wait_for_selector("#spend-chart svg rect", state="attached", timeout=20000)
+    options.wait_for_selector("#spend-chart svg rect", state="attached")
     today = datetime.now().astimezone().date().isoformat()
     bars = options.evaluate("""() => [...document.querySelectorAll('#spend-chart svg rect')].map(r =>
         ({date: r.dataset.date, name: r.dataset.name, cost: Number(r.dataset.cost), h: Number(r.getAttribute('height'))}))""")

@@ -207,7 +207,7 @@ def test_outbox_view_lists_captures_without_reading_their_pages(chromium_factory
       return true;
     })()""")
     popup = chromium.popup()
-    popup.wait_for_selector("#outbox:not([hidden])", timeout=20000)
+    popup.wait_for_selector("#outbox:not([hidden])")
     wait_for(lambda: popup.locator("#outbox-list li").count() == 3, 20, 0.05, "the three captures listed")
     assert popup.locator("#outbox-list li").nth(0).inner_text().startswith("page → e2e-echo: kept 0")
     listed = chromium.bg("self.hybrid.handleMessage({type: 'outbox'})")

@@ -110,7 +110,7 @@ def test_hostile_output_renders_as_text_with_no_script_run_and_no_remote_request
     popup.on("pageerror", lambda e: errors.append(str(e)))
     popup.on("dialog", lambda d: (errors.append(f"dialog {d.message}"), d.dismiss()))
     open_detail(popup, run_id)
-    popup.wait_for_selector("#copy-output:not([disabled])", timeout=20000)
+    popup.wait_for_selector("#copy-output:not([disabled])")
     out = popup.locator("#output")
     assert popup.evaluate("window.__pwned") is None
     assert out.locator("script, img, iframe, svg, u, b, object, embed, style").count() == 0
@@ -141,7 +141,7 @@ def test_result_opens_in_a_tab_and_saves_as_a_markdown_file(chromium, he, site):
     run_id = send_from_popup(popup, "e2e-digest")
     wait_row_done(popup, run_id)
     open_detail(popup, run_id)
-    popup.wait_for_selector("#save-output:not([disabled])", timeout=20000)
+    popup.wait_for_selector("#save-output:not([disabled])")
     # Result first: the rendered answer comes before the steps in the page.
     assert popup.evaluate("document.getElementById('result').compareDocumentPosition("
                           "document.getElementById('steps-box')) & Node.DOCUMENT_POSITION_FOLLOWING") > 0
@@ -158,7 +158,7 @@ def test_result_opens_in_a_tab_and_saves_as_a_markdown_file(chromium, he, site):
         popup.click("#open-output")
     tab = opened.value
     assert tab.url.startswith(f"{EXT_ORIGIN}/result/result.html#")
-    tab.wait_for_selector("body[data-ready='true']", timeout=20000)
+    tab.wait_for_selector("body[data-ready='true']")
     assert tab.locator("#output h4").inner_text() == "Points"
     assert tab.locator("#output a").get_attribute("href") == "https://example.org/"
     tab.set_viewport_size({"width": 900, "height": 600})
@@ -175,7 +175,7 @@ def test_a_failed_run_shows_every_error_first_and_no_result(chromium, he, site):
     run_id = send_from_popup(popup, "e2e-two")
     he.wait_run(run_id, "FAILED")
     open_detail(popup, run_id)
-    popup.wait_for_selector("#detail-errors:not([hidden])", timeout=20000)
+    popup.wait_for_selector("#detail-errors:not([hidden])")
     errors = popup.locator("#detail-error-list li").all_inner_texts()
     assert len([e for e in errors if e.startswith(("first:", "second:"))]) == 2, errors
     assert popup.locator("#result").is_hidden()
@@ -189,10 +189,10 @@ def test_preflight_names_the_missing_key_with_its_fix_and_turns_green_once_it_is
     article = site.url("article.html")
     chromium.open(article)
     popup = chromium.popup(article)
-    popup.wait_for_selector('#workflow option[value="e2e-cloud"]', state="attached", timeout=20000)
+    popup.wait_for_selector('#workflow option[value="e2e-cloud"]', state="attached")
     popup.select_option("#workflow", "e2e-cloud")
     item = popup.locator('#preflight li[data-step-id="summary"]')
-    item.wait_for(timeout=20000)
+    item.wait_for()
     assert item.get_attribute("data-ok") == "false"
     assert "No OpenAI key: add it in Settings" in item.inner_text()
     assert item.locator("a").get_attribute("href") == "../options/options.html"
@@ -213,10 +213,10 @@ def test_preflight_flags_a_run_over_its_budget_before_it_is_sent(chromium, he, s
     article = site.url("article.html")
     chromium.open(article)
     popup = chromium.popup(article)
-    popup.wait_for_selector('#workflow option[value="e2e-tight"]', state="attached", timeout=20000)
+    popup.wait_for_selector('#workflow option[value="e2e-tight"]', state="attached")
     popup.select_option("#workflow", "e2e-tight")
     item = popup.locator('#preflight li[data-step-id="summary"][data-ok="false"]')
-    item.wait_for(timeout=20000)
+    item.wait_for()
     assert "over its $0.0001 run budget" in item.inner_text()
     assert popup.inner_text("#send-button") == "Send anyway (will stop at its run budget)"
     assert he.fake.requests_for("local") == []
@@ -231,7 +231,7 @@ def test_a_running_run_shows_elapsed_time_and_expected_cost_then_its_final_figur
     run_id = send_from_popup(popup, "e2e-digest")
     he.fake.wait_requests(1, provider="local")
     row = run_row(popup, run_id)
-    popup.wait_for_selector(f'#run-list li[data-run-id="{run_id}"][data-status="RUNNING"]', timeout=20000)
+    popup.wait_for_selector(f'#run-list li[data-run-id="{run_id}"][data-status="RUNNING"]')
     live = row.locator(".live")
     wait_js(popup, f"document.querySelector('#run-list li[data-run-id=\"{run_id}\"] .live').textContent.includes('≈ $')")
     assert row.locator(".cost").is_hidden() and row.locator(".tokens").is_hidden()
@@ -254,14 +254,14 @@ def test_a_fresh_install_offers_page_digest_and_then_the_workflow_used_last(chro
     article = site.url("article.html")
     chromium.open(article)
     popup = chromium.popup(article)
-    popup.wait_for_selector('#workflow option[value="page-digest"]', state="attached", timeout=20000)
+    popup.wait_for_selector('#workflow option[value="page-digest"]', state="attached")
     assert popup.input_value("#workflow") == "page-digest"  # not e2e-digest, alphabetically first
     popup.select_option("#workflow", "e2e-echo")
     wait_for(lambda: chromium.bg("chrome.storage.local.get('settings')")["settings"].get("lastWorkflow") == "e2e-echo",
              10, 0.05, "the choice to be kept")
     popup.close()
     again = chromium.popup(article)
-    again.wait_for_selector('#workflow option[value="page-digest"]', state="attached", timeout=20000)
+    again.wait_for_selector('#workflow option[value="page-digest"]', state="attached")
     assert again.input_value("#workflow") == "e2e-echo"
 
 
@@ -286,13 +286,13 @@ def test_already_sent_card_offers_reuse_and_capture_carries_the_choice(chromium,
       }};
     }})()""")
     popup.goto(f"{EXT_ORIGIN}/popup/popup.html?tab={chromium.tab_id(article)}")
-    popup.wait_for_selector("#already:not([hidden])", timeout=20000)
+    popup.wait_for_selector("#already:not([hidden])")
     assert "e2e-digest · completed" in popup.inner_text("#already-list")
     assert "$0.00013" in popup.inner_text("#already-list")
     both_schemes(popup, "already-sent")
     popup.check('input[name="reuse"][value="fresh"]')
     popup.get_by_role("button", name="Send page to workflow").click()
-    popup.wait_for_selector('#send-status[data-kind="ok"]', timeout=30000)
+    popup.wait_for_selector('#send-status[data-kind="ok"]')
     sent = popup.evaluate("window.__sent.filter(m => m.type === 'capture.page')")
     assert sent[-1]["reuse"] == "fresh"
 
@@ -301,7 +301,7 @@ def test_no_already_sent_card_when_the_host_does_not_know_the_question(chromium,
     article = site.url("article.html")
     chromium.open(article)
     popup = chromium.popup(article)
-    popup.wait_for_selector("#estimate[data-ok]", timeout=20000)
+    popup.wait_for_selector("#estimate[data-ok]")
     wait_js(popup, "performance.getEntriesByName('popup:estimate-shown').length > 0")
     assert popup.locator("#already").is_hidden()
     assert popup.locator("#send-status").inner_text() == ""

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from e2e_world import EXT_ORIGIN, wait_for
+from e2e_world import GUARD_S, EXT_ORIGIN, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -50,7 +50,7 @@ def cloud_world(he) -> None:
     (he.he_home / "templates" / "e2e-cloud.yaml").write_text(CLOUD_TEMPLATE, encoding="utf-8")
 
 
-def wait_js(page, expression, timeout=30):
+def wait_js(page, expression, timeout=GUARD_S):
     return wait_for(lambda: page.evaluate(f"() => ({expression})"), timeout, 0.05, expression)
 
 
@@ -89,11 +89,11 @@ def test_a_never_site_is_refused_from_the_popup_shortcut_menu_and_the_host(chrom
     tab = {"id": tab_id, "url": url, "title": "The Durable Engine"}
 
     popup = chromium.popup(url)
-    popup.wait_for_selector('#workflow option[value="e2e-digest"]', state="attached", timeout=20000)
+    popup.wait_for_selector('#workflow option[value="e2e-digest"]', state="attached")
     wait_js(popup, "document.getElementById('estimate').dataset.code === 'site_never'")
     assert 'ruled "never"' in popup.inner_text("#estimate") and "127.0.0.1" in popup.inner_text("#estimate")
     popup.get_by_role("button", name="Send page to workflow").click()
-    popup.wait_for_selector('#send-status[data-kind="error"]', timeout=20000)
+    popup.wait_for_selector('#send-status[data-kind="error"]')
     assert 'ruled "never"' in popup.inner_text("#send-status")
 
     shortcut = chromium.bg("onCommand('send-page', arg)", tab)
@@ -120,13 +120,13 @@ def test_a_local_only_page_never_reaches_the_cloud_provider(chromium, he, site):
     url = site.url("article.html")
     chromium.open(url)
     popup = chromium.popup(url)
-    popup.wait_for_selector('#connection[data-status="connected"]', timeout=20000)
-    popup.wait_for_selector('#workflow option[value="e2e-cloud"]', state="attached", timeout=20000)
+    popup.wait_for_selector('#connection[data-status="connected"]')
+    popup.wait_for_selector('#workflow option[value="e2e-cloud"]', state="attached")
     popup.select_option("#workflow", "e2e-cloud")
-    popup.wait_for_selector("#sent .sent-blocked", state="attached", timeout=20000)
+    popup.wait_for_selector("#sent .sent-blocked", state="attached")
     assert "local_only" in popup.text_content("#sent .sent-blocked")
     popup.get_by_role("button", name="Send page to workflow").click()
-    popup.wait_for_selector('#send-status[data-kind="ok"]', timeout=30000)
+    popup.wait_for_selector('#send-status[data-kind="ok"]')
     run_id = popup.get_attribute("#send-status", "data-run-id")
     doc = he.wait_run(run_id, "FAILED")
     summary = next(s for s in doc["steps"] if s["id"] == "summary")
@@ -158,10 +158,10 @@ def test_what_the_popup_shows_as_will_be_sent_is_what_the_provider_receives_byte
       p.textContent = 'Contact jane.doe@example.org or +44 20 7946 0958 about card 4111 1111 1111 1111.';
       document.querySelector('article').append(p); }""")
     popup = chromium.popup(url)
-    popup.wait_for_selector('#connection[data-status="connected"]', timeout=20000)
-    popup.wait_for_selector('#workflow option[value="e2e-cloud"]', state="attached", timeout=20000)
+    popup.wait_for_selector('#connection[data-status="connected"]')
+    popup.wait_for_selector('#workflow option[value="e2e-cloud"]', state="attached")
     popup.select_option("#workflow", "e2e-cloud")
-    popup.wait_for_selector('#sent .sent-step[data-step-id="summary"]', state="attached", timeout=20000)
+    popup.wait_for_selector('#sent .sent-step[data-step-id="summary"]', state="attached")
     shown_prompt = popup.evaluate("document.querySelector('#sent .sent-prompt').textContent")
     shown_system = popup.evaluate("document.querySelector('#sent .sent-system').textContent")
     summary_line = popup.text_content("#sent .sent-summary")
@@ -170,7 +170,7 @@ def test_what_the_popup_shows_as_will_be_sent_is_what_the_provider_receives_byte
     assert "[email]" in shown_prompt and "jane.doe" not in shown_prompt
 
     popup.get_by_role("button", name="Send page to workflow").click()
-    popup.wait_for_selector('#send-status[data-kind="ok"]', timeout=30000)
+    popup.wait_for_selector('#send-status[data-kind="ok"]')
     run_id = popup.get_attribute("#send-status", "data-run-id")
     (request,) = he.fake.wait_requests(1, provider="openai")
     system, user = request.body["messages"]
@@ -180,7 +180,7 @@ def test_what_the_popup_shows_as_will_be_sent_is_what_the_provider_receives_byte
 
     he.wait_run(run_id)
     popup.locator(f'#run-list li[data-run-id="{run_id}"] button').click()
-    popup.wait_for_selector('#detail-sent .sent-step[data-step-id="summary"]', state="attached", timeout=20000)
+    popup.wait_for_selector('#detail-sent .sent-step[data-step-id="summary"]', state="attached")
     assert popup.evaluate("document.querySelector('#detail-sent .sent-prompt').textContent") == user["content"]
     assert "1 card, 1 email, 1 phone" in popup.text_content("#detail-sent .sent-redacted")
 
@@ -190,10 +190,10 @@ def test_options_shows_the_site_rules_and_adds_a_suggestion_to_config_toml(chrom
     chromium.wait_connected()
     options = chromium.ctx.new_page()
     options.goto(f"{EXT_ORIGIN}/options/options.html")
-    options.wait_for_selector('#sites-rules li[data-match="*.bank.example"][data-rule="never"]', timeout=20000)
+    options.wait_for_selector('#sites-rules li[data-match="*.bank.example"][data-rule="never"]')
     options.locator("#sites details summary").click()
     options.get_by_role("button", name="Add *.internal as never").click()
-    options.wait_for_selector('#sites-rules li[data-match="*.internal"]', timeout=20000)
+    options.wait_for_selector('#sites-rules li[data-match="*.internal"]')
     options.fill("#sites-match", "a.*.bad")
     options.get_by_role("button", name="Add rule").click()
     wait_js(options, "document.getElementById('sites-status').textContent.startsWith('Not saved')")
