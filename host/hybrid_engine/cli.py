@@ -191,7 +191,12 @@ def _print_run_table(doc: dict) -> None:
         total_cost = f"~{total_cost} est."
     rows.append(["total", "", doc["status"], f"{(m['duration_ms'] or 0) / 1000:.2f}s", f"{m['total_tokens']:,}",
                  total_cost, "", ""])
+    page = doc.get("page") or {}
+    if page.get("title"):
+        print(_cell(page["title"], 100))
     print(f"run {doc['id']} ({doc['template']}): {doc['status']}")
+    if page.get("url"):
+        print(f"source: {_cell(page['url'], 200)}")
     print(_table(["step", "action", "status", "time", "tokens", "cost", "model", "note"], rows))
     for s in doc["steps"]:
         for warning in s.get("warnings") or ():
@@ -245,11 +250,19 @@ def cmd_runs(args) -> int:
     if not runs:
         print("no runs yet")
         return EXIT_OK
-    rows = [[r["id"], r["template"], r["status"], f"{r['completed_steps']}/{r['total_steps']}",
+    from .views import run_label
+
+    rows = [[r["id"], _cell(run_label(r), 40), r["template"], r["status"], f"{r['completed_steps']}/{r['total_steps']}",
              f"{r['total_tokens']:,}", _run_cost(r["total_cost"], r["unknown_cost_steps"]),
              _age(r["createdAt"])] for r in runs]
-    print(_table(["run", "template", "status", "steps", "tokens", "cost", "created"], rows))
+    print(_table(["run", "page", "template", "status", "steps", "tokens", "cost", "created"], rows))
     return EXIT_OK
+
+
+def _cell(text: str, width: int) -> str:
+    """A page title on one line of a table: whitespace folded, cut with an ellipsis."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= width else flat[:width - 1] + "…"
 
 
 def cmd_show(args) -> int:
@@ -707,6 +720,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("spend", cmd_spend, "what model calls cost today and this month, per provider, and the budgets")
     sp.add_argument("--json", action="store_true")
+
+    from .library_cli import register as add_library_commands
+
+    add_library_commands(add)
 
     sp = add("keys", cmd_keys, "manage provider API keys (stored readable by you alone)")
     ksub = sp.add_subparsers(dest="keys_cmd", metavar="ACTION", required=True)

@@ -165,6 +165,9 @@ def h_capture(host, msg: dict) -> dict:
     template = _text(msg, "template")
     page = _page(msg)
     budget = field(msg, "budget_usd", (int, float), "a number", required=False)
+    reuse = field(msg, "reuse", str, '"ask", "reuse" or "fresh"', required=False, default="fresh")
+    if reuse not in ("ask", "reuse", "fresh"):
+        raise BadRequest('reuse: expected "ask", "reuse" or "fresh"', field="reuse")
     capture_id = field(page["metadata"], "capture_id", str, "a string", required=False, prefix="page.metadata.")
     if capture_id is not None and not 1 <= len(capture_id) <= MAX_CAPTURE_ID:
         raise BadRequest(f"page.metadata.capture_id: expected 1 to {MAX_CAPTURE_ID} characters",
@@ -173,8 +176,8 @@ def h_capture(host, msg: dict) -> dict:
     result = host.service.capture(template, capture_id=capture_id, content=page["content"],
                                   source_url=page["source_url"], content_type=page["content_type"] or "text/html",
                                   title=page["title"], selection=page["selection"], metadata=page["metadata"],
-                                  budget_usd=budget)
-    if not result.get("duplicate"):
+                                  budget_usd=budget, reuse=reuse)
+    if not result.get("duplicate") and result.get("run_id") and not result.get("reused_from"):
         host.ensure_worker()
     return result
 
@@ -244,9 +247,13 @@ def h_spend(host, msg: dict) -> dict:
     return host.service.spend()
 
 
+text_field = _text  # for the handler modules of a family (library_handlers.py)
+
+from .library_handlers import h_library_search, h_library_stats, h_runs_delete, h_runs_for_url  # noqa: E402,F401
+
 # One list of message types, hello.py's (hostboot's hello lists them before this module
 # loads); each is served by the h_ function named after it ("runs.get" -> h_runs_get).
 HANDLERS: dict[str, Handler] = {t: globals()["h_" + t.replace(".", "_")] for t in MESSAGE_TYPES}
 
 
-__all__ = ["HANDLERS", "MAX_CAPTURE_ID", "check_settings", "field", "json_type"]
+__all__ = ["HANDLERS", "MAX_CAPTURE_ID", "check_settings", "field", "json_type", "text_field"]

@@ -77,6 +77,11 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class LibrarySettings:
+    keep_captures_days: int | None = None  # None: raw pages are kept as long as their runs
+
+
+@dataclass(frozen=True)
 class Settings:
     executor: ExecutorSettings
     providers: dict[str, ProviderConfig]
@@ -84,6 +89,7 @@ class Settings:
     prices: dict[str, PriceOverride]
     models: dict[str, ModelOverride]
     worker: WorkerSettings = WorkerSettings()
+    library: LibrarySettings = LibrarySettings()
 
 
 # ---- checks ----------------------------------------------------------------------------
@@ -276,6 +282,17 @@ def _worker(conf: dict, problems: _Problems) -> WorkerSettings:
                                               WorkerSettings.linger_s)))
 
 
+MAX_KEEP_DAYS = 36500
+_KEEP_DAYS = (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_KEEP_DAYS,
+              f"a whole number of days from 1 to {MAX_KEEP_DAYS}")
+
+
+def _library(conf: dict, problems: _Problems) -> LibrarySettings:
+    table = _table(conf, "library", problems)
+    return LibrarySettings(keep_captures_days=_get(table, "keep_captures_days", "[library]", _KEEP_DAYS, problems,
+                                                   None))
+
+
 def _one(reader: Callable[[dict, _Problems], Any], conf: dict | None) -> Any:
     problems = _Problems()
     value = reader(_conf(conf), problems)
@@ -306,6 +323,10 @@ def worker(conf: dict | None = None) -> WorkerSettings:
 _provider_table = provider  # provider_settings' own argument is called `provider`
 
 
+def library(conf: dict | None = None) -> LibrarySettings:
+    return _one(_library, conf)
+
+
 def budgets(conf: dict | None = None) -> BudgetSettings:
     return _one(_budgets, conf)
 
@@ -324,7 +345,8 @@ def load(conf: dict | None = None) -> Settings:
     problems = _Problems()
     result = Settings(executor=_executor(conf, problems), providers=_providers(conf, problems),
                       budgets=_budgets(conf, problems), prices=_prices(conf, problems),
-                      models=_models(conf, problems), worker=_worker(conf, problems))
+                      models=_models(conf, problems), worker=_worker(conf, problems),
+                      library=_library(conf, problems))
     problems.raise_if_any()
     return result
 
@@ -411,5 +433,6 @@ def check(conf: dict | None = None) -> Settings:
 
 
 __all__ = ["check", "ProviderSettings", "provider_settings", "Settings", "ExecutorSettings", "ProviderConfig", "BudgetSettings", "PriceOverride",
-           "ModelOverride", "WorkerSettings", "load", "executor", "worker", "providers", "provider", "budgets", "prices", "models",
+           "ModelOverride", "WorkerSettings", "LibrarySettings", "load", "executor", "worker", "library", "providers", "provider",
+           "budgets", "prices", "models",
            "UNKNOWN_PRICE_POLICIES"]
