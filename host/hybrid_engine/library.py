@@ -143,14 +143,41 @@ def runs_for_url(svc: "Service", url: str) -> dict:
     return {"runs": brief(svc, svc.store.runs_for_url(url.strip()))}
 
 
+def record_page(svc: "Service", run_id: str, template: str, req, now: float) -> None:
+    """The page a run was given (an ExternalDataRequest that filled its capture slot): title,
+    URL, the browser's favicon (kept only when safe to show), and the content's hash with the
+    template version it went to, which reuse matches on."""
+    from .pageurl import safe_favicon
+
+    svc.store.record_page(run_id, title=req.title, url=req.source_url, favicon=safe_favicon(req.metadata.get("favicon")),
+                          content_hash=content_hash(req.content), template_version=template_version(svc, template),
+                          captured_at=now)
+
+
+def template_version(svc: "Service", name: str) -> str | None:
+    """The digest of the template's steps as they are now: an edited prompt or model is a new version."""
+    try:
+        tpl = svc.template(name)
+    except Exception:  # a template run from a file path, or deleted since: no version to match on
+        return None
+    from .plans import template_plan
+
+    return template_plan(tpl).digest
+
+
+def reusable_run(svc: "Service", template_ref: str, content: str) -> str | None:
+    """The newest COMPLETED run that got this very content through the template as it is now."""
+    version = template_version(svc, svc.template(template_ref).name)
+    return svc.store.reusable_run(content_hash(content), version) if version else None
+
+
 def content_hash(content: str) -> str:
     import hashlib
 
     return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-REUSE_CHOICES = ("ask", "reuse", "fresh")
 
 
-__all__ = ["REUSE_CHOICES", "apply_retention", "brief", "content_hash", "retention_days", "runs_for_url", "search",
-           "stats"]
+__all__ = ["apply_retention", "brief", "content_hash", "record_page", "retention_days",
+           "reusable_run", "runs_for_url", "search", "stats", "template_version"]

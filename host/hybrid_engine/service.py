@@ -241,7 +241,9 @@ class Service:
             with self.store.transaction():  # the run's page is on record with its capture, or neither is
                 queued = self.store.fill_slot(run_id, target, outputs, metadata, now, line)
                 if queued is not None:
-                    self._record_page(run_id, run["template"], req, now)
+                    from .library import record_page
+
+                    record_page(self, run_id, run["template"], req, now)
             if queued is not None:
                 return ExternalDataResponse(workflow_id=run_id, step_id=target, status=StepStatus.COMPLETED.value,
                                             queued_dependents=queued,
@@ -255,27 +257,6 @@ class Service:
         return ExternalDataResponse(workflow_id=run_id, step_id=step_id, status=StepStatus.COMPLETED.value,
                                     queued_dependents=queued,
                                     message=f"added external step '{step_id}'; {queued} step(s) queued")
-
-    def _record_page(self, run_id: str, template: str, req: "ExternalDataRequest", now: float) -> None:
-        """The page a run was given, for the library: title, URL, the browser's favicon (kept only
-        when safe to show), and the content's hash with the template version it went to (reuse)."""
-        from .library import content_hash
-        from .pageurl import safe_favicon
-
-        self.store.record_page(run_id, title=req.title, url=req.source_url,
-                               favicon=safe_favicon(req.metadata.get("favicon")),
-                               content_hash=content_hash(req.content),
-                               template_version=self._template_version(template), captured_at=now)
-
-    def _template_version(self, name: str) -> str | None:
-        """The digest of the template's steps as they are now: an edited prompt or model is a new version."""
-        try:
-            tpl = self.template(name)
-        except Exception:  # a template from a file path, or one deleted since: no version to match on
-            return None
-        from .plans import template_plan
-
-        return template_plan(tpl).digest
 
     def _parse_external(self, data: dict) -> "ExternalDataRequest":
         from pydantic import ValidationError
@@ -386,7 +367,9 @@ class Service:
         and calls no model; "ask" makes no run when there is one and names it in `reusable`.
         """
         if reuse != "fresh" and page.get("content") is not None:
-            earlier = self._reusable(template_ref, page["content"])
+            from .library import reusable_run
+
+            earlier = reusable_run(self, template_ref, page["content"])
             if earlier is not None:
                 log.info("capture on %s: content already done by run %s (%s)", template_ref, earlier, reuse)
                 if reuse == "reuse":
@@ -410,12 +393,6 @@ class Service:
             self.store.record_capture(capture_id, result["run_id"], result["step_id"])
         log.info("capture %s made run %s", capture_id, result["run_id"])
         return {**result, "duplicate": False}
-
-    def _reusable(self, template_ref: str, content: str) -> str | None:
-        from .library import content_hash
-
-        version = self._template_version(self.template(template_ref).name)
-        return self.store.reusable_run(content_hash(content), version) if version else None
 
     def _capture_hit(self, capture_id: str) -> dict | None:
         row = self.store.capture_run(capture_id)
