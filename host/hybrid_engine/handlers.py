@@ -249,7 +249,8 @@ def h_spend(host, msg: dict) -> dict:
 
 text_field = _text  # for the handler modules of a family (library_handlers.py)
 
-from .library_handlers import h_library_search, h_library_stats, h_runs_delete, h_runs_for_url  # noqa: E402,F401
+from .library_handlers import (h_library_search, h_library_stats, h_runs_delete, h_runs_for_url,  # noqa: E402,F401
+                               h_runs_rerun)
 
 # One list of message types, hello.py's (hostboot's hello lists them before this module
 # loads); each is served by the h_ function named after it ("runs.get" -> h_runs_get).

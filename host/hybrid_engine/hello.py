@@ -15,7 +15,7 @@ from . import MAX_INCOMING, MAX_OUTGOING, PROTOCOL_VERSION, __version__
 # Every message type handlers.HANDLERS serves (a test keeps the two equal): hello lists them.
 MESSAGE_TYPES = ("capture", "config", "doctor", "estimate", "external_data.add", "external_data.list", "hello",
                  "host.status", "library.search", "library.stats", "runs.cancel", "runs.delete", "runs.for_url",
-                 "runs.get", "runs.list", "runs.output", "runs.retry", "runs.subscribe", "spend", "templates.list")
+                 "runs.get", "runs.list", "runs.output", "runs.rerun", "runs.retry", "runs.subscribe", "spend", "templates.list")
 EVENTS = ("run.updated", "templates.changed")
 HEAVY_MODULES = ("pydantic", "yaml", "openai", "google.genai", "genai_prices", "trafilatura")
 

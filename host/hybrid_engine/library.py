@@ -171,6 +171,27 @@ def reusable_run(svc: "Service", template_ref: str, content: str) -> str | None:
     return svc.store.reusable_run(content_hash(content), version) if version else None
 
 
+def rerun(svc: "Service", run_id: str) -> dict:
+    """A new run of the same workflow on the page the run was given (its capture, as kept).
+    {run_id, step_id, queued_dependents, rerun_of}; a Conflict when retention dropped the page."""
+    from .errors import ConflictError
+
+    run_id = svc.resolve_run(run_id)
+    template = svc.store.run_row(run_id)["template"]
+    captures = [s["step_id"] for s in svc.store.step_rows(run_id) if s["action"] == "capture"]
+    outputs = svc.store.outputs(run_id, captures[:1])
+    page = outputs.get(captures[0]) if captures else None
+    if not isinstance(page, dict) or not isinstance(page.get("content"), str):
+        why = "its page was dropped by [library] keep_captures_days" if isinstance(page, dict) and page.get(
+            "content_dropped") else "it has no captured page"
+        raise ConflictError(f"run '{run_id}' cannot be run again: {why}; open the page and send it again")
+    favicon = (svc.store.page_rows([run_id]).get(run_id) or {}).get("favicon")
+    result = svc.start(template, content=page["content"], source_url=page.get("source_url"),
+                       content_type=page.get("content_type") or "text/html", title=page.get("title"),
+                       selection=page.get("selection"), metadata={"favicon": favicon} if favicon else {})
+    return {**result, "rerun_of": run_id}
+
+
 def content_hash(content: str) -> str:
     import hashlib
 
@@ -180,4 +201,4 @@ def content_hash(content: str) -> str:
 
 
 __all__ = ["apply_retention", "brief", "content_hash", "record_page", "retention_days",
-           "reusable_run", "runs_for_url", "search", "stats", "template_version"]
+           "rerun", "reusable_run", "runs_for_url", "search", "stats", "template_version"]

@@ -1,4 +1,5 @@
-"""The host's handlers for the library: search, its size, "already sent", deleting a run.
+"""The host's handlers for the library: search, its size, "already sent", running a run's page
+again, deleting a run.
 
 Each checks the fields it reads (handlers.field) and delegates to library.py or the service;
 handlers.HANDLERS serves them next to the others (it imports this module, so the
@@ -40,4 +41,14 @@ def h_runs_delete(host, msg: dict) -> dict:
     return {"run_id": run_id, "deleted": host.service.delete(run_id)}
 
 
-__all__ = ["h_library_search", "h_library_stats", "h_runs_delete", "h_runs_for_url"]
+def h_runs_rerun(host, msg: dict) -> dict:
+    from . import library
+    from .handlers import check_settings, text_field
+
+    check_settings()  # a run the executor cannot start would only fail
+    result = library.rerun(host.service, text_field(msg, "run_id"))
+    host.ensure_worker()
+    return result
+
+
+__all__ = ["h_runs_rerun", "h_library_search", "h_library_stats", "h_runs_delete", "h_runs_for_url"]
