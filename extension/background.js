@@ -186,8 +186,9 @@ async function checkTab(tabId, url) {
     }
   }
   if (!done.length) {
-    await api.action.setBadgeText({ tabId, text: null }).catch(() => {});
-    await api.action.setTitle({ tabId, title: null }).catch(() => {});
+    // null gives the tab the global badge back; a title has no such reset, so the global one is copied.
+    await quietly(() => api.action.setBadgeText({ tabId, text: null }));
+    await quietly(async () => api.action.setTitle({ tabId, title: await api.action.getTitle({}) }));
     return null;
   }
   const last = done[0];
@@ -195,10 +196,19 @@ async function checkTab(tabId, url) {
     : last.cost_state === "estimated" ? `~${usd(last.cost)} est.` : usd(last.cost);
   const more = done.length > 1 ? ` (${done.length} runs)` : "";
   const title = `Already sent: ${last.workflow}, ${age(last.finished_at)}, ${cost}${more}`;
-  await api.action.setBadgeText({ tabId, text: "\u2713" }).catch(() => {});
-  await api.action.setBadgeBackgroundColor({ tabId, color: SENT_COLOR }).catch(() => {});
-  await api.action.setTitle({ tabId, title }).catch(() => {});
+  await quietly(() => api.action.setBadgeText({ tabId, text: "\u2713" }));
+  await quietly(() => api.action.setBadgeBackgroundColor({ tabId, color: SENT_COLOR }));
+  await quietly(() => api.action.setTitle({ tabId, title }));
   return title;
+}
+
+// A tab closed meanwhile makes these throw (some synchronously): the badge is not worth an error.
+async function quietly(fn) {
+  try {
+    await fn();
+  } catch {
+    // nothing to show it on any more
+  }
 }
 
 async function checkActiveTabs() {
