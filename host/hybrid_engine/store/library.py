@@ -104,7 +104,7 @@ class Library(StoreFile):
                     " WHERE library MATCH ?")
             args = [match, *args]
             cond = "".join(" AND " + w for w in where)
-            rows = self.conn.execute(f"SELECT r.id, {_SNIPPET} {base}{cond} ORDER BY rank, r.created_at DESC"
+            rows = self.conn.execute(f"SELECT r.id, {_SNIPPET} {base}{cond} ORDER BY rank"
                                      f" LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
             total = self.conn.execute(f"SELECT count(*) {base}{cond}", args).fetchone()[0]
             return rows, total
