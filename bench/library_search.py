@@ -10,11 +10,11 @@ the index is written the way it always is (page recorded, run finished).
 
 Then, in interleaved rounds (medians, with the spread of the per-round ratios):
   library.search (in process)   library.search(): checks, the quoted FTS5 query, the page
-                                of ranked ids, their summaries and views
+                                of matching ids (newest first), their summaries and views
   host library.search           the same through a running host: a request frame written,
                                 the reply frame read (what the library page waits for,
                                 minus the browser's messaging)
-  raw FTS5                      the same MATCH, ORDER BY rank, LIMIT 50 on a plain sqlite3
+  raw FTS5                      the same MATCH, newest first, LIMIT 50 with snippets on a plain sqlite3
                                 connection to the same file: the floor
 for a common word, a rare word, two words, and a prefix; and
   host runs.list (50)           what the popup and the library ask for when they open,
@@ -150,7 +150,7 @@ def main() -> int:
             total = library.search(svc, q)["total"]
             print(f"  query {label!r} = {q!r}: {total:,} of {args.runs:,} runs match")
         raw_sql = ("SELECT r.id, snippet(library, -1, '[', ']', '…', 16) FROM library JOIN runs r"
-                   " ON r.rowid = library.rowid WHERE library MATCH ? ORDER BY rank LIMIT 50")
+                   " ON r.rowid = library.rowid WHERE library MATCH ? ORDER BY library.rowid DESC LIMIT 50")
         list_sql = "SELECT * FROM runs ORDER BY created_at DESC LIMIT 50"
         samples: dict[str, tuple[list, list]] = {}
         for _ in range(args.rounds):

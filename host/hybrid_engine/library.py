@@ -53,8 +53,8 @@ def search(svc: "Service", query: str | None = None, *, workflow: str | None = N
            status: str | None = None, since: str | None = None, until: str | None = None, limit: int = 50,
            offset: int = 0) -> dict:
     """{runs: [runs.list items + `snippet`], total}: runs whose page title, URL or results hold
-    every word of `query` (each a prefix), best match first; all runs, newest first, without
-    one. The filters narrow either."""
+    every word of `query` (each a prefix); all runs without one; newest first. The filters
+    narrow either."""
     from .store import fts_query
 
     query = _text(query, "query", MAX_QUERY)

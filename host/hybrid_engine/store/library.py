@@ -92,7 +92,7 @@ class Library(StoreFile):
     def search_runs(self, match: str | None, *, workflow: str | None = None, site: str | None = None,
                     status: str | None = None, since: float | None = None, until: float | None = None,
                     limit: int = 50, offset: int = 0) -> tuple[list[tuple[str, str | None]], int]:
-        """([(run_id, snippet or None)], total matching): best match first with words, newest first without."""
+        """([(run_id, snippet or None)], total matching), newest first."""
         where, args = [], []
         for clause, value in (("r.template = ?", workflow), ("p.site = ?", site), ("r.status = ?", status),
                               ("r.created_at >= ?", since), ("r.created_at < ?", until)):
@@ -104,7 +104,9 @@ class Library(StoreFile):
                     " WHERE library MATCH ?")
             args = [match, *args]
             cond = "".join(" AND " + w for w in where)
-            rows = self.conn.execute(f"SELECT r.id, {_SNIPPET} {base}{cond} ORDER BY rank"
+            # Newest first, as without words: FTS5 walks its index backwards and stops at the page,
+            # where ORDER BY rank would score every match first (20x slower for a common word).
+            rows = self.conn.execute(f"SELECT r.id, {_SNIPPET} {base}{cond} ORDER BY library.rowid DESC"
                                      f" LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
             total = self.conn.execute(f"SELECT count(*) {base}{cond}", args).fetchone()[0]
             return rows, total
