@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 from ..pageurl import site_of, url_key
 from .connection import StoreFile
+from .failures import reraise
 
 # What the index holds of a run's results: the `text` of every completed step that is not the
 # page itself (the capture) or its extracted text, in step order.
@@ -199,8 +200,13 @@ class Library(StoreFile):
     def compact(self) -> None:
         """Give freed pages back to the file system: VACUUM (outside any transaction), then fold
         the write-ahead log into the file and truncate it."""
-        self.conn.execute("VACUUM")
-        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        import sqlite3
+
+        try:
+            self.conn.execute("VACUUM")
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:  # busy past the timeout, a full disk: the store's own error
+            reraise(exc, self.path)
 
 
 __all__ = ["BODY_SQL", "MARK_END", "MARK_START", "Library", "backfill_library", "fts_query", "index_run"]

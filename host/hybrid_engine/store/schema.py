@@ -1,7 +1,9 @@
 """The tables, their migrations, and the SQL fragments that name a set of rows.
 
-Data only: applying the migrations is the connection's job (connection.apply_migrations),
-so that a reader can see the whole schema, version by version, in one place.
+Data only, but for the one Python step of a migration (the library's backfill, which lives with
+the library's SQL): applying the migrations is the connection's job
+(connection.apply_migrations), so that a reader can see the whole schema, version by version,
+in one place.
 """
 
 from __future__ import annotations
