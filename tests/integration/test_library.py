@@ -298,6 +298,19 @@ def test_old_raw_captures_are_dropped_results_kept_and_the_file_shrinks(home, cl
     assert cli.json("library", "--prune", "--json")["pruned"]["captures_dropped"] == 0  # once only
 
 
+def test_the_background_worker_applies_the_retention_when_it_starts(home, cli):
+    big = "<p>" + "An old page kept too long. " * 2000 + "</p>"
+    for n in range(3):
+        cli("run", "keep", "--input", _file(home, n, big), "--source-url", f"https://example.org/{n}", "--wait",
+            check=True)
+    _age_runs(home / "engine.db", 10)
+    (home / "config.toml").write_text("[library]\nkeep_captures_days = 7\n", encoding="utf-8")
+    cli("worker", "--background", "--linger", "0", check=True)
+    assert cli.json("library", "--json")["captures_bytes"] < len(big)
+    log = (home / "logs" / "hybrid-engine.log").read_text(encoding="utf-8")
+    assert "dropped 3 raw page capture(s) older than 7 days" in log
+
+
 def _file(home: Path, n: int, text: str) -> str:
     path = home / f"page-{n}.html"
     path.write_text(text, encoding="utf-8")
