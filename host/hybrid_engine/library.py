@@ -143,15 +143,32 @@ def runs_for_url(svc: "Service", url: str) -> dict:
     return {"runs": brief(svc, svc.store.runs_for_url(url.strip()))}
 
 
-def record_page(svc: "Service", run_id: str, template: str, req, now: float) -> None:
+def record_page(svc: "Service", run_id: str, template: str, req, ctype: str, now: float) -> None:
     """The page a run was given (an ExternalDataRequest that filled its capture slot): title,
     URL, the browser's favicon (kept only when safe to show), and the content's hash with the
     template version it went to, which reuse matches on."""
     from .pageurl import safe_favicon
 
-    svc.store.record_page(run_id, title=req.title, url=req.source_url, favicon=safe_favicon(req.metadata.get("favicon")),
+    title = req.title or (html_title(req.content) if "html" in ctype else None)
+    svc.store.record_page(run_id, title=title, url=req.source_url, favicon=safe_favicon(req.metadata.get("favicon")),
                           content_hash=content_hash(req.content), template_version=template_version(svc, template),
                           captured_at=now)
+
+
+MAX_TITLE = 300
+
+
+def html_title(content: str) -> str | None:
+    """The <title> of an HTML page given without one (`run --input page.html`): read from its
+    head only, entities decoded, whitespace folded; text to show, never markup."""
+    import html
+    import re
+
+    found = re.search(r"<title[^>]*>(.*?)</title\s*>", content[:65536], re.IGNORECASE | re.DOTALL)
+    if not found:
+        return None
+    title = " ".join(html.unescape(re.sub(r"<[^>]*>", "", found.group(1))).split())
+    return title[:MAX_TITLE] or None
 
 
 def template_version(svc: "Service", name: str) -> str | None:
@@ -200,5 +217,5 @@ def content_hash(content: str) -> str:
 
 
 
-__all__ = ["apply_retention", "brief", "content_hash", "record_page", "retention_days",
+__all__ = ["apply_retention", "brief", "content_hash", "html_title", "record_page", "retention_days",
            "rerun", "reusable_run", "runs_for_url", "search", "stats", "template_version"]

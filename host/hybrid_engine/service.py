@@ -243,7 +243,7 @@ class Service:
                 if queued is not None:
                     from .library import record_page
 
-                    record_page(self, run_id, run["template"], req, now)
+                    record_page(self, run_id, run["template"], req, ctype, now)
             if queued is not None:
                 return ExternalDataResponse(workflow_id=run_id, step_id=target, status=StepStatus.COMPLETED.value,
                                             queued_dependents=queued,

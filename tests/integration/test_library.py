@@ -325,6 +325,24 @@ def test_a_bad_keep_captures_days_is_refused_naming_key_and_range(home, cli):
     assert "Traceback" not in proc.stderr
 
 
+def test_runs_show_and_search_name_a_run_by_its_page_title(home, cli):
+    """From the HTML's own <title> too, when the page comes with none (`run --input`)."""
+    path = _file(home, 1, "<html><head><title>Tide tables</title></head><body><p>Spring tides.</p></body></html>")
+    run_id = cli.json("run", "keep", "--input", path, "--source-url", "https://www.example.org/tides", "--wait",
+                      "--json")["id"]
+    # Plain text without an address: no page to name it by, so its workflow does.
+    cli("run", "keep", "--input", _file(home, 2, "plain words"), "--content-type", "text", "--wait", check=True)
+    listing = cli("runs", check=True).stdout.splitlines()
+    assert listing[0].split()[:3] == ["run", "page", "template"]
+    rows = {line.split()[0]: line for line in listing[2:]}
+    assert "Tide tables" in rows[run_id]
+    assert [line for line in rows.values() if "Tide tables" not in line][0].split()[1] == "keep"
+    shown = cli("show", run_id, check=True).stdout.splitlines()
+    assert shown[0] == "Tide tables" and "source: https://www.example.org/tides" in shown
+    found = cli("search", "tide", check=True).stdout
+    assert run_id in found and "example.org" in found and "[Tide] tables" in found
+
+
 # ---- the schema 6 migration ---------------------------------------------------------------------
 
 def test_a_database_from_before_the_library_gets_its_pages_and_index(home, cli, fake_provider):
