@@ -50,6 +50,9 @@ def test_library_finds_a_run_by_a_word_of_its_summary_and_deletes_it(chromium, h
     wait_for(lambda: results(library) == [first], 30, what="the search to find the first page only")
     assert row.locator(".snippet mark").inner_text().lower() == "heliotrope"
     shot(library, "library-light-search")
+    library.emulate_media(color_scheme="dark")
+    shot(library, "library-dark-search")
+    library.emulate_media(color_scheme="light")
 
     delete = row.get_by_role("button", name="Delete")
     delete.click()

@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 
+from hybrid_engine.library import html_title
 from hybrid_engine.pageurl import safe_favicon, site_of, url_key
 from hybrid_engine.store import fts_query
 
@@ -48,3 +49,9 @@ def test_the_url_key_drops_only_the_fragment():
     ("https://a.example/x\" onerror=\"y", False), ("x" * 20000, False), (None, False), (3, False)])
 def test_a_favicon_is_kept_only_when_it_is_a_small_http_or_data_image_url(value, kept):
     assert safe_favicon(value) == (value if kept else None)
+
+
+def test_a_page_without_a_given_title_is_named_by_its_html_title_as_text():
+    assert html_title("<html><head><TITLE lang=en>\n Tide &amp; <b>time</b>\n</TITLE></head>") == "Tide & time"
+    assert html_title("<p>no title</p>") is None and html_title("<title>  </title>") is None
+    assert len(html_title("<title>" + "x" * 1000 + "</title>")) == 300
