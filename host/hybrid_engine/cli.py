@@ -191,12 +191,7 @@ def _print_run_table(doc: dict) -> None:
         total_cost = f"~{total_cost} est."
     rows.append(["total", "", doc["status"], f"{(m['duration_ms'] or 0) / 1000:.2f}s", f"{m['total_tokens']:,}",
                  total_cost, "", ""])
-    page = doc.get("page") or {}
-    if page.get("title"):
-        print(_cell(page["title"], 100))
     print(f"run {doc['id']} ({doc['template']}): {doc['status']}")
-    if page.get("url"):
-        print(f"source: {_cell(page['url'], 200)}")
     print(_table(["step", "action", "status", "time", "tokens", "cost", "model", "note"], rows))
     for s in doc["steps"]:
         for warning in s.get("warnings") or ():
@@ -250,19 +245,10 @@ def cmd_runs(args) -> int:
     if not runs:
         print("no runs yet")
         return EXIT_OK
-    from .views import run_label
+    from .library_cli import runs_table  # runs named by their page
 
-    rows = [[r["id"], _cell(run_label(r), 40), r["template"], r["status"], f"{r['completed_steps']}/{r['total_steps']}",
-             f"{r['total_tokens']:,}", _run_cost(r["total_cost"], r["unknown_cost_steps"]),
-             _age(r["createdAt"])] for r in runs]
-    print(_table(["run", "page", "template", "status", "steps", "tokens", "cost", "created"], rows))
+    print(runs_table(runs))
     return EXIT_OK
-
-
-def _cell(text: str, width: int) -> str:
-    """A page title on one line of a table: whitespace folded, cut with an ellipsis."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= width else flat[:width - 1] + "…"
 
 
 def cmd_show(args) -> int:
@@ -270,6 +256,9 @@ def cmd_show(args) -> int:
     if args.json:
         _print_json(doc)
     else:
+        from .library_cli import print_page
+
+        print_page(doc)
         _print_run_table(doc)
     return EXIT_OK
 

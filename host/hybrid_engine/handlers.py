@@ -247,14 +247,47 @@ def h_spend(host, msg: dict) -> dict:
     return host.service.spend()
 
 
-text_field = _text  # for the handler modules of a family (library_handlers.py)
+# ---- the library: search, its size, "already sent", a run's page again, delete ---------------
 
-from .library_handlers import (h_library_search, h_library_stats, h_runs_delete, h_runs_for_url,  # noqa: E402,F401
-                               h_runs_rerun)
+def h_library_search(host, msg: dict) -> dict:
+    from . import library
+
+    args = {name: field(msg, name, str, "a string", required=False)
+            for name in ("query", "workflow", "site", "status", "since", "until")}
+    limit = field(msg, "limit", int, f"an integer from 1 to {library.MAX_LIMIT}", required=False, default=50)
+    offset = field(msg, "offset", int, "a non-negative integer", required=False, default=0)
+    return library.search(host.service, args.pop("query"), limit=limit, offset=offset, **args)
+
+
+def h_library_stats(host, msg: dict) -> dict:
+    from . import library
+
+    return library.stats(host.service)
+
+
+def h_runs_for_url(host, msg: dict) -> dict:
+    from . import library
+
+    return library.runs_for_url(host.service, _text(msg, "url"))
+
+
+def h_runs_rerun(host, msg: dict) -> dict:
+    from . import library
+
+    check_settings()  # a run the executor cannot start would only fail
+    result = library.rerun(host.service, _text(msg, "run_id"))
+    host.ensure_worker()
+    return result
+
+
+def h_runs_delete(host, msg: dict) -> dict:
+    run_id = host.service.resolve_run(_text(msg, "run_id"))
+    return {"run_id": run_id, "deleted": host.service.delete(run_id)}
+
 
 # One list of message types, hello.py's (hostboot's hello lists them before this module
 # loads); each is served by the h_ function named after it ("runs.get" -> h_runs_get).
 HANDLERS: dict[str, Handler] = {t: globals()["h_" + t.replace(".", "_")] for t in MESSAGE_TYPES}
 
 
-__all__ = ["HANDLERS", "MAX_CAPTURE_ID", "check_settings", "field", "json_type", "text_field"]
+__all__ = ["HANDLERS", "MAX_CAPTURE_ID", "check_settings", "field", "json_type"]

@@ -1,4 +1,5 @@
-"""`hybrid-engine search` and `hybrid-engine library`: the library from a terminal.
+"""`hybrid-engine search` and `hybrid-engine library`, and runs named by their page in `runs`
+and `show`: the library from a terminal.
 
 A thin shell over library.py, registered by cli.build_parser; prints a table, or one JSON
 document with --json.
@@ -9,15 +10,39 @@ from __future__ import annotations
 import json
 import sys
 
-from .cli import EXIT_OK, _age, _run_cost, _service, _table
+from .terminal import EXIT_OK, age, run_cost, table
 from .views import run_label
 
 MARKS = str.maketrans({"\x02": "[", "\x03": "]"})
 
 
 def _one_line(text: str | None, width: int) -> str:
+    """Page text on one line of a terminal: whitespace folded, cut with an ellipsis."""
     flat = " ".join((text or "").split())
     return flat if len(flat) <= width else flat[:width - 1] + "…"
+
+
+def _service():
+    from .service import Service
+
+    return Service()
+
+
+def runs_table(runs: list[dict]) -> str:
+    """`runs`: each run named by its page's title (its workflow when it has no page)."""
+    rows = [[r["id"], _one_line(run_label(r), 40), r["template"], r["status"],
+             f"{r['completed_steps']}/{r['total_steps']}", f"{r['total_tokens']:,}",
+             run_cost(r["total_cost"], r["unknown_cost_steps"]), age(r["createdAt"])] for r in runs]
+    return table(["run", "page", "template", "status", "steps", "tokens", "cost", "created"], rows)
+
+
+def print_page(doc: dict) -> None:
+    """`show`: the page's title and address above the run's table."""
+    page = doc.get("page") or {}
+    if page.get("title"):
+        print(_one_line(page["title"], 100))
+    if page.get("url"):
+        print(f"source: {_one_line(page['url'], 200)}")
 
 
 def cmd_search(args) -> int:
@@ -32,8 +57,8 @@ def cmd_search(args) -> int:
         print("no runs match")
         return EXIT_OK
     rows = [[r["id"], _one_line(run_label(r), 40), (r["page"] or {}).get("site") or "-", r["template"], r["status"],
-             _run_cost(r["total_cost"], r["unknown_cost_steps"]), _age(r["createdAt"])] for r in found["runs"]]
-    print(_table(["run", "page", "site", "workflow", "status", "cost", "created"], rows))
+             run_cost(r["total_cost"], r["unknown_cost_steps"]), age(r["createdAt"])] for r in found["runs"]]
+    print(table(["run", "page", "site", "workflow", "status", "cost", "created"], rows))
     for r in found["runs"]:
         if r.get("snippet"):
             print(f"\n{r['id']}: {_one_line(r['snippet'].translate(MARKS), 160)}")
@@ -88,4 +113,4 @@ def register(add) -> None:
     sp.add_argument("--json", action="store_true")
 
 
-__all__ = ["cmd_library", "cmd_search", "register"]
+__all__ = ["cmd_library", "cmd_search", "print_page", "register", "runs_table"]

@@ -289,7 +289,7 @@ class StoreFile:
             final, message, code = RunStatus.COMPLETED, None, None
         c.execute("UPDATE runs SET status = ?, error = ?, error_code = ? WHERE id = ?",
                   (final.value, message, code, run_id))
-        from .library import index_run
+        from .fts import index_run
 
         index_run(c, run_id)  # the run's results join its page in the library, in this transaction
 

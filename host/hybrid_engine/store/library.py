@@ -2,10 +2,10 @@
 results, search, "already sent" look-ups, and retention (dropping old raw captures, then
 giving the space back to the file system).
 
-The index (`library`, FTS5) holds one row per run under the run's rowid. It is written in the
-transaction that records the run's page and again in the one that finishes the run
-(connection._finish_run), and a trigger removes it with the run: it is never behind the store,
-and the engine's per-step hot path never touches it.
+The index (`library`, FTS5; its writes are fts.py) holds one row per run under the run's rowid.
+It is written in the transaction that records the run's page and again in the one that finishes
+the run (connection._finish_run), and a trigger removes it with the run: it is never behind the
+store, and the engine's per-step hot path never touches it.
 """
 
 from __future__ import annotations
@@ -20,50 +20,13 @@ if TYPE_CHECKING:
 from ..pageurl import site_of, url_key
 from .connection import StoreFile
 from .failures import reraise
-
-# What the index holds of a run's results: the `text` of every completed step that is not the
-# page itself (the capture) or its extracted text, in step order.
-BODY_SQL = ("SELECT group_concat(t, char(10)) FROM (SELECT json_extract(COALESCE(s.outputs, o.data), '$.text') AS t"
-            " FROM steps s LEFT JOIN outputs o ON o.run_id = s.run_id AND o.step_id = s.step_id"
-            " WHERE s.run_id = r.id AND s.status = 'COMPLETED' AND s.action NOT IN ('capture', 'extract_text')"
-            " AND json_valid(COALESCE(s.outputs, o.data)) ORDER BY s.pos)")
-
-_INDEX_RUN = (f"INSERT INTO library (rowid, title, url, body) SELECT r.rowid, p.title, p.url, ({BODY_SQL})"
-              " FROM runs r LEFT JOIN pages p ON p.run_id = r.id WHERE r.id = ?")
+from .fts import CAPTURE_DATA as _CAPTURE_DATA
+from .fts import index_run
 
 # Snippets mark each match with these (control characters no page text carries): a reader
 # splits on them and highlights, never parses the snippet as markup.
 MARK_START, MARK_END = "\x02", "\x03"
 _SNIPPET = f"snippet(library, -1, '{MARK_START}', '{MARK_END}', '…', 16)"
-
-_CAPTURE_DATA = ("SELECT s.rowid, s.run_id, s.step_id, COALESCE(s.outputs, o.data) FROM steps s LEFT JOIN outputs o"
-                 " ON o.run_id = s.run_id AND o.step_id = s.step_id AND s.outputs_ref = 1"
-                 " WHERE s.action = 'capture' AND s.status = 'COMPLETED'")
-
-
-def index_run(conn: "sqlite3.Connection", run_id: str) -> None:
-    """(Re)write a run's index row from its page and its results; inside the caller's transaction."""
-    conn.execute("DELETE FROM library WHERE rowid = (SELECT rowid FROM runs WHERE id = ?)", (run_id,))
-    conn.execute(_INDEX_RUN, (run_id,))
-
-
-def backfill_library(conn: "sqlite3.Connection") -> None:
-    """Schema 6 on a database with runs: each run's page from its capture step, then its index row."""
-    rows = conn.execute(f"{_CAPTURE_DATA} ORDER BY s.run_id, s.pos").fetchall()
-    for _rowid, run_id, _step_id, data in rows:
-        try:
-            out = json.loads(data) if data else None
-        except ValueError:
-            continue
-        if not isinstance(out, dict):
-            continue
-        url = out.get("source_url") if isinstance(out.get("source_url"), str) else None
-        title = out.get("title") if isinstance(out.get("title"), str) else None
-        conn.execute("INSERT OR IGNORE INTO pages (run_id, title, url, url_key, site, captured_at)"
-                     " SELECT ?, ?, ?, ?, ?, created_at FROM runs WHERE id = ?",
-                     (run_id, title, url, url_key(url), site_of(url), run_id))
-    conn.execute(f"INSERT INTO library (rowid, title, url, body) SELECT r.rowid, p.title, p.url, ({BODY_SQL})"
-                 " FROM runs r LEFT JOIN pages p ON p.run_id = r.id")
 
 
 def fts_query(text: str) -> str | None:
@@ -209,4 +172,4 @@ class Library(StoreFile):
             reraise(exc, self.path)
 
 
-__all__ = ["BODY_SQL", "MARK_END", "MARK_START", "Library", "backfill_library", "fts_query", "index_run"]
+__all__ = ["MARK_END", "MARK_START", "Library", "fts_query"]

@@ -1,22 +1,17 @@
 """The tables, their migrations, and the SQL fragments that name a set of rows.
 
-Data only, but for the one Python step of a migration (the library's backfill, which lives with
-the library's SQL): applying the migrations is the connection's job
-(connection.apply_migrations), so that a reader can see the whole schema, version by version,
-in one place.
+Data only, but for the one Python step of a migration (the library's backfill, in fts.py):
+applying the migrations is the connection's job (connection.apply_migrations), so that a
+reader can see the whole schema, version by version, in one place.
 """
 
 from __future__ import annotations
 
+from .fts import backfill_library
+
 
 OPEN_STATUSES = ("PENDING", "QUEUED", "RUNNING", "WAITING_FOR_INPUT")
 _OPEN_SQL = "('PENDING','QUEUED','RUNNING','WAITING_FOR_INPUT')"
-
-def _backfill_library(conn) -> None:
-    from .library import backfill_library  # library.py builds on the connection, which reads this module
-
-    backfill_library(conn)
-
 
 MIGRATIONS: list = [
     # 1: the initial schema. Hot-path notes: a status change of a step touches its
@@ -215,7 +210,7 @@ MIGRATIONS: list = [
         # Deleting a run takes its index row with it, whoever deletes it.
         "CREATE TRIGGER runs_unindex AFTER DELETE ON runs BEGIN DELETE FROM library WHERE rowid = old.rowid; END",
         # Existing runs: their page from their capture step, then their index row.
-        _backfill_library,
+        backfill_library,
     ],
 ]
 
