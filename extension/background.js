@@ -8,7 +8,7 @@ import { api, broadcast, local, session } from "./lib/ext.js";
 import { NativeHost } from "./lib/native.js";
 import { DEFAULT_MAX_BYTES, captureFromMenu, capturePage, kindOf } from "./lib/capture.js";
 import { parseMenuId, refreshMenus } from "./lib/menus.js";
-import { runCost } from "./lib/format.js";
+import { age, runCost, usd } from "./lib/format.js";
 import { PreparedPages } from "./lib/prepared.js";
 import { RunStatus, isTerminalRun } from "./lib/states.js";
 import { hostOf, rulesFor } from "./lib/sites.js";
@@ -138,7 +138,10 @@ function updateRun(run) {
   const merged = { ...(before || {}), ...run };
   delete merged.event;
   state.runs.set(run.id, merged);
-  if (isTerminalRun(merged.status) && (!before || !isTerminalRun(before.status))) notifyFinished(merged);
+  if (isTerminalRun(merged.status) && (!before || !isTerminalRun(before.status))) {
+    notifyFinished(merged);
+    checkActiveTabs().catch(() => {});
+  }
   saveRuns();
   updateBadge();
   for (const port of popups) safePost(port, { type: "run.updated", run: merged });
@@ -187,6 +190,52 @@ function updateBadge() {
   api.action.setBadgeText({ text }).catch(() => {});
   api.action.setBadgeBackgroundColor({ color }).catch(() => {});
   api.action.setTitle({ title }).catch(() => {});
+}
+
+// "Already sent": a tab whose page already has a completed run shows a check mark, and the
+// button's title says which workflow, when and at what cost. Per tab; cleared when the tab
+// goes to a page without one.
+const SENT_COLOR = "#15803d";
+
+async function checkTab(tabId, url) {
+  let done = [];
+  if (/^https?:\/\//i.test(url || "") && host.status === "connected") {
+    try {
+      const { runs } = await host.send({ type: "runs.for_url", url }, { timeoutMs: 10000 });
+      done = (runs || []).filter((r) => r.status === RunStatus.COMPLETED);
+    } catch {
+      return null; // the host is busy or gone: leave the tab as it is
+    }
+  }
+  if (!done.length) {
+    // null gives the tab the global badge back; a title has no such reset, so the global one is copied.
+    await quietly(() => api.action.setBadgeText({ tabId, text: null }));
+    await quietly(async () => api.action.setTitle({ tabId, title: await api.action.getTitle({}) }));
+    return null;
+  }
+  const last = done[0];
+  const cost = last.cost_state === "unknown" ? "cost unknown"
+    : last.cost_state === "estimated" ? `~${usd(last.cost)} est.` : usd(last.cost);
+  const more = done.length > 1 ? ` (${done.length} runs)` : "";
+  const title = `Already sent: ${last.workflow}, ${age(last.finished_at)}, ${cost}${more}`;
+  await quietly(() => api.action.setBadgeText({ tabId, text: "\u2713" }));
+  await quietly(() => api.action.setBadgeBackgroundColor({ tabId, color: SENT_COLOR }));
+  await quietly(() => api.action.setTitle({ tabId, title }));
+  return title;
+}
+
+// A tab closed meanwhile makes these throw (some synchronously): the badge is not worth an error.
+async function quietly(fn) {
+  try {
+    await fn();
+  } catch {
+    // nothing to show it on any more
+  }
+}
+
+async function checkActiveTabs() {
+  const tabs = await api.tabs.query({ active: true }).catch(() => []);
+  await Promise.allSettled(tabs.map((t) => checkTab(t.id, t.url)));
 }
 
 function notifyFinished(run) {
@@ -360,6 +409,24 @@ const HANDLERS = {
   "runs.cancel": hostCall("runs.cancel", ["run_id"]),
   "runs.for_url": hostCall("runs.for_url", ["url"]),
   spend: hostCall("spend"),
+  "library.search": hostCall("library.search", ["query", "workflow", "site", "status", "since", "until", "limit",
+                                                "offset"]),
+  "library.stats": hostCall("library.stats"),
+  "runs.for_url": hostCall("runs.for_url", ["url"]),
+  "runs.rerun": hostCall("runs.rerun", ["run_id"]),
+  "runs.delete": async ({ run_id }) => {
+    const result = await host.request("runs.delete", { run_id }, { timeoutMs: 60000 });
+    state.runs.delete(result.run_id);
+    saveRuns();
+    updateBadge();
+    pushState();
+    checkActiveTabs().catch(() => {});
+    return result;
+  },
+  "library.open": async ({ query } = {}) => {
+    const q = query ? `?q=${encodeURIComponent(query)}` : "";
+    return api.tabs.create({ url: api.runtime.getURL(`library/library.html${q}`) });
+  },
   "templates.list": async () => {
     await host.whenConnected();
     return { templates: await loadTemplates() };
@@ -457,6 +524,11 @@ api.runtime.onConnect.addListener((port) => {
   });
 });
 
+api.tabs.onUpdated.addListener((tabId, change, tab) => {
+  if (change.status !== "complete") return;
+  ready.then(() => checkTab(tabId, tab.url)).catch((err) => console.error("could not check the tab", err));
+});
+
 api.contextMenus.onClicked.addListener((info, tab) => {
   onMenuClicked(info, tab).catch((err) => console.error("menu capture failed", err));
 });
@@ -483,4 +555,4 @@ if (api.notifications?.onClicked) {
 }
 
 // For tests and debugging from the worker's console.
-Object.assign(globalThis, { onMenuClicked, onCommand, hybrid: { host, state, ready, handleMessage, HANDLERS, send } });
+Object.assign(globalThis, { onMenuClicked, onCommand, hybrid: { host, state, ready, handleMessage, HANDLERS, send, checkTab } });

@@ -313,6 +313,9 @@ export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
         selection: r.selection || null,
         metadata: { kind: "page", html_bytes: r.htmlBytes, lang: r.lang, hidden_left_out: r.hidden },
       };
+      // The icon the browser shows for the tab, for the library to show beside the run; the
+      // host keeps it only when it is an http(s) or data:image URL and never fetches it.
+      if (tab.favIconUrl) page.metadata.favicon = tab.favIconUrl;
       let notice = null;
       if (r.partial) {
         page.metadata.partial = true;

@@ -85,10 +85,9 @@ def cmd_runs(args) -> int:
     if not runs:
         print("no runs yet")
         return EXIT_OK
-    rows = [[r["id"], r["template"], r["status"], f"{r['completed_steps']}/{r['total_steps']}",
-             f"{r['total_tokens']:,}", terminal.run_cost(r["total_cost"], r["unknown_cost_steps"]),
-             terminal.age(r["createdAt"])] for r in runs]
-    print(terminal.table(["run", "template", "status", "steps", "tokens", "cost", "created"], rows))
+    from .library_cli import runs_table  # runs named by their page
+
+    print(runs_table(runs))
     return EXIT_OK
 
 
@@ -97,9 +96,11 @@ def cmd_show(args) -> int:
     if args.json:
         print_json(doc)
     else:
-        terminal.print_run_table(doc)
+        from .library_cli import print_page
         from .prompts import redaction_line
 
+        print_page(doc)
+        terminal.print_run_table(doc)
         if redaction_line(doc):
             print(f"\n{redaction_line(doc)}")
     return EXIT_OK
@@ -422,6 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("spend", cmd_spend, "what model calls cost today and this month, per provider, and the budgets")
     sp.add_argument("--json", action="store_true")
+
+    from .library_cli import register as add_library_commands
+
+    add_library_commands(add)
 
     sp = add("keys", cmd_keys, "manage provider API keys (stored readable by you alone)")
     ksub = sp.add_subparsers(dest="keys_cmd", metavar="ACTION", required=True)

@@ -138,6 +138,9 @@ def h_capture(host, msg: dict) -> dict:
     template = _text(msg, "template")
     page = _page(msg)
     budget = field(msg, "budget_usd", (int, float), "a number", required=False)
+    reuse = field(msg, "reuse", str, '"ask", "reuse" or "fresh"', required=False, default="fresh")
+    if reuse not in ("ask", "reuse", "fresh"):
+        raise BadRequest('reuse: expected "ask", "reuse" or "fresh"', field="reuse")
     capture_id = field(page["metadata"], "capture_id", str, "a string", required=False, prefix="page.metadata.")
     if capture_id is not None and not 1 <= len(capture_id) <= MAX_CAPTURE_ID:
         raise BadRequest(f"page.metadata.capture_id: expected 1 to {MAX_CAPTURE_ID} characters",
@@ -146,8 +149,8 @@ def h_capture(host, msg: dict) -> dict:
     result = host.service.capture(template, capture_id=capture_id, content=page["content"],
                                   source_url=page["source_url"], content_type=page["content_type"] or "text/html",
                                   title=page["title"], selection=page["selection"], metadata=page["metadata"],
-                                  budget_usd=budget)
-    if not result.get("duplicate"):
+                                  budget_usd=budget, reuse=reuse)
+    if not result.get("duplicate") and result.get("run_id") and not result.get("reused_from"):
         host.ensure_worker()
     return result
 
@@ -215,6 +218,44 @@ def h_estimate(host, msg: dict) -> dict:
 def h_spend(host, msg: dict) -> dict:
     check_settings()  # the popup asks for spend when it opens: a bad setting shows there
     return host.service.spend()
+
+
+# ---- the library: search, its size, "already sent", a run's page again, delete ---------------
+
+def h_library_search(host, msg: dict) -> dict:
+    from . import library
+
+    args = {name: field(msg, name, str, "a string", required=False)
+            for name in ("query", "workflow", "site", "status", "since", "until")}
+    limit = field(msg, "limit", int, f"an integer from 1 to {library.MAX_LIMIT}", required=False, default=50)
+    offset = field(msg, "offset", int, "a non-negative integer", required=False, default=0)
+    return library.search(host.service, args.pop("query"), limit=limit, offset=offset, **args)
+
+
+def h_library_stats(host, msg: dict) -> dict:
+    from . import library
+
+    return library.stats(host.service)
+
+
+def h_runs_for_url(host, msg: dict) -> dict:
+    from . import library
+
+    return library.runs_for_url(host.service, _text(msg, "url"))
+
+
+def h_runs_rerun(host, msg: dict) -> dict:
+    from . import library
+
+    check_settings()  # a run the executor cannot start would only fail
+    result = library.rerun(host.service, _text(msg, "run_id"))
+    host.ensure_worker()
+    return result
+
+
+def h_runs_delete(host, msg: dict) -> dict:
+    run_id = host.service.resolve_run(_text(msg, "run_id"))
+    return {"run_id": run_id, "deleted": host.service.delete(run_id)}
 
 
 # The options page's messages (keys, settings, spend per day) live in their own module.

@@ -14,8 +14,9 @@ from . import MAX_INCOMING, MAX_OUTGOING, PROTOCOL_VERSION, __version__
 
 # Every message type handlers.HANDLERS serves (a test keeps the two equal): hello lists them.
 MESSAGE_TYPES = ("capture", "config", "doctor", "estimate", "external_data.add", "external_data.list", "hello",
-                 "host.status", "keys.remove", "keys.set", "keys.status", "runs.cancel", "runs.get", "runs.list",
-                 "runs.output", "runs.retry", "runs.subscribe", "settings.update", "sites.set", "spend", "spend.daily",
+                 "host.status", "keys.remove", "keys.set", "keys.status", "library.search", "library.stats",
+                 "runs.cancel", "runs.delete", "runs.for_url", "runs.get", "runs.list", "runs.output", "runs.rerun",
+                 "runs.retry", "runs.subscribe", "settings.update", "sites.set", "spend", "spend.daily",
                  "templates.list")
 EVENTS = ("run.updated", "templates.changed")
 HEAVY_MODULES = ("pydantic", "yaml", "openai", "google.genai", "genai_prices", "trafilatura")
@@ -40,6 +41,7 @@ def hello_result() -> dict:
             "config": True,
             "doctor": True,  # without the launch check (see `doctor`'s note)
             "capture_dedupe": "page.metadata.capture_id",
+            "capture_reuse": ["ask", "reuse", "fresh"],
         },
         "pid": os.getpid(),
         "heavy_modules_loaded": loaded_heavy_modules(),

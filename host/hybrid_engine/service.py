@@ -246,7 +246,12 @@ class Service:
             target = slots[0]
         if target is not None:
             line = f"External data received at {clock.iso(now)} ({size} bytes, {ctype})"
-            queued = self.store.fill_slot(run_id, target, outputs, metadata, now, line)
+            with self.store.transaction():  # the run's page is on record with its capture, or neither is
+                queued = self.store.fill_slot(run_id, target, outputs, metadata, now, line)
+                if queued is not None:
+                    from .library import record_page
+
+                    record_page(self, run_id, run["template"], req, ctype, now)
             if queued is not None:
                 return ExternalDataResponse(workflow_id=run_id, step_id=target, status=StepStatus.COMPLETED.value,
                                             queued_dependents=queued,
@@ -381,7 +386,7 @@ class Service:
 
     # ---- captures the extension may send twice ---------------------------------------
 
-    def capture(self, template_ref: str, *, capture_id: str | None = None, **page) -> dict:
+    def capture(self, template_ref: str, *, capture_id: str | None = None, reuse: str = "fresh", **page) -> dict:
         """`start` for the host's `capture`, at most one run per `capture_id`.
 
         The extension re-sends a capture that was in flight when the host died, with the
@@ -389,7 +394,24 @@ class Service:
         `{run_id, step_id, queued_dependents: 0, duplicate: true}`, from the `captures`
         table, so across restarts and processes too. Look-up, run and record share one
         BEGIN IMMEDIATE: two processes re-sending the same id still make one run.
+
+        `reuse`: "fresh" always makes a run; "reuse" answers with the newest COMPLETED run that
+        got the same content through the same template version, `{run_id, reused_from, cost: 0}`,
+        and calls no model; "ask" makes no run when there is one and names it in `reusable`.
         """
+        if reuse != "fresh" and page.get("content") is not None:
+            from .library import reusable_run
+
+            earlier = reusable_run(self, template_ref, page["content"])
+            if earlier is not None:
+                log.info("capture on %s: content already done by run %s (%s)", template_ref, earlier, reuse)
+                if reuse == "reuse":
+                    return {"run_id": earlier, "step_id": None, "queued_dependents": 0, "duplicate": False,
+                            "reused_from": earlier, "cost": 0.0}
+                from .library import brief
+
+                return {"run_id": None, "step_id": None, "queued_dependents": 0, "duplicate": False,
+                        "reusable": brief(self, [earlier])[0]}
         if capture_id is None:
             return {**self.start(template_ref, **page), "duplicate": False}
         hit = self._capture_hit(capture_id)

@@ -93,6 +93,11 @@ class NotesSettings:
 
 
 @dataclass(frozen=True)
+class LibrarySettings:
+    keep_captures_days: int | None = None  # None: raw pages are kept as long as their runs
+
+
+@dataclass(frozen=True)
 class Settings:
     executor: ExecutorSettings
     providers: dict[str, ProviderConfig]
@@ -103,6 +108,7 @@ class Settings:
     notes: NotesSettings = NotesSettings()
     webhooks: dict[str, str] = field(default_factory=dict)
     sites: tuple = ()  # sites.SiteRule, in file order
+    library: LibrarySettings = LibrarySettings()
 
 
 # ---- checks ----------------------------------------------------------------------------
@@ -367,6 +373,17 @@ def sites(conf: dict | None = None) -> tuple:
     return _one(_sites, conf)
 
 
+MAX_KEEP_DAYS = 36500
+_KEEP_DAYS = (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_KEEP_DAYS,
+              f"a whole number of days from 1 to {MAX_KEEP_DAYS}")
+
+
+def _library(conf: dict, problems: _Problems) -> LibrarySettings:
+    table = _table(conf, "library", problems)
+    return LibrarySettings(keep_captures_days=_get(table, "keep_captures_days", "[library]", _KEEP_DAYS, problems,
+                                                   None))
+
+
 def _one(reader: Callable[[dict, _Problems], Any], conf: dict | None) -> Any:
     problems = _Problems()
     value = reader(_conf(conf), problems)
@@ -397,6 +414,10 @@ def worker(conf: dict | None = None) -> WorkerSettings:
 _provider_table = provider  # provider_settings' own argument is called `provider`
 
 
+def library(conf: dict | None = None) -> LibrarySettings:
+    return _one(_library, conf)
+
+
 def budgets(conf: dict | None = None) -> BudgetSettings:
     return _one(_budgets, conf)
 
@@ -417,7 +438,7 @@ def load(conf: dict | None = None) -> Settings:
                       budgets=_budgets(conf, problems), prices=_prices(conf, problems),
                       models=_models(conf, problems), worker=_worker(conf, problems),
                       notes=_notes(conf, problems), webhooks=_webhooks(conf, problems),
-                      sites=_sites(conf, problems))
+                      sites=_sites(conf, problems), library=_library(conf, problems))
     problems.raise_if_any()
     return result
 
@@ -504,5 +525,6 @@ def check(conf: dict | None = None) -> Settings:
 
 
 __all__ = ["check", "ProviderSettings", "provider_settings", "Settings", "ExecutorSettings", "ProviderConfig", "BudgetSettings", "PriceOverride",
-           "ModelOverride", "WorkerSettings", "NotesSettings", "load", "notes", "webhooks", "executor", "worker", "providers", "provider", "budgets", "prices", "models", "sites",
+           "ModelOverride", "WorkerSettings", "NotesSettings", "LibrarySettings", "load", "notes", "webhooks", "executor",
+           "worker", "library", "providers", "provider", "budgets", "prices", "models", "sites",
            "UNKNOWN_PRICE_POLICIES"]

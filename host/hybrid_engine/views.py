@@ -43,7 +43,22 @@ def summary_view(s: dict) -> dict:
         "error_code": s["error_code"],
         "createdAt": iso_or_none(s["created_at"]),
         "updatedAt": iso_or_none(s["updated_at"]),
+        "page": page_view(s),
     }
+
+
+def page_view(s: dict) -> dict | None:
+    """The page a run was given, {title, url, site, favicon}, or None (a run without one)."""
+    if s.get("page_title") is None and s.get("page_url") is None:
+        return None
+    return {"title": s["page_title"], "url": s["page_url"], "site": s["page_site"], "favicon": s["page_favicon"]}
+
+
+def run_label(view: dict) -> str:
+    """What a run is called where people read it: its page's title, else its workflow."""
+    page = view.get("page") or {}
+    title = " ".join(str(page.get("title") or "").split())
+    return title or view.get("name") or view.get("template") or view.get("id", "")
 
 
 def _cut(value: Any, limit: int) -> tuple[Any, bool]:
@@ -171,6 +186,7 @@ def run_document(store, run_id: str, *, cut: int | None = DEFAULT_CUT) -> dict:
         "redacted": redacted,
         "createdAt": iso_or_none(run["created_at"]),
         "updatedAt": iso_or_none(summary["updated_at"]),
+        "page": view["page"],
     }
 
 
@@ -246,4 +262,4 @@ def step_warnings(md: dict, params: dict) -> list[str]:
     return warnings
 
 
-__all__ = ["DEFAULT_CUT", "call_view", "iso_or_none", "run_document", "spend_view", "step_warnings", "summary_view"]
+__all__ = ["DEFAULT_CUT", "call_view", "iso_or_none", "page_view", "run_document", "run_label", "spend_view", "step_warnings", "summary_view"]

@@ -232,6 +232,22 @@ def spawn():
     return proc
 
 
+def _keep_captures(svc) -> None:
+    """[library] keep_captures_days, applied once per worker start (one at a time: the lock is
+    held): a year of daily clipping then never grows the file without bound. A failure is
+    logged; the work waiting for this worker goes first."""
+    from . import library
+
+    try:
+        result = library.apply_retention(svc)
+    except Exception:
+        log.exception("could not drop old page captures")
+        return
+    if result["captures_dropped"]:
+        log.info("dropped %d raw page capture(s) older than %s days: %d -> %d bytes", result["captures_dropped"],
+                 result["retention_days"], result["db_bytes_before"], result["db_bytes_after"])
+
+
 def serve(svc, *, linger: float, on_executor=None) -> int:
     """The background worker's life: hold the lock, execute until idle for `linger` s, hand
     the lock back without stranding work. Returns the number of steps executed."""
@@ -257,6 +273,7 @@ def serve(svc, *, linger: float, on_executor=None) -> int:
                 return
 
     threading.Thread(target=watch_lock, name="worker-lock-watch", daemon=True).start()
+    _keep_captures(svc)
     try:
         while not gone.is_set():
             report = svc.recover()

@@ -8,7 +8,8 @@ Fixtures
     chromium        Playwright driving /usr/bin/chromium with the extension (see BROWSER-TESTING.md)
 
 The extension under test is a copy of extension/ whose manifest adds one host permission,
-http://127.0.0.1/*. The shipped extension asks only for activeTab, which the browser grants
+http://127.0.0.1/*. The shipped extension reads pages only through activeTab (`tabs` shows it
+a tab's address and title, not its page), which the browser grants
 when a person clicks the toolbar button, a context-menu item or the shortcut; a headless
 test cannot make those gestures, so the copy stands in for that grant. Nothing else differs.
 """

@@ -563,7 +563,8 @@ def test_unknown_model_is_null_counted_and_shown_as_unknown(service, fake_provid
     assert step(exported, "odd")["execution_metrics"]["cost"] is None
 
     listing = {line.split()[0]: line for line in cli("runs", check=True).stdout.splitlines()[2:]}
-    assert listing[only_unknown].split()[5] == "unknown", listing[only_unknown]
+    # run, page (a run without one is named by its workflow: one word), template, status, steps, tokens, cost
+    assert listing[only_unknown].split()[6] == "unknown", listing[only_unknown]
     assert "+ unknown" in listing[run_id]
     runs = {r["id"]: r for r in cli.json("runs", "--json")["runs"]}
     assert runs[only_unknown]["unknown_cost_steps"] == 1

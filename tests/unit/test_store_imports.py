@@ -1,5 +1,5 @@
 """The store is the bottom layer: it imports nothing of the engine above it (no adapters,
-service, executor), only the leaves it shares with everyone (errors, states, clock)."""
+service, executor), only the leaves it shares with everyone (errors, states, clock, pageurl)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import ast
 import importlib.util
 from pathlib import Path
 
-BELOW_THE_STORE = {"errors", "states", "clock"}
+BELOW_THE_STORE = {"errors", "states", "clock", "pageurl"}
 
 
 def engine_imports(path: Path, package: str) -> set[str]:

@@ -109,8 +109,13 @@ def _apply_migrations(conn: sqlite3.Connection) -> None:
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         for i in range(version, SCHEMA_VERSION):
-            for statement in MIGRATIONS[i].split(";"):
-                if statement.strip():
+            migration = MIGRATIONS[i]
+            # A migration is one script of plain statements, or a list of statements and
+            # Python steps (functions of the connection) when a statement holds a semicolon.
+            for statement in migration.split(";") if isinstance(migration, str) else migration:
+                if callable(statement):
+                    statement(conn)
+                elif statement.strip():
                     conn.execute(statement)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute("COMMIT")
@@ -284,6 +289,9 @@ class StoreFile:
             final, message, code = RunStatus.COMPLETED, None, None
         c.execute("UPDATE runs SET status = ?, error = ?, error_code = ? WHERE id = ?",
                   (final.value, message, code, run_id))
+        from .fts import index_run
+
+        index_run(c, run_id)  # the run's results join its page in the library, in this transaction
 
     def _migrate(self) -> None:
         conn = self.conn

@@ -82,11 +82,12 @@ class Queries(StoreFile):
                 " COALESCE(SUM(CASE WHEN s.status = 'COMPLETED' THEN s.tokens END), 0),"
                 " COALESCE(SUM(CASE WHEN s.status = 'COMPLETED' THEN s.cost END), 0),"
                 " COALESCE(SUM(s.status = 'COMPLETED' AND s.price_unknown = 1), 0),"
-                " COALESCE(SUM(s.status = 'FAILED'), 0), r.budget_usd, r.error_code"
-                " FROM runs r LEFT JOIN steps s ON s.run_id = r.id")
+                " COALESCE(SUM(s.status = 'FAILED'), 0), r.budget_usd, r.error_code,"
+                " p.title, p.url, p.site, p.favicon"
+                " FROM runs r LEFT JOIN pages p ON p.run_id = r.id LEFT JOIN steps s ON s.run_id = r.id")
     SUMMARY_FIELDS = ("id", "name", "template", "status", "created_at", "updated_at", "error", "total_steps",
                       "completed_steps", "total_tokens", "total_cost", "unknown_cost_steps", "failed_steps",
-                      "budget_usd", "error_code")
+                      "budget_usd", "error_code", "page_title", "page_url", "page_site", "page_favicon")
 
     def _summaries(self, where: str, args: tuple, tail: str = "") -> list[dict]:
         rows = self.conn.execute(f"{self._SUMMARY} {where} GROUP BY r.id {tail}", args).fetchall()
@@ -95,6 +96,13 @@ class Queries(StoreFile):
     def run_summaries(self, limit: int = 50, offset: int = 0) -> list[dict]:
         return self._summaries("WHERE r.id IN (SELECT id FROM runs ORDER BY created_at DESC, rowid DESC"
                                " LIMIT ? OFFSET ?)", (limit, offset), "ORDER BY r.created_at DESC, r.rowid DESC")
+
+    def run_summaries_of(self, run_ids: list[str]) -> dict[str, dict]:
+        """The summaries of these runs, by id (the caller keeps its own order)."""
+        if not run_ids:
+            return {}
+        rows = self._summaries(f"WHERE r.id IN ({','.join('?' * len(run_ids))})", tuple(run_ids))
+        return {r["id"]: r for r in rows}
 
     def run_summary(self, run_id: str) -> dict | None:
         rows = self._summaries("WHERE r.id = ?", (run_id,))

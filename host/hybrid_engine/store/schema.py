@@ -1,15 +1,19 @@
 """The tables, their migrations, and the SQL fragments that name a set of rows.
 
-Data only: applying the migrations is the connection's job (connection.apply_migrations),
-so that a reader can see the whole schema, version by version, in one place.
+Data only, but for the one Python step of a migration (the library's backfill, in fts.py):
+applying the migrations is the connection's job (connection.apply_migrations), so that a
+reader can see the whole schema, version by version, in one place.
 """
 
 from __future__ import annotations
 
+from .fts import backfill_library
+
+
 OPEN_STATUSES = ("PENDING", "QUEUED", "RUNNING", "WAITING_FOR_INPUT")
 _OPEN_SQL = "('PENDING','QUEUED','RUNNING','WAITING_FOR_INPUT')"
 
-MIGRATIONS: list[str] = [
+MIGRATIONS: list = [
     # 1: the initial schema. Hot-path notes: a status change of a step touches its
     # table row and at most the one `steps_live` index; the run's open-step counter
     # lives on its row so that "is the run over?" needs no scan; outputs under
@@ -180,6 +184,34 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX deleted_spend_at ON deleted_spend(kind, at);
     """,
+    # 6: the library. `pages` is the page a run was given (title, URL, its site, the favicon
+    # URL the browser reported, the content's hash and the template version it went to: what
+    # "already sent" and reuse look up). `library` is the full-text index over titles, URLs and
+    # results, one row per run with the run's rowid; the store writes it in the transaction that
+    # records the page and in the one that finishes the run, so it is never behind the store.
+    # A list of statements, not one script: trigger bodies hold semicolons; the backfill is
+    # Python because a page's site is read the way new pages' are (pageurl.py).
+    [
+        """CREATE TABLE pages (
+            run_id       TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+            title        TEXT,
+            url          TEXT,
+            url_key      TEXT,
+            site         TEXT,
+            favicon      TEXT,
+            content_hash TEXT,
+            template_version TEXT,
+            captured_at  REAL NOT NULL
+        )""",
+        "CREATE INDEX pages_url ON pages(url_key)",
+        "CREATE INDEX pages_site ON pages(site)",
+        "CREATE INDEX pages_content ON pages(content_hash, template_version)",
+        "CREATE VIRTUAL TABLE library USING fts5(title, url, body, tokenize = 'unicode61 remove_diacritics 2')",
+        # Deleting a run takes its index row with it, whoever deletes it.
+        "CREATE TRIGGER runs_unindex AFTER DELETE ON runs BEGIN DELETE FROM library WHERE rowid = old.rowid; END",
+        # Existing runs: their page from their capture step, then their index row.
+        backfill_library,
+    ],
 ]
 
 INLINE_OUTPUT_MAX = 8192
