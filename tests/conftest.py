@@ -22,7 +22,32 @@ def he_home(tmp_path, monkeypatch) -> Path:
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "DEEPSEEK_API_KEY", "DEEPSEEK_BASE_URL", "GEMINI_API_KEY",
                 "GOOGLE_API_KEY", "GEMINI_BASE_URL", "HYBRID_ENGINE_LOCAL_BASE_URL", "HYBRID_ENGINE_LOCAL_API_KEY"):
         monkeypatch.delenv(var, raising=False)
-    return home
+    yield home
+    _stop_background_worker(home)
+
+
+def _stop_background_worker(home: Path) -> None:
+    """A background worker a test's host started outlives the test while it has work (a retry
+    waiting out its backoff): stopped here, so it can never answer the next test's scripted
+    provider replies in its place."""
+    import signal
+    import time
+
+    from hybrid_engine.worker import LOCK_NAME, WorkerLock
+
+    if not (home / LOCK_NAME).is_file():
+        return
+    lock = WorkerLock(home / LOCK_NAME)
+    pid = lock.holder()
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 60  # a guard: SIGTERM hands running steps back at once
+    while lock.holder() == pid and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 @pytest.fixture

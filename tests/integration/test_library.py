@@ -280,7 +280,8 @@ def test_old_raw_captures_are_dropped_results_kept_and_the_file_shrinks(home, cl
 
     result = cli.json("library", "--prune", "--json")
     assert result["pruned"]["captures_dropped"] == 20
-    assert (home / "engine.db").stat().st_size < before / 2
+    # The file gives back (at least most of) the twenty raw pages it no longer holds.
+    assert before - (home / "engine.db").stat().st_size >= 0.8 * 20 * len(big)
     assert result["captures_bytes"] < len(big) * 2  # only the fresh run's page is left
 
     svc = Service()
