@@ -219,6 +219,10 @@ class Service:
         size = len(req.content.encode("utf-8"))
         if size > MAX_CONTENT_BYTES:
             raise BadRequest(f"content: {size} bytes is over the {MAX_CONTENT_BYTES} byte limit", code="too_large")
+        if ctype == "application/pdf":
+            from .pdf import decode_pdf
+
+            decode_pdf(req.content)  # refused here, with the field, rather than when extract_text runs
         run = self.store.run_row(run_id)
         if RunStatus(run["status"]).is_terminal:
             raise ConflictError(f"run '{run_id}' is {run['status']}; it takes no more data")
