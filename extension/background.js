@@ -432,4 +432,4 @@ if (api.notifications?.onClicked) {
 }
 
 // For tests and debugging from the worker's console.
-Object.assign(globalThis, { onMenuClicked, onCommand, hybrid: { host, state, ready, handleMessage, HANDLERS, send } });
+Object.assign(globalThis, { onMenuClicked, onCommand, hybrid: { host, state, ready, handleMessage, HANDLERS, send, capturePage } });

@@ -4,6 +4,7 @@
 // the keyboard shortcut). Pages that cannot be scripted still give their URL and title,
 // and metadata.content_missing says why the content is not there.
 
+import { captureArticle } from "./article.js";
 import { api } from "./ext.js";
 import { bytes } from "./format.js";
 
@@ -140,6 +141,8 @@ export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
           + (r.truncated ? `sent the first ${bytes(maxBytes)} of its text instead.`
                          : `sent its text (${bytes(r.textBytes)}) instead.`);
         page.metadata.size_cap = { limit_bytes: maxBytes, html_bytes: r.htmlBytes, truncated: !!r.truncated, notice };
+      } else {
+        await addArticle(page, tab.id, maxBytes);
       }
       return { page, notice, ms: performance.now() - started };
     } catch (err) {
@@ -147,6 +150,15 @@ export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
     }
   }
   return { ...missingContent(tab, reason, "page"), ms: performance.now() - started };
+}
+
+// Readability's article from the rendered page goes beside the HTML (lib/article.js).
+async function addArticle(page, tabId, maxBytes) {
+  const article = await captureArticle(tabId, { maxBytes });
+  if (!article) return;
+  page.article = article.content;
+  page.metadata.article = { title: article.title, byline: article.byline, site_name: article.site_name,
+                            length: article.length };
 }
 
 function missingContent(tab, reason, kind) {

@@ -39,14 +39,14 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
 
     if not isinstance(page, dict) or not isinstance(page.get("content"), str):
         raise BadRequest("page.content: expected the page's text")
-    for key in ("source_url", "content_type", "title", "selection"):
+    for key in ("source_url", "content_type", "title", "selection", "article"):
         if page.get(key) is not None and not isinstance(page[key], str):
             raise BadRequest(f"page.{key}: expected text")
     now = clock.now()
     ctype = content_type(page.get("content_type") or None, field="page.content_type")
     capture = {"content": page["content"], "source_url": page.get("source_url"), "content_type": ctype,
                "captured_at": clock.iso(now), "title": page.get("title"), "selection": page.get("selection"),
-               "size_bytes": len(page["content"].encode("utf-8"))}
+               "size_bytes": len(page["content"].encode("utf-8")), "article": page.get("article") or ""}
     run = {"id": "estimate", "name": tpl.name, "template": tpl.name, "created_at": clock.iso(now)}
     by_id = {s.id: s for s in tpl.steps}
     outputs: dict[str, dict] = {}

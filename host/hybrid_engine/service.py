@@ -217,6 +217,8 @@ class Service:
         if nested_deeper(req.metadata, MAX_METADATA_DEPTH):
             raise BadRequest(f"metadata: nested deeper than {MAX_METADATA_DEPTH} levels", field="metadata")
         size = len(req.content.encode("utf-8"))
+        if req.article is not None:
+            size += len(req.article.encode("utf-8"))
         if size > MAX_CONTENT_BYTES:
             raise BadRequest(f"content: {size} bytes is over the {MAX_CONTENT_BYTES} byte limit", code="too_large")
         if ctype == "application/pdf":
@@ -229,7 +231,7 @@ class Service:
         now = clock.now()
         outputs = {"content": req.content, "source_url": req.source_url, "content_type": ctype,
                    "captured_at": clock.iso(now), "title": req.title, "selection": req.selection,
-                   "size_bytes": size}
+                   "size_bytes": size, "article": req.article or ""}
         for key in ("kind", "link_url", "link_text", "image_url", "image_alt"):
             if key in req.metadata:
                 outputs[key] = req.metadata[key]
@@ -276,7 +278,7 @@ class Service:
 
     def start(self, template_ref: str, *, content: str | None = None, source_url: str | None = None,
               content_type: str = "text/html", title: str | None = None, selection: str | None = None,
-              metadata: dict | None = None, budget_usd: float | None = None) -> dict:
+              metadata: dict | None = None, budget_usd: float | None = None, article: str | None = None) -> dict:
         """Create a run and, when content is given, fill its capture slot: `run --input` and `capture`."""
         from .models import ExternalDataRequest
 
@@ -290,7 +292,8 @@ class Service:
             if content is not None:
                 resp = self.ingest(run_id, ExternalDataRequest(content=content, source_url=source_url,
                                                                content_type=content_type, title=title,
-                                                               selection=selection, metadata=metadata or {}))
+                                                               selection=selection, metadata=metadata or {},
+                                                               article=article))
                 result.update(step_id=resp.step_id, queued_dependents=resp.queued_dependents)
         return result
 

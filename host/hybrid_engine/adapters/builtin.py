@@ -26,12 +26,16 @@ class ExtractText(SyncAction):
             raise PermanentStepError(f"params.html: expected text, got {type(html).__name__}")
         if is_pdf_base64(html):
             return self._pdf(html)
+        article = params.get("article") or ""
+        if not isinstance(article, str):
+            raise PermanentStepError(f"params.article: expected text, got {type(article).__name__}")
         result = extract_main(html, params.get("url"), include_links=bool(params.get("include_links", False)),
-                              include_tables=bool(params.get("include_tables", True)))
+                              include_tables=bool(params.get("include_tables", True)), article=article)
         text = result.get("text") or ""
+        # source: "article" when the live page's Readability article was used, else "html" (article.py)
         return StepResult(outputs={"text": text, "title": result.get("title") or "", "chars": len(text),
-                                   "source_chars": len(html)},
-                          metadata={"source_chars": len(html), "chars": len(text)})
+                                   "source_chars": len(html), "source": result["source"]},
+                          metadata={"source_chars": len(html), "chars": len(text), "source": result["source"]})
 
 
     @staticmethod
