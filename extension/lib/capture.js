@@ -7,6 +7,7 @@
 import { captureArticle } from "./article.js";
 import { api } from "./ext.js";
 import { bytes } from "./format.js";
+import { PdfFetchError, isPdfUrl, pdfPage } from "./pdf.js";
 
 export const DEFAULT_MAX_BYTES = 8 * 1024 * 1024;
 
@@ -33,9 +34,6 @@ function unscriptableReason(url) {
   if (["chrome-extension:", "moz-extension:", "extension:"].includes(u.protocol)) {
     return "pages of other extensions cannot be read";
   }
-  if (u.pathname.toLowerCase().endsWith(".pdf")) {
-    return "the browser's PDF viewer cannot be read by extensions";
-  }
   return null;
 }
 
@@ -61,6 +59,7 @@ function byteLength(text) {
 // ---- injected into the page (must be self-contained) ----------------------------------
 
 function readPage(maxBytes) {
+  if (document.contentType === "application/pdf") return { pdf: true, url: location.href };
   const size = (s) => new Blob([s]).size;
   const doctype = document.doctype ? `<!DOCTYPE ${document.doctype.name}>\n` : "";
   const html = doctype + document.documentElement.outerHTML;
@@ -123,10 +122,12 @@ async function runInTab(tabId, frameId, func, args) {
 export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
   const started = performance.now();
   const fallbackUrl = tab.url || tab.pendingUrl || "";
+  if (isPdfUrl(fallbackUrl)) return { ...(await capturePdf(tab, fallbackUrl, maxBytes)), ms: performance.now() - started };
   const reason = unscriptableReason(fallbackUrl);
   if (!reason || !fallbackUrl) {
     try {
       const r = await runInTab(tab.id, 0, readPage, [maxBytes]);
+      if (r.pdf) return { ...(await capturePdf(tab, r.url, maxBytes)), ms: performance.now() - started };
       const page = {
         content: r.content,
         source_url: r.url,
@@ -146,6 +147,10 @@ export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
       }
       return { page, notice, ms: performance.now() - started };
     } catch (err) {
+      // Chromium's PDF viewer at an address without .pdf: the file itself is still at the URL.
+      if (/pdf/i.test(err?.message || "")) {
+        return { ...(await capturePdf(tab, fallbackUrl, maxBytes)), ms: performance.now() - started };
+      }
       return { ...missingContent(tab, describeFailure(fallbackUrl, err), "page"), ms: performance.now() - started };
     }
   }
@@ -159,6 +164,19 @@ async function addArticle(page, tabId, maxBytes) {
   page.article = article.content;
   page.metadata.article = { title: article.title, byline: article.byline, site_name: article.site_name,
                             length: article.length };
+}
+
+// A PDF tab: the file's bytes (lib/pdf.js); what went wrong is said, with the address sent.
+async function capturePdf(tab, url, maxBytes) {
+  try {
+    const page = await pdfPage(url, { maxBytes, title: tab.title && tab.title !== url ? tab.title : null,
+                                      kind: "pdf" });
+    if (page) return { page, notice: null };
+    return missingContent(tab, "the address looks like a PDF but the file is not one", "pdf");
+  } catch (err) {
+    if (!(err instanceof PdfFetchError)) throw err;
+    return missingContent(tab, err.message, "pdf");
+  }
 }
 
 function missingContent(tab, reason, kind) {
@@ -207,6 +225,21 @@ export async function captureFromMenu(kind, info, tab, options = {}) {
               metadata: { kind: "selection" } },
       notice,
     };
+  }
+  if (kind === "link" && isPdfUrl(info.linkUrl)) {
+    // A link to a PDF: the file itself, so the workflow reads the document, not its address.
+    try {
+      const page = await pdfPage(info.linkUrl, { maxBytes: options.maxBytes || DEFAULT_MAX_BYTES,
+                                                 title: found.text || info.linkText || null, sourceUrl: info.linkUrl,
+                                                 kind: "pdf" });
+      if (page) {
+        page.metadata.page_url = pageUrl;
+        return { page, notice };
+      }
+    } catch (err) {
+      if (!(err instanceof PdfFetchError)) throw err;
+      notice = `Sent the link only: ${err.message}.`;
+    }
   }
   if (kind === "link") {
     const text = found.text || info.linkText || "";
