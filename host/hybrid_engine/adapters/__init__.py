@@ -17,6 +17,8 @@ _CHAT_PARAMS = {
     "temperature": Param((int, float)),
     "max_tokens": Param(int, doc="upper bound on output tokens"),
     "on_overflow": Param(str, doc="'fail' (default) or 'truncate' when the prompt exceeds the context window"),
+    "image": Param(str, doc="an image for a vision model: base64 or a data: URL (a captured image's content)"),
+    "image_detail": Param(str, doc="OpenAI's image detail: 'high' (default) or 'low'"),
 }
 _CHAT_OUTPUTS = frozenset({"text", "finish_reason", "reasoning"})
 
