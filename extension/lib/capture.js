@@ -7,6 +7,7 @@
 import { captureArticle } from "./article.js";
 import { api } from "./ext.js";
 import { bytes } from "./format.js";
+import { fetchImage } from "./image.js";
 import { PdfFetchError, isPdfUrl, pdfPage } from "./pdf.js";
 
 export const DEFAULT_MAX_BYTES = 8 * 1024 * 1024;
@@ -251,9 +252,12 @@ export async function captureFromMenu(kind, info, tab, options = {}) {
     };
   }
   const alt = found.text || "";
+  // The image's bytes, for a vision model (lib/image.js); too large or not an image: an error that says so.
+  const image = await fetchImage(info.srcUrl, { maxBytes: options.maxBytes || DEFAULT_MAX_BYTES });
   return {
-    page: { content: info.srcUrl, source_url: pageUrl, content_type: "text/plain", title,
-            selection: null, metadata: { kind: "image", image_url: info.srcUrl, image_alt: alt } },
+    page: { content: image.content, source_url: pageUrl, content_type: image.content_type, title,
+            selection: null, metadata: { kind: "image", image_url: info.srcUrl, image_alt: alt,
+                                         image_bytes: image.bytes } },
     notice,
   };
 }

@@ -38,25 +38,27 @@ export function base64Of(view) {
 
 export class PdfFetchError extends Error {}
 
-// {content (base64), bytes} of the PDF at `url`, or null when what is there is not a PDF.
-// PdfFetchError says why it could not be had (HTTP status, size over `maxBytes`).
-export async function fetchPdf(url, { maxBytes }) {
+// The bytes at `url` (fetched with the person's cookies), at most `maxBytes`: {view, type}.
+// `what` names the file in errors ("the PDF", "the image").
+export async function fetchBytes(url, { maxBytes, what }) {
   let resp;
   try {
     resp = await fetch(url, { credentials: "include" });
   } catch (err) {
-    throw new PdfFetchError(`the PDF could not be fetched (${err.message || err})`);
+    throw new PdfFetchError(`${what} could not be fetched (${err.message || err})`);
   }
-  if (!resp.ok) throw new PdfFetchError(`the PDF could not be fetched (HTTP ${resp.status})`);
+  if (!resp.ok) throw new PdfFetchError(`${what} could not be fetched (HTTP ${resp.status})`);
   const declared = Number(resp.headers.get("content-length") || 0);
-  if (declared > maxBytes) {
-    throw new PdfFetchError(`the PDF is ${bytes(declared)}, over the ${bytes(maxBytes)} capture limit`);
-  }
+  if (declared > maxBytes) throw new PdfFetchError(`${what} is ${bytes(declared)}, over the ${bytes(maxBytes)} capture limit`);
   const view = new Uint8Array(await resp.arrayBuffer());
-  if (view.length > maxBytes) {
-    throw new PdfFetchError(`the PDF is ${bytes(view.length)}, over the ${bytes(maxBytes)} capture limit`);
-  }
-  const type = (resp.headers.get("content-type") || "").split(";")[0].trim().toLowerCase();
+  if (view.length > maxBytes) throw new PdfFetchError(`${what} is ${bytes(view.length)}, over the ${bytes(maxBytes)} capture limit`);
+  return { view, type: (resp.headers.get("content-type") || "").split(";")[0].trim().toLowerCase() };
+}
+
+// {content (base64), bytes} of the PDF at `url`, or null when what is there is not a PDF.
+// PdfFetchError says why it could not be had (HTTP status, size over `maxBytes`).
+export async function fetchPdf(url, { maxBytes }) {
+  const { view, type } = await fetchBytes(url, { maxBytes, what: "the PDF" });
   if (!startsLikePdf(view)) {
     if (type === "application/pdf") throw new PdfFetchError("the file served as a PDF is not one (no %PDF- header)");
     return null;

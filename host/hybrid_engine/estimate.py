@@ -47,6 +47,13 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
     capture = {"content": page["content"], "source_url": page.get("source_url"), "content_type": ctype,
                "captured_at": clock.iso(now), "title": page.get("title"), "selection": page.get("selection"),
                "size_bytes": len(page["content"].encode("utf-8")), "article": page.get("article") or ""}
+    metadata = page.get("metadata") if isinstance(page.get("metadata"), dict) else {}
+    for key in ("kind", "link_url", "link_text", "image_url", "image_alt"):  # as ingest copies them
+        if key in metadata:
+            capture[key] = metadata[key]
+    if ctype.startswith("image/"):
+        capture.setdefault("image_alt", "")
+        capture.setdefault("image_url", page.get("source_url") or "")
     run = {"id": "estimate", "name": tpl.name, "template": tpl.name, "created_at": clock.iso(now)}
     by_id = {s.id: s for s in tpl.steps}
     outputs: dict[str, dict] = {}

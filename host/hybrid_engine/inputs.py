@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 CONTENT_TYPES = ("text/html", "text/plain", "text/markdown", "application/xhtml+xml", "application/json",
-                 "application/pdf")
+                 "application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp")
+# Types whose content is base64 of the file's bytes, not text.
+BINARY_TYPES = ("application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp")
 # Short names are taken anywhere a MIME type is, and stored as the MIME type.
 CONTENT_TYPE_NAMES = {"text": "text/plain", "html": "text/html", "json": "application/json",
                       "markdown": "text/markdown", "pdf": "application/pdf"}
@@ -78,6 +80,8 @@ def parse_metadata(text: str, *, what: str = "--metadata") -> dict:
 
 
 
+_IMAGE_SUFFIXES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
+                   ".webp": "image/webp"}
 _SUFFIX_TYPES = {".html": "text/html", ".htm": "text/html", ".xhtml": "application/xhtml+xml", ".md": "text/markdown",
                  ".markdown": "text/markdown", ".txt": "text/plain", ".text": "text/plain", ".json": "application/json"}
 # Where a page declares its encoding: <meta charset>, <meta http-equiv content="...; charset=...">, or an
@@ -106,7 +110,8 @@ def read_input_file(path: str, *, limit: int | None = None) -> tuple[str, str]:
 
     p = Path(path)
     if limit is None:
-        limit = MAX_PDF_BYTES if p.suffix.lower() == ".pdf" else MAX_CONTENT_BYTES
+        limit = MAX_PDF_BYTES if p.suffix.lower() == ".pdf" or p.suffix.lower() in _IMAGE_SUFFIXES \
+            else MAX_CONTENT_BYTES
     try:
         with open(p, "rb") as fh:
             st = os.fstat(fh.fileno())
@@ -132,6 +137,10 @@ def read_input_file(path: str, *, limit: int | None = None) -> tuple[str, str]:
         if b"%PDF-" not in data[:1024]:
             raise BadRequest(f"{path}: not a PDF file (no %PDF- header in its first 1024 bytes)")
         return base64.b64encode(data).decode("ascii"), "application/pdf"
+    if suffix in _IMAGE_SUFFIXES:
+        import base64
+
+        return base64.b64encode(data).decode("ascii"), _IMAGE_SUFFIXES[suffix]
     ctype = _SUFFIX_TYPES.get(suffix, "text/html")
     return decode_text(data, html=ctype in ("text/html", "application/xhtml+xml")), ctype
 
@@ -179,5 +188,5 @@ def decode_text(data: bytes, *, html: bool = False) -> str:
     return text
 
 
-__all__ = ["CONTENT_TYPES", "CONTENT_TYPE_NAMES", "MAX_CONTENT_BYTES", "MAX_PDF_BYTES", "MAX_METADATA_DEPTH", "content_type",
+__all__ = ["BINARY_TYPES", "CONTENT_TYPES", "CONTENT_TYPE_NAMES", "MAX_CONTENT_BYTES", "MAX_PDF_BYTES", "MAX_METADATA_DEPTH", "content_type",
            "declared_charset", "decode_text", "nested_deeper", "parse_metadata", "read_input_file"]

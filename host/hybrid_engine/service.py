@@ -225,6 +225,10 @@ class Service:
             from .pdf import decode_pdf
 
             decode_pdf(req.content)  # refused here, with the field, rather than when extract_text runs
+        elif ctype.startswith("image/"):
+            from .images import read_image
+
+            read_image(req.content, field="content")  # base64 of an image a vision model takes, or refused
         run = self.store.run_row(run_id)
         if RunStatus(run["status"]).is_terminal:
             raise ConflictError(f"run '{run_id}' is {run['status']}; it takes no more data")
@@ -235,6 +239,9 @@ class Service:
         for key in ("kind", "link_url", "link_text", "image_url", "image_alt"):
             if key in req.metadata:
                 outputs[key] = req.metadata[key]
+        if ctype.startswith("image/"):  # an image from a file has no page: templates may still name these
+            outputs.setdefault("image_alt", "")
+            outputs.setdefault("image_url", req.source_url or "")
         metadata = {"source_url": req.source_url, "content_type": ctype, "size_bytes": size, **req.metadata}
         slots = self.store.open_slots(run_id)
         target = None

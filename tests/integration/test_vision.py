@@ -71,3 +71,35 @@ def test_a_step_image_that_is_not_an_image_fails_with_bad_image(fake_provider_en
                             "image": base64.b64encode(b"<html>not an image</html>").decode()})
     assert info.value.code == "bad_image"
     assert fake_provider_env.requests == []
+
+
+@pytest.fixture
+def home(he_home):
+    from hybrid_engine.templates import seed_templates
+
+    seed_templates(he_home / "templates")
+    return he_home
+
+
+def test_image_describe_sends_an_input_image_and_records_its_cost(cli, home, fake_provider, tmp_path):
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(IMAGE)
+    cli.env.update(fake_provider.env())
+    fake_provider.script("openai", usage={"prompt_tokens": 25_560, "completion_tokens": 80})
+    estimate = cli.json("estimate", "image-describe", "--input", photo, "--json")
+    proc = cli("run", "image-describe", "--input", photo, "--wait", "--json")
+    assert proc.returncode == 0, proc.stderr
+    [request] = fake_provider.requests_for("openai")
+    assert request.body["messages"][-1]["content"][1]["image_url"]["url"] == f"data:image/png;base64,{B64}"
+    run_id = cli.json("runs", "--json")["runs"][0]["id"]
+    step = next(s for s in cli.json("export", run_id)["steps"] if s["id"] == "describe")
+    [model_step] = [s for s in estimate["steps"] if s["step_id"] == "describe"]
+    assert model_step["prompt_tokens"] >= 2833 + 4 * 5667  # gpt-4o-mini's tiles for 1024 x 1024
+    assert model_step["cost_min"] <= step["execution_metrics"]["cost"] <= model_step["cost_max"]
+
+
+def test_an_upload_that_is_not_an_image_is_refused_when_it_comes_in(cli, home, tmp_path):
+    fake = tmp_path / "photo.png"
+    fake.write_bytes(b"<html>not a picture</html>")
+    proc = cli("run", "image-describe", "--input", fake)
+    assert proc.returncode == 2 and "content:" in proc.stderr and "PNG" in proc.stderr
