@@ -6,7 +6,7 @@
 
 import { api } from "./ext.js";
 
-export const READABILITY_FILE = "vendor/readability/Readability.js";
+const READABILITY_FILE = "vendor/readability/Readability.js";
 
 // ---- injected into the page after READABILITY_FILE (must be self-contained) ------------
 

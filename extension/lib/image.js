@@ -5,7 +5,7 @@
 import { PdfFetchError, base64Of, fetchBytes } from "./pdf.js";
 
 // Providers take at most 20 MB per image; the capture limit may be lower.
-export const MAX_IMAGE_BYTES = 20 * 1024 * 1024;
+const MAX_IMAGE_BYTES = 20 * 1024 * 1024;
 
 function sniff(v) {
   if (v[0] === 0x89 && v[1] === 0x50 && v[2] === 0x4e && v[3] === 0x47) return "image/png";
@@ -17,7 +17,7 @@ function sniff(v) {
   return null;
 }
 
-export class ImageCaptureError extends Error {}
+class ImageCaptureError extends Error {}
 
 // {content (base64), content_type, bytes}; ImageCaptureError says why not.
 export async function fetchImage(url, { maxBytes }) {

@@ -57,7 +57,7 @@ export async function fetchBytes(url, { maxBytes, what }) {
 
 // {content (base64), bytes} of the PDF at `url`, or null when what is there is not a PDF.
 // PdfFetchError says why it could not be had (HTTP status, size over `maxBytes`).
-export async function fetchPdf(url, { maxBytes }) {
+async function fetchPdf(url, { maxBytes }) {
   const { view, type } = await fetchBytes(url, { maxBytes, what: "the PDF" });
   if (!startsLikePdf(view)) {
     if (type === "application/pdf") throw new PdfFetchError("the file served as a PDF is not one (no %PDF- header)");
