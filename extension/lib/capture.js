@@ -252,8 +252,20 @@ export async function captureFromMenu(kind, info, tab, options = {}) {
     };
   }
   const alt = found.text || "";
-  // The image's bytes, for a vision model (lib/image.js); too large or not an image: an error that says so.
-  const image = await fetchImage(info.srcUrl, { maxBytes: options.maxBytes || DEFAULT_MAX_BYTES });
+  // The image's bytes, for a vision model (lib/image.js). When they cannot be had (too large,
+  // not an image, another site that does not let the extension fetch it) the address goes, and
+  // the reason is both shown and kept with the capture.
+  let image;
+  try {
+    image = await fetchImage(info.srcUrl, { maxBytes: options.maxBytes || DEFAULT_MAX_BYTES });
+  } catch (err) {
+    const reason = err.message || String(err);
+    return {
+      page: { content: info.srcUrl, source_url: pageUrl, content_type: "text/plain", title, selection: null,
+              metadata: { kind: "image", image_url: info.srcUrl, image_alt: alt, image_missing: reason } },
+      notice: `Sent the image's address only: ${reason}.`,
+    };
+  }
   return {
     page: { content: image.content, source_url: pageUrl, content_type: image.content_type, title,
             selection: null, metadata: { kind: "image", image_url: info.srcUrl, image_alt: alt,

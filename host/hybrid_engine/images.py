@@ -64,6 +64,9 @@ def read_image(value: str, *, field: str = "params.image") -> Image:
     if not isinstance(value, str) or not value.strip():
         raise ImageError(f"{field}: expected an image as base64 or a data: URL", field=field)
     text = value.strip()
+    if re.match(r"^(?:https?|file|blob):", text, re.I):
+        raise ImageError(f"{field}: got the image's address, not its bytes (the browser could not fetch it; "
+                         "the capture's image_missing says why): nothing was sent", field=field)
     m = _DATA_URL.match(text)
     if m:
         text = text[m.end():]

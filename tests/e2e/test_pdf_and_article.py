@@ -80,3 +80,22 @@ def test_a_page_capture_carries_readabilitys_article_and_extract_text_uses_it(ch
     assert "Local-first workflows keep every step" in page["article"]
     assert "Home" not in page["article"]  # the navigation is not the article
     assert page["metadata"]["article"]["title"] == "The Durable Engine"
+
+
+def test_an_image_over_the_capture_limit_sends_its_address_and_says_why(chromium, he, site):
+    (site.root / "huge.png").write_bytes(bytes.fromhex("89504e470d0a1a0a") + bytes(1_500_000))
+    article = site.url("article.html")
+    chromium.open(article)
+    chromium.wait_connected()
+    chromium.bg("self.hybrid.handleMessage({type: 'settings.set', settings: {maxCaptureBytes: 1000000}})")
+    wait_for(lambda: chromium.bg("self.hybrid.state.templates.length") >= 2, what="templates listed")
+    tab = {"id": chromium.tab_id(article), "url": article, "title": "The Durable Engine"}
+    info = {"menuItemId": "image:e2e-echo", "srcUrl": site.url("huge.png"), "mediaType": "image",
+            "pageUrl": article, "frameId": 0}
+    out = chromium.bg("onMenuClicked(arg.info, arg.tab)", {"info": info, "tab": tab})
+    assert out["delivered"], out
+    assert "Sent the image's address only" in out["notice"] and "over the" in out["notice"]
+    he.wait_run(out["result"]["run_id"])
+    page = _step(he.run_doc(out["result"]["run_id"]), "page")
+    assert page["outputs"]["content"] == site.url("huge.png")
+    assert "over the" in page["metadata"]["image_missing"]

@@ -57,3 +57,9 @@ def test_gemini_counts_258_per_small_image_and_per_768_tile():
 
 def test_an_unknown_model_is_counted_with_gpt_4o_tiles_and_says_it_is_estimated():
     assert image_tokens("llava:13b", "local", 1024, 1024) == (765, False)
+
+
+def test_an_image_address_instead_of_its_bytes_says_the_browser_could_not_fetch_it():
+    with pytest.raises(ImageError) as info:
+        read_image("https://cdn.example.org/cat.png")
+    assert "address, not its bytes" in info.value.message
