@@ -9,6 +9,9 @@ Run: python bench/pdf_text.py [CORPUS] [PDF ...]
 
 For each of pypdf, pdfminer.six and pypdfium2: seconds per PDF (best of 3) and mean word
 F1. The host uses the library that wins on quality, then speed (see hybrid_engine/pdf.py).
+pypdf and pdfminer.six are not project dependencies: `pip install pypdf pdfminer.six` to
+compare (a library that is not installed is left out, and says so). Needs /usr/bin/chromium
+and playwright (the test extra) to print the corpus pages.
 """
 
 from __future__ import annotations
@@ -97,6 +100,11 @@ def main() -> int:
     print(f"pdf_text: {len(printed)} printed corpus pages + {len(files)} files, {pages_total} PDF pages")
     rows = {}
     for lib, fn in LIBRARIES.items():
+        try:
+            fn(printed[0][1] if printed else files[0][1])
+        except ImportError:
+            print(f"  {lib:13s} not installed (pip install {lib}): left out")
+            continue
         f1s, seconds, words = [], 0.0, 0
         for name, data, reference in printed + files:
             best = float("inf")
@@ -109,6 +117,8 @@ def main() -> int:
             if reference is not None:
                 f1s.append(word_f1(text, reference))
         rows[lib] = (statistics.mean(f1s) if f1s else float("nan"), seconds, words)
+    if not rows:
+        return 2
     fastest = min(s for _, s, _ in rows.values())
     for lib, (f1, seconds, words) in rows.items():
         print(f"  {lib:13s} mean word F1 {f1:.4f}   {seconds:6.2f} s in all ({seconds / fastest:5.1f}x the fastest)"

@@ -35,8 +35,11 @@ def test_web_ext_lint_reports_no_errors():
                            "--no-config-discovery"], capture_output=True, text=True, timeout=120)
     report = json.loads(proc.stdout)
     assert report["summary"]["errors"] == 0, report["errors"]
-    # The one expected warning: Firefox ignores background.service_worker (it uses scripts).
-    codes = {w["code"] for w in report["warnings"]}
+    # Expected warnings: Firefox ignores background.service_worker (it uses scripts); and the
+    # vendored Mozilla Readability puts the page's own HTML back into innerHTML of the detached
+    # clone it works on (two lines, marked safe by Readability's authors; no script runs there).
+    codes = {w["code"] for w in report["warnings"]
+             if not (w["code"] == "UNSAFE_VAR_ASSIGNMENT" and w.get("file") == "vendor/readability/Readability.js")}
     assert codes <= {"BACKGROUND_SERVICE_WORKER_IGNORED"}, report["warnings"]
 
 
