@@ -82,3 +82,10 @@ def test_a_damaged_pdf_fails_with_bad_pdf(cli, home, tmp_path):
     run_id = cli.json("runs", "--json")["runs"][0]["id"]
     text = steps_of(cli, run_id)["text"]
     assert text["status"] == "FAILED" and text["error_code"] == "bad_pdf"
+
+
+def test_the_estimate_of_a_scanned_pdf_says_the_model_step_would_not_be_sent(cli, home):
+    est = cli.json("estimate", "page-digest", "--input", DATA / "scanned.pdf", "--json")
+    [summary] = est["steps"]
+    assert "would not be sent" in summary["error"] and "pdf_no_text" in summary["error"]
+    assert est["total_cost_max"] == 0
