@@ -182,3 +182,28 @@ def test_firefox_loads_extension_reaches_host_and_completes_a_capture(firefox, h
     link = next(s for s in he.run_doc(out["result"]["run_id"])["steps"] if s["id"] == "page")
     assert link["outputs"]["link_url"] == site.url("target.html")
     assert link["outputs"]["link_text"] == "the full specification"
+
+
+def test_firefox_pdf_tab_is_sent_as_its_bytes_and_summarised_with_page_references(firefox, he, site):
+    from pdf_writer import text_pdf
+
+    data = text_pdf([["Harbour survey", "The north basin silted up."], ["Dredging plan", "Six weeks of work."]])
+    (site.root / "ff-survey.pdf").write_bytes(data)
+    url = site.url("ff-survey.pdf")
+    firefox.open_tab(url)  # pdf.js shows it
+    firefox.open_tab(f"{firefox.base}/popup/popup.html")
+    wait_for(lambda: firefox.js("return document.getElementById('connection').dataset.status;") == "connected",
+             30, 0.2, "the background to reach the host")
+    tab_id = firefox.js("const tabs = await W.browser.tabs.query({}); "
+                        "return tabs.find(t => t.url === arguments[0]).id;", [url])
+    info = {"menuItemId": "page:e2e-digest", "pageUrl": url, "frameId": 0}
+    tab = {"id": tab_id, "url": url, "title": "ff-survey.pdf"}
+    out = firefox.js("const bg = await W.browser.runtime.getBackgroundPage(); const w = bg.wrappedJSObject || bg;"
+                     "const r = await w.onMenuClicked(w.JSON.parse(arguments[0]), w.JSON.parse(arguments[1]));"
+                     "return JSON.parse(w.JSON.stringify(r));", [json.dumps(info), json.dumps(tab)])
+    assert out.get("delivered"), out
+    doc = he.wait_run(out["result"]["run_id"])
+    page = next(s for s in doc["steps"] if s["id"] == "page")
+    assert page["outputs"]["content_type"] == "application/pdf"
+    [request] = he.fake.requests_for("local")
+    assert "[page 2]\nDredging plan" in request.body["messages"][-1]["content"]
