@@ -1,21 +1,23 @@
-"""Which library reads a PDF's text: speed and word-F1 of pypdf, pypdfium2 and pdfminer.six.
+"""Which PDF text library the host uses: speed and text quality, measured side by side.
 
-Run: python bench/pdf_text.py [PDF_FOLDER]   (needs the three libraries in the venv:
-pip install pypdf pypdfium2 pdfminer.six; only the chosen one is a dependency)
+Run: python bench/pdf_text.py [CORPUS] [PDF ...]
+  CORPUS (default ../shared/corpus/readability, relative to the project root): a few of
+  its pages are printed to multi-page PDFs by headless Chromium (real fonts, real layout,
+  a text layer as browsers write it), and each library's text is scored against the
+  page's visible text by word F1 (tests/extract_score.py). Extra PDF files (for example
+  the manuals under /usr/share/doc) are timed and their word counts compared.
 
-Quality: each page of tests/data/corpus/readability printed to PDF by headless Chromium
-(the bench prints them itself into a temporary folder: a real browser's PDFs, with the
-page's fonts, columns and right-to-left text) and scored against the visible text of the
-same expected.html by word-overlap F1 (tests/extract_score.py, the scorer of the
-extraction benches). Speed: seconds to read every page of every PDF, the printed ones plus
-any in PDF_FOLDER (e.g. the manuals in /usr/share/doc), best of 3, next to the fastest.
+For each of pypdf, pdfminer.six and pypdfium2: seconds per PDF (best of 3) and mean word
+F1. The host uses the library that wins on quality, then speed (see hybrid_engine/pdf.py).
+pypdf and pdfminer.six are not project dependencies: `pip install pypdf pdfminer.six` to
+compare (a library that is not installed is left out, and says so). Needs /usr/bin/chromium
+and playwright (the test extra) to print the corpus pages.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,83 +25,105 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-
-from extract_score import visible_text, word_f1  # noqa: E402
-
-CORPUS = ROOT / "tests" / "data" / "corpus" / "readability"
+PAGES = ("wikipedia", "mozilla-1", "nytimes-1", "medium-1", "ars-1", "guardian-1", "bbc-1", "lwn-1", "rtl-1", "qq")
 
 
-def read_pypdf(path: Path) -> list[str]:
+def pypdf_text(data: bytes) -> list[str]:
+    import io
+
     import pypdf
 
-    return [page.extract_text() or "" for page in pypdf.PdfReader(path).pages]
+    return [p.extract_text() or "" for p in pypdf.PdfReader(io.BytesIO(data)).pages]
 
 
-def read_pypdfium2(path: Path) -> list[str]:
-    import pypdfium2
+def pdfminer_text(data: bytes) -> list[str]:
+    import io
 
-    doc = pypdfium2.PdfDocument(path)
+    from pdfminer.high_level import extract_text
+    from pdfminer.pdfpage import PDFPage
+
+    n = sum(1 for _ in PDFPage.get_pages(io.BytesIO(data)))
+    return [extract_text(io.BytesIO(data), page_numbers=[i]) for i in range(n)]
+
+
+def pdfium_text(data: bytes) -> list[str]:
+    import pypdfium2 as pdfium
+
+    doc = pdfium.PdfDocument(data)
     try:
-        return [doc[i].get_textpage().get_text_range() for i in range(len(doc))]
+        return [doc[i].get_textpage().get_text_bounded() for i in range(len(doc))]
     finally:
         doc.close()
 
 
-def read_pdfminer(path: Path) -> list[str]:
-    from pdfminer.high_level import extract_text
-
-    return extract_text(str(path)).split("\f")
+LIBRARIES = {"pypdf": pypdf_text, "pdfminer.six": pdfminer_text, "pypdfium2": pdfium_text}
 
 
-READERS = {"pypdf": read_pypdf, "pypdfium2": read_pypdfium2, "pdfminer.six": read_pdfminer}
+def print_pdfs(corpus: Path, out: Path) -> list[tuple[str, bytes, str]]:
+    """(name, pdf bytes, reference text) for the corpus pages, printed by Chromium."""
+    from extract_score import visible_text
+    from playwright.sync_api import sync_playwright
 
-
-def print_corpus(folder: Path) -> dict[Path, str]:
-    """expected.html of each corpus page printed to PDF by Chromium -> its reference text."""
-    out = {}
-    for page in sorted(p for p in CORPUS.iterdir() if (p / "expected.html").exists()):
-        pdf = folder / f"{page.name}.pdf"
-        subprocess.run(["chromium", "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--no-pdf-header-footer",
-                        f"--print-to-pdf={pdf}", (page / "expected.html").as_uri()],
-                       capture_output=True, timeout=120, check=False)
-        if pdf.exists():
-            out[pdf] = visible_text((page / "expected.html").read_text(encoding="utf-8"))
-    return out
+    made = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page()
+        page.route("**/*", lambda route: route.abort() if not route.request.url.startswith("file:") else
+                   route.continue_())
+        for name in PAGES:
+            expected = corpus / name / "expected.html"
+            if not expected.is_file():
+                continue
+            page.goto(expected.as_uri())
+            data = page.pdf(format="A4")
+            made.append((name, data, visible_text(expected.read_text(encoding="utf-8", errors="replace"))))
+        browser.close()
+    return made
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("folder", nargs="?", help="more PDFs to time (no reference text)")
-    args = parser.parse_args()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("corpus", nargs="?", default="../shared/corpus/readability")
+    ap.add_argument("pdfs", nargs="*", help="more PDF files to time")
+    args = ap.parse_args()
+    from extract_score import word_f1
+
+    corpus = (ROOT / args.corpus).resolve()
     with tempfile.TemporaryDirectory() as tmp:
-        refs = print_corpus(Path(tmp))
-        extra = sorted(Path(args.folder).glob("*.pdf")) if args.folder else []
-        pdfs = list(refs) + extra
-        pages = sum(len(read_pypdfium2(p)) for p in pdfs)
-        print(f"{len(refs)} printed corpus pages scored, {len(pdfs)} PDFs ({pages} pages) timed")
-        rows = []
-        for name, read in READERS.items():
-            try:
-                read(pdfs[0])
-            except ImportError:
-                print(f"{name}: not installed here (pip install {name}); left out")
-                continue
-            scores = [word_f1("\n".join(read(pdf)), ref) for pdf, ref in refs.items()]
-            best = min(_timed(read, pdfs) for _ in range(3))
-            rows.append((name, statistics.mean(scores), min(scores), best))
-        fastest = min(r[3] for r in rows)
-        print(f"{'library':14} {'mean F1':>8} {'worst F1':>9} {'seconds':>8} {'x fastest':>10}")
-        for name, mean, worst, secs in rows:
-            print(f"{name:14} {mean:8.3f} {worst:9.3f} {secs:8.3f} {secs / fastest:10.1f}")
+        printed = print_pdfs(corpus, Path(tmp))
+    files = [(Path(p).name, Path(p).read_bytes(), None) for p in args.pdfs]
+    if not printed and not files:
+        print(f"bench/pdf_text.py: no pages at {corpus} and no PDF files given", file=sys.stderr)
+        return 2
+    pages_total = sum(len(pdfium_text(d)) for _, d, _ in printed + files)
+    print(f"pdf_text: {len(printed)} printed corpus pages + {len(files)} files, {pages_total} PDF pages")
+    rows = {}
+    for lib, fn in LIBRARIES.items():
+        try:
+            fn(printed[0][1] if printed else files[0][1])
+        except ImportError:
+            print(f"  {lib:13s} not installed (pip install {lib}): left out")
+            continue
+        f1s, seconds, words = [], 0.0, 0
+        for name, data, reference in printed + files:
+            best = float("inf")
+            for _ in range(3):
+                t0 = time.perf_counter()
+                text = "\n".join(fn(data))
+                best = min(best, time.perf_counter() - t0)
+            seconds += best
+            words += len(text.split())
+            if reference is not None:
+                f1s.append(word_f1(text, reference))
+        rows[lib] = (statistics.mean(f1s) if f1s else float("nan"), seconds, words)
+    if not rows:
+        return 2
+    fastest = min(s for _, s, _ in rows.values())
+    for lib, (f1, seconds, words) in rows.items():
+        print(f"  {lib:13s} mean word F1 {f1:.4f}   {seconds:6.2f} s in all ({seconds / fastest:5.1f}x the fastest)"
+              f"   {words} words")
     return 0
-
-
-def _timed(read, pdfs) -> float:
-    t = time.perf_counter()
-    for pdf in pdfs:
-        read(pdf)
-    return time.perf_counter() - t
 
 
 if __name__ == "__main__":

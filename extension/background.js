@@ -555,4 +555,4 @@ if (api.notifications?.onClicked) {
 }
 
 // For tests and debugging from the worker's console.
-Object.assign(globalThis, { onMenuClicked, onCommand, hybrid: { host, state, ready, handleMessage, HANDLERS, send, checkTab } });
+Object.assign(globalThis, { onMenuClicked, onCommand, hybrid: { host, state, ready, handleMessage, HANDLERS, send, checkTab, capturePage } });

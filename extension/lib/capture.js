@@ -4,8 +4,11 @@
 // the keyboard shortcut). Pages that cannot be scripted still give their URL and title,
 // and metadata.content_missing says why the content is not there.
 
+import { captureArticle } from "./article.js";
 import { api } from "./ext.js";
 import { bytes } from "./format.js";
+import { fetchImage } from "./image.js";
+import { PdfFetchError, isPdfUrl, pdfPage } from "./pdf.js";
 
 export const DEFAULT_MAX_BYTES = 8 * 1024 * 1024;
 const PARSE_WAIT_MS = 3000; // how long a page whose parser is held up is waited for
@@ -32,9 +35,6 @@ function unscriptableReason(url) {
   }
   if (["chrome-extension:", "moz-extension:", "extension:"].includes(u.protocol)) {
     return "pages of other extensions cannot be read";
-  }
-  if (u.pathname.toLowerCase().endsWith(".pdf")) {
-    return "the browser's PDF viewer cannot be read by extensions";
   }
   return null;
 }
@@ -66,6 +66,7 @@ function byteLength(text) {
 // slip instructions to an AI assistant. The live page is never changed: its computed styles
 // are read and the matching elements are removed from a copy, which is what is serialised.
 async function readPage(maxBytes, waitMs) {
+  if (document.contentType === "application/pdf") return { pdf: true, url: location.href };
   // Injected at once (injectImmediately): the page is read as soon as its parser is done
   // ("interactive"), not after its deferred scripts, images and third-party loads. A parser
   // held up longer than waitMs (a synchronous script that does not arrive) gives what it has.
@@ -301,10 +302,12 @@ async function runInTab(tabId, frameId, func, args) {
 export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
   const started = performance.now();
   const fallbackUrl = tab.url || tab.pendingUrl || "";
+  if (isPdfUrl(fallbackUrl)) return { ...(await capturePdf(tab, fallbackUrl, maxBytes)), ms: performance.now() - started };
   const reason = unscriptableReason(fallbackUrl);
   if (!reason || !fallbackUrl) {
     try {
       const r = await runInTab(tab.id, 0, readPage, [maxBytes, PARSE_WAIT_MS]);
+      if (r.pdf) return { ...(await capturePdf(tab, r.url, maxBytes)), ms: performance.now() - started };
       const page = {
         content: r.content,
         source_url: r.url,
@@ -326,13 +329,43 @@ export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
           + (r.truncated ? `sent the first ${bytes(maxBytes)} of its text instead.`
                          : `sent its text (${bytes(r.textBytes)}) instead.`);
         page.metadata.size_cap = { limit_bytes: maxBytes, html_bytes: r.htmlBytes, truncated: !!r.truncated, notice };
+      } else {
+        await addArticle(page, tab.id, maxBytes);
       }
       return { page, notice, ms: performance.now() - started };
     } catch (err) {
+      // Chromium's PDF viewer at an address without .pdf: the file itself is still at the URL.
+      if (/pdf/i.test(err?.message || "")) {
+        return { ...(await capturePdf(tab, fallbackUrl, maxBytes)), ms: performance.now() - started };
+      }
       return { ...missingContent(tab, describeFailure(fallbackUrl, err), "page"), ms: performance.now() - started };
     }
   }
   return { ...missingContent(tab, reason, "page"), ms: performance.now() - started };
+}
+
+// Readability's article from the rendered page goes beside the HTML (lib/article.js).
+async function addArticle(page, tabId, maxBytes) {
+  const html = page.content_type === "text/html" || page.content_type === "application/xhtml+xml" ? page.content : null;
+  if (html === null) return; // over the size cap, sent as text: no HTML for an article either
+  const article = await captureArticle(tabId, { maxBytes, html });
+  if (!article) return;
+  page.article = article.content;
+  page.metadata.article = { title: article.title, byline: article.byline, site_name: article.site_name,
+                            length: article.length };
+}
+
+// A PDF tab: the file's bytes (lib/pdf.js); what went wrong is said, with the address sent.
+async function capturePdf(tab, url, maxBytes) {
+  try {
+    const page = await pdfPage(url, { maxBytes, title: tab.title && tab.title !== url ? tab.title : null,
+                                      kind: "pdf" });
+    if (page) return { page, notice: null };
+    return missingContent(tab, "the address looks like a PDF but the file is not one", "pdf");
+  } catch (err) {
+    if (!(err instanceof PdfFetchError)) throw err;
+    return missingContent(tab, err.message, "pdf");
+  }
 }
 
 function missingContent(tab, reason, kind) {
@@ -382,6 +415,21 @@ export async function captureFromMenu(kind, info, tab, options = {}) {
       notice,
     };
   }
+  if (kind === "link" && isPdfUrl(info.linkUrl)) {
+    // A link to a PDF: the file itself, so the workflow reads the document, not its address.
+    try {
+      const page = await pdfPage(info.linkUrl, { maxBytes: options.maxBytes || DEFAULT_MAX_BYTES,
+                                                 title: found.text || info.linkText || null, sourceUrl: info.linkUrl,
+                                                 kind: "pdf" });
+      if (page) {
+        page.metadata.page_url = pageUrl;
+        return { page, notice };
+      }
+    } catch (err) {
+      if (!(err instanceof PdfFetchError)) throw err;
+      notice = `Sent the link only: ${err.message}.`;
+    }
+  }
   if (kind === "link") {
     const text = found.text || info.linkText || "";
     return {
@@ -392,9 +440,24 @@ export async function captureFromMenu(kind, info, tab, options = {}) {
     };
   }
   const alt = found.text || "";
+  // The image's bytes, for a vision model (lib/image.js). When they cannot be had (too large,
+  // not an image, another site that does not let the extension fetch it) the address goes, and
+  // the reason is both shown and kept with the capture.
+  let image;
+  try {
+    image = await fetchImage(info.srcUrl, { maxBytes: options.maxBytes || DEFAULT_MAX_BYTES });
+  } catch (err) {
+    const reason = err.message || String(err);
+    return {
+      page: { content: info.srcUrl, source_url: pageUrl, content_type: "text/plain", title, selection: null,
+              metadata: { kind: "image", image_url: info.srcUrl, image_alt: alt, image_missing: reason } },
+      notice: `Sent the image's address only: ${reason}.`,
+    };
+  }
   return {
-    page: { content: info.srcUrl, source_url: pageUrl, content_type: "text/plain", title,
-            selection: null, metadata: { kind: "image", image_url: info.srcUrl, image_alt: alt } },
+    page: { content: image.content, source_url: pageUrl, content_type: image.content_type, title,
+            selection: null, metadata: { kind: "image", image_url: info.srcUrl, image_alt: alt,
+                                         image_bytes: image.bytes } },
     notice,
   };
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from . import clock
-from .errors import BadRequest, StepError
+from .errors import BadRequest, PermanentStepError, StepError
 from .inputs import content_type
 
 TYPE_CHECKING = False  # not `typing`'s: importing typing costs the host's start
@@ -42,7 +42,7 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
 
     if not isinstance(page, dict) or not isinstance(page.get("content"), str):
         raise BadRequest("page.content: expected the page's text")
-    for key in ("source_url", "content_type", "title", "selection"):
+    for key in ("source_url", "content_type", "title", "selection", "article"):
         if page.get(key) is not None and not isinstance(page[key], str):
             raise BadRequest(f"page.{key}: expected text")
     from . import privacy
@@ -52,7 +52,14 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
     ctype = content_type(page.get("content_type") or None, field="page.content_type")
     capture = {"content": page["content"], "source_url": source_url, "content_type": ctype,
                "captured_at": clock.iso(now), "title": page.get("title"), "selection": page.get("selection"),
-               "size_bytes": len(page["content"].encode("utf-8"))}
+               "size_bytes": len(page["content"].encode("utf-8")), "article": page.get("article") or ""}
+    metadata = page.get("metadata") if isinstance(page.get("metadata"), dict) else {}
+    for key in ("kind", "link_url", "link_text", "image_url", "image_alt"):  # as ingest copies them
+        if key in metadata:
+            capture[key] = metadata[key]
+    if ctype.startswith("image/"):
+        capture.setdefault("image_alt", "")
+        capture.setdefault("image_url", page.get("source_url") or "")
     run = {"id": "estimate", "name": tpl.name, "template": tpl.name, "created_at": clock.iso(now)}
     by_id = {s.id: s for s in tpl.steps}
     outputs: dict[str, dict] = {}
@@ -69,11 +76,22 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
             return known(ref)
         return dag.render(params, lookup)
 
+    failed: dict[str, str] = {}  # step id -> why the run would fail there (a deterministic step's error)
     order = dag.topological_order({s.id: list(s.dependencies) for s in tpl.steps})
     for step_id in order:
         s = by_id[step_id]
         spec = SPECS[s.action]
         upstream = sorted(dag.referenced_steps(s.params) & set(unknown))
+        blocked = [d for d in s.dependencies if d in failed]
+        if blocked:
+            failed[step_id] = failed[blocked[0]]
+            if spec.provider is not None:  # never sent: it costs nothing, and the reason is said
+                steps_out.append({"step_id": step_id, "action": s.action, "provider": spec.provider,
+                                  "model": s.params.get("model"), "prompt_tokens": 0, "max_output_tokens": 0,
+                                  "cost_min": 0.0, "cost_max": 0.0, "price_unknown": False, "context_window": None,
+                                  "fits": None, "lower_bound": False,
+                                  "error": f"would not be sent: {failed[step_id]}"})
+            continue
         if spec.input_slot:
             outputs[step_id] = capture
             continue
@@ -88,6 +106,9 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
                     action = load_action(s.action)
                     ctx = StepContext(run_id="estimate", step_id=step_id, action=s.action, attempt=1)
                     outputs[step_id] = action.compute(params, ctx).outputs
+                    continue
+                except PermanentStepError as exc:  # deterministic: the run would fail here too
+                    failed[step_id] = f"step '{step_id}' fails ({exc.code}): {exc.message}"
                     continue
                 except (StepError, dag.RenderError, dag.RefError) as exc:
                     log.info("estimate %s: step %s not computed: %s", tpl.name, step_id, exc)

@@ -75,6 +75,7 @@ def extract_main(
     *,
     include_links: bool = False,
     include_tables: bool = True,
+    article: str | None = None,
 ) -> dict[str, str]:
     """Reduce a captured page to its main content, as markdown, and its title.
 
@@ -88,11 +89,17 @@ def extract_main(
     `include_links` keeps `[text](href)` links (off by default: URLs cost tokens and
     measured F1 dropped from 0.93 to 0.89). `include_tables` keeps table content
     (on by default: dropping tables lost 0.01 F1 and data tables are often the point).
+    `article` is the HTML of the article Readability found in the live page (the
+    extension sends it); article.py decides whether it replaces trafilatura's text, and
+    `source` in the result (present when `article` is given) says which was used
+    ("article" or "html").
     """
+    from .article import choose
+
     if not html or not html.strip():
-        return {"text": "", "title": ""}
+        return _result(*choose("", article), "", article)
     if not _KNOWN_TAG.search(html):
-        return {"text": html.strip(), "title": ""}
+        return _result(html.strip(), "html", "", article)
 
     # heavy and slow to import: deferred until a page is actually extracted
     import trafilatura
@@ -100,7 +107,7 @@ def extract_main(
     document = html if _DOCUMENT_TAG.search(html) else f"<html><body>{html}</body></html>"
     tree = trafilatura.load_html(document)
     if tree is None:
-        return {"text": _strip_tags(html), "title": ""}
+        return _result(*choose(_strip_tags(html), article), "", article)
 
     options: dict[str, Any] = {
         "url": url,
@@ -118,8 +125,15 @@ def extract_main(
             text = balanced
     if not text:
         text = _fallback_text(trafilatura, tree)
+    return _result(*choose(text, article), _title(tree), article)
 
-    return {"text": text, "title": _title(tree)}
+
+def _result(text: str, source: str, title: str, article: str | None) -> dict[str, str]:
+    """`source` is there when an article was offered: callers that never pass one see the old shape."""
+    out = {"text": text, "title": title}
+    if article is not None:
+        out["source"] = source
+    return out
 
 
 def _run(trafilatura: Any, tree: Any, **options: Any) -> str:

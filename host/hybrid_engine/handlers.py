@@ -39,7 +39,7 @@ def _page(msg: dict) -> dict:
     """The `page` of capture and estimate: only `content` is required."""
     page = field(msg, "page", dict, "an object with at least `content`")
     out = {"content": field(page, "content", str, "a string", prefix="page.")}
-    for key in ("source_url", "content_type", "title", "selection"):
+    for key in ("source_url", "content_type", "title", "selection", "article"):
         out[key] = field(page, key, str, "a string", required=False, prefix="page.")
     out["metadata"] = field(page, "metadata", dict, "an object", required=False, default={}, prefix="page.")
     if out["content_type"] is not None:  # checked (and short names made MIME types) before a run is created
@@ -149,7 +149,7 @@ def h_capture(host, msg: dict) -> dict:
     result = host.service.capture(template, capture_id=capture_id, content=page["content"],
                                   source_url=page["source_url"], content_type=page["content_type"] or "text/html",
                                   title=page["title"], selection=page["selection"], metadata=page["metadata"],
-                                  budget_usd=budget, reuse=reuse)
+                                  article=page["article"], budget_usd=budget, reuse=reuse)
     if not result.get("duplicate") and result.get("run_id") and not result.get("reused_from"):
         host.ensure_worker()
     return result

@@ -13,17 +13,21 @@ import re
 from pathlib import Path
 
 from .errors import BadRequest
-from .pdftext import is_pdf
 
 TYPE_CHECKING = False  # not `typing`'s: importing typing costs the host's runs.list 2 ms
 if TYPE_CHECKING:
     from typing import Any
 
-CONTENT_TYPES = ("text/html", "text/plain", "text/markdown", "application/xhtml+xml", "application/json")
+CONTENT_TYPES = ("text/html", "text/plain", "text/markdown", "application/xhtml+xml", "application/json",
+                 "application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp")
+# Types whose content is base64 of the file's bytes, not text.
+BINARY_TYPES = ("application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp")
 # Short names are taken anywhere a MIME type is, and stored as the MIME type.
 CONTENT_TYPE_NAMES = {"text": "text/plain", "html": "text/html", "json": "application/json",
-                      "markdown": "text/markdown"}
+                      "markdown": "text/markdown", "pdf": "application/pdf"}
 MAX_CONTENT_BYTES = 64 * 1024 * 1024
+# A PDF travels as base64 text (4 characters per 3 bytes), which must fit MAX_CONTENT_BYTES.
+MAX_PDF_BYTES = MAX_CONTENT_BYTES // 4 * 3
 
 
 def content_type(value: str | None, *, field: str = "content_type", default: str = "text/html") -> str:
@@ -76,6 +80,8 @@ def parse_metadata(text: str, *, what: str = "--metadata") -> dict:
 
 
 
+_IMAGE_SUFFIXES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
+                   ".webp": "image/webp"}
 _SUFFIX_TYPES = {".html": "text/html", ".htm": "text/html", ".xhtml": "application/xhtml+xml", ".md": "text/markdown",
                  ".markdown": "text/markdown", ".txt": "text/plain", ".text": "text/plain", ".json": "application/json"}
 # Where a page declares its encoding: <meta charset>, <meta http-equiv content="...; charset=...">, or an
@@ -90,9 +96,11 @@ _CHARSET_ALIASES = {"iso-8859-1": "cp1252", "iso8859-1": "cp1252", "latin1": "cp
                     "utf-16": "utf-8", "utf-16le": "utf-8", "utf-16be": "utf-8", "utf-7": None, "utf7": None}
 
 
-def read_input_file(path: str, *, limit: int = MAX_CONTENT_BYTES) -> tuple[str, str]:
-    """Content and a content type guessed from the file name; a PDF (by name or by its
-    header) gives its text, page by page (pdftext.py).
+def read_input_file(path: str, *, limit: int | None = None) -> tuple[str, str]:
+    """Content and a content type guessed from the file name.
+
+    A `.pdf` (or a file that starts with a PDF header) comes back as base64 of its bytes,
+    typed application/pdf, as a PDF capture from the browser does; `extract_text` reads it.
 
     The size is checked before the file is read: a regular file over `limit` is refused
     from its stat; anything else (a pipe, a device such as /dev/zero) is read up to
@@ -101,6 +109,9 @@ def read_input_file(path: str, *, limit: int = MAX_CONTENT_BYTES) -> tuple[str, 
     import stat as stat_
 
     p = Path(path)
+    if limit is None:
+        limit = MAX_PDF_BYTES if p.suffix.lower() == ".pdf" or p.suffix.lower() in _IMAGE_SUFFIXES \
+            else MAX_CONTENT_BYTES
     try:
         with open(p, "rb") as fh:
             st = os.fstat(fh.fileno())
@@ -117,10 +128,19 @@ def read_input_file(path: str, *, limit: int = MAX_CONTENT_BYTES) -> tuple[str, 
         raise BadRequest(f"{path}: more than the {limit} byte limit (not a regular file: stopped reading there)",
                          code="too_large")
     suffix = p.suffix.lower()
-    if suffix == ".pdf" or is_pdf(data):
-        from .pdftext import pdf_text
+    if suffix == ".pdf" or data[:5] == b"%PDF-":
+        import base64
 
-        return pdf_text(data, path), "text/plain"  # page text, each after a [Page N] line
+        if len(data) > MAX_PDF_BYTES:
+            raise BadRequest(f"{path}: {len(data)} bytes is over the {MAX_PDF_BYTES} byte limit for a PDF",
+                             code="too_large")
+        if b"%PDF-" not in data[:1024]:
+            raise BadRequest(f"{path}: not a PDF file (no %PDF- header in its first 1024 bytes)")
+        return base64.b64encode(data).decode("ascii"), "application/pdf"
+    if suffix in _IMAGE_SUFFIXES:
+        import base64
+
+        return base64.b64encode(data).decode("ascii"), _IMAGE_SUFFIXES[suffix]
     ctype = _SUFFIX_TYPES.get(suffix, "text/html")
     return decode_text(data, html=ctype in ("text/html", "application/xhtml+xml")), ctype
 
@@ -168,5 +188,5 @@ def decode_text(data: bytes, *, html: bool = False) -> str:
     return text
 
 
-__all__ = ["CONTENT_TYPES", "CONTENT_TYPE_NAMES", "MAX_CONTENT_BYTES", "MAX_METADATA_DEPTH", "content_type",
+__all__ = ["BINARY_TYPES", "CONTENT_TYPES", "CONTENT_TYPE_NAMES", "MAX_CONTENT_BYTES", "MAX_PDF_BYTES", "MAX_METADATA_DEPTH", "content_type",
            "declared_charset", "decode_text", "nested_deeper", "parse_metadata", "read_input_file"]

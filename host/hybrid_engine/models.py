@@ -130,6 +130,8 @@ class ExternalDataRequest(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     title: str | None = None
     selection: str | None = None
+    # The article the extension's Readability found in the rendered page (HTML); extract_text may use it.
+    article: str | None = None
 
 
 class ExternalDataResponse(BaseModel):

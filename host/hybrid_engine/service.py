@@ -225,18 +225,31 @@ class Service:
         if nested_deeper(req.metadata, MAX_METADATA_DEPTH):
             raise BadRequest(f"metadata: nested deeper than {MAX_METADATA_DEPTH} levels", field="metadata")
         size = len(req.content.encode("utf-8"))
+        if req.article is not None:
+            size += len(req.article.encode("utf-8"))
         if size > MAX_CONTENT_BYTES:
             raise BadRequest(f"content: {size} bytes is over the {MAX_CONTENT_BYTES} byte limit", code="too_large")
+        if ctype == "application/pdf":
+            from .pdf import decode_pdf
+
+            decode_pdf(req.content)  # refused here, with the field, rather than when extract_text runs
+        elif ctype.startswith("image/"):
+            from .images import read_image
+
+            read_image(req.content, field="content")  # base64 of an image a vision model takes, or refused
         run = self.store.run_row(run_id)
         if RunStatus(run["status"]).is_terminal:
             raise ConflictError(f"run '{run_id}' is {run['status']}; it takes no more data")
         now = clock.now()
         outputs = {"content": req.content, "source_url": req.source_url, "content_type": ctype,
                    "captured_at": clock.iso(now), "title": req.title, "selection": req.selection,
-                   "size_bytes": size}
+                   "size_bytes": size, "article": req.article or ""}
         for key in ("kind", "link_url", "link_text", "image_url", "image_alt"):
             if key in req.metadata:
                 outputs[key] = req.metadata[key]
+        if ctype.startswith("image/"):  # an image from a file has no page: templates may still name these
+            outputs.setdefault("image_alt", "")
+            outputs.setdefault("image_url", req.source_url or "")
         metadata = {"source_url": req.source_url, "content_type": ctype, "size_bytes": size, **req.metadata}
         slots = self.store.open_slots(run_id)
         target = None
@@ -285,7 +298,7 @@ class Service:
 
     def start(self, template_ref: str, *, content: str | None = None, source_url: str | None = None,
               content_type: str = "text/html", title: str | None = None, selection: str | None = None,
-              metadata: dict | None = None, budget_usd: float | None = None) -> dict:
+              metadata: dict | None = None, budget_usd: float | None = None, article: str | None = None) -> dict:
         """Create a run and, when content is given, fill its capture slot: `run --input` and `capture`."""
         from .models import ExternalDataRequest
 
@@ -299,7 +312,8 @@ class Service:
             if content is not None:
                 resp = self.ingest(run_id, ExternalDataRequest(content=content, source_url=source_url,
                                                                content_type=content_type, title=title,
-                                                               selection=selection, metadata=metadata or {}))
+                                                               selection=selection, metadata=metadata or {},
+                                                               article=article))
                 result.update(step_id=resp.step_id, queued_dependents=resp.queued_dependents)
         return result
 

@@ -3,6 +3,7 @@ missing, and big pages and outputs, against the real host and a fake model on lo
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -10,7 +11,7 @@ import statistics
 
 import pytest
 
-from e2e_world import (ARTIFACTS, EXT_ORIGIN, GUARD_MS, INPUT_PER_MTOK, MODEL, OUTPUT_PER_MTOK, TEMPLATES, sha256, shot,
+from e2e_world import (ARTIFACTS, EXT_ORIGIN, GUARD_MS, INPUT_PER_MTOK, MODEL, OUTPUT_PER_MTOK, PNG_1PX, TEMPLATES, sha256, shot,
                       usd, wait_for)
 
 pytestmark = pytest.mark.e2e
@@ -323,7 +324,8 @@ def test_context_menu_captures_selection_link_and_image(chromium, he, site):
     assert page["metadata"]["kind"] == "link"
 
     page = capture_of(img_run)
-    assert page["outputs"]["content"] == img_url
+    assert base64.b64decode(page["outputs"]["content"]) == PNG_1PX  # the bytes, for a vision model
+    assert page["outputs"]["content_type"] == "image/png"
     assert page["outputs"]["image_url"] == img_url
     assert page["outputs"]["image_alt"] == "A diagram of the step graph"
     assert page["metadata"]["kind"] == "image"

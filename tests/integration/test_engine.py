@@ -324,11 +324,12 @@ def test_wal_mode_and_synchronous_normal(service):
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1
 
 
-def test_a_refused_page_leaves_no_empty_run_behind(service):
+@pytest.mark.parametrize("content_type, field", [("video/mp4", "content_type"), ("application/pdf", "content")])
+def test_a_refused_page_leaves_no_empty_run_behind(service, content_type, field):
     from hybrid_engine.errors import BadRequest
 
-    with pytest.raises(BadRequest, match="content_type"):
-        service.start("page-text", content="x", content_type="application/pdf")
+    with pytest.raises(BadRequest, match=f"^{field}:"):
+        service.start("page-text", content="x", content_type=content_type)
     assert service.list_runs() == []
 
 

@@ -302,7 +302,7 @@ def test_each_bad_message_gets_its_code_and_the_host_keeps_serving(host):
         ({"type": "capture", "template": "page-text", "page": {"content": 5}}, "page.content"),
         ({"type": "capture", "template": "page-text", "page": {"title": "no content"}}, "page.content"),
         ({"type": "capture", "template": "page-text", "page": {"content": "x", "source_url": 1}}, "page.source_url"),
-        ({"type": "capture", "template": "page-text", "page": {"content": "x", "content_type": "image/png"}},
+        ({"type": "capture", "template": "page-text", "page": {"content": "x", "content_type": "video/mp4"}},
          "page.content_type"),
         ({"type": "external_data.add", "content": "x"}, "workflow_id"),
         ({"type": "external_data.add", "workflow_id": "x", "content": "x", "metadata": []}, "metadata"),

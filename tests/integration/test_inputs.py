@@ -115,9 +115,9 @@ def test_cli_run_input_takes_a_short_content_type(cli, home, tmp_path, name, mim
 def test_cli_refuses_an_unknown_content_type_naming_the_option(cli, home, tmp_path):
     page = tmp_path / "p.txt"
     page.write_text("x", encoding="utf-8")
-    proc = cli("run", "page-text", "--input", page, "--content-type", "image/png")
+    proc = cli("run", "page-text", "--input", page, "--content-type", "video/mp4")
     assert proc.returncode == 2
-    assert proc.stderr.startswith("hybrid-engine: --content-type: 'image/png' is not supported")
+    assert proc.stderr.startswith("hybrid-engine: --content-type: 'video/mp4' is not supported")
 
 
 @pytest.mark.parametrize("name,mime", SHORT_NAMES)

@@ -24,6 +24,8 @@ _CHAT_PARAMS = {
                                   "context window"),
     "redact": Param(list, doc="kinds of personal data replaced before a cloud call (pii.KINDS); "
                               "set from the template's `redact:`"),
+    "image": Param(str, doc="an image for a vision model: base64 or a data: URL (a captured image's content)"),
+    "image_detail": Param(str, doc="OpenAI's image detail: 'high' (default) or 'low'"),
 }
 _CHAT_OUTPUTS = frozenset({"text", "finish_reason", "reasoning", "sent"})  # sent: {system, prompt} as sent
 
@@ -35,15 +37,16 @@ def _chat(name: str, provider: str, loader: str) -> ActionSpec:
 
 CAPTURE_OUTPUTS = frozenset({"content", "source_url", "content_type", "captured_at", "title",
                              "selection", "link_url", "link_text", "image_url", "image_alt",
-                             "kind", "size_bytes"})
+                             "kind", "size_bytes", "article"})
 
 SPECS: dict[str, ActionSpec] = {spec.name: spec for spec in [
     ActionSpec("capture", "hybrid_engine.adapters.builtin:Capture", outputs=CAPTURE_OUTPUTS,
                input_slot=True),
     ActionSpec("extract_text", "hybrid_engine.adapters.builtin:ExtractText",
                params={"html": Param(str, required=True), "url": Param(str),
-                       "include_links": Param(bool), "include_tables": Param(bool)},
-               outputs=frozenset({"text", "title", "chars", "source_chars"}), blocking=True,
+                       "include_links": Param(bool), "include_tables": Param(bool), "article": Param(str)},
+               outputs=frozenset({"text", "title", "chars", "source_chars", "source", "pages",
+                                  "pages_without_text"}), blocking=True,
                default_timeout_s=60.0),
     ActionSpec("split_text", "hybrid_engine.adapters.builtin:SplitText",
                params={"text": Param(str, required=True),

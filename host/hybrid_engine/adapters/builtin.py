@@ -19,16 +19,42 @@ class Capture(SyncAction):
 class ExtractText(SyncAction):
     def compute(self, params, ctx: StepContext) -> StepResult:
         from ..extract import extract_main
+        from ..pdf import is_pdf_base64
 
         html = params.get("html") or ""
         if not isinstance(html, str):
             raise PermanentStepError(f"params.html: expected text, got {type(html).__name__}")
+        if is_pdf_base64(html):
+            return self._pdf(html)
+        article = params.get("article") or ""
+        if not isinstance(article, str):
+            raise PermanentStepError(f"params.article: expected text, got {type(article).__name__}")
         result = extract_main(html, params.get("url"), include_links=bool(params.get("include_links", False)),
-                              include_tables=bool(params.get("include_tables", True)))
+                              include_tables=bool(params.get("include_tables", True)), article=article)
         text = result.get("text") or ""
+        # source: "article" when the live page's Readability article was used, else "html" (article.py)
         return StepResult(outputs={"text": text, "title": result.get("title") or "", "chars": len(text),
-                                   "source_chars": len(html)},
-                          metadata={"source_chars": len(html), "chars": len(text)})
+                                   "source_chars": len(html), "source": result["source"]},
+                          metadata={"source_chars": len(html), "chars": len(text), "source": result["source"]})
+
+
+    @staticmethod
+    def _pdf(content: str) -> StepResult:
+        """A captured PDF (base64, as capture and `run --input file.pdf` store it): its text by page."""
+        from ..errors import BadRequest
+        from ..pdf import PdfError, decode_pdf, pdf_text
+
+        try:
+            result = pdf_text(decode_pdf(content, field="params.html"))
+        except BadRequest as exc:
+            raise PermanentStepError(exc.message, code="bad_pdf") from exc
+        except PdfError as exc:
+            raise PermanentStepError(exc.message, code=exc.code) from exc
+        text = result["text"]
+        facts = {"pages": result["pages"], "pages_without_text": result["pages_without_text"], "chars": len(text),
+                 "source_chars": len(content)}
+        return StepResult(outputs={"text": text, "title": result["title"], **facts},
+                          metadata={**facts, "content_type": "application/pdf"})
 
 
 class SplitText(SyncAction):

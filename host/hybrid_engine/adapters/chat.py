@@ -55,6 +55,10 @@ class ChatRequest:
     temperature: float | None
     max_tokens: int | None
     timeout_s: float
+    image: "Image | None" = None  # images.py; sent beside the prompt to a vision model
+    image_detail: str = "high"
+    image_tokens: int = 0  # what the image adds to the prompt (images.image_tokens)
+    image_tokens_documented: bool = True
 
 
 @dataclass
@@ -130,9 +134,30 @@ class ChatAdapter(Action):
                                      code="bad_params")
         timeout_s = params.get("timeout_s") or (settings.timeout_s if settings else None) \
             or getattr(self.spec, "default_timeout_s", 120.0)
-        return ChatRequest(model=model.strip(), prompt=prompt, system=system or None,
-                           temperature=float(temperature) if temperature is not None else None,
-                           max_tokens=max_tokens, timeout_s=float(timeout_s))
+        request = ChatRequest(model=model.strip(), prompt=prompt, system=system or None,
+                              temperature=float(temperature) if temperature is not None else None,
+                              max_tokens=max_tokens, timeout_s=float(timeout_s))
+        if params.get("image"):
+            self._attach_image(request, params)
+        return request
+
+    def _attach_image(self, request: ChatRequest, params: dict[str, Any]) -> None:
+        from ..images import ImageError, image_tokens, read_image
+
+        if self.provider == "deepseek":
+            raise PermanentStepError(f"{self.spec.name}: DeepSeek's chat models take no images; use "
+                                     "openai_chat, gemini_chat or a local vision model.", code="bad_params")
+        detail = params.get("image_detail") or "high"
+        if detail not in ("high", "low"):
+            raise PermanentStepError(f"{self.spec.name}: image_detail must be 'high' or 'low', not {detail!r}.",
+                                     code="bad_params")
+        try:
+            image = read_image(params["image"])
+        except ImageError as exc:
+            raise PermanentStepError(exc.message, code=exc.code) from exc
+        request.image, request.image_detail = image, detail
+        request.image_tokens, request.image_tokens_documented = image_tokens(
+            request.model, self.provider, image.width, image.height, detail)
 
     def _redact(self, request: ChatRequest, params: dict[str, Any], settings: ProviderSettings) -> dict | None:
         """The template's `redact:` kinds replaced in what goes to a cloud model (a local one gets
@@ -177,7 +202,7 @@ class ChatAdapter(Action):
         if window is None:
             return {}
         info: dict[str, Any] = {"context_window": window}
-        budget = window - (request.max_tokens or 0)
+        budget = window - (request.max_tokens or 0) - request.image_tokens
         system = request.system or ""
         overhead = tokens.TOKENS_PER_MESSAGE * (2 if system else 1) + tokens.REPLY_PRIMING
         if tokens.max_tokens_bound(request.prompt) + tokens.max_tokens_bound(system) + overhead <= budget:
@@ -244,8 +269,9 @@ class ChatAdapter(Action):
         """What the journal records before the request goes: the most this call can cost."""
         count = tokens.count_chat_tokens(request.prompt, request.system, request.model, self.provider)
         max_out = request.max_tokens or tokens.model_limits(request.model, self.provider, config).max_output_tokens
-        cost = pricing.price(request.model, self.provider, pricing.Usage(count.high, max_out), config=config)
-        return {"provider": self.provider, "model": request.model, "prompt_tokens": count.tokens,
+        cost = pricing.price(request.model, self.provider, pricing.Usage(count.high + request.image_tokens, max_out),
+                             config=config)
+        return {"provider": self.provider, "model": request.model, "prompt_tokens": count.tokens + request.image_tokens,
                 "max_output_tokens": max_out, "cost_max": None if cost.price_unknown else cost.usd}
 
     # -- keys and estimates ----------------------------------------------------------------
@@ -257,11 +283,12 @@ class ChatAdapter(Action):
         limits = tokens.model_limits(request.model, self.provider, config)
         count = tokens.count_chat_tokens(request.prompt, request.system, request.model, self.provider)
         max_out = request.max_tokens or limits.max_output_tokens
-        low, high = count.low, count.high
+        extra = request.image_tokens
+        low, high = count.low + extra, count.high + extra
         fits = True
         if limits.context_window is not None:
             budget = limits.context_window - (request.max_tokens or 0)
-            fits = count.tokens <= budget
+            fits = count.tokens + extra <= budget
             if not fits and on_overflow == "truncate":
                 low, high = min(low, budget), min(high, budget)
         cost_min = pricing.price(request.model, self.provider, pricing.Usage(low, 0), config=config)
@@ -269,8 +296,10 @@ class ChatAdapter(Action):
                                  config=config)
         return {
             "provider": self.provider, "model": request.model,
-            "prompt_tokens": count.tokens, "prompt_tokens_min": low, "prompt_tokens_max": high,
+            "prompt_tokens": count.tokens + extra, "prompt_tokens_min": low, "prompt_tokens_max": high,
             "max_output_tokens": max_out,
+            **({"image_tokens": extra, "image_tokens_estimated": not request.image_tokens_documented}
+               if request.image is not None else {}),
             "cost_min": cost_min.usd, "cost_max": cost_max.usd,
             "price_unknown": cost_max.price_unknown, "price_source": cost_max.source,
             "tokenizer": count.encoding if count.method == "bpe" else "heuristic",
@@ -432,7 +461,12 @@ class ChatAdapter(Action):
             reasoning=reply.reasoning, model=request.model, provider=self.provider,
             cut_at=request.max_tokens if reply.finish_reason == "length" else None)
         est = await asyncio.to_thread(count) if size > 200_000 else count()
-        return est.usage, {
+        usage = est.usage
+        if request.image_tokens:  # our count is of text; the image's tokens are the provider's rule
+            import dataclasses
+
+            usage = dataclasses.replace(usage, prompt_tokens=usage.prompt_tokens + request.image_tokens)
+        return usage, {
             "usage_source": "estimated", "usage_problem": problem,
             "provider_usage": usage_check.record(reply.raw_usage),
             "estimate_tokenizer": est.tokenizer, "prompt_tokens_exact": est.exact_prompt,

@@ -113,9 +113,13 @@ class GeminiChat(ChatAdapter):
                                            retry_options=types.HttpRetryOptions(attempts=1)),
         )
         timeouts, transport = _transport_errors()
+        contents: Any = request.prompt
+        if request.image is not None:  # inline_data beside the text
+            contents = [request.prompt, types.Part.from_bytes(data=request.image.data,
+                                                              mime_type=request.image.media_type)]
         try:
             response = await client.aio.models.generate_content(
-                model=request.model, contents=request.prompt, config=config)
+                model=request.model, contents=contents, config=config)
         except errors.APIError as exc:
             headers = getattr(getattr(exc, "response", None), "headers", None)
             body = exc.details if isinstance(exc.details, dict) else {"message": exc.message}

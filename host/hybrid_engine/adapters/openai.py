@@ -66,7 +66,12 @@ class OpenAICompatibleChat(ChatAdapter):
         messages = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
-        messages.append({"role": "user", "content": request.prompt})
+        if request.image is not None:  # a vision model: the text and the image in one user message
+            messages.append({"role": "user", "content": [
+                {"type": "text", "text": request.prompt},
+                {"type": "image_url", "image_url": {"url": request.image.data_url, "detail": request.image_detail}}]})
+        else:
+            messages.append({"role": "user", "content": request.prompt})
         return messages
 
     async def _complete(self, request: ChatRequest, settings: ProviderSettings,

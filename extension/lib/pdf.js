@@ -1,0 +1,82 @@
+// PDFs as the file's bytes. A PDF tab (Chromium's viewer, Firefox's pdf.js) cannot be read
+// with executeScript, and its text is not in a DOM anyway: the extension fetches the file
+// from its URL (with the person's cookies, so a PDF behind a login works) and sends it as
+// base64, content_type application/pdf; the host extracts the text page by page.
+
+import { bytes } from "./format.js";
+
+const PDF_MAGIC = [0x25, 0x50, 0x44, 0x46, 0x2d]; // "%PDF-"
+
+// Whether the address names a PDF by its path (…/report.pdf, …/report.PDF?download=1).
+export function isPdfUrl(url) {
+  try {
+    const u = new URL(url);
+    return ["http:", "https:", "file:"].includes(u.protocol) && u.pathname.toLowerCase().endsWith(".pdf");
+  } catch {
+    return false;
+  }
+}
+
+function startsLikePdf(view) {
+  // Readers accept a little junk before the header; look in the first KiB.
+  const end = Math.min(view.length - PDF_MAGIC.length, 1024);
+  for (let i = 0; i <= end; i++) {
+    if (PDF_MAGIC.every((b, j) => view[i + j] === b)) return true;
+  }
+  return false;
+}
+
+export function base64Of(view) {
+  // btoa per slice of a multiple of 3 bytes: the slices' encodings join without padding.
+  const SLICE = 3 * 16384;
+  const parts = [];
+  for (let i = 0; i < view.length; i += SLICE) {
+    parts.push(btoa(String.fromCharCode.apply(null, view.subarray(i, i + SLICE))));
+  }
+  return parts.join("");
+}
+
+export class PdfFetchError extends Error {}
+
+// The bytes at `url` (fetched with the person's cookies), at most `maxBytes`: {view, type}.
+// `what` names the file in errors ("the PDF", "the image").
+export async function fetchBytes(url, { maxBytes, what }) {
+  let resp;
+  try {
+    resp = await fetch(url, { credentials: "include" });
+  } catch (err) {
+    throw new PdfFetchError(`${what} could not be fetched (${err.message || err})`);
+  }
+  if (!resp.ok) throw new PdfFetchError(`${what} could not be fetched (HTTP ${resp.status})`);
+  const declared = Number(resp.headers.get("content-length") || 0);
+  if (declared > maxBytes) throw new PdfFetchError(`${what} is ${bytes(declared)}, over the ${bytes(maxBytes)} capture limit`);
+  const view = new Uint8Array(await resp.arrayBuffer());
+  if (view.length > maxBytes) throw new PdfFetchError(`${what} is ${bytes(view.length)}, over the ${bytes(maxBytes)} capture limit`);
+  return { view, type: (resp.headers.get("content-type") || "").split(";")[0].trim().toLowerCase() };
+}
+
+// {content (base64), bytes} of the PDF at `url`, or null when what is there is not a PDF.
+// PdfFetchError says why it could not be had (HTTP status, size over `maxBytes`).
+async function fetchPdf(url, { maxBytes }) {
+  const { view, type } = await fetchBytes(url, { maxBytes, what: "the PDF" });
+  if (!startsLikePdf(view)) {
+    if (type === "application/pdf") throw new PdfFetchError("the file served as a PDF is not one (no %PDF- header)");
+    return null;
+  }
+  return { content: base64Of(view), bytes: view.length };
+}
+
+// A `page` for the host's capture: the PDF's bytes, or null when the URL is not a PDF.
+export async function pdfPage(url, { maxBytes, title, sourceUrl, kind }) {
+  const pdf = await fetchPdf(url, { maxBytes });
+  if (!pdf) return null;
+  const name = decodeURIComponent(new URL(url).pathname.split("/").pop() || "document.pdf");
+  return {
+    content: pdf.content,
+    source_url: sourceUrl || url,
+    content_type: "application/pdf",
+    title: title || name,
+    selection: null,
+    metadata: { kind, pdf_url: url, pdf_bytes: pdf.bytes },
+  };
+}

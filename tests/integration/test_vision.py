@@ -1,0 +1,105 @@
+"""Images for vision models through the real SDKs (openai, google-genai) against the loopback
+fake: the request carries the image, and its tokens are in the estimate and the recorded cost."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import pytest
+
+from hybrid_engine.adapters import load_action
+from hybrid_engine.adapters.base import StepContext
+from hybrid_engine.errors import PermanentStepError
+from image_writer import png
+
+IMAGE = png(1024, 1024)
+B64 = base64.b64encode(IMAGE).decode()
+
+
+def run(action: str, params: dict):
+    ctx = StepContext(run_id="run-1", step_id="step-1", action=action, attempt=1, log=lambda line: None)
+    return asyncio.run(load_action(action).run(params, ctx))
+
+
+def test_openai_request_carries_the_image_as_a_data_url(fake_provider_env):
+    run("openai_chat", {"model": "gpt-4o", "prompt": "Describe it", "image": B64})
+    [request] = fake_provider_env.requests
+    text, image = request.body["messages"][-1]["content"]
+    assert text == {"type": "text", "text": "Describe it"}
+    assert image == {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{B64}", "detail": "high"}}
+
+
+def test_gemini_request_carries_the_image_as_inline_data(fake_provider_env):
+    run("gemini_chat", {"model": "gemini-2.5-flash", "prompt": "Describe it",
+                        "image": f"data:image/png;base64,{B64}"})
+    [request] = fake_provider_env.requests
+    parts = request.body["contents"][0]["parts"]
+    assert parts[0] == {"text": "Describe it"}
+    inline = parts[1]["inlineData"]
+    # google-genai writes the field in snake case; the API takes either spelling
+    assert inline["data"] == B64 and (inline.get("mimeType") or inline.get("mime_type")) == "image/png"
+
+
+def test_the_estimate_adds_the_images_tokens_to_the_prompt(fake_provider_env):
+    chat = load_action("openai_chat")
+    with_image = chat.estimate({"model": "gpt-4o", "prompt": "Describe it", "image": B64, "max_tokens": 100})
+    without = chat.estimate({"model": "gpt-4o", "prompt": "Describe it", "max_tokens": 100})
+    assert with_image["image_tokens"] == 765
+    assert with_image["prompt_tokens"] == without["prompt_tokens"] + 765
+    assert with_image["cost_max"] > without["cost_max"]
+
+
+def test_a_reply_without_usage_is_priced_with_the_images_tokens(fake_provider_env):
+    fake_provider_env.script("gemini", usage=None)
+    result = run("gemini_chat", {"model": "gemini-2.5-flash", "prompt": "Describe it", "image": B64})
+    assert result.metadata["usage_source"] == "estimated"
+    assert result.metadata["prompt_tokens"] >= 4 * 258
+    assert result.metadata["cost"] > 0
+
+
+def test_deepseek_refuses_an_image_before_sending(fake_provider_env):
+    with pytest.raises(PermanentStepError) as info:
+        run("deepseek_chat", {"model": "deepseek-chat", "prompt": "Describe it", "image": B64})
+    assert info.value.code == "bad_params" and "no images" in info.value.message
+    assert fake_provider_env.requests == []
+
+
+def test_a_step_image_that_is_not_an_image_fails_with_bad_image(fake_provider_env):
+    with pytest.raises(PermanentStepError) as info:
+        run("openai_chat", {"model": "gpt-4o", "prompt": "Describe it",
+                            "image": base64.b64encode(b"<html>not an image</html>").decode()})
+    assert info.value.code == "bad_image"
+    assert fake_provider_env.requests == []
+
+
+@pytest.fixture
+def home(he_home):
+    from hybrid_engine.templates import seed_templates
+
+    seed_templates(he_home / "templates")
+    return he_home
+
+
+def test_image_describe_sends_an_input_image_and_records_its_cost(cli, home, fake_provider, tmp_path):
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(IMAGE)
+    cli.env.update(fake_provider.env())
+    fake_provider.script("openai", usage={"prompt_tokens": 25_560, "completion_tokens": 80})
+    estimate = cli.json("estimate", "image-describe", "--input", photo, "--json")
+    proc = cli("run", "image-describe", "--input", photo, "--wait", "--json")
+    assert proc.returncode == 0, proc.stderr
+    [request] = fake_provider.requests_for("openai")
+    assert request.body["messages"][-1]["content"][1]["image_url"]["url"] == f"data:image/png;base64,{B64}"
+    run_id = cli.json("runs", "--json")["runs"][0]["id"]
+    step = next(s for s in cli.json("export", run_id)["steps"] if s["id"] == "describe")
+    [model_step] = [s for s in estimate["steps"] if s["step_id"] == "describe"]
+    assert model_step["prompt_tokens"] >= 2833 + 4 * 5667  # gpt-4o-mini's tiles for 1024 x 1024
+    assert model_step["cost_min"] <= step["execution_metrics"]["cost"] <= model_step["cost_max"]
+
+
+def test_an_upload_that_is_not_an_image_is_refused_when_it_comes_in(cli, home, tmp_path):
+    fake = tmp_path / "photo.png"
+    fake.write_bytes(b"<html>not a picture</html>")
+    proc = cli("run", "image-describe", "--input", fake)
+    assert proc.returncode == 2 and "content:" in proc.stderr and "PNG" in proc.stderr
