@@ -17,7 +17,8 @@ from datetime import datetime
 from . import clock, config, views
 from .errors import BadRequest, ConflictError, NotFound
 from .inputs import (CONTENT_TYPE_NAMES, CONTENT_TYPES, MAX_CONTENT_BYTES, MAX_METADATA_DEPTH,  # noqa: F401
-                     content_type, declared_charset, decode_text, nested_deeper, parse_metadata, read_input_file)
+                     check_text, content_type, declared_charset, decode_text, nested_deeper, parse_metadata,
+                     read_input_file)
 from .states import RunStatus, StepStatus
 from .store import Store
 from .views import DEFAULT_CUT, summary_view  # noqa: F401 - re-exported
@@ -215,6 +216,8 @@ class Service:
 
         run_id = self.resolve_run(run_id)
         req = request if isinstance(request, ExternalDataRequest) else self._parse_external(request)
+        for field in ("content", "source_url", "content_type", "step_name", "title", "selection", "metadata"):
+            check_text(getattr(req, field), field)
         req.source_url = admit(req.source_url)  # [[sites]]: `never` refused, `strip_query` stripped
         ctype = content_type(req.content_type or None)
         if nested_deeper(req.metadata, MAX_METADATA_DEPTH):
@@ -232,7 +235,10 @@ class Service:
         for key in ("kind", "link_url", "link_text", "image_url", "image_alt"):
             if key in req.metadata:
                 outputs[key] = req.metadata[key]
-        metadata = {"source_url": req.source_url, "content_type": ctype, "size_bytes": size, **req.metadata}
+        # What the site rules and the size check decided wins over the caller's metadata: a
+        # metadata.source_url would bring back the query strip_query dropped, or name another
+        # site to the local_only guard (which reads this field).
+        metadata = {**req.metadata, "source_url": req.source_url, "content_type": ctype, "size_bytes": size}
         slots = self.store.open_slots(run_id)
         target = None
         if req.step_name and req.step_name in slots:

@@ -1,0 +1,80 @@
+"""The HTTP API against input a careless script or a hostile caller sends: a real server, curl."""
+
+from __future__ import annotations
+
+import pytest
+
+from api_server import ApiServer
+
+PAGE = "<html><head><title>Cart</title></head><body><p>Two items.</p></body></html>"
+SITES = """
+[[sites]]
+match = "shop.example"
+rule = "strip_query"
+"""
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    from hybrid_engine.templates import seed_templates
+
+    home = tmp_path_factory.mktemp("hostile") / "he-home"
+    seed_templates(home / "templates")
+    (home / "config.toml").write_text(SITES, encoding="utf-8")
+    with ApiServer(home) as server:
+        yield server
+
+
+def waiting_run(api) -> str:
+    status, started = api.curl("POST", "/workflows", json_body={"template": "page-text"})
+    assert status == 201
+    return started["run_id"]
+
+
+# A JSON string may spell a lone UTF-16 surrogate (\ud800) that no UTF-8 text holds: json.dumps
+# writes them for emoji split in half, and such a body must be a 400 naming the field, not a 500.
+
+def test_a_lone_surrogate_in_the_content_is_400_naming_the_field(api):
+    run_id = waiting_run(api)
+    status, body = api.curl("POST", f"/workflows/{run_id}/external-data",
+                            data=b'{"content": "half an emoji \\ud83d"}', ctype="application/json")
+    assert status == 400 and body["error"]["code"] == "bad_request"
+    assert body["error"]["field"] == "content" and "surrogate" in body["error"]["message"]
+    assert api.curl("GET", f"/workflows/{run_id}")[1]["steps"][0]["status"] == "WAITING_FOR_INPUT"
+
+
+def test_a_lone_surrogate_in_a_new_runs_title_is_400_and_makes_no_run(api):
+    before = api.curl("GET", "/workflows?limit=1000")[1]["runs"]
+    status, body = api.curl("POST", "/workflows", ctype="application/json",
+                            data=b'{"template": "page-text", "content": "<p>x</p>", "title": "\\udc00 tail"}')
+    assert status == 400 and body["error"]["field"] == "title"
+    assert api.curl("GET", "/workflows?limit=1000")[1]["runs"] == before
+
+
+def test_a_lone_surrogate_in_a_metadata_key_is_400_naming_metadata(api):
+    run_id = waiting_run(api)
+    status, body = api.curl("POST", f"/workflows/{run_id}/external-data", ctype="application/json",
+                            data=b'{"content": "x", "metadata": {"ok": [1, {"\\ud800": 2}]}}')
+    assert status == 400 and body["error"]["field"] == "metadata"
+
+
+def test_a_surrogate_pair_is_text_and_is_stored(api):
+    run_id = waiting_run(api)
+    status, _ = api.curl("POST", f"/workflows/{run_id}/external-data",
+                         data=b'{"content": "a whole emoji \\ud83d\\ude00"}', ctype="application/json")
+    assert status == 200
+    page = api.curl("GET", f"/workflows/{run_id}")[1]["steps"][0]
+    assert page["outputs"]["content"] == "a whole emoji \U0001F600"
+
+
+# ---- the per-site rules through the HTTP entry point -----------------------------------
+
+def test_metadata_source_url_cannot_bring_back_the_query_strip_query_removed(api):
+    url = "https://shop.example/cart?session=s3cr3t"
+    run_id = waiting_run(api)
+    status, _ = api.curl("POST", f"/workflows/{run_id}/external-data",
+                         json_body={"content": PAGE, "source_url": url, "metadata": {"source_url": url}})
+    assert status == 200
+    doc = api.curl("GET", f"/workflows/{run_id}")[1]
+    assert "s3cr3t" not in str(doc)
+    assert doc["steps"][0]["metadata"]["source_url"] == "https://shop.example/cart"
