@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from api_server import ApiServer
+from host_client import HANG_GUARD_S
 
 PAGE = "<html><head><title>Cart</title></head><body><p>Two items.</p></body></html>"
 SITES = """
@@ -78,3 +79,14 @@ def test_metadata_source_url_cannot_bring_back_the_query_strip_query_removed(api
     doc = api.curl("GET", f"/workflows/{run_id}")[1]
     assert "s3cr3t" not in str(doc)
     assert doc["steps"][0]["metadata"]["source_url"] == "https://shop.example/cart"
+
+
+# ---- starting it -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("wildcard", ["0.0.0.0", "::"])
+def test_a_wildcard_address_even_with_the_loud_flag_is_refused_naming_what_to_give(cli, wildcard):
+    """Requests name the address they called in Host, and only --host's passes the check:
+    on 0.0.0.0 the server would answer every request 403."""
+    proc = cli("serve", "--host", wildcard, "--expose-to-network", "--port", "0", timeout=HANG_GUARD_S)
+    assert proc.returncode == 2 and "every address" in proc.stderr and "--host 192.168.1.5" in proc.stderr
+    assert "Traceback" not in proc.stderr
