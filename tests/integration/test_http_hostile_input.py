@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from api_server import ApiServer
@@ -90,3 +92,13 @@ def test_a_wildcard_address_even_with_the_loud_flag_is_refused_naming_what_to_gi
     proc = cli("serve", "--host", wildcard, "--expose-to-network", "--port", "0", timeout=HANG_GUARD_S)
     assert proc.returncode == 2 and "every address" in proc.stderr and "--host 192.168.1.5" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_token_path_that_is_no_regular_file_is_a_clear_error(cli, he_home, kind):
+    """A folder there was a traceback; a FIFO made the command wait for a writer forever."""
+    he_home.mkdir(parents=True, exist_ok=True)
+    path = he_home / "http-token"
+    path.mkdir() if kind == "directory" else os.mkfifo(path)
+    proc = cli("serve", "--show-token", timeout=HANG_GUARD_S)
+    assert proc.returncode == 2 and "not a regular file" in proc.stderr and "Traceback" not in proc.stderr
