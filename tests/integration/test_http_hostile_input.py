@@ -12,6 +12,10 @@ from host_client import HANG_GUARD_S
 PAGE = "<html><head><title>Cart</title></head><body><p>Two items.</p></body></html>"
 SITES = """
 [[sites]]
+match = "*.bank.example"
+rule = "never"
+
+[[sites]]
 match = "shop.example"
 rule = "strip_query"
 """
@@ -71,6 +75,22 @@ def test_a_surrogate_pair_is_text_and_is_stored(api):
 
 
 # ---- the per-site rules through the HTTP entry point -----------------------------------
+
+def test_a_never_site_posted_to_post_workflows_is_refused_and_makes_no_run(api):
+    before = api.curl("GET", "/workflows?limit=1000")[1]["runs"]
+    status, body = api.curl("POST", "/workflows", json_body={"template": "page-text", "content": PAGE,
+                                                             "source_url": "https://WWW.Bank.Example./statement"})
+    assert status == 400 and body["error"]["code"] == "site_never" and body["error"]["field"] == "source_url"
+    assert api.curl("GET", "/workflows?limit=1000")[1]["runs"] == before
+
+
+def test_a_never_site_posted_as_external_data_leaves_the_slot_open(api):
+    run_id = waiting_run(api)
+    status, body = api.curl("POST", f"/workflows/{run_id}/external-data",
+                            json_body={"content": PAGE, "source_url": "https://login.bank.example/"})
+    assert status == 400 and body["error"]["code"] == "site_never"
+    assert api.curl("GET", f"/workflows/{run_id}")[1]["steps"][0]["status"] == "WAITING_FOR_INPUT"
+
 
 def test_metadata_source_url_cannot_bring_back_the_query_strip_query_removed(api):
     url = "https://shop.example/cart?session=s3cr3t"
