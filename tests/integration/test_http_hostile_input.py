@@ -122,3 +122,21 @@ def test_a_token_path_that_is_no_regular_file_is_a_clear_error(cli, he_home, kin
     path.mkdir() if kind == "directory" else os.mkfifo(path)
     proc = cli("serve", "--show-token", timeout=HANG_GUARD_S)
     assert proc.returncode == 2 and "not a regular file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---- types, as strict as the native host's ---------------------------------------------------
+
+@pytest.mark.parametrize("budget", [True, "0.5"])
+def test_a_budget_that_is_no_json_number_is_400_as_in_the_host(api, budget):
+    """`true` became a $1 budget and "0.5" a number; the host takes neither."""
+    status, body = api.curl("POST", "/workflows", json_body={"template": "page-text", "budget_usd": budget})
+    assert status == 400 and body["error"]["field"] == "budget_usd"
+    run_id = waiting_run(api)
+    api.curl("POST", f"/workflows/{run_id}/cancel")
+    status, body = api.curl("POST", f"/workflows/{run_id}/retry", json_body={"budget_usd": budget})
+    assert status == 400 and body["error"]["field"] == "budget_usd"
+
+
+def test_a_whole_number_budget_is_taken(api):
+    status, _ = api.curl("POST", "/workflows", json_body={"template": "page-text", "budget_usd": 2})
+    assert status == 201
