@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # pydantic, yaml and the executor load on first use: the host
 
 log = logging.getLogger(__name__)
 
+MAX_OFFSET = 2**63 - 1  # SQLite's largest INTEGER: a larger one fails in the query, as an internal error
+
 
 def new_run_id() -> str:
     return os.urandom(8).hex()  # 64 random bits, as 16 hex digits (uuid would load `platform`)
@@ -126,8 +128,8 @@ class Service:
     def list_runs(self, limit: int = 50, offset: int = 0) -> list[dict]:
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
             raise BadRequest("limit: expected an integer from 1 to 1000")
-        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-            raise BadRequest("offset: expected a non-negative integer")
+        if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
+            raise BadRequest(f"offset: expected an integer from 0 to {MAX_OFFSET}")
         return [summary_view(s) for s in self.store.run_summaries(limit, offset)]
 
     def run_document(self, run_id: str, *, cut: int | None = DEFAULT_CUT) -> dict:

@@ -140,3 +140,14 @@ def test_a_budget_that_is_no_json_number_is_400_as_in_the_host(api, budget):
 def test_a_whole_number_budget_is_taken(api):
     status, _ = api.curl("POST", "/workflows", json_body={"template": "page-text", "budget_usd": 2})
     assert status == 201
+
+
+@pytest.mark.parametrize("offset", [2**63, 10**20])
+def test_an_offset_past_what_sqlite_counts_is_400_not_an_internal_error(api, offset):
+    status, body = api.curl("GET", f"/workflows?offset={offset}")
+    assert status == 400 and body["error"]["code"] == "bad_request" and "offset" in body["error"]["message"]
+
+
+def test_the_largest_offset_sqlite_counts_is_an_empty_page(api):
+    status, body = api.curl("GET", f"/workflows?offset={2**63 - 1}")
+    assert status == 200 and body["runs"] == []
