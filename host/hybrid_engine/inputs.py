@@ -60,6 +60,28 @@ def nested_deeper(value: Any, limit: int) -> bool:
     return False
 
 
+def check_text(value: Any, field: str) -> None:
+    """BadRequest naming `field` when a string in `value` (keys too) cannot be stored as UTF-8.
+
+    A JSON string may spell a lone UTF-16 surrogate (\\ud800, half an emoji cut by a script);
+    json.loads keeps it, and only the store's write would fail, as an internal error.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise BadRequest(f"{field}: holds a lone UTF-16 surrogate (U+{ord(item[exc.start]):04X} at "
+                                 f"character {exc.start}), which is not text; send UTF-8 text", field=field) from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def parse_metadata(text: str, *, what: str = "--metadata") -> dict:
     """A JSON object given as text; its nesting is counted before json parses it (which would recurse)."""
     depth = deepest = 0

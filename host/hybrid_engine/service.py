@@ -17,7 +17,8 @@ from datetime import datetime
 from . import clock, config, views
 from .errors import BadRequest, ConflictError, NotFound
 from .inputs import (CONTENT_TYPE_NAMES, CONTENT_TYPES, MAX_CONTENT_BYTES, MAX_METADATA_DEPTH,  # noqa: F401
-                     content_type, declared_charset, decode_text, nested_deeper, parse_metadata, read_input_file)
+                     check_text, content_type, declared_charset, decode_text, nested_deeper, parse_metadata,
+                     read_input_file)
 from .states import RunStatus, StepStatus
 from .store import Store
 from .views import DEFAULT_CUT, summary_view  # noqa: F401 - re-exported
@@ -32,6 +33,8 @@ if TYPE_CHECKING:  # pydantic, yaml and the executor load on first use: the host
     from .templates import TemplateRegistry
 
 log = logging.getLogger(__name__)
+
+MAX_OFFSET = 2**63 - 1  # SQLite's largest INTEGER: a larger one fails in the query, as an internal error
 
 
 def new_run_id() -> str:
@@ -130,8 +133,8 @@ class Service:
     def list_runs(self, limit: int = 50, offset: int = 0) -> list[dict]:
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
             raise BadRequest("limit: expected an integer from 1 to 1000")
-        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-            raise BadRequest("offset: expected a non-negative integer")
+        if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
+            raise BadRequest(f"offset: expected an integer from 0 to {MAX_OFFSET}")
         return [summary_view(s) for s in self.store.run_summaries(limit, offset)]
 
     def run_document(self, run_id: str, *, cut: int | None = DEFAULT_CUT) -> dict:
@@ -220,6 +223,8 @@ class Service:
 
         run_id = self.resolve_run(run_id)
         req = request if isinstance(request, ExternalDataRequest) else self._parse_external(request)
+        for field in ("content", "source_url", "content_type", "step_name", "title", "selection", "metadata"):
+            check_text(getattr(req, field), field)
         req.source_url = admit(req.source_url)  # [[sites]]: `never` refused, `strip_query` stripped
         ctype = content_type(req.content_type or None)
         if nested_deeper(req.metadata, MAX_METADATA_DEPTH):
@@ -250,7 +255,10 @@ class Service:
         if ctype.startswith("image/"):  # an image from a file has no page: templates may still name these
             outputs.setdefault("image_alt", "")
             outputs.setdefault("image_url", req.source_url or "")
-        metadata = {"source_url": req.source_url, "content_type": ctype, "size_bytes": size, **req.metadata}
+        # What the site rules and the size check decided wins over the caller's metadata: a
+        # metadata.source_url would bring back the query strip_query dropped, or name another
+        # site to the local_only guard (which reads this field).
+        metadata = {**req.metadata, "source_url": req.source_url, "content_type": ctype, "size_bytes": size}
         slots = self.store.open_slots(run_id)
         target = None
         if req.step_name and req.step_name in slots:

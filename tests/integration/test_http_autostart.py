@@ -75,6 +75,31 @@ def test_uninstall_disables_and_removes_the_unit(world):
     assert f"--user disable --now {UNIT}" in calls(world)
 
 
+def test_install_again_with_another_port_restarts_the_running_server_on_it(world):
+    """`enable --now` leaves a running server alone: a second install would keep the old port."""
+    fake_systemctl(world)
+    world.cli("serve", "--install", "--port", "7801", check=True)
+    world.calls.unlink()
+    proc = world.cli("serve", "--install", "--port", "7802", check=True)
+    assert "--port 7802" in world.unit.read_text()
+    assert calls(world)[-1] == f"--user restart {UNIT}" and f"ran `systemctl --user restart {UNIT}`" in proc.stdout
+
+
+def test_on_macos_install_again_boots_the_old_agent_out_before_bootstrapping(monkeypatch, tmp_path):
+    """launchctl refuses to bootstrap a label that is loaded (error 5)."""
+    from hybrid_engine.httpapi import autostart
+
+    record = tmp_path / "launchctl-calls"
+    script = tmp_path / "launchctl"
+    script.write_text(f"#!/bin/sh\necho \"$1\" >> {record}\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    autostart.install(7801, os_name="macos")
+    autostart.install(7802, os_name="macos")
+    assert record.read_text().split() == ["bootstrap", "bootout", "bootstrap"]
+
+
 def test_uninstall_with_nothing_installed_says_so(world):
     assert "nothing to remove" in world.cli("serve", "--uninstall", check=True).stdout
 

@@ -48,7 +48,8 @@ class StartRunRequest(BaseModel):
     title: str | None = None
     selection: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-    budget_usd: float | None = None
+    # strict: as the host, a boolean or a numeric string is no number (lax pydantic made `true` $1)
+    budget_usd: float | None = Field(default=None, strict=True)
     capture_id: str | None = Field(default=None, min_length=1, max_length=MAX_CAPTURE_ID,
                                    description="sending the same capture_id again returns the run it made")
 
@@ -56,7 +57,7 @@ class StartRunRequest(BaseModel):
 class RetryRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    budget_usd: float | None = Field(default=None, description="a new run budget in US dollars")
+    budget_usd: float | None = Field(default=None, strict=True, description="a new run budget in US dollars")
 
 
 def error(code: str, message: str, status: int | None = None, fields: dict | None = None) -> JSONResponse:

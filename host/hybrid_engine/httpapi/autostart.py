@@ -84,18 +84,27 @@ def install(port: int | None, os_name: str | None = None) -> list[str]:
     port = port or DEFAULT_PORT
     path = unit_path(os_name)
     path.parent.mkdir(parents=True, exist_ok=True)
+    again = path.exists()
     content = launchd_plist(port) if os_name == "macos" else systemd_unit(port).encode("utf-8")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(content)
     os.replace(tmp, path)
     lines = [f"wrote {path} (the API on 127.0.0.1:{port} at login)"]
+    # Installing again (another port, a moved interpreter) must replace the server already
+    # running: launchctl refuses to bootstrap a loaded label, and `enable --now` leaves a
+    # running unit as it is.
     if os_name == "macos":
+        if again:
+            _manage(["launchctl", "bootout", f"gui/{os.getuid()}", str(path)], None)  # not loaded: fine
         lines += _manage(["launchctl", "bootstrap", f"gui/{os.getuid()}", str(path)],
                          f"launchctl bootstrap gui/$(id -u) {path}")
     else:
         lines += _manage(["systemctl", "--user", "daemon-reload"], None, quiet=True)
-        lines += _manage(["systemctl", "--user", "enable", "--now", UNIT_NAME],
-                         f"systemctl --user enable --now {UNIT_NAME}")
+        enabled = _manage(["systemctl", "--user", "enable", "--now", UNIT_NAME],
+                          f"systemctl --user enable --now {UNIT_NAME}")
+        lines += enabled
+        if again and enabled[-1:] == [f"ran `systemctl --user enable --now {UNIT_NAME}`"]:
+            lines += _manage(["systemctl", "--user", "restart", UNIT_NAME], f"systemctl --user restart {UNIT_NAME}")
     return lines
 
 

@@ -33,12 +33,18 @@ def run(args) -> int:
         return _show_token()
     if args.install or args.uninstall:
         return _autostart(args)
-    from .server import is_loopback, serve
+    from .server import is_loopback, is_wildcard, serve
 
     if not is_loopback(args.host):
         if not args.expose:
             raise BadRequest(f"--host {args.host}: not a loopback address; other computers could reach the API. "
                              f"Add {EXPOSE_FLAG} if that is what you want")
+        if is_wildcard(args.host):
+            # Every request names the address it called in its Host header, and only the one
+            # given here passes the check against DNS rebinding: with a wildcard none would.
+            raise BadRequest(f"--host {args.host}: listens on every address, but requests are only answered "
+                             "for the address given here; give the one address other computers call, "
+                             "e.g. --host 192.168.1.5")
         print(f"WARNING: the HTTP API listens on {args.host}, reachable from other computers on that network; "
               "anyone with the token can run your templates and read your runs", file=sys.stderr, flush=True)
     try:

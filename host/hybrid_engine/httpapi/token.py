@@ -54,16 +54,18 @@ def read() -> str:
     made private again (it was ours to begin with), and said in the log."""
     p = path()
     try:
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # O_NONBLOCK: a FIFO there would otherwise wait for a writer forever.
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             raise FileNotFoundError(str(p)) from None
         raise TokenFileError(f"{p}: cannot be read ({exc.strerror}); remove it and `hybrid-engine serve` "
                              "makes a new token") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):  # checked before fdopen, which refuses a folder with a traceback
+        os.close(fd)
+        raise TokenFileError(f"{p}: not a regular file; remove it and `hybrid-engine serve` makes a new token")
     with os.fdopen(fd, "r", encoding="ascii", errors="replace") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise TokenFileError(f"{p}: not a regular file; remove it and `hybrid-engine serve` makes a new token")
         if os.name == "posix" and st.st_mode & 0o077:
             os.fchmod(fh.fileno(), 0o600)
             log.warning("%s could be read by other users (mode %o); made it readable by its owner alone",
