@@ -40,6 +40,15 @@ def test_several_rules_can_cover_one_page():
     assert rules_for("https://shop.example/?q=1", RULES) == {"strip_query", "local_only"}
 
 
+@pytest.mark.parametrize("url", [
+    "https://online.bank.example\\@evil.test/", "https:online.bank.example/x", "https:/\\bank.example/",
+    "https://bank%2Eexample/", "https://bank.example\u3002/", "blob:https://bank.example/0f0e",
+    "view-source:https://bank.example/", "https://ba\tnk.example/",
+])
+def test_a_url_a_browser_reads_as_a_never_page_is_one_for_the_host_too(url):
+    assert rules_for(url, RULES) == {"never"}
+
+
 def test_host_of_normalises_case_trailing_dot_port_and_unicode():
     assert host_of("HTTPS://WWW.Bücher.Example.:443/a") == "www.xn--bcher-kva.example"
     assert host_of("mailto:someone@example.org") is None
