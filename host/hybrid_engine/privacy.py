@@ -42,11 +42,11 @@ def refusal(url: str) -> str:
             "are not captured or sent to any model")
 
 
-def admit(url: str | None, conf: dict | None = None) -> str | None:
+def admit(url: str | None, conf: dict | None = None, field: str = "source_url") -> str | None:
     """The URL to store for a page from `url`; SiteRefused when its site is ruled `never`."""
     found = page_rules(url, conf)
     if sites.NEVER in found:
-        raise SiteRefused(refusal(url), field="source_url")
+        raise SiteRefused(refusal(url), field=field)
     if sites.STRIP_QUERY in found:
         return sites.strip_query(url)
     return url

@@ -216,6 +216,12 @@ class Service:
         run_id = self.resolve_run(run_id)
         req = request if isinstance(request, ExternalDataRequest) else self._parse_external(request)
         req.source_url = admit(req.source_url)  # [[sites]]: `never` refused, `strip_query` stripped
+        for key in ("link_url", "image_url"):  # what a link or image capture points at obeys its own site's rule
+            if isinstance(req.metadata.get(key), str):
+                target = req.metadata[key]
+                req.metadata[key] = admit(target, field=f"metadata.{key}")
+                if req.content == target:
+                    req.content = req.metadata[key]
         ctype = content_type(req.content_type or None)
         if nested_deeper(req.metadata, MAX_METADATA_DEPTH):
             raise BadRequest(f"metadata: nested deeper than {MAX_METADATA_DEPTH} levels", field="metadata")
@@ -232,7 +238,8 @@ class Service:
         for key in ("kind", "link_url", "link_text", "image_url", "image_alt"):
             if key in req.metadata:
                 outputs[key] = req.metadata[key]
-        metadata = {"source_url": req.source_url, "content_type": ctype, "size_bytes": size, **req.metadata}
+        # The caller's metadata cannot name another page: the rules read source_url from here.
+        metadata = {**req.metadata, "source_url": req.source_url, "content_type": ctype, "size_bytes": size}
         slots = self.store.open_slots(run_id)
         target = None
         if req.step_name and req.step_name in slots:

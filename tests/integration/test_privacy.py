@@ -266,3 +266,35 @@ def test_sites_set_replaces_only_the_sites_tables_of_config_toml(home, write_con
     text = path.read_text(encoding="utf-8")
     assert text.startswith("# my settings\n[budgets]\ndaily_usd = 2.0\n")
     assert "concurrency = 4  # two cores" in text and "bank.example" not in text and text.count("[[sites]]") == 1
+
+
+# ---- attacks on the rules -------------------------------------------------------------------
+
+def test_metadata_naming_another_source_url_does_not_unlock_a_local_only_page(home, service, fake_provider_env):
+    put_template(home, template())
+    run_id = service.create_run("digest")
+    service.ingest(run_id, {"content": PAGE, "source_url": "https://mail.example/inbox/1",
+                            "metadata": {"source_url": "https://news.example/"}})
+    drain(service)
+    doc = service.run_document(run_id)
+    assert step(doc, "page")["metadata"]["source_url"] == "https://mail.example/inbox/1"
+    assert step(doc, "sum")["error_code"] == "site_local_only"
+    assert fake_provider_env.requests == []
+
+
+def test_a_link_capture_whose_link_is_on_a_never_site_is_refused_by_the_host(home, service):
+    put_template(home, template())
+    run_id = service.create_run("digest")
+    with pytest.raises(SiteRefused):
+        service.ingest(run_id, {"content": "https://x.bank.example/statement?id=9", "source_url": "https://news.example/",
+                                "metadata": {"kind": "link", "link_url": "https://x.bank.example/statement?id=9"}})
+    assert service.open_slots(run_id) == ["page"]
+
+
+def test_strip_query_strips_the_url_of_a_link_to_that_site_too(home, service):
+    put_template(home, template())
+    run_id = service.create_run("digest")
+    service.ingest(run_id, {"content": "see", "source_url": "https://news.example/",
+                            "metadata": {"kind": "link", "link_url": "https://shop.example/cart?session=s3cr3t"}})
+    doc = service.run_document(run_id, cut=None)
+    assert "s3cr3t" not in json.dumps(step(doc, "page"))
