@@ -107,6 +107,19 @@ function readPage(maxBytes) {
     for (const n of el.childNodes) if (n.nodeType === 3 && n.data.trim()) return true;
     return false;
   }
+  // A transform that squashes the box to no area (scale(0), scaleY(0)): its text is not drawn.
+  function flattened(transform) {
+    const m = /^matrix(3d)?\(([^)]*)\)$/.exec(transform);
+    if (!m) return false;
+    const n = m[2].split(",").map(parseFloat);
+    const [a, b, c, d] = m[1] ? [n[0], n[1], n[4], n[5]] : n;
+    return Math.abs(a * d - b * c) < 1e-3;
+  }
+  // A colour with alpha over the background, as the reader sees it.
+  function over(c, bg) {
+    const k = c.a;
+    return { r: c.r * k + bg.r * (1 - k), g: c.g * k + bg.g * (1 - k), b: c.b * k + bg.b * (1 - k), a: 1 };
+  }
   const pageWidth = Math.max(document.documentElement.scrollWidth, innerWidth);
   // "all": the element and everything in it are out of sight; "text": its own text is.
   function hidden(el, st) {
@@ -116,7 +129,8 @@ function readPage(maxBytes) {
         && !el.checkVisibility({ opacityProperty: true, visibilityProperty: false, contentVisibilityAuto: false })) {
       return "all";
     }
-    if (parseFloat(st.opacity) === 0) return "all";
+    if (parseFloat(st.opacity) < 0.05) return "all"; // 0.01 is as unreadable as 0
+    if (st.transform && st.transform !== "none" && flattened(st.transform)) return "all";
     const clipPath = st.clipPath || "";
     if (/inset\((50|100)%|circle\(0|polygon\(0px 0px(, 0px 0px)*\)/.test(clipPath)) return "all";
     if (st.clip && /^rect\(/.test(st.clip) && (st.position === "absolute" || st.position === "fixed")) {
@@ -150,9 +164,10 @@ function readPage(maxBytes) {
     if (unseen === undefined) {
       const fg = rgba(st.color);
       const fill = rgba(st.webkitTextFillColor);
-      unseen = !!((fg && fg.a === 0) || (fill && fill.a === 0));
-      if (!unseen && bg && (fill || fg)) {
-        const [hi, lo] = [luminance(fill || fg), luminance(bg)].sort((a, b) => b - a);
+      const ink = fill || fg;
+      unseen = !!((fg && fg.a === 0) || (fill && fill.a === 0) || (ink && ink.a < 0.05));
+      if (!unseen && bg && ink) {
+        const [hi, lo] = [luminance(over(ink, bg)), luminance(bg)].sort((a, b) => b - a);
         unseen = (hi + 0.05) / (lo + 0.05) < 1.1;
       }
       contrast.set(pair, unseen);
@@ -196,6 +211,12 @@ function readPage(maxBytes) {
     if (el.style) el.style.removeProperty("visibility");
   }
   for (const el of drop) el.remove();
+  // A <template>'s content is never drawn, and the walk above cannot see it (it is not in the
+  // tree), yet the copy's HTML would carry it.
+  for (const el of copy.querySelectorAll("template")) {
+    el.remove();
+    drop.push(el);
+  }
 
   const doctype = document.doctype ? `<!DOCTYPE ${document.doctype.name}>\n` : "";
   const html = doctype + copy.outerHTML;

@@ -201,3 +201,20 @@ def test_options_shows_the_site_rules_and_adds_a_suggestion_to_config_toml(chrom
     assert text.count("[[sites]]") == 2 and 'match = "*.internal"' in text and "[budgets]" in text
     assert json.loads(json.dumps(chromium.bg("self.hybrid.state.sites"))) == [
         {"match": "*.bank.example", "rule": "never"}, {"match": "*.internal", "rule": "never"}]
+
+
+def test_text_hidden_by_template_transform_faint_colour_or_near_zero_opacity_stays_out(chromium, he, site):
+    url = site.url("hidden-tricks.html")
+    chromium.open(url)
+    chromium.wait_connected()
+    reply = chromium.bg("self.hybrid.handleMessage({type: 'capture.page', tabId: arg, template: 'e2e-digest'})",
+                        chromium.tab_id(url))
+    assert reply["ok"] and reply["result"]["delivered"], reply
+    run_id = reply["result"]["result"]["run_id"]
+    he.wait_run(run_id)
+    page = next(s for s in he.run_doc(run_id)["steps"] if s["id"] == "page")
+    assert HIDDEN_MARK.findall(page["outputs"]["content"]) == [], page["outputs"]["content"]
+    (request,) = he.fake.requests_for("local")
+    sent = prompt_of(request)
+    assert [v for v in ("VISIBLE-ONE", "VISIBLE-TWO", "VISIBLE-THREE") if v not in sent] == [], sent
+    assert HIDDEN_MARK.findall(sent) == [], sent
