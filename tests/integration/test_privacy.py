@@ -298,3 +298,35 @@ def test_strip_query_strips_the_url_of_a_link_to_that_site_too(home, service):
                             "metadata": {"kind": "link", "link_url": "https://shop.example/cart?session=s3cr3t"}})
     doc = service.run_document(run_id, cut=None)
     assert "s3cr3t" not in json.dumps(step(doc, "page"))
+
+
+def test_no_for_each_part_of_a_local_only_page_goes_to_the_cloud(home, service, fake_provider_env):
+    put_template(home, {"name": "parts", "steps": [
+        {"id": "page", "action": "capture"},
+        {"id": "parts", "action": "split_text", "dependencies": ["page"],
+         "params": {"text": "{{ steps.page.outputs.content }}", "part_tokens": 60, "overlap_tokens": 0}},
+        {"id": "each", "action": "openai_chat", "for_each": "{{ steps.parts.outputs.parts }}",
+         "params": {"model": "gpt-4o-mini", "prompt": "Summarise: {{ item }}", "max_tokens": 20}}]})
+    text = "\n\n".join(f"Paragraph {i} of the inbox: " + "words of a private letter " * 12 for i in range(6))
+    run_id = service.start("parts", content=text, content_type="text/plain",
+                           source_url="https://mail.example/inbox/1")["run_id"]
+    drain(service)
+    doc = service.run_document(run_id)
+    assert sum(1 for s in doc["steps"] if s["id"].startswith("each~")) > 1
+    assert doc["status"] == "FAILED" and fake_provider_env.requests == []
+
+
+def test_no_map_reduce_part_of_a_local_only_page_goes_to_the_cloud(home, service, fake_provider_env, write_config):
+    write_config(SITES + '\n[models."gpt-4o-mini"]\ncontext_window = 1024\n')
+    put_template(home, template(name="long"))
+    step_params = json.loads((home / "templates" / "long.json").read_text())
+    step_params["steps"][2]["params"]["on_overflow"] = "map_reduce"
+    put_template(home, step_params)
+    page = "<html><body><article>" + "".join(
+        f"<p>Letter {i}: " + "a private sentence about the account. " * 20 + "</p>" for i in range(40)) + \
+        "</article></body></html>"
+    run_id = service.start("long", content=page, source_url="https://mail.example/inbox/1")["run_id"]
+    drain(service)
+    doc = service.run_document(run_id)
+    assert any(s["id"].startswith("sum~map~") for s in doc["steps"]), [s["id"] for s in doc["steps"]]
+    assert doc["status"] == "FAILED" and fake_provider_env.requests == []
