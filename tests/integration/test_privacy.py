@@ -330,3 +330,17 @@ def test_no_map_reduce_part_of_a_local_only_page_goes_to_the_cloud(home, service
     doc = service.run_document(run_id)
     assert any(s["id"].startswith("sum~map~") for s in doc["steps"]), [s["id"] for s in doc["steps"]]
     assert doc["status"] == "FAILED" and fake_provider_env.requests == []
+
+
+def test_strip_query_also_strips_the_url_where_it_stands_in_for_an_unreadable_pages_text_and_title(
+        home, service, fake_provider_env):
+    url = "https://shop.example/invoice.pdf?token=s3cr3t#page=2"
+    put_template(home, template())
+    run_id = service.start("digest", content=f"{url}\n{url}", content_type="text/plain", title=url,
+                           source_url=url)["run_id"]
+    drain(service)
+    page = step(service.run_document(run_id, cut=None), "page")
+    assert "s3cr3t" not in json.dumps(page)
+    assert page["outputs"]["content"] == "https://shop.example/invoice.pdf\nhttps://shop.example/invoice.pdf"
+    (request,) = fake_provider_env.requests
+    assert "s3cr3t" not in json.dumps(request.body)
