@@ -205,7 +205,13 @@ def is_local_provider(provider: str | None, base_url: str | None) -> bool:
     """`local` (an OpenAI-compatible server) at an address on this machine or the private
     network. The cloud providers never count, whatever their base URL: a proxy on 127.0.0.1
     may forward to the cloud."""
-    return provider == "local" and is_local_address(host_of(base_url))
+    if provider != "local" or not isinstance(base_url, str):
+        return False
+    try:  # HTTP clients read a URL by RFC 3986, browsers by WHATWG: local by both, or not local
+        client_host = urlsplit(base_url.strip()).hostname
+    except ValueError:
+        return False
+    return is_local_address(host_of(base_url)) and is_local_address(client_host)
 
 
 __all__ = ["is_local_provider", "RULES", "NEVER", "LOCAL_ONLY", "STRIP_QUERY", "DEFAULTS", "SiteRule", "PatternError",

@@ -80,6 +80,11 @@ def test_only_the_local_provider_on_a_local_address_is_local():
     assert not is_local_provider("openai", "http://127.0.0.1:4000/v1")  # a proxy may forward to the cloud
 
 
+@pytest.mark.parametrize("base_url", ["http://localhost\\@api.example.com/v1", "http://127.0.0.1\\@8.8.8.8:11434/v1"])
+def test_a_base_url_an_http_client_sends_to_a_public_host_is_not_local(base_url):
+    assert not is_local_provider("local", base_url)
+
+
 def test_every_offered_default_is_a_valid_pattern_and_rule():
     for match, rule, _why in DEFAULTS:
         check_pattern(match)
