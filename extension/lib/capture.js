@@ -222,6 +222,7 @@ function readPage(maxBytes) {
   const html = doctype + copy.outerHTML;
   const out = {
     url: location.href,
+    origin: self.origin, // the document's origin: location.origin is that of its URL ("null" for about:blank)
     title: document.title,
     selection: String(getSelection() || ""),
     lang: document.documentElement.lang || null,
@@ -296,7 +297,7 @@ export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
       const r = await runInTab(tab.id, 0, readPage, [maxBytes]);
       const page = {
         content: r.content,
-        source_url: r.url,
+        source_url: pageAddress(r.url, r.origin),
         content_type: r.contentType,
         title: r.title,
         selection: r.selection || null,
@@ -315,6 +316,13 @@ export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
     }
   }
   return { ...missingContent(tab, reason, "page"), ms: performance.now() - started };
+}
+
+// An about:blank or about:srcdoc document holds what the page that made it wrote there (a
+// bank's "print statement" window): its site, for the rules, is that page's origin.
+function pageAddress(url, origin) {
+  if (/^about:/i.test(url || "") && origin && origin !== "null") return `${origin}/`;
+  return url;
 }
 
 function missingContent(tab, reason, kind) {
