@@ -137,6 +137,19 @@ async function readPage(maxBytes, waitMs) {
     for (const n of el.childNodes) if (n.nodeType === 3 && n.data.trim()) return true;
     return false;
   }
+  // A transform that squashes the box to no area (scale(0), scaleY(0)): its text is not drawn.
+  function flattened(transform) {
+    const m = /^matrix(3d)?\(([^)]*)\)$/.exec(transform);
+    if (!m) return false;
+    const n = m[2].split(",").map(parseFloat);
+    const [a, b, c, d] = m[1] ? [n[0], n[1], n[4], n[5]] : n;
+    return Math.abs(a * d - b * c) < 1e-3;
+  }
+  // A colour with alpha over the background, as the reader sees it.
+  function over(c, bg) {
+    const k = c.a;
+    return { r: c.r * k + bg.r * (1 - k), g: c.g * k + bg.g * (1 - k), b: c.b * k + bg.b * (1 - k), a: 1 };
+  }
   const pageWidth = Math.max(document.documentElement.scrollWidth, innerWidth);
   // "all": the element and everything in it are out of sight; "text": its own text is.
   function hidden(el, st) {
@@ -146,7 +159,8 @@ async function readPage(maxBytes, waitMs) {
         && !el.checkVisibility({ opacityProperty: true, visibilityProperty: false, contentVisibilityAuto: false })) {
       return "all";
     }
-    if (parseFloat(st.opacity) === 0) return "all";
+    if (parseFloat(st.opacity) < 0.05) return "all"; // 0.01 is as unreadable as 0
+    if (st.transform && st.transform !== "none" && flattened(st.transform)) return "all";
     const clipPath = st.clipPath || "";
     if (/inset\((50|100)%|circle\(0|polygon\(0px 0px(, 0px 0px)*\)/.test(clipPath)) return "all";
     if (st.clip && /^rect\(/.test(st.clip) && (st.position === "absolute" || st.position === "fixed")) {
@@ -180,9 +194,10 @@ async function readPage(maxBytes, waitMs) {
     if (unseen === undefined) {
       const fg = rgba(st.color);
       const fill = rgba(st.webkitTextFillColor);
-      unseen = !!((fg && fg.a === 0) || (fill && fill.a === 0));
-      if (!unseen && bg && (fill || fg)) {
-        const [hi, lo] = [luminance(fill || fg), luminance(bg)].sort((a, b) => b - a);
+      const ink = fill || fg;
+      unseen = !!((fg && fg.a === 0) || (fill && fill.a === 0) || (ink && ink.a < 0.05));
+      if (!unseen && bg && ink) {
+        const [hi, lo] = [luminance(over(ink, bg)), luminance(bg)].sort((a, b) => b - a);
         unseen = (hi + 0.05) / (lo + 0.05) < 1.1;
       }
       contrast.set(pair, unseen);
@@ -226,11 +241,18 @@ async function readPage(maxBytes, waitMs) {
     if (el.style) el.style.removeProperty("visibility");
   }
   for (const el of drop) el.remove();
+  // A <template>'s content is never drawn, and the walk above cannot see it (it is not in the
+  // tree), yet the copy's HTML would carry it.
+  for (const el of copy.querySelectorAll("template")) {
+    el.remove();
+    drop.push(el);
+  }
 
   const doctype = document.doctype ? `<!DOCTYPE ${document.doctype.name}>\n` : "";
   const html = doctype + copy.outerHTML;
   const out = {
     url: location.href,
+    origin: self.origin, // the document's origin: location.origin is that of its URL ("null" for about:blank)
     title: document.title,
     selection: String(getSelection() || ""),
     lang: document.documentElement.lang || null,
@@ -310,7 +332,7 @@ export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
       if (r.pdf) return { ...(await capturePdf(tab, r.url, maxBytes)), ms: performance.now() - started };
       const page = {
         content: r.content,
-        source_url: r.url,
+        source_url: pageAddress(r.url, r.origin),
         content_type: r.contentType,
         title: r.title,
         selection: r.selection || null,
@@ -366,6 +388,13 @@ async function capturePdf(tab, url, maxBytes) {
     if (!(err instanceof PdfFetchError)) throw err;
     return missingContent(tab, err.message, "pdf");
   }
+}
+
+// An about:blank or about:srcdoc document holds what the page that made it wrote there (a
+// bank's "print statement" window): its site, for the rules, is that page's origin.
+function pageAddress(url, origin) {
+  if (/^about:/i.test(url || "") && origin && origin !== "null") return `${origin}/`;
+  return url;
 }
 
 function missingContent(tab, reason, kind) {

@@ -18,6 +18,8 @@ export function hostOf(url) {
   } catch {
     return null;
   }
+  // A blob: or view-source: page shows another URL's content: its site is that URL's.
+  if (u.protocol === "blob:" || u.protocol === "view-source:") return hostOf(u.pathname);
   if (!["http:", "https:", "ws:", "wss:", "ftp:"].includes(u.protocol) || !u.hostname) return null;
   return u.hostname.replace(/\.$/, "").replace(/^\[|\]$/g, "");
 }

@@ -35,6 +35,7 @@ _SHORT_RESULT_CHARS = 1000
 _STYLE = "translate(@style, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ \t\r\n', 'abcdefghijklmnopqrstuvwxyz')"
 _HIDDEN_XPATHS = [
     "//*[@hidden]",
+    "//template",  # never drawn: a browser keeps its content out of the page
     f"//*[contains({_STYLE}, 'display:none')]",
     f"//*[contains({_STYLE}, 'visibility:hidden')]",
 ]

@@ -20,19 +20,24 @@ import re
 
 KINDS = ("email", "phone", "card", "iban", "api_key")
 
-_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}(?![\w-])")
+# Letters of any script: "jörg@straße.de" is an address as much as "joerg@strasse.de".
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.%+-]{1,64}@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,24}(?![\w-])")
 _API_KEY = re.compile(
-    r"(?<![A-Za-z0-9_-])(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{35}"
+    r"-----BEGIN [A-Z ]{0,20}PRIVATE KEY-----(?:[A-Za-z0-9+/=\s:,.]|-(?!----)){0,16000}-----END [A-Z ]{0,20}PRIVATE KEY-----"
+    r"|(?<![A-Za-z0-9_-])(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{35}|hf_[A-Za-z0-9]{30,}"
     r"|gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{40,}|xox[abposr]-[A-Za-z0-9-]{10,}"
-    r"|(?:AKIA|ASIA)[0-9A-Z]{16}|glpat-[A-Za-z0-9_-]{20,}|sk_live_[A-Za-z0-9]{20,}"
+    r"|(?:AKIA|ASIA)[0-9A-Z]{16}|glpat-[A-Za-z0-9_-]{20,}|[sr]k_(?:live|test)_[A-Za-z0-9]{20,}"
     r"|eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,})(?![A-Za-z0-9_-])")
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)"
                    r"(?![A-Za-z0-9])")
-_CARD = re.compile(r"(?<!\d)(?<!\d[.,-])\d(?:[ -]?\d){12,18}(?!\d|[.,-]\d)")
-_PHONE = re.compile(r"(?<![\w+.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ -]?)?\d{1,4}(?:[ -]\d{1,8}){1,5}(?![\w-]|\.\d)"
+# Pages set card numbers with no-break or thin spaces as often as with plain ones.
+_SEP = " \u00a0\u2007\u2009\u202f-"
+_CARD = re.compile(rf"(?<!\d)(?<!\d[.,-])\d(?:[{_SEP}]?\d){{12,18}}(?!\d|[.,-]\d)")
+_PHONE = re.compile(r"(?<![\w+.#-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ -]?)?\d{1,4}(?:[ -]\d{1,8}){1,5}(?![\w-]|\.\d)"
                     r"|(?<![\w+.-])\+\d{8,15}(?![\w-]|\.\d)"
                     r"|(?<![\w.])\d{3}\.\d{3}\.\d{4}(?![\w.])")
 _DATE = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}-\d{1,2}-\d{4}")
+_GROUPED = re.compile(r"\d{1,3}(?: \d{3}){3,}")  # "10 000 000 000": a count written in thousands
 
 
 def luhn_ok(digits: str) -> bool:
@@ -57,14 +62,16 @@ def iban_ok(text: str) -> bool:
 
 
 def _card(m: re.Match) -> bool:
-    digits = re.sub(r"[ -]", "", m.group(0))
+    digits = re.sub(f"[{_SEP}]", "", m.group(0))
     return 13 <= len(digits) <= 19 and luhn_ok(digits) and len(set(digits)) > 1
 
 
 def _phone(m: re.Match) -> bool:
     text = m.group(0)
     digits = sum(ch.isdigit() for ch in text)
-    if not 9 <= digits <= 15 or _DATE.fullmatch(text.strip()):
+    if not 9 <= digits <= 15 or _DATE.match(text.strip()) or _GROUPED.fullmatch(text):
+        return False  # a date (with a time after it) or a big number, not a phone
+    if m.string[m.end():m.end() + 1] == ":":  # "10:30": the hour of a time
         return False
     if digits == 13 and text.startswith(("978-", "979-")):  # an ISBN
         return False

@@ -42,14 +42,26 @@ def refusal(url: str) -> str:
             "are not captured or sent to any model")
 
 
-def admit(url: str | None, conf: dict | None = None) -> str | None:
+def admit(url: str | None, conf: dict | None = None, field: str = "source_url") -> str | None:
     """The URL to store for a page from `url`; SiteRefused when its site is ruled `never`."""
     found = page_rules(url, conf)
     if sites.NEVER in found:
-        raise SiteRefused(refusal(url), field="source_url")
+        raise SiteRefused(refusal(url), field=field)
     if sites.STRIP_QUERY in found:
         return sites.strip_query(url)
     return url
+
+
+def unstrip(req, url: str | None, stripped: str | None) -> None:
+    """A stripped URL's query must not ride along where the URL stands in the text: an
+    unreadable page (a PDF, a browser page) arrives as its title and address."""
+    if not url or not stripped or url == stripped:
+        return
+    for old, new in ((url, stripped), (url.replace("&", "&amp;"), stripped.replace("&", "&amp;"))):
+        for field in ("content", "title", "selection"):
+            value = getattr(req, field, None)
+            if isinstance(value, str) and old in value:
+                setattr(req, field, value.replace(old, new))
 
 
 def provider_is_local(provider: str | None, base_url: str | None = None) -> bool:
@@ -92,4 +104,4 @@ def local_only_guard(store) -> "Any":
     return guard
 
 
-__all__ = ["admit", "rules", "page_rules", "provider_is_local", "blocked_reason", "local_only_guard", "refusal"]
+__all__ = ["admit", "unstrip", "rules", "page_rules", "provider_is_local", "blocked_reason", "local_only_guard", "refusal"]

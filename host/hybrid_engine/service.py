@@ -219,13 +219,20 @@ class Service:
     def ingest(self, run_id: str, request: "ExternalDataRequest | dict") -> "ExternalDataResponse":
         from .models import ExternalDataRequest, ExternalDataResponse
 
-        from .privacy import admit
+        from .privacy import admit, unstrip
 
         run_id = self.resolve_run(run_id)
         req = request if isinstance(request, ExternalDataRequest) else self._parse_external(request)
         for field in ("content", "source_url", "content_type", "step_name", "title", "selection", "metadata"):
             check_text(getattr(req, field), field)
-        req.source_url = admit(req.source_url)  # [[sites]]: `never` refused, `strip_query` stripped
+        given = req.source_url
+        req.source_url = admit(given)  # [[sites]]: `never` refused, `strip_query` stripped
+        for key in ("link_url", "image_url"):  # what a link or image capture points at obeys its own site's rule
+            if isinstance(req.metadata.get(key), str):
+                target = req.metadata[key]
+                req.metadata[key] = admit(target, field=f"metadata.{key}")
+                unstrip(req, target, req.metadata[key])
+        unstrip(req, given, req.source_url)
         ctype = content_type(req.content_type or None)
         if nested_deeper(req.metadata, MAX_METADATA_DEPTH):
             raise BadRequest(f"metadata: nested deeper than {MAX_METADATA_DEPTH} levels", field="metadata")

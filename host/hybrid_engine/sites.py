@@ -22,7 +22,7 @@ import functools
 import ipaddress
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 NEVER, LOCAL_ONLY, STRIP_QUERY = "never", "local_only", "strip_query"
 RULES = (NEVER, LOCAL_ONLY, STRIP_QUERY)
@@ -63,27 +63,61 @@ def normal_host(host: str) -> str:
     host = host.strip().rstrip(".").lower()
     if not host or host.isascii():
         return host
-    try:
-        return host.encode("idna").decode("ascii")
+    try:  # the IDNA mapping also turns full-width dots into dots: strip the trailing one again
+        return host.encode("idna").decode("ascii").rstrip(".")
     except UnicodeError:
         return host
 
 
+# Read as a browser reads them (the WHATWG URL standard), not as RFC 3986 does: for these
+# schemes a backslash is a slash and any number of slashes may follow the colon, so
+# "https://bank.example\@evil.test/" and "https:bank.example" are pages of bank.example.
+_SPECIAL = frozenset({"http", "https", "ws", "wss", "ftp"})
+# A page whose URL wraps another's is that page: its text comes from the inner URL's site.
+_WRAPPERS = frozenset({"blob", "view-source"})
+_CONTROL = re.compile(r"[\t\n\r]")
+
+
 def host_of(url: str | None) -> str | None:
     """The normalised host of a page URL; None when it has none or cannot be parsed."""
-    if not isinstance(url, str) or not url.strip():
+    if not isinstance(url, str):
         return None
-    text = url.strip()
-    if "://" not in text and not text.startswith("//"):
-        scheme = _SCHEME.match(text)
-        if scheme and not scheme.group(2)[:1].isdigit():
+    text = _CONTROL.sub("", url.strip("\x00 \t\n\r\f\v"))  # browsers drop these before parsing
+    if not text:
+        return None
+    special = True
+    scheme = _SCHEME.match(text)
+    if scheme and not scheme.group(2)[:1].isdigit():  # "bank.example:8443" is a host and port
+        name, text = scheme.group(1).lower(), scheme.group(2)
+        if name in _WRAPPERS:
+            return host_of(text)
+        special = name in _SPECIAL
+        if not special and not text.startswith("//"):
             return None  # mailto:, data:, about:, javascript: name no page host
-        text = "//" + text  # a bare "bank.example/path" as people type it
+    if special:
+        text = text.lstrip("/\\")
+    else:
+        text = text[2:]
+    authority = re.split(r"[/\\?#]", text, maxsplit=1)[0]
+    host = authority.rpartition("@")[2]
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0:
+            return None
+        host = host[1:end]
+    else:
+        host = re.sub(r":[0-9]*$", "", host)
+        if "%" in host:
+            host = unquote(host, errors="strict") if _valid_escapes(host) else host
+    return normal_host(host) or None
+
+
+def _valid_escapes(text: str) -> bool:
     try:
-        host = urlsplit(text).hostname
-    except ValueError:
-        return None
-    return normal_host(host) if host else None
+        unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 _LEGACY_V4 = re.compile(r"^(?:0x[0-9a-f]+|[0-9]+)(?:\.(?:0x[0-9a-f]+|[0-9]+)){0,3}$", re.IGNORECASE)
@@ -171,7 +205,13 @@ def is_local_provider(provider: str | None, base_url: str | None) -> bool:
     """`local` (an OpenAI-compatible server) at an address on this machine or the private
     network. The cloud providers never count, whatever their base URL: a proxy on 127.0.0.1
     may forward to the cloud."""
-    return provider == "local" and is_local_address(host_of(base_url))
+    if provider != "local" or not isinstance(base_url, str):
+        return False
+    try:  # HTTP clients read a URL by RFC 3986, browsers by WHATWG: local by both, or not local
+        client_host = urlsplit(base_url.strip()).hostname
+    except ValueError:
+        return False
+    return is_local_address(host_of(base_url)) and is_local_address(client_host)
 
 
 __all__ = ["is_local_provider", "RULES", "NEVER", "LOCAL_ONLY", "STRIP_QUERY", "DEFAULTS", "SiteRule", "PatternError",

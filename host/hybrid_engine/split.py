@@ -27,6 +27,9 @@ MIN_PART_TOKENS = 50  # below this a part holds a sentence or two: not worth a m
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
 _SENTENCE_END = re.compile(r"(?<=[.!?\u3002\uff01\uff1f])[\"'\u201d\u2019)\]]*\s+")
 _SPACE = re.compile(r"\s+")
+# Card and phone numbers written in groups: never cut between their groups, since redaction
+# sees one part at a time and would miss a number that reaches it in halves.
+_NUMBER = re.compile(r"\+?\d(?:[ \u00a0\u2007\u2009\u202f.()-]{0,2}\d){8,18}(?!\d)")
 
 
 class SplitError(ValueError):
@@ -97,7 +100,7 @@ def _words(text: str, start: int, end: int, limit: int, encoding: str) -> list[t
     """Groups of whole words of at most `limit` tokens; a single word over it is cut by tokens."""
     groups: list[tuple[int, int]] = []
     g_start, g_tokens = start, 0
-    for w_start, w_end in _spans(text, _SPACE, start, end):
+    for w_start, w_end in _whole_numbers(text, _spans(text, _SPACE, start, end), start, end):
         n = _count(text[w_start:w_end], encoding)
         if n > limit:
             if g_start < w_start:
@@ -112,6 +115,23 @@ def _words(text: str, start: int, end: int, limit: int, encoding: str) -> list[t
     if g_start < end:
         groups.append((g_start, end))
     return groups
+
+
+def _whole_numbers(text: str, spans: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """`spans` with those that begin inside a grouped number joined to the one before."""
+    inside = [(m.start(), m.end()) for m in _NUMBER.finditer(text, start, end) if _SPACE.search(m.group())]
+    if not inside:
+        return spans
+    out: list[tuple[int, int]] = []
+    k = 0
+    for s_start, s_end in spans:
+        while k < len(inside) and inside[k][1] <= s_start:
+            k += 1
+        if out and k < len(inside) and inside[k][0] < s_start:
+            out[-1] = (out[-1][0], s_end)
+        else:
+            out.append((s_start, s_end))
+    return out
 
 
 def split_text(text: str, part_tokens: int = DEFAULT_PART_TOKENS, overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,

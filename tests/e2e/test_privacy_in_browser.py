@@ -201,3 +201,38 @@ def test_options_shows_the_site_rules_and_adds_a_suggestion_to_config_toml(chrom
     assert text.count("[[sites]]") == 2 and 'match = "*.internal"' in text and "[budgets]" in text
     assert json.loads(json.dumps(chromium.bg("self.hybrid.state.sites"))) == [
         {"match": "*.bank.example", "rule": "never"}, {"match": "*.internal", "rule": "never"}]
+
+
+def test_text_hidden_by_template_transform_faint_colour_or_near_zero_opacity_stays_out(chromium, he, site):
+    url = site.url("hidden-tricks.html")
+    chromium.open(url)
+    chromium.wait_connected()
+    reply = chromium.bg("self.hybrid.handleMessage({type: 'capture.page', tabId: arg, template: 'e2e-digest'})",
+                        chromium.tab_id(url))
+    assert reply["ok"] and reply["result"]["delivered"], reply
+    run_id = reply["result"]["result"]["run_id"]
+    he.wait_run(run_id)
+    page = next(s for s in he.run_doc(run_id)["steps"] if s["id"] == "page")
+    assert HIDDEN_MARK.findall(page["outputs"]["content"]) == [], page["outputs"]["content"]
+    (request,) = he.fake.requests_for("local")
+    sent = prompt_of(request)
+    assert [v for v in ("VISIBLE-ONE", "VISIBLE-TWO", "VISIBLE-THREE") if v not in sent] == [], sent
+    assert HIDDEN_MARK.findall(sent) == [], sent
+
+
+def test_a_blank_window_a_never_page_wrote_its_text_into_is_refused_as_that_page(chromium, he, site):
+    """A bank's "print statement" window: about:blank in the address bar, the bank's origin and text inside."""
+    add_config(he, '[[sites]]\nmatch = "127.0.0.1"\nrule = "never"\n')
+    opener = chromium.open(site.url("article.html"))
+    chromium.wait_connected()
+    wait_for(lambda: chromium.bg("self.hybrid.state.sites.length") == 1, 20, what="the site rules")
+    with opener.expect_popup() as popped:
+        opener.evaluate("() => { const w = window.open('about:blank', '_blank');"
+                        " w.document.title = 'Statement';"
+                        " w.document.body.innerHTML = '<p>STATEMENT-SECRET 4111 1111 1111 1111</p>'; }")
+    popped.value.wait_for_load_state()
+    opener_id = chromium.tab_id(site.url("article.html"))
+    (tab,) = [t for t in chromium.bg("chrome.tabs.query({})") if t.get("openerTabId") == opener_id]
+    reply = chromium.bg("self.hybrid.handleMessage({type: 'capture.page', tabId: arg, template: 'e2e-echo'})", tab["id"])
+    assert not reply.get("ok") and reply["error"]["code"] == "site_never", reply
+    assert he.cli_json("runs", "--json")["runs"] == []

@@ -266,3 +266,81 @@ def test_sites_set_replaces_only_the_sites_tables_of_config_toml(home, write_con
     text = path.read_text(encoding="utf-8")
     assert text.startswith("# my settings\n[budgets]\ndaily_usd = 2.0\n")
     assert "concurrency = 4  # two cores" in text and "bank.example" not in text and text.count("[[sites]]") == 1
+
+
+# ---- attacks on the rules -------------------------------------------------------------------
+
+def test_metadata_naming_another_source_url_does_not_unlock_a_local_only_page(home, service, fake_provider_env):
+    put_template(home, template())
+    run_id = service.create_run("digest")
+    service.ingest(run_id, {"content": PAGE, "source_url": "https://mail.example/inbox/1",
+                            "metadata": {"source_url": "https://news.example/"}})
+    drain(service)
+    doc = service.run_document(run_id)
+    assert step(doc, "page")["metadata"]["source_url"] == "https://mail.example/inbox/1"
+    assert step(doc, "sum")["error_code"] == "site_local_only"
+    assert fake_provider_env.requests == []
+
+
+def test_a_link_capture_whose_link_is_on_a_never_site_is_refused_by_the_host(home, service):
+    put_template(home, template())
+    run_id = service.create_run("digest")
+    with pytest.raises(SiteRefused):
+        service.ingest(run_id, {"content": "https://x.bank.example/statement?id=9", "source_url": "https://news.example/",
+                                "metadata": {"kind": "link", "link_url": "https://x.bank.example/statement?id=9"}})
+    assert service.open_slots(run_id) == ["page"]
+
+
+def test_strip_query_strips_the_url_of_a_link_to_that_site_too(home, service):
+    put_template(home, template())
+    run_id = service.create_run("digest")
+    service.ingest(run_id, {"content": "see", "source_url": "https://news.example/",
+                            "metadata": {"kind": "link", "link_url": "https://shop.example/cart?session=s3cr3t"}})
+    doc = service.run_document(run_id, cut=None)
+    assert "s3cr3t" not in json.dumps(step(doc, "page"))
+
+
+def test_no_for_each_part_of_a_local_only_page_goes_to_the_cloud(home, service, fake_provider_env):
+    put_template(home, {"name": "parts", "steps": [
+        {"id": "page", "action": "capture"},
+        {"id": "parts", "action": "split_text", "dependencies": ["page"],
+         "params": {"text": "{{ steps.page.outputs.content }}", "part_tokens": 60, "overlap_tokens": 0}},
+        {"id": "each", "action": "openai_chat", "for_each": "{{ steps.parts.outputs.parts }}",
+         "params": {"model": "gpt-4o-mini", "prompt": "Summarise: {{ item }}", "max_tokens": 20}}]})
+    text = "\n\n".join(f"Paragraph {i} of the inbox: " + "words of a private letter " * 12 for i in range(6))
+    run_id = service.start("parts", content=text, content_type="text/plain",
+                           source_url="https://mail.example/inbox/1")["run_id"]
+    drain(service)
+    doc = service.run_document(run_id)
+    assert sum(1 for s in doc["steps"] if s["id"].startswith("each~")) > 1
+    assert doc["status"] == "FAILED" and fake_provider_env.requests == []
+
+
+def test_no_map_reduce_part_of_a_local_only_page_goes_to_the_cloud(home, service, fake_provider_env, write_config):
+    write_config(SITES + '\n[models."gpt-4o-mini"]\ncontext_window = 1024\n')
+    put_template(home, template(name="long"))
+    step_params = json.loads((home / "templates" / "long.json").read_text())
+    step_params["steps"][2]["params"]["on_overflow"] = "map_reduce"
+    put_template(home, step_params)
+    page = "<html><body><article>" + "".join(
+        f"<p>Letter {i}: " + "a private sentence about the account. " * 20 + "</p>" for i in range(40)) + \
+        "</article></body></html>"
+    run_id = service.start("long", content=page, source_url="https://mail.example/inbox/1")["run_id"]
+    drain(service)
+    doc = service.run_document(run_id)
+    assert any(s["id"].startswith("sum~map~") for s in doc["steps"]), [s["id"] for s in doc["steps"]]
+    assert doc["status"] == "FAILED" and fake_provider_env.requests == []
+
+
+def test_strip_query_also_strips_the_url_where_it_stands_in_for_an_unreadable_pages_text_and_title(
+        home, service, fake_provider_env):
+    url = "https://shop.example/invoice.pdf?token=s3cr3t#page=2"
+    put_template(home, template())
+    run_id = service.start("digest", content=f"{url}\n{url}", content_type="text/plain", title=url,
+                           source_url=url)["run_id"]
+    drain(service)
+    page = step(service.run_document(run_id, cut=None), "page")
+    assert "s3cr3t" not in json.dumps(page)
+    assert page["outputs"]["content"] == "https://shop.example/invoice.pdf\nhttps://shop.example/invoice.pdf"
+    (request,) = fake_provider_env.requests
+    assert "s3cr3t" not in json.dumps(request.body)

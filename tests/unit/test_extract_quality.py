@@ -140,6 +140,11 @@ def test_content_hidden_by_inline_style_or_attribute_is_dropped():
     assert "Invisible" not in extract_main(html)["text"]
 
 
+def test_the_content_of_a_template_element_is_dropped():
+    html = page(f"<article><p>{ARTICLE}</p><template><p>Invisible template paragraph.</p></template></article>")
+    assert "Invisible" not in extract_main(html)["text"]
+
+
 def test_links_are_kept_only_on_request():
     html = page(f'<article><p>{ARTICLE} See <a href="https://example.org/rye">rye starters</a>.</p></article>')
     assert "https://example.org/rye" not in extract_main(html)["text"]

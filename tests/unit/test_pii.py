@@ -11,7 +11,8 @@ def one(kind, text):
     return scrub(text, [kind])
 
 
-@pytest.mark.parametrize("text", ["jane.doe@example.org", "j+tag@mail.example.co.uk", "X_Y-1@sub.domain.io"])
+@pytest.mark.parametrize("text", ["jane.doe@example.org", "j+tag@mail.example.co.uk", "X_Y-1@sub.domain.io",
+                                  "jörg.müller@straße.de", "josé+news@correo.example.es"])
 def test_an_email_address_is_replaced(text):
     assert one("email", f"write to {text}.") == ("write to [email].", {"email": 1})
 
@@ -29,13 +30,15 @@ def test_a_phone_number_is_replaced(text):
 
 @pytest.mark.parametrize("text", ["on 2024-01-15", "order 123456789", "at 192.168.100.200", "costs 1,234,567.89",
                                   "version 1.2.3", "in 2023 2024 2025", "ISBN 978-3-16-148410-0", "call 112",
-                                  "pages 10-20"])
+                                  "pages 10-20", "at 2024-01-15 10:30:45 UTC", "on 2024-01-15 09:30",
+                                  "Order #1234 5678 9012", "10 000 000 000 people", "US$ 1 234 567 890"])
 def test_dates_prices_addresses_and_counts_are_not_phone_numbers(text):
     assert one("phone", text) == (text, {})
 
 
 @pytest.mark.parametrize("text", ["4111 1111 1111 1111", "4111-1111-1111-1111", "4111111111111111",
-                                  "5500 0000 0000 0004", "3782 822463 10005"])
+                                  "5500 0000 0000 0004", "3782 822463 10005", "4111\u00a01111\u00a01111\u00a01111",
+                                  "4111\u202f1111\u202f1111\u202f1111"])
 def test_a_card_number_that_passes_luhn_is_replaced(text):
     assert one("card", f"card {text} ok") == ("card [card] ok", {"card": 1})
 
@@ -59,7 +62,7 @@ def test_an_iban_like_string_failing_mod_97_stays(text):
 
 
 @pytest.mark.parametrize("text", ["sk-proj-abcdefghijklmnopqrstuvwxyz0123", "AKIAIOSFODNN7EXAMPLE",
-                                  "ghp_" + "a1B2" * 9, "AIza" + "x" * 35,
+                                  "ghp_" + "a1B2" * 9, "AIza" + "x" * 35, "hf_" + "aB3d" * 9, "sk_test_" + "4eC3" * 6,
                                   "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"])
 def test_an_api_key_shaped_string_is_replaced(text):
     assert one("api_key", f"key={text};") == ("key=[api_key];", {"api_key": 1})
@@ -83,3 +86,8 @@ def test_check_digits():
 
 def test_unknown_kinds_are_named():
     assert check_kinds(["email", "passport", "card", "ssn"]) == ["passport", "ssn"]
+
+
+def test_a_private_key_block_is_replaced_whole():
+    pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\nQyNTUxOQAAACB=\n-----END OPENSSH PRIVATE KEY-----"
+    assert one("api_key", f"key:\n{pem}\nend") == ("key:\n[api_key]\nend", {"api_key": 1})

@@ -40,6 +40,15 @@ def test_several_rules_can_cover_one_page():
     assert rules_for("https://shop.example/?q=1", RULES) == {"strip_query", "local_only"}
 
 
+@pytest.mark.parametrize("url", [
+    "https://online.bank.example\\@evil.test/", "https:online.bank.example/x", "https:/\\bank.example/",
+    "https://bank%2Eexample/", "https://bank.example\u3002/", "blob:https://bank.example/0f0e",
+    "view-source:https://bank.example/", "https://ba\tnk.example/",
+])
+def test_a_url_a_browser_reads_as_a_never_page_is_one_for_the_host_too(url):
+    assert rules_for(url, RULES) == {"never"}
+
+
 def test_host_of_normalises_case_trailing_dot_port_and_unicode():
     assert host_of("HTTPS://WWW.Bücher.Example.:443/a") == "www.xn--bcher-kva.example"
     assert host_of("mailto:someone@example.org") is None
@@ -69,6 +78,11 @@ def test_only_the_local_provider_on_a_local_address_is_local():
     assert is_local_provider("local", "http://127.0.0.1:11434/v1")
     assert not is_local_provider("local", "https://ollama.example.com/v1")
     assert not is_local_provider("openai", "http://127.0.0.1:4000/v1")  # a proxy may forward to the cloud
+
+
+@pytest.mark.parametrize("base_url", ["http://localhost\\@api.example.com/v1", "http://127.0.0.1\\@8.8.8.8:11434/v1"])
+def test_a_base_url_an_http_client_sends_to_a_public_host_is_not_local(base_url):
+    assert not is_local_provider("local", base_url)
 
 
 def test_every_offered_default_is_a_valid_pattern_and_rule():

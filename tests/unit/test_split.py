@@ -48,6 +48,15 @@ def test_a_sentence_longer_than_a_part_is_cut_between_words():
     assert " ".join(parts).split() == words  # no word was cut in two
 
 
+@pytest.mark.parametrize("number", ["4111 1111 1111 1111", "+44 20 7946 0958", "4111-1111-1111-1111"])
+def test_a_cut_between_words_never_falls_inside_a_card_or_phone_number(number):
+    """Redaction sees one part at a time: a number cut in two would reach the model in halves."""
+    for pad in range(75, 100):
+        text = "word " * pad + f"pay {number} then " + "more words here " * 60
+        parts = split_text(text, part_tokens=100, overlap_tokens=0)
+        assert sum(number in p for p in parts) >= 1, (pad, parts)
+
+
 def test_a_run_without_spaces_is_cut_by_tokens():
     blob = "QUJD" * 5000
     parts = split_text(blob, part_tokens=100, overlap_tokens=0)
