@@ -36,8 +36,11 @@ export async function captureArticle(tabId, { frameId = 0, maxBytes = 8 * 1024 *
   const target = { tabId };
   if (Number.isInteger(frameId) && frameId > 0) target.frameIds = [frameId];
   try {
-    await api.scripting.executeScript({ target, files: [READABILITY_FILE] });
-    const [first] = await api.scripting.executeScript({ target, func: readArticle, args: [maxBytes, html] });
+    // injectImmediately, as for the page itself (capture.js): otherwise the browser waits for
+    // document_idle, that is for every deferred third-party script of a news page.
+    await api.scripting.executeScript({ target, files: [READABILITY_FILE], injectImmediately: true });
+    const [first] = await api.scripting.executeScript({ target, func: readArticle, args: [maxBytes, html],
+                                                         injectImmediately: true });
     const result = first && first.result;
     if (!result || result.error) return null;
     return result;
