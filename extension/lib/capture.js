@@ -19,6 +19,8 @@ const STORE_HOSTS = ["chrome.google.com/webstore", "chromewebstore.google.com", 
 // Why a URL cannot be scripted, or null when it may be.
 function unscriptableReason(url) {
   if (!url) return "the browser did not give this tab's address to the extension";
+  // A window a page opened and wrote into is readable as that page (and judged by its site).
+  if (/^about:(blank|srcdoc)$/i.test(url)) return null;
   let u;
   try {
     u = new URL(url);
