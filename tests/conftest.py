@@ -35,9 +35,10 @@ def _stop_background_worker(home: Path) -> None:
 
     from hybrid_engine.worker import LOCK_NAME, WorkerLock
 
-    if not (home / LOCK_NAME).is_file():
+    path = home / LOCK_NAME
+    if path.is_symlink() or not path.is_file():  # a test that planted something else there
         return
-    lock = WorkerLock(home / LOCK_NAME)
+    lock = WorkerLock(path)
     pid = lock.holder()
     if pid is None:
         return
