@@ -268,10 +268,12 @@ def test_context_menu_captures_selection_link_and_image(chromium, he, site):
     chromium.wait_connected()
     # One item per template under each context; update() without lastError proves it exists.
     wait_for(lambda: chromium.bg("self.hybrid.state.templates.length") >= 2, what="templates listed")
+    # The menus are rebuilt after the template list arrives: waited for, item by item.
     for item in ("page:e2e-echo", "selection:e2e-echo", "link:e2e-digest", "image:e2e-echo"):
-        err = chromium.bg(f"new Promise(r => chrome.contextMenus.update({json.dumps(item)}, {{}}, "
-                          "() => r(chrome.runtime.lastError ? chrome.runtime.lastError.message : null)))")
-        assert err is None, (item, err)
+        wait_for(lambda item=item: chromium.bg(
+            f"new Promise(r => chrome.contextMenus.update({json.dumps(item)}, {{}}, "
+            "() => r(chrome.runtime.lastError ? chrome.runtime.lastError.message : null)))") is None,
+            what=f"the context menu item {item}")
     tab_id = chromium.tab_id(article)
     tab_info = {"id": tab_id, "url": article, "title": "The Durable Engine"}
 
