@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from .atomicfile import PRIVATE, write_atomically
+
 APP_NAME = "hybrid-engine"
 
 PROVIDERS = ("openai", "deepseek", "gemini", "local")
@@ -152,12 +154,7 @@ def keys_file_warning() -> str | None:
 def _write_keys(keys: dict) -> None:
     path = keys_path()
     ensure_private_dir(path.parent)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(keys, fh)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(keys), PRIVATE)
 
 
 def set_key(provider: str, key: str) -> None:

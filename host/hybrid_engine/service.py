@@ -374,9 +374,6 @@ class Service:
 
     # ---- money -------------------------------------------------------------------
 
-    # Deterministic, offline, side-effect-free actions: an estimate computes them for real.
-    _ESTIMATE_COMPUTED = ("extract_text", "template", "noop")
-
     def estimate(self, template_ref: str, page: dict) -> dict:
         """Tokens and cost a run of `template_ref` on `page` would take (estimate.py), with whether
         each model step could start now (preflight.py)."""

@@ -9,10 +9,10 @@ same settings with the new rules, or nothing is written. The file is replaced at
 from __future__ import annotations
 
 import json
-import os
 import re
 
 from . import config
+from .atomicfile import write_atomically
 from .errors import BadRequest
 
 _HEADER = re.compile(r"^\s*\[")
@@ -71,9 +71,7 @@ def write_rules(items) -> list[dict]:
         raise BadRequest(f"{path}: its [[sites]] tables could not be replaced without changing the rest of the "
                          "file; edit them by hand", field="sites")
     config.ensure_private_dir(path.parent)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomically(path, text)
     return rules
 
 

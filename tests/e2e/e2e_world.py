@@ -398,6 +398,11 @@ def chromium(chromium_factory) -> Chromium:
     return chromium_factory()
 
 
+def wait_js(page, expression: str, timeout: float = GUARD_S):
+    """page.wait_for_function without eval (extension pages forbid it): poll page.evaluate."""
+    return wait_for(lambda: page.evaluate(f"() => ({expression})"), timeout, 0.05, expression)
+
+
 def shot(page, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"

@@ -12,7 +12,7 @@ import statistics
 import pytest
 
 from e2e_world import (ARTIFACTS, EXT_ORIGIN, GUARD_MS, INPUT_PER_MTOK, MODEL, OUTPUT_PER_MTOK, PNG_1PX, TEMPLATES, sha256, shot,
-                      usd, wait_for)
+                      usd, wait_for, wait_js)
 
 pytestmark = pytest.mark.e2e
 
@@ -24,11 +24,6 @@ WATCH_CONNECTION = """() => {
   new MutationObserver(() => window.__conn.push(document.getElementById('connection').textContent))
     .observe(document.getElementById('connection'), {childList: true, characterData: true, subtree: true});
 }"""
-
-
-def wait_js(page, expression, timeout=GUARD_MS):
-    """page.wait_for_function, without eval (extension pages forbid it): poll page.evaluate."""
-    return wait_for(lambda: page.evaluate(f"() => ({expression})"), timeout / 1000, 0.05, expression)
 
 
 def popup_mark(popup, moment):

@@ -9,15 +9,11 @@ from datetime import datetime
 
 import pytest
 
-from e2e_world import GUARD_S, EXT_ORIGIN, shot, wait_for
+from e2e_world import EXT_ORIGIN, shot, wait_for, wait_js
 
 pytestmark = pytest.mark.e2e
 
 SECRET = "sk-e2e-options-secret-0123456789abcdef"
-
-
-def wait_js(page, expression, timeout=GUARD_S):
-    return wait_for(lambda: page.evaluate(f"() => ({expression})"), timeout, 0.05, expression)
 
 
 def open_options(chromium):

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from e2e_world import GUARD_S, EXT_ORIGIN, wait_for
+from e2e_world import EXT_ORIGIN, wait_for, wait_js
 
 pytestmark = pytest.mark.e2e
 
@@ -48,10 +48,6 @@ def cloud_world(he) -> None:
     """An OpenAI-compatible cloud provider (the fake, on loopback) and a template that uses it."""
     add_config(he, f'[providers.openai]\nbase_url = "{he.fake.base_url("openai")}"\napi_key = "sk-fake-openai"\n')
     (he.he_home / "templates" / "e2e-cloud.yaml").write_text(CLOUD_TEMPLATE, encoding="utf-8")
-
-
-def wait_js(page, expression, timeout=GUARD_S):
-    return wait_for(lambda: page.evaluate(f"() => ({expression})"), timeout, 0.05, expression)
 
 
 def prompt_of(request) -> str:

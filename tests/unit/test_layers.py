@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "host" / "hybrid_engine"
 TRANSPORTS = {"cli", "terminal", "foreground", "host", "hostboot", "handlers", "install", "httpapi"}
 SERVICE = {"service", "views"}
 ENGINE = {"executor", "recovery", "dag", "worker"}
-LEAVES = {"adapters", "pricing", "money", "clock", "states", "errors", "redact", "safepath", "identity", "tokens"}
+LEAVES = {"adapters", "pricing", "money", "clock", "atomicfile", "states", "errors", "redact", "safepath", "identity", "tokens"}
 
 
 def _module_name(path: Path) -> str:

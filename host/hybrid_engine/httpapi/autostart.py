@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from ..errors import BadRequest
+from ..atomicfile import write_atomically
 
 UNIT_NAME = "hybrid-engine-serve.service"
 AGENT_LABEL = "org.hybrid-engine.serve"
@@ -86,9 +87,7 @@ def install(port: int | None, os_name: str | None = None) -> list[str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     again = path.exists()
     content = launchd_plist(port) if os_name == "macos" else systemd_unit(port).encode("utf-8")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(content)
-    os.replace(tmp, path)
+    write_atomically(path, content, 0o644)
     lines = [f"wrote {path} (the API on 127.0.0.1:{port} at login)"]
     # Installing again (another port, a moved interpreter) must replace the server already
     # running: launchctl refuses to bootstrap a loaded label, and `enable --now` leaves a
