@@ -127,7 +127,7 @@ def find_in_library(browser, s: dict) -> None:
     library = browser.view("library/library.html", size=(900, 800))
     listed = "[...document.querySelectorAll('#results li')].map(li => li.dataset.runId)"
     library.wait(f"{listed}.length === 2", "both runs in the library")
-    library.fill("#query", SEARCH_WORD)
+    library.fill("#query", SEARCH_WORD, leave=False)  # searched as it is typed
     library.wait(f"JSON.stringify({listed}) === JSON.stringify([arg])", "the search to find the second page only",
                  s["second"])
     row = f'#results li[data-run-id="{s["second"]}"]'
@@ -135,6 +135,10 @@ def find_in_library(browser, s: dict) -> None:
     assert library.text(f"{row} .snippet mark").lower() == SEARCH_WORD
     assert library.text("#count") == "1 run"
     library.shot(f"flow-{browser.name}-2-library-found")
+    result = library.follow(f"{row} button[data-action=\"open\"]")  # its result, in a tab of its own
+    show_result(result, PAGE_TWO_TITLE, SUMMARY_TWO)
+    result.shot(f"flow-{browser.name}-2-library-opened")
+    result.close()
     s["library"] = library
 
 
@@ -211,6 +215,9 @@ def reuse_at_no_cost(browser, he, s: dict, one: str) -> None:
     assert len(model_calls(he)) == calls  # no model was asked
     assert he.cli_json("runs", "--json")["runs"] == runs  # and no run was made
     popup.shot(f"flow-{browser.name}-5-reused")
+    popup.click(f'#already-list button[data-run-id="{s["first"]}"]')  # the earlier result, shown again
+    show_result(popup, "The Durable Engine", SUMMARY_ONE)
+    popup.shot(f"flow-{browser.name}-5-reused-result")
     popup.close()
 
 
@@ -270,6 +277,14 @@ def send(popup, template: str) -> str:
     said = popup.wait(SENT_OUTCOME, "the send to be answered")
     assert said["kind"] == "ok", said
     return said["runId"]
+
+
+def show_result(view, title: str, summary: str) -> None:
+    """A run's detail, opened on its result: the page's title and the model's summary."""
+    view.wait("!document.getElementById('detail').hidden && !document.getElementById('result').hidden",
+              "the run's result")
+    view.wait("document.getElementById('output').textContent.includes(arg)", "the summary in the result", summary)
+    assert view.text("#detail-title") == title
 
 
 def model_calls(he) -> list:
@@ -453,8 +468,8 @@ class FirefoxBrowser:
 
     def tab_id(self, url: str) -> int:
         found = self._control().js("(await ext.tabs.query({})).filter(t => t.url === arg).map(t => t.id)", url)
-        assert len(found) == 1, (url, found)
-        return found[0]
+        assert found, (url, found)
+        return max(found)  # the newest tab showing it
 
     def view(self, path: str, size=(400, 640)) -> FirefoxView:
         handle = self._open(f"{self.ff.base}/{path}")
