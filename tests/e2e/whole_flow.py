@@ -225,8 +225,10 @@ def reuse_at_no_cost(browser, he, s: dict, one: str) -> None:
 def set_key_and_see_green(browser, he, one: str) -> None:
     popup = open_popup(browser, one + "#again")
     preflight = '#preflight li[data-step-id="summary"]'
+    # page-to-notes' own summary step (gpt-4o-mini), not the one of the workflow shown before it.
+    said_for = f"[document.querySelector('{preflight}')].filter(li => li && li.textContent.includes('gpt-4o-mini'))"
     choose(popup, "page-to-notes")
-    popup.wait(f"document.querySelector('{preflight}')?.dataset.ok === 'false'", "pre-flight to be red")
+    popup.wait(f"{said_for}.some(li => li.dataset.ok === 'false')", "pre-flight to be red")
     said = popup.text(preflight)
     assert "No OpenAI key: add it in Settings" in said, said
     assert popup.js("document.getElementById('estimate').dataset.ok") == "false"
@@ -249,7 +251,7 @@ def set_key_and_see_green(browser, he, one: str) -> None:
 
     popup = open_popup(browser, one + "#again")  # the popup opened again, as after a click on the button
     choose(popup, "page-to-notes")
-    popup.wait(f"document.querySelector('{preflight}')?.dataset.ok === 'true'", "pre-flight to turn green")
+    popup.wait(f"{said_for}.some(li => li.dataset.ok === 'true')", "pre-flight to turn green")
     assert popup.text(preflight).endswith("key set")
     assert popup.js("document.getElementById('estimate').dataset.ok") == "true"
     popup.shot(f"flow-{browser.name}-6-preflight-green")
@@ -342,6 +344,7 @@ class ChromiumView:
         with self.page.context.expect_page() as opened:
             self.page.click(selector)
         page = opened.value
+        page.wait_for_url(lambda url: url != "about:blank")  # a new tab starts blank
         page.wait_for_load_state()
         return ChromiumView(page)
 
@@ -428,7 +431,9 @@ class FirefoxView:
         m.find_element("css selector", selector).click()
         handle = wait_for(lambda: (set(m.window_handles) - before) or None, GUARD_S, 0.1, "the new tab").pop()
         view = FirefoxView(self.browser, handle)
-        wait_for(lambda: view.m.execute_script("return document.readyState") == "complete", GUARD_S, 0.1,
+        # A new tab starts on a blank page that is already "complete".
+        wait_for(lambda: view.m.get_url() != "about:blank"
+                 and view.m.execute_script("return document.readyState") == "complete", GUARD_S, 0.1,
                  "the new tab to load")
         return view
 
@@ -457,11 +462,15 @@ class FirefoxBrowser:
         self.current = handle
         return handle
 
+    def _wait_loaded(self, url: str) -> None:
+        """The current tab showing `url`, loaded (a new tab is on a blank page, "complete", first)."""
+        m = self.ff.m
+        wait_for(lambda: m.get_url() == url and m.execute_script("return document.readyState") == "complete",
+                 GUARD_S, 0.1, f"{url} to load")
+
     def visit(self, url: str) -> None:
-        handle = self._open(url)
-        wait_for(lambda: self.ff.m.execute_script("return document.readyState") == "complete", GUARD_S, 0.1,
-                 f"{url} to load")
-        del handle
+        self._open(url)
+        self._wait_loaded(url)
 
     def _control(self) -> FirefoxView:
         if self.control is None:
@@ -477,8 +486,7 @@ class FirefoxBrowser:
         handle = self._open(f"{self.ff.base}/{path}")
         view = FirefoxView(self, handle)
         view.m.set_window_rect(width=max(size[0], 720), height=size[1] + 120)
-        wait_for(lambda: view.m.execute_script("return document.readyState") == "complete", GUARD_S, 0.1,
-                 f"{path} to load")
+        self._wait_loaded(f"{self.ff.base}/{path}")
         return view
 
     def badge(self, tab_id: int) -> tuple[str, str]:
