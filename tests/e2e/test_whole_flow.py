@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from e2e_world import FIREFOX
-from whole_flow import ChromiumBrowser, FirefoxBrowser, flow, install_templates
+from flow_browsers import ChromiumBrowser, FirefoxBrowser
+from whole_flow import flow, install_templates
 
 pytestmark = pytest.mark.e2e
 
