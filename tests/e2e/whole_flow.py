@@ -164,6 +164,8 @@ def save_as_note(browser, he, s: dict, two: str) -> None:
     before = int(time.time() * 1000) / 1000  # the browser stamps its capture in whole milliseconds
     popup = open_popup(browser, two)
     popup.wait("!document.getElementById('already').hidden", "the page to be known as sent")
+    choose(popup, "e2e-notes")
+    assert popup.js("document.getElementById('reuse-choice').hidden")  # nothing of e2e-notes' to reuse
     run_id = send(popup, "e2e-notes")
     doc = he.wait_run(run_id)
     row = f'#run-list li[data-run-id="{run_id}"]'
@@ -200,7 +202,8 @@ def see_already_sent(browser, s: dict, one: str) -> None:
     popup.wait("!document.getElementById('already').hidden", "the already-sent card")
     listed = popup.text("#already-list")
     assert "e2e-digest · completed" in listed, listed
-    assert not popup.js("document.getElementById('reuse-choice').hidden")
+    choose(popup, "e2e-digest")  # the workflow that did this page: its result may be taken again
+    popup.wait("!document.getElementById('reuse-choice').hidden", "the choice to reuse the result")
     assert popup.js("document.querySelector('input[name=\"reuse\"]:checked').value") == "reuse"
     popup.shot(f"flow-{browser.name}-4-already-sent")
     s["popup"] = popup
@@ -233,6 +236,7 @@ def set_key_and_see_green(browser, he, one: str) -> None:
     said = popup.text(preflight)
     assert "No OpenAI key: add it in Settings" in said, said
     assert popup.js("document.getElementById('estimate').dataset.ok") == "false"
+    assert popup.js("document.getElementById('reuse-choice').hidden")  # page-to-notes never had this page
     popup.shot(f"flow-{browser.name}-6-preflight-red")
 
     options = popup.follow(f"{preflight} a")
