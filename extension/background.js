@@ -264,8 +264,13 @@ function defaultTemplate() {
   if (state.settings.defaultTemplate && (names.includes(state.settings.defaultTemplate) || !names.length)) {
     return state.settings.defaultTemplate;
   }
-  // A fresh install starts on the one-model digest, not the alphabetically first workflow
-  // (which may need keys for several providers).
+  return automaticTemplate();
+}
+
+// A fresh install starts on the one-model digest, not the alphabetically first workflow
+// (which may need keys for several providers). The options page names it for its "automatic".
+function automaticTemplate() {
+  const names = captureTemplates().map((t) => t.name);
   return names.includes(FIRST_WORKFLOW) ? FIRST_WORKFLOW : names[0] || null;
 }
 
@@ -363,6 +368,7 @@ function snapshot() {
     templatesFolder: state.templatesFolder,
     templateErrors: state.templateErrors,
     defaultTemplate: defaultTemplate(),
+    automaticTemplate: automaticTemplate(),
     settings: state.settings,
     runs: recentRuns(),
     runsLoadedAt: state.runsLoadedAt,

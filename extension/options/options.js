@@ -50,7 +50,9 @@ function renderState(state) {
   const select = $("default-workflow");
   const names = (state.templates || []).filter((t) => t.has_capture_slot !== false).map((t) => t.name);
   select.textContent = "";
-  select.append(new Option("First workflow in the list", ""));
+  // "" follows the background's own choice (page-digest when there is one): named, not guessed.
+  const automatic = state.automaticTemplate;
+  select.append(new Option(automatic ? `Automatic (now ${automatic})` : "Automatic", ""));
   for (const n of names) select.append(new Option(n, n));
   if (settings.defaultTemplate && !names.includes(settings.defaultTemplate)) {
     select.append(new Option(`${settings.defaultTemplate} (not listed by the host)`, settings.defaultTemplate));

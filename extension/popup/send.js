@@ -31,6 +31,7 @@ export function estimateFor(runId) {
 // estimated, or estimated a moment ago, joins it; `force` (the person chose a workflow) asks anew.
 export function refreshEstimate(connected, { force = false } = {}) {
   const template = $("workflow").value;
+  showReuseChoice();
   if (!template) return null;
   if (!connected) {
     showEstimateText("Estimate: waiting for the host…");
@@ -196,7 +197,14 @@ async function refreshAlreadySent(url) {
     li.append(b);
     list.append(li);
   }
-  $("reuse-choice").hidden = !send.alreadyFor.some((r) => r.status === "COMPLETED");
+  showReuseChoice();
+}
+
+// Reuse is offered for the workflow chosen only when that workflow already completed this
+// page: another workflow's result is not what Send would give, and would be a paid run.
+function showReuseChoice() {
+  const template = $("workflow").value;
+  $("reuse-choice").hidden = !(send.alreadyFor || []).some((r) => r.status === "COMPLETED" && r.workflow === template);
 }
 
 // ---- sending --------------------------------------------------------------------------------

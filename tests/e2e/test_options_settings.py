@@ -116,3 +116,16 @@ def test_spend_per_day_is_drawn_as_svg_bars_from_local_data(chromium, he, site, 
     assert names == ["e2e-digest"]
     assert "e2e-digest" in options.inner_text("#spend-chart .legend")
     shot(options, "options-spend-light")
+
+
+def test_the_automatic_default_workflow_is_named_as_the_background_picks_it(chromium_factory, he):
+    from e2e_world import TEMPLATES
+
+    (he.he_home / "templates" / "page-digest.yaml").write_text(
+        TEMPLATES["e2e-digest"].replace("name: e2e-digest", "name: page-digest"), encoding="utf-8")
+    options = open_options(chromium_factory())
+    options.wait_for_selector('#default-workflow option[value="page-digest"]', state="attached")
+    # Not "the first workflow in the list" (e2e-digest): the shortcut sends to page-digest.
+    wait_js(options, "document.querySelector('#default-workflow option[value=\"\"]').textContent"
+                     " === 'Automatic (now page-digest)'")
+    assert options.input_value("#default-workflow") == ""

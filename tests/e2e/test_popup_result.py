@@ -297,6 +297,24 @@ def test_already_sent_card_offers_reuse_and_capture_carries_the_choice(chromium,
     assert sent[-1]["reuse"] == "fresh"
 
 
+def test_reuse_is_offered_only_for_a_workflow_that_already_did_the_page(chromium, he, site):
+    article = site.url("article.html")
+    chromium.open(article)
+    popup = chromium.ctx.new_page()
+    popup.add_init_script(f"""(() => {{
+      const real = chrome.runtime.sendMessage.bind(chrome.runtime);
+      chrome.runtime.sendMessage = (msg) => msg.type === 'runs.for_url'
+        ? Promise.resolve({{ok: true, result: {{runs: {json.dumps(ALREADY)}}}}}) : real(msg);
+    }})()""")
+    popup.goto(f"{EXT_ORIGIN}/popup/popup.html?tab={chromium.tab_id(article)}")
+    popup.wait_for_selector("#already:not([hidden])")
+    popup.select_option("#workflow", "e2e-echo")  # never given this page: Send would be a new, paid run
+    popup.wait_for_selector("#reuse-choice", state="hidden")
+    assert "e2e-digest · completed" in popup.inner_text("#already-list")  # the earlier result is still listed
+    popup.select_option("#workflow", "e2e-digest")
+    popup.wait_for_selector("#reuse-choice", state="visible")
+
+
 def test_no_already_sent_card_when_the_host_does_not_know_the_question(chromium, he, site):
     article = site.url("article.html")
     chromium.open(article)
