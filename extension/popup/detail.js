@@ -155,6 +155,7 @@ function renderDetail(run) {
   const pct = total ? Math.round((100 * done) / total) : 0;
   const page = sourceOf(run);
   $("detail-title").textContent = page.title || run.name;
+  $("detail-title").title = page.title || run.name; // the whole of a title cut to a few lines
   setFavicon($("detail-favicon"), page);
   const link = $("detail-link");
   $("detail-source").hidden = !page.url;
@@ -177,7 +178,7 @@ function renderDetail(run) {
   else facts.push(`${done}/${total} steps`);
   if (page.title) facts.push(run.name);
   if (terminal && run.updatedAt) {
-    const took = m.duration_ms !== null && m.duration_ms !== undefined ? ` (took ${duration(m.duration_ms / 1000)})` : "";
+    const took = m.duration_ms !== null && m.duration_ms !== undefined ? `\u00a0(took\u00a0${duration(m.duration_ms / 1000).replace(" ", "\u00a0")})` : "";
     facts.push(`${run.status === RunStatus.COMPLETED ? "finished" : "ended"} ${when(run.updatedAt)}${took}`);
   } else {
     facts.push(`started ${when(run.createdAt)}`);
