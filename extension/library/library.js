@@ -96,6 +96,7 @@ function row(run) {
   }
   const title = document.createElement("a");
   title.className = "title";
+  title.dir = "auto"; // a right-to-left title reads in its own direction
   title.textContent = label(run);
   title.href = api.runtime.getURL(`popup/popup.html#run=${encodeURIComponent(run.id)}`);
   title.target = "_blank";

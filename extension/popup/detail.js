@@ -174,7 +174,7 @@ function renderDetail(run) {
   const cost = runCost({ total_cost: m.total_cost, unknown_cost_steps: m.unknown_cost_steps });
   const estimated = Number(m.estimated_cost_steps || 0) > 0 ? "≈" : "";
   const facts = [];
-  if (terminal) facts.push(`${estimated}${cost.text}`, tokens(m.total_tokens));
+  if (terminal) facts.push(`${estimated}${cost.text}`, Number(m.total_tokens) ? tokens(m.total_tokens) : "");
   else facts.push(`${done}/${total} steps`);
   if (page.title) facts.push(run.name);
   if (terminal && run.updatedAt) {

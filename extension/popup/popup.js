@@ -333,7 +333,7 @@ function buildRow(id) {
   icon.width = 16;
   icon.height = 16;
   head.append(icon);
-  span("name", head);
+  span("name", head).dir = "auto"; // a right-to-left title reads (and is cut) in its own direction
   span("status", b);
   span("sub", b);
   const bar = span("progress", b);
@@ -380,7 +380,7 @@ function fillRow(li, run) {
   b.querySelector(".live").hidden = terminal;
   const tok = b.querySelector(".tokens");
   tok.textContent = tokens(run.total_tokens);
-  tok.hidden = !terminal;
+  tok.hidden = !terminal || !Number(run.total_tokens); // a run with no model call has no token count to show
   const c = b.querySelector(".cost");
   c.textContent = cost.text;
   c.title = cost.title;
