@@ -169,7 +169,8 @@ function renderDetail(run) {
   link.title = page.url || "";
   const st = $("detail-status");
   st.textContent = runLabel(run);
-  st.dataset.status = run.status;
+  // A budget stop reads in the same colour as its step's STOPPED (BUDGET), not as a failure.
+  st.dataset.status = run.error_code === "budget_exceeded" ? "STOPPED" : run.status;
   const terminal = isTerminalRun(run.status);
   const cost = runCost({ total_cost: m.total_cost, unknown_cost_steps: m.unknown_cost_steps });
   const estimated = Number(m.estimated_cost_steps || 0) > 0 ? "≈" : "";

@@ -83,14 +83,15 @@ def both(page, name, check):
     page.emulate_media(color_scheme="light")
 
 
-def seed_runs(chromium, he, titles) -> list[str]:
+def seed_runs(chromium, he, titles, template="e2e-echo") -> list[str]:
     """One finished run per title, as a capture of a page with that title (e2e-echo: no model)."""
     chromium.wait_connected()
     ids = []
     for n, title in enumerate(titles):
         page = {"content": f"<html><body><p>Page {n} about basalt.</p></body></html>", "content_type": "text/html",
                 "source_url": f"https://news.example.org/2026/article-{n}", "title": title}
-        reply = chromium.bg("self.hybrid.host.request('capture', {template: 'e2e-echo', page: arg})", page)
+        reply = chromium.bg("self.hybrid.host.request('capture', {template: arg.template, page: arg.page})",
+                            {"template": template, "page": page})
         ids.append(reply["run_id"])
     for run_id in ids:
         he.wait_run(run_id)
@@ -99,8 +100,14 @@ def seed_runs(chromium, he, titles) -> list[str]:
 
 def test_popup_cuts_long_titles_with_an_ellipsis_and_keeps_status_and_cost_on_the_card(chromium, he):
     ids = seed_runs(chromium, he, TITLES)
+    he.fake.script("local", text="A summary that cost something.")
+    paid = seed_runs(chromium, he, ["A page sent to a model"], template="e2e-digest")
     popup = chromium.popup()
-    wait_js(popup, f"document.querySelectorAll('#run-list li[data-status=COMPLETED]').length >= {len(ids)}")
+    wait_js(popup, f"document.querySelectorAll('#run-list li[data-status=COMPLETED]').length >= {len(ids) + 1}")
+    wait_js(popup, "document.querySelectorAll('#spend-text .nowrap').length === 2")
+    # No token count on a run that called no model; a run that did shows its count.
+    assert run_row(popup, ids[0]).locator(".tokens").is_hidden()
+    assert run_row(popup, paid[0]).locator(".tokens").is_visible()
 
     def check(page, scheme):
         assert_no_horizontal_overflow(page, f"popup ({scheme})")
@@ -117,6 +124,8 @@ def test_popup_cuts_long_titles_with_an_ellipsis_and_keeps_status_and_cost_on_th
             assert name.evaluate("e => getComputedStyle(e).textOverflow") == "ellipsis"
             assert name.evaluate("e => e.scrollWidth > e.clientWidth"), "a long title is cut"
             assert name.bounding_box()["height"] < 24, "a title stays on one line"
+        for part in page.locator("#spend-text .nowrap").all():  # "$x of $y daily budget", "this month $z"
+            assert part.evaluate("e => e.getClientRects().length") == 1, "a spend fact wraps between line and figure"
 
     both(popup, "popup-many-runs", check)
 
