@@ -125,7 +125,7 @@ def test_popup_cuts_long_titles_with_an_ellipsis_and_keeps_status_and_cost_on_th
             assert name.evaluate("e => e.scrollWidth > e.clientWidth"), "a long title is cut"
             assert name.bounding_box()["height"] < 24, "a title stays on one line"
         for part in page.locator("#spend-text .nowrap").all():  # "$x of $y daily budget", "this month $z"
-            assert part.evaluate("e => e.getClientRects().length") == 1, "a spend fact wraps between line and figure"
+            assert part.bounding_box()["height"] < 24, "a spend fact wraps between label and figure"
 
     both(popup, "popup-many-runs", check)
 
