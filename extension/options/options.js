@@ -282,6 +282,8 @@ function renderSpend() {
   const by = document.querySelector('input[name="spend-by"]:checked')?.value || "by_provider";
   const { bars } = spendBars(spendDays, by);
   drawSpend($("spend-chart"), spendDays, by);
+  // Thirty empty days are a tall blank box with an axis: the sentence below says it alone.
+  $("spend-chart").hidden = !bars.length;
   const total = spendDays.reduce((sum, d) => sum + (d.total || 0), 0);
   const estimated = spendDays.reduce((sum, d) => sum + (d.estimated || 0), 0);
   const unpriced = spendDays.reduce((sum, d) => sum + (d.unpriced_steps || 0), 0);

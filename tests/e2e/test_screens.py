@@ -186,7 +186,11 @@ def test_options_page_reads_in_light_and_dark_and_in_a_narrow_window(chromium, h
     chromium.wait_connected()
     options = chromium.ctx.new_page()
     options.goto(f"{EXT_ORIGIN}/options/options.html")
-    wait_js(options, "document.getElementById('default-workflow').options.length > 0")
+    wait_js(options, "document.getElementById('default-workflow').options.length > 1")
+    # Connected: the host's folder, not a "not reported yet" left from before it answered.
+    wait_js(options, "document.getElementById('templates-folder').textContent.includes('templates')")
+    wait_js(options, "document.getElementById('spend-note').textContent.startsWith('Nothing spent')")
+    assert options.locator("#spend-chart").is_hidden(), "no blank chart for thirty days of nothing"
 
     def check(page, scheme):
         assert_no_horizontal_overflow(page, f"options ({scheme})")
