@@ -201,6 +201,7 @@ function renderDetail(run) {
   const failed = terminal && run.status !== RunStatus.COMPLETED;
   showErrors(failed ? errorsOf(run) : []);
   $("errors-title").textContent = run.error_code === "budget_exceeded" ? "Why it stopped" : "What went wrong";
+  $("detail-errors").dataset.kind = run.error_code === "budget_exceeded" ? "stop" : "error";
   if (failed) {
     $("result").hidden = true;
     $("steps-box").open = true;
