@@ -92,9 +92,14 @@ def record_requests(chromium):
 
 
 def both_schemes(popup, name):
-    shot(popup, f"popup-light-{name}")
-    popup.emulate_media(color_scheme="dark")
-    shot(popup, f"popup-dark-{name}")
+    """Screenshots in light and dark; in each, no text below 4.5:1 contrast and nothing wider than the popup."""
+    from test_screens import assert_no_horizontal_overflow, assert_readable  # test_screens imports test_chromium
+
+    for scheme in ("light", "dark"):
+        popup.emulate_media(color_scheme=scheme)
+        shot(popup, f"popup-{scheme}-{name}")
+        assert_readable(popup, f"{name} ({scheme})")
+        assert_no_horizontal_overflow(popup, f"{name} ({scheme})")
     popup.emulate_media(color_scheme="light")
 
 
