@@ -120,3 +120,8 @@ def test_spend_per_day_is_drawn_as_svg_bars_from_local_data(chromium, he, site, 
     assert names == ["e2e-digest"]
     assert "e2e-digest" in options.inner_text("#spend-chart .legend")
     shot(options, "options-spend-light")
+    # Narrow: the SVG shrinks, its labels keep their 11px on screen.
+    options.set_viewport_size({"width": 400, "height": 900})
+    options.emulate_media(color_scheme="dark")
+    wait_js(options, "document.querySelector('#spend-chart .tick').getBoundingClientRect().height > 9")
+    shot(options, "options-spend-narrow-dark")
