@@ -245,6 +245,8 @@ def test_a_running_run_shows_elapsed_time_and_expected_cost_then_its_final_figur
     open_detail(popup, run_id)
     wait_js(popup, "document.getElementById('detail-live').textContent.includes('summary: expected $')")
     assert popup.inner_text("#detail-live").startswith("Running ")
+    # The range is one unit: the line may wrap before it, never inside it.
+    assert "\u00a0–\u00a0$" in popup.evaluate("document.getElementById('detail-live').textContent")
     both_schemes(popup, "detail-running")
     he.fake.release()
     popup.keyboard.press("Escape")
