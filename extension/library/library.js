@@ -96,6 +96,7 @@ function row(run) {
   }
   const title = document.createElement("a");
   title.className = "title";
+  title.dir = "auto"; // a right-to-left title reads in its own direction
   title.textContent = label(run);
   title.href = api.runtime.getURL(`popup/popup.html#run=${encodeURIComponent(run.id)}`);
   title.target = "_blank";
@@ -171,7 +172,7 @@ async function search({ append = false } = {}) {
 function renderCount() {
   const shown = $("results").children.length;
   const n = view.total;
-  $("count").textContent = n === 0 ? (filters().query ? "No run matches." : "No runs yet.")
+  $("count").textContent = n === 0 ? (filters().query ? "No run matches." : "No runs yet. Send a page from the toolbar button to start one.")
     : `${n} run${n === 1 ? "" : "s"}${shown < n ? `, ${shown} shown` : ""}`;
   $("more").hidden = shown >= n;
 }

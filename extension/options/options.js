@@ -279,11 +279,23 @@ async function loadSpend() {
   renderSpend();
 }
 
+// The chart's SVG scales with the page: its labels are sized in screen pixels, so a narrow
+// window does not shrink them below reading size.
+function scaleChartText() {
+  const svg = $("spend-chart").querySelector("svg");
+  const width = svg?.getBoundingClientRect().width;
+  if (width) svg.style.setProperty("--chart-scale", String(Number(svg.viewBox.baseVal.width) / width));
+}
+new ResizeObserver(scaleChartText).observe($("spend-chart"));
+
 function renderSpend() {
   if (!spendDays) return;
   const by = document.querySelector('input[name="spend-by"]:checked')?.value || "by_provider";
   const { bars } = spendBars(spendDays, by);
   drawSpend($("spend-chart"), spendDays, by);
+  // Thirty empty days are a tall blank box with an axis: the sentence below says it alone.
+  $("spend-chart").hidden = !bars.length;
+  scaleChartText();
   const total = spendDays.reduce((sum, d) => sum + (d.total || 0), 0);
   const estimated = spendDays.reduce((sum, d) => sum + (d.estimated || 0), 0);
   const unpriced = spendDays.reduce((sum, d) => sum + (d.unpriced_steps || 0), 0);

@@ -155,6 +155,7 @@ function renderDetail(run) {
   const pct = total ? Math.round((100 * done) / total) : 0;
   const page = sourceOf(run);
   $("detail-title").textContent = page.title || run.name;
+  $("detail-title").title = page.title || run.name; // the whole of a title cut to a few lines
   setFavicon($("detail-favicon"), page);
   const link = $("detail-link");
   $("detail-source").hidden = !page.url;
@@ -168,16 +169,17 @@ function renderDetail(run) {
   link.title = page.url || "";
   const st = $("detail-status");
   st.textContent = runLabel(run);
-  st.dataset.status = run.status;
+  // A budget stop reads in the same colour as its step's STOPPED (BUDGET), not as a failure.
+  st.dataset.status = run.error_code === "budget_exceeded" ? "STOPPED" : run.status;
   const terminal = isTerminalRun(run.status);
   const cost = runCost({ total_cost: m.total_cost, unknown_cost_steps: m.unknown_cost_steps });
   const estimated = Number(m.estimated_cost_steps || 0) > 0 ? "≈" : "";
   const facts = [];
-  if (terminal) facts.push(`${estimated}${cost.text}`, tokens(m.total_tokens));
+  if (terminal) facts.push(`${estimated}${cost.text}`, Number(m.total_tokens) ? tokens(m.total_tokens) : "");
   else facts.push(`${done}/${total} steps`);
   if (page.title) facts.push(run.name);
   if (terminal && run.updatedAt) {
-    const took = m.duration_ms !== null && m.duration_ms !== undefined ? ` (took ${duration(m.duration_ms / 1000)})` : "";
+    const took = m.duration_ms !== null && m.duration_ms !== undefined ? `\u00a0(took\u00a0${duration(m.duration_ms / 1000).replace(" ", "\u00a0")})` : "";
     facts.push(`${run.status === RunStatus.COMPLETED ? "finished" : "ended"} ${when(run.updatedAt)}${took}`);
   } else {
     facts.push(`started ${when(run.createdAt)}`);
@@ -199,6 +201,7 @@ function renderDetail(run) {
   const failed = terminal && run.status !== RunStatus.COMPLETED;
   showErrors(failed ? errorsOf(run) : []);
   $("errors-title").textContent = run.error_code === "budget_exceeded" ? "Why it stopped" : "What went wrong";
+  $("detail-errors").dataset.kind = run.error_code === "budget_exceeded" ? "stop" : "error";
   if (failed) {
     $("result").hidden = true;
     $("steps-box").open = true;

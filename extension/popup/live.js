@@ -15,8 +15,9 @@ function elapsed(iso, now = Date.now()) {
 
 function range(lo, hi) {
   if (hi === null || hi === undefined) return null;
-  if (lo === null || lo === undefined || usd(lo) === usd(hi)) return `up to ${usd(hi)}`;
-  return `${usd(lo)} – ${usd(hi)}`;
+  // No-break spaces: a narrow popup wraps between facts, never inside a range.
+  if (lo === null || lo === undefined || usd(lo) === usd(hi)) return `up to\u00a0${usd(hi)}`;
+  return `${usd(lo)}\u00a0–\u00a0${usd(hi)}`;
 }
 
 // The running model step's expected cost, as text, or null when nothing is known.

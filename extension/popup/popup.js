@@ -222,9 +222,15 @@ async function refreshSpend() {
     const budget = s.daily_budget_usd;
     const line = $("spend-text");
     line.textContent = "";
-    line.append(figure(usd(s.today)));
-    line.append(budget ? " of " : " today", ...(budget ? [figure(usdBudget(budget)), " daily budget"] : []));
-    line.append(" · this month ", figure(usd(s.this_month)));
+    // Each fact kept whole: a narrow line wraps between "today" and "this month", never
+    // between a label and its figure.
+    const today = document.createElement("span");
+    const month = document.createElement("span");
+    today.className = month.className = "nowrap";
+    today.append(figure(usd(s.today)));
+    today.append(budget ? " of " : " today", ...(budget ? [figure(usdBudget(budget)), " daily budget"] : []));
+    month.append("this month ", figure(usd(s.this_month)));
+    line.append(today, " · ", month);
     line.dataset.today = String(s.today);
     const unpriced = Object.values(s.today_unpriced_steps || {}).reduce((a, b) => a + b, 0);
     const extra = [];
@@ -333,7 +339,7 @@ function buildRow(id) {
   icon.width = 16;
   icon.height = 16;
   head.append(icon);
-  span("name", head);
+  span("name", head).dir = "auto"; // a right-to-left title reads (and is cut) in its own direction
   span("status", b);
   span("sub", b);
   const bar = span("progress", b);
@@ -380,7 +386,7 @@ function fillRow(li, run) {
   b.querySelector(".live").hidden = terminal;
   const tok = b.querySelector(".tokens");
   tok.textContent = tokens(run.total_tokens);
-  tok.hidden = !terminal;
+  tok.hidden = !terminal || !Number(run.total_tokens); // a run with no model call has no token count to show
   const c = b.querySelector(".cost");
   c.textContent = cost.text;
   c.title = cost.title;

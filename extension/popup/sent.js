@@ -19,7 +19,7 @@ function stepBlock({ stepId, provider, model, local, system, prompt, redacted, b
   box.dataset.stepId = stepId;
   const where = local ? "local" : "cloud";
   const summary = el("summary", "sent-summary",
-                     `${stepId} → ${provider || "?"} ${model || ""} (${where}) · ${(prompt || "").length.toLocaleString("en-US")} characters`);
+                     `${stepId} → ${provider || "?"} ${model || ""} (${where}) · ${(prompt || "").length.toLocaleString("en-US")}\u00a0characters`);
   box.append(summary);
   if (blocked) box.append(el("p", "sent-blocked error-text", `Will not be sent: ${blocked}`));
   const counts = countsText(redacted);

@@ -409,9 +409,15 @@ def test_a_run_stopped_by_its_budget_goes_on_from_the_popup_with_a_bigger_one(ch
     # Said as what it is: stopped by the budget before it started, not "failed: Not started".
     assert popup.inner_text("#detail-status") == "STOPPED BY BUDGET"
     assert popup.locator("#detail-error-list li").first.inner_text().startswith("summary: Stopped before it started")
+    from test_screens import assert_readable  # here: test_screens imports this module
+
+    # In amber, as a stop: the status and its "Why it stopped" box alike, readable in both schemes.
+    assert popup.locator("#detail-errors").get_attribute("data-kind") == "stop"
     shot(popup, "popup-light-detail-budget-stop")
+    assert_readable(popup, "budget stop (light)")
     popup.emulate_media(color_scheme="dark")
     shot(popup, "popup-dark-detail-budget-stop")
+    assert_readable(popup, "budget stop (dark)")
     popup.emulate_media(color_scheme="light")
     button.click()  # the host that stopped the step runs it again: its budget is read afresh
     done = he.wait_run(run_id, "COMPLETED")

@@ -116,6 +116,11 @@ def test_spend_per_day_is_drawn_as_svg_bars_from_local_data(chromium, he, site, 
     assert names == ["e2e-digest"]
     assert "e2e-digest" in options.inner_text("#spend-chart .legend")
     shot(options, "options-spend-light")
+    # Narrow: the SVG shrinks, its labels keep their 11px on screen.
+    options.set_viewport_size({"width": 400, "height": 900})
+    options.emulate_media(color_scheme="dark")
+    wait_js(options, "document.querySelector('#spend-chart .tick').getBoundingClientRect().height > 9")
+    shot(options, "options-spend-narrow-dark")
 
 
 def test_the_automatic_default_workflow_is_named_as_the_background_picks_it(chromium_factory, he):

@@ -92,9 +92,14 @@ def record_requests(chromium):
 
 
 def both_schemes(popup, name):
-    shot(popup, f"popup-light-{name}")
-    popup.emulate_media(color_scheme="dark")
-    shot(popup, f"popup-dark-{name}")
+    """Screenshots in light and dark; in each, no text below 4.5:1 contrast and nothing wider than the popup."""
+    from test_screens import assert_no_horizontal_overflow, assert_readable  # test_screens imports test_chromium
+
+    for scheme in ("light", "dark"):
+        popup.emulate_media(color_scheme=scheme)
+        shot(popup, f"popup-{scheme}-{name}")
+        assert_readable(popup, f"{name} ({scheme})")
+        assert_no_horizontal_overflow(popup, f"{name} ({scheme})")
     popup.emulate_media(color_scheme="light")
 
 
@@ -240,6 +245,8 @@ def test_a_running_run_shows_elapsed_time_and_expected_cost_then_its_final_figur
     open_detail(popup, run_id)
     wait_js(popup, "document.getElementById('detail-live').textContent.includes('summary: expected $')")
     assert popup.inner_text("#detail-live").startswith("Running ")
+    # The range is one unit: the line may wrap before it, never inside it.
+    assert "\u00a0–\u00a0$" in popup.evaluate("document.getElementById('detail-live').textContent")
     both_schemes(popup, "detail-running")
     he.fake.release()
     popup.keyboard.press("Escape")
