@@ -96,7 +96,17 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
             outputs[step_id] = capture
             continue
         if s.for_each is not None:
-            parts = _for_each(s, spec, outputs, unknown, render, steps_out)
+            try:
+                parts = _for_each(s, spec, outputs, unknown, render, steps_out)
+            except PermanentStepError as exc:  # the run would fail here before sending any part
+                failed[step_id] = f"step '{step_id}' fails ({exc.code}): {exc.message}"
+                if spec.provider is not None:
+                    steps_out.append({"step_id": step_id, "action": s.action, "provider": spec.provider,
+                                      "model": s.params.get("model"), "prompt_tokens": 0, "max_output_tokens": 0,
+                                      "cost_min": 0.0, "cost_max": 0.0, "price_unknown": False,
+                                      "context_window": None, "fits": None, "lower_bound": False,
+                                      "error": f"would not be sent: {failed[step_id]}"})
+                continue
             unknown[step_id] = sum(int(e.get("max_output_tokens") or 0) for e in parts)
             continue
         if spec.provider is None:
@@ -221,15 +231,19 @@ def _for_each(s, spec, outputs: dict, unknown: dict, render, steps_out: list) ->
 
     expr = fanout.list_expr(s.for_each)
     ref = dag.parse_ref(expr)
+    known = ref.step not in unknown and ref.step in outputs
+    if known:
+        items = dag.make_lookup(outputs, {})(ref)
+        if isinstance(items, list):
+            fanout.check_count(expr, len(items))
     if spec.provider is None:
         return []
-    if ref.step in unknown or ref.step not in outputs:
+    if not known:
         steps_out.append({"step_id": s.id, "action": s.action, "provider": spec.provider,
                           "model": s.params.get("model"), "prompt_tokens": None, "max_output_tokens": None,
                           "cost_min": None, "cost_max": None, "price_unknown": True, "lower_bound": True,
                           "error": f"runs once per item of {expr}, which is not known before the run"})
         return []
-    items = dag.make_lookup(outputs, {})(ref)
     if not isinstance(items, list):
         return []
     action = load_action(s.action)

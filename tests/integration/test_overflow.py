@@ -69,3 +69,23 @@ def test_the_estimate_prices_each_item_of_a_for_each_model_step(he_home, fake_pr
     assert reduce["lower_bound"] is True and reduce["unknown_inputs"] == ["each"]
     assert reduce["prompt_tokens_max"] >= 100 * len(parts)  # every part's answer as long as it may be
     assert fake_provider_env.requests == []
+
+
+def test_the_estimate_of_a_for_each_over_more_items_than_a_step_may_run_says_it_would_fail(
+        he_home, fake_provider_env, monkeypatch):
+    from hybrid_engine import fanout
+
+    monkeypatch.setattr(fanout, "MAX_PARTS", 3)
+    tpl = validate({"name": "fe", "steps": [
+        {"id": "src", "action": "noop", "params": {"value": ["a", "b", "c", "d"]}},
+        {"id": "each", "action": "openai_chat", "for_each": "{{ steps.src.outputs.value }}",
+         "params": {"model": MODEL, "prompt": "Say {{ item }}", "max_tokens": 5}},
+        {"id": "all", "action": "openai_chat", "dependencies": ["each"],
+         "params": {"model": MODEL, "prompt": "Combine:\n{{ steps.each.outputs.text }}", "max_tokens": 50}}]},
+        "fe.yaml")
+    est = estimate_run(tpl, {"content": "x", "content_type": "text/plain"})
+    by_id = {e["step_id"]: e for e in est["steps"]}
+    assert list(by_id) == ["each", "all"]  # no entry per item: none would be sent
+    assert "bad_for_each" in by_id["each"]["error"] and "4 items, over the 3 parts" in by_id["each"]["error"]
+    assert by_id["all"]["error"].startswith("would not be sent")
+    assert est["total_cost_max"] == 0
