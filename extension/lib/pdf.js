@@ -50,9 +50,40 @@ export async function fetchBytes(url, { maxBytes, what }) {
   if (!resp.ok) throw new PdfFetchError(`${what} could not be fetched (HTTP ${resp.status})`);
   const declared = Number(resp.headers.get("content-length") || 0);
   if (declared > maxBytes) throw new PdfFetchError(`${what} is ${bytes(declared)}, over the ${bytes(maxBytes)} capture limit`);
-  const view = new Uint8Array(await resp.arrayBuffer());
-  if (view.length > maxBytes) throw new PdfFetchError(`${what} is ${bytes(view.length)}, over the ${bytes(maxBytes)} capture limit`);
+  const view = await readCapped(resp, maxBytes, what);
   return { view, type: (resp.headers.get("content-type") || "").split(";")[0].trim().toLowerCase() };
+}
+
+// The body read chunk by chunk and given up on as soon as it passes `maxBytes`: a server that
+// sends no length (or a false one) and an endless body would otherwise fill the memory of the
+// extension's background before any size was checked.
+async function readCapped(resp, maxBytes, what) {
+  const over = () => new PdfFetchError(`${what} is over the ${bytes(maxBytes)} capture limit`);
+  if (!resp.body) {
+    const view = new Uint8Array(await resp.arrayBuffer());
+    if (view.length > maxBytes) throw over();
+    return view;
+  }
+  const reader = resp.body.getReader();
+  const chunks = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.length;
+    if (total > maxBytes) {
+      reader.cancel().catch(() => {});
+      throw over();
+    }
+    chunks.push(value);
+  }
+  const view = new Uint8Array(total);
+  let at = 0;
+  for (const chunk of chunks) {
+    view.set(chunk, at);
+    at += chunk.length;
+  }
+  return view;
 }
 
 // {content (base64), bytes} of the PDF at `url`, or null when what is there is not a PDF.

@@ -110,3 +110,21 @@ def test_spend_chart_draws_a_bar_for_each_provider_on_each_day_with_spend():
 def test_spend_chart_splits_by_workflow_when_asked():
     out = _node("options/spendchart.js", f"m.spendBars({json.dumps(DAYS)}, 'by_workflow')")
     assert {b["name"] for b in out["bars"]} == {"digest"} and len(out["bars"]) == 2
+
+
+def test_a_fetched_file_without_a_length_stops_being_read_once_past_the_capture_limit():
+    # A server's endless body: 1 KiB chunks for ever, no Content-Length; the limit is 4 KiB.
+    out = _node("lib/pdf.js", """await (async () => {
+      let pulled = 0;
+      globalThis.fetch = async () => new Response(new ReadableStream({
+        pull(controller) { pulled += 1; controller.enqueue(new Uint8Array(1024)); },
+      }), { headers: { "content-type": "application/pdf" } });
+      try {
+        await m.fetchBytes("https://files.example/endless.pdf", { maxBytes: 4096, what: "the PDF" });
+        return { error: null, pulled };
+      } catch (err) {
+        return { error: err.message, pulled };
+      }
+    })()""")
+    assert "over the" in out["error"] and "capture limit" in out["error"]
+    assert out["pulled"] <= 8
