@@ -8,10 +8,13 @@ import { bytes } from "./format.js";
 const PDF_MAGIC = [0x25, 0x50, 0x44, 0x46, 0x2d]; // "%PDF-"
 
 // Whether the address names a PDF by its path (…/report.pdf, …/report.PDF?download=1).
-export function isPdfUrl(url) {
+// `local`: a file: address counts too. A tab the person opened on a file of theirs may be
+// read; a link is the page's choice, and a page never chooses a file of the person's to send.
+export function isPdfUrl(url, { local = true } = {}) {
   try {
     const u = new URL(url);
-    return ["http:", "https:", "file:"].includes(u.protocol) && u.pathname.toLowerCase().endsWith(".pdf");
+    const schemes = local ? ["http:", "https:", "file:"] : ["http:", "https:"];
+    return schemes.includes(u.protocol) && u.pathname.toLowerCase().endsWith(".pdf");
   } catch {
     return false;
   }

@@ -128,3 +128,12 @@ def test_a_fetched_file_without_a_length_stops_being_read_once_past_the_capture_
     })()""")
     assert "over the" in out["error"] and "capture limit" in out["error"]
     assert out["pulled"] <= 8
+
+
+def test_a_pdf_link_to_a_local_file_is_not_fetched_unless_the_page_is_local_too():
+    out = _node("lib/pdf.js", """[
+      m.isPdfUrl("file:///home/me/tax-return.pdf", { local: false }),
+      m.isPdfUrl("https://files.example/report.pdf", { local: false }),
+      m.isPdfUrl("file:///home/me/tax-return.pdf"),
+    ]""")
+    assert out == [False, True, True]
