@@ -27,6 +27,8 @@ __all__ = ["PDF_BASE64_MAGIC", "PdfError", "decode_pdf", "is_pdf_base64", "pdf_t
 PDF_BASE64_MAGIC = "JVBERi0"
 # A PDF may have a little junk before its header (readers look in the first 1 KiB).
 _HEADER_WINDOW = 1024
+# The trailer's (or cross-reference stream's) key of an encrypted file.
+_ENCRYPTED = b"/Encrypt"
 
 
 class PdfError(Exception):
@@ -68,9 +70,14 @@ def pdf_text(data: bytes) -> dict:
         doc = pdfium.PdfDocument(data)
     except pdfium.PdfiumError as exc:
         text = str(exc)
-        if "password" in text.lower():
+        # PDFium's error code is kept per process and a failure that sets none leaves the last
+        # one in place: "password" is believed only of a file that is encrypted, and a failure
+        # that reports "Success" is a document PDFium finds nothing in (no pages).
+        if "password" in text.lower() and _ENCRYPTED in data:
             raise PdfError("the PDF is protected by a password; open it, save a copy without one and send that",
                            "pdf_encrypted") from exc
+        if "password" in text.lower() or "success" in text.lower():
+            text = "it has no pages, or its page tree is damaged"
         raise PdfError(f"the PDF cannot be read ({text})", "bad_pdf") from exc
     try:
         parts, empty = [], 0

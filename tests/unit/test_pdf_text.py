@@ -1,0 +1,29 @@
+"""pdf_text on files that yield no text: each says why, whatever was read before it."""
+
+from __future__ import annotations
+
+import pytest
+
+from hybrid_engine.pdf import PdfError, pdf_text
+from pdf_writer import empty_pdf, locked_pdf
+
+
+def _refusal(data: bytes) -> PdfError:
+    with pytest.raises(PdfError) as info:
+        pdf_text(data)
+    return info.value
+
+
+def test_a_pdf_behind_a_password_is_refused_as_encrypted():
+    assert _refusal(locked_pdf()).code == "pdf_encrypted"
+
+
+def test_a_pdf_with_no_pages_says_so():
+    err = _refusal(empty_pdf())
+    assert err.code == "bad_pdf" and "no pages" in err.message and "Success" not in err.message
+
+
+def test_a_pdf_read_after_an_encrypted_one_is_not_called_encrypted():
+    _refusal(locked_pdf())
+    err = _refusal(empty_pdf())  # PDFium's last error is still the password one
+    assert err.code == "bad_pdf"
