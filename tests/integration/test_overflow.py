@@ -89,3 +89,21 @@ def test_the_estimate_of_a_for_each_over_more_items_than_a_step_may_run_says_it_
     assert "bad_for_each" in by_id["each"]["error"] and "4 items, over the 3 parts" in by_id["each"]["error"]
     assert by_id["all"]["error"].startswith("would not be sent")
     assert est["total_cost_max"] == 0
+
+
+def test_a_prompt_naming_the_long_text_twice_is_split_into_parts_that_fit_with_both_copies(
+        service, fake_provider_env, write_config):
+    write_config(f'[models."{MODEL}"]\ncontext_window = 4000\n')
+    tpl = validate({"name": "twice", "steps": [
+        {"id": "page", "action": "capture"},
+        {"id": "summary", "action": "openai_chat", "dependencies": ["page"],
+         "params": {"model": MODEL, "max_tokens": 200, "on_overflow": "map_reduce",
+                    "prompt": "Summarise:\n\n{{ steps.page.outputs.content }}\n\nThe text again, to quote from:\n\n"
+                              "{{ steps.page.outputs.content }}"}}]}, "twice.yaml")
+    run_id = service.create_run(tpl)
+    service.ingest(run_id, {"content": text_of(5_000), "content_type": "text/plain"})
+    drain(service)
+    doc = service.run_document(run_id)
+    parts = [s for s in doc["steps"] if s["id"].startswith("summary~map~")]
+    assert len(parts) >= 2 and {s["status"] for s in parts} == {"COMPLETED"}
+    assert doc["status"] == "COMPLETED"
