@@ -115,3 +115,17 @@ def test_preflight_of_a_step_that_would_not_be_sent_says_why_instead_of_ready(he
     assert check["ok"] is False and check["key_present"] is True
     assert "no text layer" in check["fix"]
     assert est["preflight_ok"] is False
+
+
+def test_preflight_of_a_prompt_over_the_models_window_says_it_will_fail(he_home):
+    he_home.mkdir(parents=True, exist_ok=True)
+    (he_home / "config.toml").write_text('[models."gpt-4o-mini"]\ncontext_window = 1200\n')
+    name = _template(he_home, "cloud", "openai_chat", "gpt-4o-mini")
+    config.set_key("openai", "sk-preflight-0123456789")
+    with HostClient(he_home) as host:
+        host.call("hello", protocol=1)
+        est = host.call("estimate", template=name, timeout=60,
+                        page={"content": "<p>" + "Tidal pools hold small crabs and weed. " * 400 + "</p>"})
+    check = est["steps"][0]["preflight"]
+    assert check["ok"] is False
+    assert "over the 1,200-token context window" in check["fix"] and "will fail" in check["fix"]
