@@ -150,6 +150,13 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
                 est["cost_max"] = high["cost_max"]
                 est["lower_bound"] = True
                 est["unknown_inputs"] = upstream
+                if high.get("fits") is False and est.get("fits") and (s.params.get("on_overflow") or "fail") == "fail":
+                    # Known only once the answers it reads are in, and paid for: said now.
+                    est["warning"] = (
+                        f"if the answers of {', '.join(upstream)} are as long as their max_tokens allow, this prompt "
+                        f"is about {high['prompt_tokens']:,} tokens, over the {high['context_window']:,}-token context "
+                        f"window of {high['model']}: the step would fail after they were paid for; set "
+                        f"on_overflow: map_reduce on it, or lower their max_tokens")
             entry.update(est)
         except (StepError, dag.RenderError, dag.RefError) as exc:
             entry.update({"prompt_tokens": None, "max_output_tokens": None, "cost_min": None, "cost_max": None,

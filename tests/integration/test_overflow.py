@@ -107,3 +107,22 @@ def test_a_prompt_naming_the_long_text_twice_is_split_into_parts_that_fit_with_b
     parts = [s for s in doc["steps"] if s["id"].startswith("summary~map~")]
     assert len(parts) >= 2 and {s["status"] for s in parts} == {"COMPLETED"}
     assert doc["status"] == "COMPLETED"
+
+
+def test_the_estimate_warns_when_a_reduce_may_outgrow_its_window_once_the_parts_answer(
+        he_home, fake_provider_env, write_config):
+    write_config(f'[models."{MODEL}"]\ncontext_window = 1200\n')
+    tpl = validate({"name": "fe", "steps": [
+        {"id": "page", "action": "capture"},
+        {"id": "parts", "action": "split_text", "dependencies": ["page"],
+         "params": {"text": "{{ steps.page.outputs.content }}", "part_tokens": 500, "overlap_tokens": 0}},
+        {"id": "each", "action": "openai_chat", "for_each": "{{ steps.parts.outputs.parts }}",
+         "params": {"model": MODEL, "prompt": "Summarise part {{ item_number }}:\n{{ item }}", "max_tokens": 100}},
+        {"id": "all", "action": "openai_chat", "dependencies": ["each"],
+         "params": {"model": MODEL, "prompt": "Combine:\n{{ steps.each.outputs.text }}", "max_tokens": 300}}]},
+        "fe.yaml")
+    est = estimate_run(tpl, {"content": text_of(5_000), "content_type": "text/plain"})
+    reduce = est["steps"][-1]
+    assert reduce["step_id"] == "all" and reduce["fits"] is True  # with the answers empty it fits
+    assert "over the 1,200-token context window" in reduce["warning"]
+    assert "would fail after they were paid for" in reduce["warning"]
