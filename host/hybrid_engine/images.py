@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from .errors import BadRequest
 
-__all__ = ["MAX_IMAGE_BYTES", "Image", "image_tokens", "read_image"]
+__all__ = ["MAX_IMAGE_BYTES", "Image", "image_tokens", "is_image_base64", "read_image"]
 
 # OpenAI takes images up to 20 MB, Gemini up to 20 MB of inline data in a request.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -85,6 +85,21 @@ def read_image(value: str, *, field: str = "params.image") -> Image:
     if size is None:
         raise ImageError(f"{field}: a {media_type} whose size cannot be read (damaged?)", field=field)
     return Image(data, media_type, *size)
+
+
+def is_image_base64(text: str) -> bool:
+    """Whether `text` is a stored image (base64 of a PNG, JPEG, GIF or WebP, or a data:image URL):
+    what a text step must not read as words."""
+    if not isinstance(text, str):
+        return False
+    head = text.lstrip()[:64]
+    if head[:11].lower() == "data:image/":
+        return True
+    try:
+        data = base64.b64decode(head[:16], validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return _sniff(data + b"\0" * 16)[0] is not None
 
 
 def _sniff(data: bytes) -> tuple[str | None, tuple[int, int] | None]:

@@ -103,3 +103,16 @@ def test_an_upload_that_is_not_an_image_is_refused_when_it_comes_in(cli, home, t
     fake.write_bytes(b"<html>not a picture</html>")
     proc = cli("run", "image-describe", "--input", fake)
     assert proc.returncode == 2 and "content:" in proc.stderr and "PNG" in proc.stderr
+
+
+def test_an_image_sent_to_a_text_workflow_fails_its_extract_step_and_sends_nothing(cli, home, fake_provider, tmp_path):
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(IMAGE)
+    cli.env.update(fake_provider.env())
+    proc = cli("run", "page-digest", "--input", photo, "--wait", "--json")
+    assert proc.returncode == 1
+    run_id = cli.json("runs", "--json")["runs"][0]["id"]
+    text = next(s for s in cli.json("export", run_id)["steps"] if s["id"] == "text")
+    assert text["status"] == "FAILED" and text["error_code"] == "image_not_text"
+    assert "vision model" in text["error"]
+    assert fake_provider.requests_for("openai") == []
