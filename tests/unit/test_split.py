@@ -77,3 +77,13 @@ def test_blank_text_gives_no_parts():
 def test_sizes_that_cannot_make_parts_are_refused(part, overlap):
     with pytest.raises(SplitError):
         split_text("text", part, overlap)
+
+
+def test_text_without_sentence_or_paragraph_breaks_still_overlaps_at_the_seam():
+    words = [f"word{i}" for i in range(2000)]
+    parts = split_text(" ".join(words), part_tokens=150, overlap_tokens=30)
+    assert len(parts) > 5 and all(n(p) <= 150 for p in parts)
+    for before, after in zip(parts, parts[1:]):
+        first = after.split()[0]
+        assert first in before.split()  # the next part starts inside the one before
+        assert n(before[before.rindex(first):]) <= 30
