@@ -21,18 +21,22 @@ import binascii
 
 from .errors import BadRequest
 
-__all__ = ["PDF_BASE64_MAGIC", "PdfError", "decode_pdf", "is_pdf_base64", "pdf_text"]
+__all__ = ["MAX_PDF_PAGES", "PDF_BASE64_MAGIC", "PdfError", "decode_pdf", "is_pdf_base64", "pdf_text"]
 
 # base64 of "%PDF-": how a stored PDF is told from text without decoding it.
 PDF_BASE64_MAGIC = "JVBERi0"
 # A PDF may have a little junk before its header (readers look in the first 1 KiB).
 _HEADER_WINDOW = 1024
+# Pages read from one PDF. Far more than any book a model is asked about (5,000 pages is ~2.5M
+# tokens), far fewer than a small hostile file can declare: 100,000 pages sharing one content
+# stream fit in 16 MB and took 71 s to read, on the host's estimate as well as in the run.
+MAX_PDF_PAGES = 5_000
 # The trailer's (or cross-reference stream's) key of an encrypted file.
 _ENCRYPTED = b"/Encrypt"
 
 
 class PdfError(Exception):
-    """A PDF that yields no text: `code` says why (bad_pdf, pdf_encrypted, pdf_no_text)."""
+    """A PDF that yields no text: `code` says why (bad_pdf, pdf_encrypted, pdf_no_text, pdf_too_large)."""
 
     def __init__(self, message: str, code: str):
         super().__init__(message)
@@ -80,6 +84,9 @@ def pdf_text(data: bytes) -> dict:
             text = "it has no pages, or its page tree is damaged"
         raise PdfError(f"the PDF cannot be read ({text})", "bad_pdf") from exc
     try:
+        if len(doc) > MAX_PDF_PAGES:
+            raise PdfError(f"the PDF has {len(doc):,} pages, over the {MAX_PDF_PAGES:,} read from one file; "
+                           "save the pages you need as a PDF of their own and send that", "pdf_too_large")
         parts, empty = [], 0
         for index in range(len(doc)):
             page = doc[index]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hybrid_engine.pdf import PdfError, pdf_text
-from pdf_writer import empty_pdf, locked_pdf
+from pdf_writer import empty_pdf, locked_pdf, text_pdf
 
 
 def _refusal(data: bytes) -> PdfError:
@@ -27,3 +27,11 @@ def test_a_pdf_read_after_an_encrypted_one_is_not_called_encrypted():
     _refusal(locked_pdf())
     err = _refusal(empty_pdf())  # PDFium's last error is still the password one
     assert err.code == "bad_pdf"
+
+
+def test_a_pdf_with_more_pages_than_are_read_is_refused_before_any_is_read(monkeypatch):
+    from hybrid_engine import pdf
+
+    monkeypatch.setattr(pdf, "MAX_PDF_PAGES", 2)
+    err = _refusal(text_pdf([["one"], ["two"], ["three"]]))
+    assert err.code == "pdf_too_large" and "3 pages, over the 2" in err.message
