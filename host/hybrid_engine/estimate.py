@@ -57,6 +57,10 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
     for key in ("kind", "link_url", "link_text", "image_url", "image_alt"):  # as ingest copies them
         if key in metadata:
             capture[key] = metadata[key]
+    if isinstance(capture.get("image_url"), str):
+        from .images import address_label
+
+        capture["image_url"] = address_label(capture["image_url"])
     if ctype.startswith("image/"):
         capture.setdefault("image_alt", "")
         capture.setdefault("image_url", page.get("source_url") or "")

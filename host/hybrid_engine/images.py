@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from .errors import BadRequest
 
-__all__ = ["MAX_IMAGE_BYTES", "Image", "image_tokens", "is_image_base64", "read_image"]
+__all__ = ["MAX_IMAGE_BYTES", "Image", "address_label", "image_tokens", "is_image_base64", "read_image"]
 
 # OpenAI takes images up to 20 MB, Gemini up to 20 MB of inline data in a request.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -85,6 +85,15 @@ def read_image(value: str, *, field: str = "params.image") -> Image:
     if size is None:
         raise ImageError(f"{field}: a {media_type} whose size cannot be read (damaged?)", field=field)
     return Image(data, media_type, *size)
+
+
+def address_label(url: str) -> str:
+    """An image's address as kept beside its bytes: a data: URL is those bytes over again (up to
+    20 MB, counted by no size check, and sent as text by a prompt that names image_url), so it
+    is kept as its type alone."""
+    if url[:5].lower() != "data:":
+        return url
+    return url.split(",", 1)[0][:100] + ",…"
 
 
 def is_image_base64(text: str) -> bool:

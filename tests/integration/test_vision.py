@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 
 import pytest
 
@@ -116,3 +117,19 @@ def test_an_image_sent_to_a_text_workflow_fails_its_extract_step_and_sends_nothi
     assert text["status"] == "FAILED" and text["error_code"] == "image_not_text"
     assert "vision model" in text["error"]
     assert fake_provider.requests_for("openai") == []
+
+
+def test_an_image_captured_from_a_data_url_keeps_only_its_type_as_its_address(service):
+    from hybrid_engine.templates import validate
+
+    run_id = service.create_run(validate({"name": "img", "steps": [
+        {"id": "page", "action": "capture"},
+        {"id": "say", "action": "template", "dependencies": ["page"],
+         "params": {"template": "{{ steps.page.outputs.image_url }}"}}]}, "img.yaml"))
+    service.ingest(run_id, {"content": B64, "content_type": "image/png", "source_url": "https://pics.example/",
+                            "metadata": {"kind": "image", "image_url": f"data:image/png;base64,{B64}"}})
+    doc = service.run_document(run_id, cut=None)
+    page = next(s for s in doc["steps"] if s["id"] == "page")
+    assert page["outputs"]["content"] == B64  # the bytes, once
+    assert page["outputs"]["image_url"] == "data:image/png;base64,…"
+    assert B64 not in json.dumps(page["metadata"])
