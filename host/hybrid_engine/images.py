@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 from .errors import BadRequest
 
-__all__ = ["MAX_IMAGE_BYTES", "Image", "address_label", "image_tokens", "is_image_base64", "read_image"]
+__all__ = ["MAX_IMAGE_BYTES", "Image", "address_label", "bytes_in_text", "image_tokens", "is_image_base64",
+           "read_image"]
 
 # OpenAI takes images up to 20 MB, Gemini up to 20 MB of inline data in a request.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -94,6 +95,25 @@ def address_label(url: str) -> str:
     if url[:5].lower() != "data:":
         return url
     return url.split(",", 1)[0][:100] + ",…"
+
+
+# A file's bytes as base64 inside text: a PDF's or an image's first bytes, then at least 3 KB more.
+_FILE_MAGICS = {"JVBERi0": "a PDF", "iVBORw0KGgo": "an image", "/9j/": "an image", "R0lGOD": "an image",
+                "UklGR": "an image"}
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/=\s]{4000}")
+_BASE64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+def bytes_in_text(text: str) -> str | None:
+    """"a PDF" or "an image" when `text` holds one's bytes as base64 (a capture put whole into a
+    prompt), else None: a model reads them as thousands of tokens of nothing, at full price."""
+    for magic, what in _FILE_MAGICS.items():
+        at = text.find(magic)
+        while at != -1:
+            if (at == 0 or text[at - 1] not in _BASE64_CHARS) and _BASE64_RUN.match(text, at + len(magic)):
+                return what
+            at = text.find(magic, at + 1)
+    return None
 
 
 def is_image_base64(text: str) -> bool:

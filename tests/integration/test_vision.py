@@ -133,3 +133,23 @@ def test_an_image_captured_from_a_data_url_keeps_only_its_type_as_its_address(se
     assert page["outputs"]["content"] == B64  # the bytes, once
     assert page["outputs"]["image_url"] == "data:image/png;base64,…"
     assert B64 not in json.dumps(page["metadata"])
+
+
+def test_a_pdf_put_whole_into_a_prompt_fails_before_sending_and_says_to_extract_its_text(
+        service, fake_provider_env):
+    from hybrid_engine.templates import validate
+
+    from pdf_writer import text_pdf
+
+    run_id = service.create_run(validate({"name": "raw", "steps": [
+        {"id": "page", "action": "capture"},
+        {"id": "sum", "action": "openai_chat", "dependencies": ["page"],
+         "params": {"model": "gpt-4o-mini", "prompt": "Summarise: {{ steps.page.outputs.content }}",
+                    "max_tokens": 50}}]}, "raw.yaml"))
+    pdf = text_pdf([[f"Line {i} of page {p} of the report" for i in range(40)] for p in range(5)])
+    service.ingest(run_id, {"content": base64.b64encode(pdf).decode(), "content_type": "application/pdf"})
+    asyncio.run(asyncio.wait_for(service.make_executor().run(until_idle=True), 120))
+    step = next(s for s in service.run_document(run_id)["steps"] if s["id"] == "sum")
+    assert step["status"] == "FAILED" and step["error_code"] == "binary_in_prompt"
+    assert "extract_text" in step["error"]
+    assert fake_provider_env.requests == []
