@@ -71,6 +71,13 @@ def plan(raw: dict, rendered: dict, provider: str, render_value: "Callable[[Any]
     count = _chat_count(prompt, system, model, provider)
     if count.tokens <= budget:
         return None
+    from .images import bytes_in_text
+
+    found = bytes_in_text(prompt)
+    if found:  # cut into parts, only the first would still show what it is: refused whole, as a prompt is
+        raise PermanentStepError(f"the prompt holds {found}'s bytes as base64 text, which a model reads as tokens of "
+                                 "nothing: read a PDF with an extract_text step first; give an image to a vision "
+                                 "model with the step's `image` parameter", code="binary_in_prompt")
     # The reduce's own answer needs room too: max_tokens, or what a part's answer may take.
     reduce_budget = window - (max_tokens or min(DEFAULT_PART_ANSWER_TOKENS, window // 8))
     raw_prompt = raw.get("prompt")

@@ -135,8 +135,8 @@ def test_an_image_captured_from_a_data_url_keeps_only_its_type_as_its_address(se
     assert B64 not in json.dumps(page["metadata"])
 
 
-def test_a_pdf_put_whole_into_a_prompt_fails_before_sending_and_says_to_extract_its_text(
-        service, fake_provider_env):
+def _raw_pdf_run(service, pages: int, **params) -> dict:
+    """A PDF capture put straight into a prompt (no extract_text): the run's model step."""
     from hybrid_engine.templates import validate
 
     from pdf_writer import text_pdf
@@ -145,11 +145,24 @@ def test_a_pdf_put_whole_into_a_prompt_fails_before_sending_and_says_to_extract_
         {"id": "page", "action": "capture"},
         {"id": "sum", "action": "openai_chat", "dependencies": ["page"],
          "params": {"model": "gpt-4o-mini", "prompt": "Summarise: {{ steps.page.outputs.content }}",
-                    "max_tokens": 50}}]}, "raw.yaml"))
-    pdf = text_pdf([[f"Line {i} of page {p} of the report" for i in range(40)] for p in range(5)])
+                    "max_tokens": 50, **params}}]}, "raw.yaml"))
+    pdf = text_pdf([[f"Line {i} of page {p} of the report" for i in range(40)] for p in range(pages)])
     service.ingest(run_id, {"content": base64.b64encode(pdf).decode(), "content_type": "application/pdf"})
     asyncio.run(asyncio.wait_for(service.make_executor().run(until_idle=True), 120))
-    step = next(s for s in service.run_document(run_id)["steps"] if s["id"] == "sum")
+    return next(s for s in service.run_document(run_id)["steps"] if s["id"] == "sum")
+
+
+def test_a_pdf_put_whole_into_a_prompt_fails_before_sending_and_says_to_extract_its_text(
+        service, fake_provider_env):
+    step = _raw_pdf_run(service, 5)
     assert step["status"] == "FAILED" and step["error_code"] == "binary_in_prompt"
     assert "extract_text" in step["error"]
+    assert fake_provider_env.requests == []
+
+
+def test_a_pdf_put_whole_into_a_prompt_too_long_for_its_model_is_not_mapped_in_parts(
+        service, fake_provider_env, write_config):
+    write_config('[models."gpt-4o-mini"]\ncontext_window = 2000\n')
+    step = _raw_pdf_run(service, 20, on_overflow="map_reduce")
+    assert step["status"] == "FAILED" and step["error_code"] == "binary_in_prompt"
     assert fake_provider_env.requests == []
