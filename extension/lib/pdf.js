@@ -104,13 +104,23 @@ async function fetchPdf(url, { maxBytes }) {
 export async function pdfPage(url, { maxBytes, title, sourceUrl, kind }) {
   const pdf = await fetchPdf(url, { maxBytes });
   if (!pdf) return null;
-  const name = decodeURIComponent(new URL(url).pathname.split("/").pop() || "document.pdf");
   return {
     content: pdf.content,
     source_url: sourceUrl || url,
     content_type: "application/pdf",
-    title: title || name,
+    title: title || fileName(url),
     selection: null,
     metadata: { kind, pdf_url: url, pdf_bytes: pdf.bytes },
   };
+}
+
+// The last part of the address's path, decoded where it can be (a page's link may hold a
+// malformed %-escape, which decodeURIComponent throws on).
+function fileName(url) {
+  const last = new URL(url).pathname.split("/").pop() || "document.pdf";
+  try {
+    return decodeURIComponent(last);
+  } catch {
+    return last;
+  }
 }

@@ -137,3 +137,17 @@ def test_a_pdf_link_to_a_local_file_is_not_fetched_unless_the_page_is_local_too(
       m.isPdfUrl("file:///home/me/tax-return.pdf"),
     ]""")
     assert out == [False, True, True]
+
+
+_PDF_FETCH = """globalThis.fetch = async () => new Response(new TextEncoder().encode("%PDF-1.4\\\\n" + "x".repeat(3000)),
+                                                  { headers: { "content-type": "application/pdf" } });"""
+
+
+def test_a_pdf_link_with_a_malformed_escape_in_its_name_is_captured_under_that_name():
+    out = _node("lib/pdf.js", f"""await (async () => {{
+      {_PDF_FETCH}
+      const page = await m.pdfPage("https://files.example/report%E0%A4%A.pdf", {{ maxBytes: 1e6, kind: "pdf" }});
+      return [page.title, page.source_url];
+    }})()""")
+    assert out == ["report%E0%A4%A.pdf", "https://files.example/report%E0%A4%A.pdf"]
+
