@@ -104,13 +104,16 @@ async function fetchPdf(url, { maxBytes }) {
 export async function pdfPage(url, { maxBytes, title, sourceUrl, kind }) {
   const pdf = await fetchPdf(url, { maxBytes });
   if (!pdf) return null;
+  // A data: or blob: address is the file itself (megabytes) or nothing to go back to: it names
+  // no page, so it is neither the title nor the address kept.
+  const addressed = /^(https?|file):/i.test(url);
   return {
     content: pdf.content,
-    source_url: sourceUrl || url,
+    source_url: sourceUrl || (addressed ? url : null),
     content_type: "application/pdf",
-    title: title || fileName(url),
+    title: title || (addressed ? fileName(url) : "document.pdf"),
     selection: null,
-    metadata: { kind, pdf_url: url, pdf_bytes: pdf.bytes },
+    metadata: { kind, pdf_url: addressed ? url : url.slice(0, url.indexOf(":") + 1), pdf_bytes: pdf.bytes },
   };
 }
 

@@ -151,3 +151,12 @@ def test_a_pdf_link_with_a_malformed_escape_in_its_name_is_captured_under_that_n
     }})()""")
     assert out == ["report%E0%A4%A.pdf", "https://files.example/report%E0%A4%A.pdf"]
 
+
+def test_a_pdf_at_a_data_address_is_not_titled_or_addressed_by_its_own_bytes():
+    out = _node("lib/pdf.js", f"""await (async () => {{
+      {_PDF_FETCH}
+      const page = await m.pdfPage("data:application/pdf;base64,JVBERi0xLjQK" + "eHh4".repeat(1000),
+                                   {{ maxBytes: 1e6, kind: "pdf" }});
+      return [page.title, page.source_url, page.metadata.pdf_url];
+    }})()""")
+    assert out == ["document.pdf", None, "data:"]
