@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 
 from .errors import BadRequest
 
@@ -31,6 +32,7 @@ _HEADER_WINDOW = 1024
 # tokens), far fewer than a small hostile file can declare: 100,000 pages sharing one content
 # stream fit in 16 MB and took 71 s to read, on the host's estimate as well as in the run.
 MAX_PDF_PAGES = 5_000
+_PDFIUM_LOCK = threading.Lock()
 # The trailer's (or cross-reference stream's) key of an encrypted file.
 _ENCRYPTED = b"/Encrypt"
 
@@ -67,7 +69,17 @@ def pdf_text(data: bytes) -> dict:
     Pages without a text layer keep their number (the markers stay true to the file) and
     are counted; a file where no page has text is a scan, refused with code pdf_no_text,
     because sending a model an empty prompt would cost money and answer nothing.
+
+    One PDF at a time in the process: PDFium must not be called from two threads at once,
+    not even on different documents ("would crash or corrupt the process", pypdfium2's
+    documentation), and the host reads PDFs on worker threads (a run's extract_text) while
+    an estimate reads another on a handler thread.
     """
+    with _PDFIUM_LOCK:
+        return _pdf_text(data)
+
+
+def _pdf_text(data: bytes) -> dict:
     import pypdfium2 as pdfium
 
     try:

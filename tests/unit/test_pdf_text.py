@@ -35,3 +35,22 @@ def test_a_pdf_with_more_pages_than_are_read_is_refused_before_any_is_read(monke
     monkeypatch.setattr(pdf, "MAX_PDF_PAGES", 2)
     err = _refusal(text_pdf([["one"], ["two"], ["three"]]))
     assert err.code == "pdf_too_large" and "3 pages, over the 2" in err.message
+
+
+def test_pdfium_is_only_called_by_one_thread_at_a_time(monkeypatch):
+    """PDFium crashes or corrupts the process when two threads call it at once, even on two
+    documents: whoever is inside holds the process-wide lock, so a second thread waits."""
+    import pypdfium2
+
+    from hybrid_engine import pdf
+
+    held = []
+    real = pypdfium2.PdfDocument
+
+    def opening(data, *args, **kwargs):
+        held.append(not pdf._PDFIUM_LOCK.acquire(blocking=False))
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(pypdfium2, "PdfDocument", opening)
+    assert pdf_text(text_pdf([["one page"]]))["pages"] == 1
+    assert held == [True]
