@@ -192,7 +192,8 @@ def image_tokens(model: str, provider: str, width: int, height: int, detail: str
         if patches > 1536:
             shrink = math.sqrt(1536 * 32 * 32 / (width * height))
             w, h = width * shrink, height * shrink
-            shrink *= min(math.floor(w / 32) / (w / 32), math.floor(h / 32) / (h / 32))
+            # A side under one patch still takes one (a strip 1 px wide rounded to no patch at all).
+            shrink *= min(max(1, math.floor(w / 32)) / (w / 32), max(1, math.floor(h / 32)) / (h / 32))
             patches = min(1536, math.ceil(width * shrink / 32) * math.ceil(height * shrink / 32))
         return math.ceil(patches * patch), True
     tile = _prefix(model, _TILE_MODELS)
