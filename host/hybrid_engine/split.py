@@ -64,10 +64,19 @@ def _count(text: str, encoding: str) -> int:
 
 
 def _hard_cut(text: str, start: int, end: int, limit: int, encoding: str) -> list[_Piece]:
-    """A run with no usable boundary, cut into pieces of at most `limit` tokens."""
+    """A run with no usable boundary, cut into pieces of at most `limit` tokens.
+
+    Each piece is cut from a window of the run a few times its size (widened while it holds
+    fewer than `limit` tokens), not from all the rest of it: encoding the rest for every
+    piece made a long run quadratic."""
     pieces = []
+    window = limit * 4  # characters: room for `limit` tokens of most text (~4 chars each in English, ~1 in Chinese)
     while start < end:
-        kept, n, _ = tokens.truncate(text[start:end], limit, encoding)
+        stop_at = min(end, start + window)
+        kept, n, total = tokens.truncate(text[start:stop_at], limit, encoding)
+        if total <= limit and stop_at < end:
+            window *= 2
+            continue
         stop = start + max(1, len(kept))
         pieces.append(_Piece(start, stop, _count(text[start:stop], encoding), False))
         start = stop
