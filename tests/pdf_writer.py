@@ -79,7 +79,8 @@ def locked_pdf() -> bytes:
                b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
                b"<< /Filter /Standard /V 1 /R 2 /O <" + b"11" * 32 + b"> /U <" + b"22" * 32 + b"> /P -4 >>"]
     file_id = b"<0123456789abcdef0123456789abcdef>"
-    return _document(objects).replace(b"/Root 1 0 R", b"/Root 1 0 R /Encrypt 4 0 R /ID [" + file_id + b" " + file_id + b"]")
+    trailer = b"/Root 1 0 R /Encrypt 4 0 R /ID [" + file_id + b" " + file_id + b"]"
+    return _document(objects).replace(b"/Root 1 0 R", trailer)
 
 
 REPORT_PAGES = [

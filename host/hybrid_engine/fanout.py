@@ -185,5 +185,5 @@ def gathered(part_outputs: list[dict]) -> dict:
     return {k: [out.get(k) for out in part_outputs] for k in keys}
 
 
-__all__ = ["FOR_EACH", "MAX_PARTS", "PART_MARK", "Expand", "check_count", "fan_out", "gathered", "list_expr", "part_id", "part_ids",
-           "row_params", "run_row", "template_problems", "with_item"]
+__all__ = ["FOR_EACH", "MAX_PARTS", "PART_MARK", "Expand", "check_count", "fan_out", "gathered", "list_expr", "part_id",
+           "part_ids", "row_params", "run_row", "template_problems", "with_item"]

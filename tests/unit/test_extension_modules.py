@@ -139,8 +139,9 @@ def test_a_pdf_link_to_a_local_file_is_not_fetched_unless_the_page_is_local_too(
     assert out == [False, True, True]
 
 
-_PDF_FETCH = """globalThis.fetch = async () => new Response(new TextEncoder().encode("%PDF-1.4\\\\n" + "x".repeat(3000)),
-                                                  { headers: { "content-type": "application/pdf" } });"""
+_PDF_FETCH = """globalThis.fetch = async () => new Response(
+      new TextEncoder().encode("%PDF-1.4\\\\n" + "x".repeat(3000)),
+      { headers: { "content-type": "application/pdf" } });"""
 
 
 def test_a_pdf_link_with_a_malformed_escape_in_its_name_is_captured_under_that_name():
