@@ -67,6 +67,22 @@ def scanned_pdf(n: int = 2) -> bytes:
     return _document(objects)
 
 
+def empty_pdf() -> bytes:
+    """A page tree with no pages."""
+    return _document([b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [] /Count 0 >>"])
+
+
+def locked_pdf() -> bytes:
+    """One page behind a user password (the standard security handler, RC4 40-bit): no
+    reader opens it without the password, which is not the empty one."""
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
+               b"<< /Filter /Standard /V 1 /R 2 /O <" + b"11" * 32 + b"> /U <" + b"22" * 32 + b"> /P -4 >>"]
+    file_id = b"<0123456789abcdef0123456789abcdef>"
+    trailer = b"/Root 1 0 R /Encrypt 4 0 R /ID [" + file_id + b" " + file_id + b"]"
+    return _document(objects).replace(b"/Root 1 0 R", trailer)
+
+
 REPORT_PAGES = [
     ["Harbour survey 2026", "The north basin silted up by forty centimetres since the last survey."],
     ["Dredging plan", "Dredging the north basin will take six weeks and cost 1.2 million euros."],

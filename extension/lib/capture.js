@@ -446,7 +446,9 @@ export async function captureFromMenu(kind, info, tab, options = {}) {
       notice,
     };
   }
-  if (kind === "link" && isPdfUrl(info.linkUrl)) {
+  // A link from a web page to a file: PDF is sent as its address: only a local page may point
+  // at a local file.
+  if (kind === "link" && isPdfUrl(info.linkUrl, { local: /^file:/i.test(pageUrl || "") })) {
     // A link to a PDF: the file itself, so the workflow reads the document, not its address.
     try {
       const page = await pdfPage(info.linkUrl, { maxBytes: options.maxBytes || DEFAULT_MAX_BYTES,

@@ -8,10 +8,13 @@ import { bytes } from "./format.js";
 const PDF_MAGIC = [0x25, 0x50, 0x44, 0x46, 0x2d]; // "%PDF-"
 
 // Whether the address names a PDF by its path (…/report.pdf, …/report.PDF?download=1).
-export function isPdfUrl(url) {
+// `local`: a file: address counts too. A tab the person opened on a file of theirs may be
+// read; a link is the page's choice, and a page never chooses a file of the person's to send.
+export function isPdfUrl(url, { local = true } = {}) {
   try {
     const u = new URL(url);
-    return ["http:", "https:", "file:"].includes(u.protocol) && u.pathname.toLowerCase().endsWith(".pdf");
+    const schemes = local ? ["http:", "https:", "file:"] : ["http:", "https:"];
+    return schemes.includes(u.protocol) && u.pathname.toLowerCase().endsWith(".pdf");
   } catch {
     return false;
   }
@@ -50,9 +53,40 @@ export async function fetchBytes(url, { maxBytes, what }) {
   if (!resp.ok) throw new PdfFetchError(`${what} could not be fetched (HTTP ${resp.status})`);
   const declared = Number(resp.headers.get("content-length") || 0);
   if (declared > maxBytes) throw new PdfFetchError(`${what} is ${bytes(declared)}, over the ${bytes(maxBytes)} capture limit`);
-  const view = new Uint8Array(await resp.arrayBuffer());
-  if (view.length > maxBytes) throw new PdfFetchError(`${what} is ${bytes(view.length)}, over the ${bytes(maxBytes)} capture limit`);
+  const view = await readCapped(resp, maxBytes, what);
   return { view, type: (resp.headers.get("content-type") || "").split(";")[0].trim().toLowerCase() };
+}
+
+// The body read chunk by chunk and given up on as soon as it passes `maxBytes`: a server that
+// sends no length (or a false one) and an endless body would otherwise fill the memory of the
+// extension's background before any size was checked.
+async function readCapped(resp, maxBytes, what) {
+  const over = () => new PdfFetchError(`${what} is over the ${bytes(maxBytes)} capture limit`);
+  if (!resp.body) {
+    const view = new Uint8Array(await resp.arrayBuffer());
+    if (view.length > maxBytes) throw over();
+    return view;
+  }
+  const reader = resp.body.getReader();
+  const chunks = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.length;
+    if (total > maxBytes) {
+      reader.cancel().catch(() => {});
+      throw over();
+    }
+    chunks.push(value);
+  }
+  const view = new Uint8Array(total);
+  let at = 0;
+  for (const chunk of chunks) {
+    view.set(chunk, at);
+    at += chunk.length;
+  }
+  return view;
 }
 
 // {content (base64), bytes} of the PDF at `url`, or null when what is there is not a PDF.
@@ -70,13 +104,26 @@ async function fetchPdf(url, { maxBytes }) {
 export async function pdfPage(url, { maxBytes, title, sourceUrl, kind }) {
   const pdf = await fetchPdf(url, { maxBytes });
   if (!pdf) return null;
-  const name = decodeURIComponent(new URL(url).pathname.split("/").pop() || "document.pdf");
+  // A data: or blob: address is the file itself (megabytes) or nothing to go back to: it names
+  // no page, so it is neither the title nor the address kept.
+  const addressed = /^(https?|file):/i.test(url);
   return {
     content: pdf.content,
-    source_url: sourceUrl || url,
+    source_url: sourceUrl || (addressed ? url : null),
     content_type: "application/pdf",
-    title: title || name,
+    title: title || (addressed ? fileName(url) : "document.pdf"),
     selection: null,
-    metadata: { kind, pdf_url: url, pdf_bytes: pdf.bytes },
+    metadata: { kind, pdf_url: addressed ? url : url.slice(0, url.indexOf(":") + 1), pdf_bytes: pdf.bytes },
   };
+}
+
+// The last part of the address's path, decoded where it can be (a page's link may hold a
+// malformed %-escape, which decodeURIComponent throws on).
+function fileName(url) {
+  const last = new URL(url).pathname.split("/").pop() || "document.pdf";
+  try {
+    return decodeURIComponent(last);
+  } catch {
+    return last;
+  }
 }

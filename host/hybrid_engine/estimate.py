@@ -57,6 +57,10 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
     for key in ("kind", "link_url", "link_text", "image_url", "image_alt"):  # as ingest copies them
         if key in metadata:
             capture[key] = metadata[key]
+    if isinstance(capture.get("image_url"), str):
+        from .images import address_label
+
+        capture["image_url"] = address_label(capture["image_url"])
     if ctype.startswith("image/"):
         capture.setdefault("image_alt", "")
         capture.setdefault("image_url", page.get("source_url") or "")
@@ -96,7 +100,17 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
             outputs[step_id] = capture
             continue
         if s.for_each is not None:
-            parts = _for_each(s, spec, outputs, unknown, render, steps_out)
+            try:
+                parts = _for_each(s, spec, outputs, unknown, render, steps_out)
+            except PermanentStepError as exc:  # the run would fail here before sending any part
+                failed[step_id] = f"step '{step_id}' fails ({exc.code}): {exc.message}"
+                if spec.provider is not None:
+                    steps_out.append({"step_id": step_id, "action": s.action, "provider": spec.provider,
+                                      "model": s.params.get("model"), "prompt_tokens": 0, "max_output_tokens": 0,
+                                      "cost_min": 0.0, "cost_max": 0.0, "price_unknown": False,
+                                      "context_window": None, "fits": None, "lower_bound": False,
+                                      "error": f"would not be sent: {failed[step_id]}"})
+                continue
             unknown[step_id] = sum(int(e.get("max_output_tokens") or 0) for e in parts)
             continue
         if spec.provider is None:
@@ -140,6 +154,13 @@ def estimate_run(tpl: "WorkflowTemplate", page: dict) -> dict:
                 est["cost_max"] = high["cost_max"]
                 est["lower_bound"] = True
                 est["unknown_inputs"] = upstream
+                if high.get("fits") is False and est.get("fits") and (s.params.get("on_overflow") or "fail") == "fail":
+                    # Known only once the answers it reads are in, and paid for: said now.
+                    est["warning"] = (
+                        f"if the answers of {', '.join(upstream)} are as long as their max_tokens allow, this prompt "
+                        f"is about {high['prompt_tokens']:,} tokens, over the {high['context_window']:,}-token context "
+                        f"window of {high['model']}: the step would fail after they were paid for; set "
+                        f"on_overflow: map_reduce on it, or lower their max_tokens")
             entry.update(est)
         except (StepError, dag.RenderError, dag.RefError) as exc:
             entry.update({"prompt_tokens": None, "max_output_tokens": None, "cost_min": None, "cost_max": None,
@@ -221,15 +242,19 @@ def _for_each(s, spec, outputs: dict, unknown: dict, render, steps_out: list) ->
 
     expr = fanout.list_expr(s.for_each)
     ref = dag.parse_ref(expr)
+    known = ref.step not in unknown and ref.step in outputs
+    if known:
+        items = dag.make_lookup(outputs, {})(ref)
+        if isinstance(items, list):
+            fanout.check_count(expr, len(items))
     if spec.provider is None:
         return []
-    if ref.step in unknown or ref.step not in outputs:
+    if not known:
         steps_out.append({"step_id": s.id, "action": s.action, "provider": spec.provider,
                           "model": s.params.get("model"), "prompt_tokens": None, "max_output_tokens": None,
                           "cost_min": None, "cost_max": None, "price_unknown": True, "lower_bound": True,
                           "error": f"runs once per item of {expr}, which is not known before the run"})
         return []
-    items = dag.make_lookup(outputs, {})(ref)
     if not isinstance(items, list):
         return []
     action = load_action(s.action)

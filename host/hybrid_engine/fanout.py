@@ -96,11 +96,7 @@ def fan_out(step_id: str, spec: dict, items: list, deps: list[str]) -> "Expansio
     action_spec = SPECS[action]
     expr = list_expr(spec["for_each"])
     n = len(items)
-    if n > MAX_PARTS:
-        from .errors import PermanentStepError
-
-        raise PermanentStepError(f"for_each: {expr} holds {n:,} items, over the {MAX_PARTS:,} parts one step may "
-                                 f"run; split the text into larger parts", code="bad_for_each")
+    check_count(expr, n)
     timeout = params.get("timeout_s")
     rows = [ExpandedStep(NewStep(
         step_id=part_id(step_id, i + 1), name=f"{spec.get('name') or step_id} [{i + 1}/{n}]", action=action,
@@ -111,6 +107,15 @@ def fan_out(step_id: str, spec: dict, items: list, deps: list[str]) -> "Expansio
     line = (f"for_each: {n} item(s) in {expr}; runs {ids[0]} to {ids[-1]}" if n else
             f"for_each: {expr} is an empty list; nothing to run")
     return Expansion(rows=rows, parent_deps=list(deps) + ids, log=line)
+
+
+def check_count(expr: str, n: int) -> None:
+    """PermanentStepError when a list is too long to run per item (the run and its estimate agree)."""
+    if n > MAX_PARTS:
+        from .errors import PermanentStepError
+
+        raise PermanentStepError(f"for_each: {expr} holds {n:,} items, over the {MAX_PARTS:,} parts one step may "
+                                 f"run; split the text into larger parts", code="bad_for_each")
 
 
 def template_problems(tpl: "WorkflowTemplate", ids: set[str]) -> list[str]:
@@ -180,5 +185,5 @@ def gathered(part_outputs: list[dict]) -> dict:
     return {k: [out.get(k) for out in part_outputs] for k in keys}
 
 
-__all__ = ["FOR_EACH", "MAX_PARTS", "PART_MARK", "Expand", "fan_out", "gathered", "list_expr", "part_id", "part_ids",
-           "row_params", "run_row", "template_problems", "with_item"]
+__all__ = ["FOR_EACH", "MAX_PARTS", "PART_MARK", "Expand", "check_count", "fan_out", "gathered", "list_expr", "part_id",
+           "part_ids", "row_params", "run_row", "template_problems", "with_item"]

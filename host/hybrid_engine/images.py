@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 from .errors import BadRequest
 
-__all__ = ["MAX_IMAGE_BYTES", "Image", "image_tokens", "read_image"]
+__all__ = ["MAX_IMAGE_BYTES", "Image", "address_label", "bytes_in_text", "image_tokens", "is_image_base64",
+           "read_image"]
 
 # OpenAI takes images up to 20 MB, Gemini up to 20 MB of inline data in a request.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -85,6 +86,49 @@ def read_image(value: str, *, field: str = "params.image") -> Image:
     if size is None:
         raise ImageError(f"{field}: a {media_type} whose size cannot be read (damaged?)", field=field)
     return Image(data, media_type, *size)
+
+
+def address_label(url: str) -> str:
+    """An image's address as kept beside its bytes: a data: URL is those bytes over again (up to
+    20 MB, counted by no size check, and sent as text by a prompt that names image_url), so it
+    is kept as its type alone."""
+    if url[:5].lower() != "data:":
+        return url
+    return url.split(",", 1)[0][:100] + ",…"
+
+
+# A file's bytes as base64 inside text: a PDF's or an image's first bytes, then at least 3 KB more.
+_FILE_MAGICS = {"JVBERi0": "a PDF", "iVBORw0KGgo": "an image", "/9j/": "an image", "R0lGOD": "an image",
+                "UklGR": "an image"}
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/=\s]{4000}")
+_BASE64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+def bytes_in_text(text: str) -> str | None:
+    """"a PDF" or "an image" when `text` holds one's bytes as base64 (a capture put whole into a
+    prompt), else None: a model reads them as thousands of tokens of nothing, at full price."""
+    for magic, what in _FILE_MAGICS.items():
+        at = text.find(magic)
+        while at != -1:
+            if (at == 0 or text[at - 1] not in _BASE64_CHARS) and _BASE64_RUN.match(text, at + len(magic)):
+                return what
+            at = text.find(magic, at + 1)
+    return None
+
+
+def is_image_base64(text: str) -> bool:
+    """Whether `text` is a stored image (base64 of a PNG, JPEG, GIF or WebP, or a data:image URL):
+    what a text step must not read as words."""
+    if not isinstance(text, str):
+        return False
+    head = text.lstrip()[:64]
+    if head[:11].lower() == "data:image/":
+        return True
+    try:
+        data = base64.b64decode(head[:16], validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return _sniff(data + b"\0" * 16)[0] is not None
 
 
 def _sniff(data: bytes) -> tuple[str | None, tuple[int, int] | None]:
@@ -148,7 +192,8 @@ def image_tokens(model: str, provider: str, width: int, height: int, detail: str
         if patches > 1536:
             shrink = math.sqrt(1536 * 32 * 32 / (width * height))
             w, h = width * shrink, height * shrink
-            shrink *= min(math.floor(w / 32) / (w / 32), math.floor(h / 32) / (h / 32))
+            # A side under one patch still takes one (a strip 1 px wide rounded to no patch at all).
+            shrink *= min(max(1, math.floor(w / 32)) / (w / 32), max(1, math.floor(h / 32)) / (h / 32))
             patches = min(1536, math.ceil(width * shrink / 32) * math.ceil(height * shrink / 32))
         return math.ceil(patches * patch), True
     tile = _prefix(model, _TILE_MODELS)

@@ -71,6 +71,13 @@ def plan(raw: dict, rendered: dict, provider: str, render_value: "Callable[[Any]
     count = _chat_count(prompt, system, model, provider)
     if count.tokens <= budget:
         return None
+    from .images import bytes_in_text
+
+    found = bytes_in_text(prompt)
+    if found:  # cut into parts, only the first would still show what it is: refused whole, as a prompt is
+        raise PermanentStepError(f"the prompt holds {found}'s bytes as base64 text, which a model reads as tokens of "
+                                 "nothing: read a PDF with an extract_text step first; give an image to a vision "
+                                 "model with the step's `image` parameter", code="binary_in_prompt")
     # The reduce's own answer needs room too: max_tokens, or what a part's answer may take.
     reduce_budget = window - (max_tokens or min(DEFAULT_PART_ANSWER_TOKENS, window // 8))
     raw_prompt = raw.get("prompt")
@@ -84,22 +91,23 @@ def plan(raw: dict, rendered: dict, provider: str, render_value: "Callable[[Any]
                                  f"and has no reference to split: on_overflow: map_reduce splits a referenced text",
                                  code="context_overflow")
     _, expr, text = max(sized)
+    uses = refs.count(expr)  # a prompt that names the text twice holds each part, and each answer, twice
     fixed = _chat_count(_without(raw_prompt, expr, render_value), system, model, provider).tokens
     margin = int(window * SAFETY_SHARE) + (0 if count.exact else int(window * tokens.APPROX_SLACK / 2))
     answer = min(max_tokens or DEFAULT_PART_ANSWER_TOKENS, max(MIN_PART_ANSWER_TOKENS, window // 8))
     encoding, _ = tokens.encoding_for(model, provider)
     for _ in range(3):
-        part_tokens = window - answer - fixed - margin
+        part_tokens = (window - answer - fixed - margin) // uses
         if part_tokens < split.MIN_PART_TOKENS * 2:
             raise PermanentStepError(
                 f"the rest of the prompt leaves no room for a part of the text in {model}'s {window:,}-token "
                 f"context window; shorten the prompt or choose a model with a larger window", code="context_overflow")
         overlap = min(split.DEFAULT_OVERLAP_TOKENS, part_tokens // 10)
         parts = split.split_text(text, part_tokens, overlap, encoding)
-        room = reduce_budget - fixed - margin - len(parts) * REDUCE_JOIN_TOKENS
-        if len(parts) * answer <= room:
+        room = reduce_budget - fixed - margin - len(parts) * REDUCE_JOIN_TOKENS * uses
+        if len(parts) * answer * uses <= room:
             return Plan(expr, parts, part_tokens, overlap, answer)
-        answer = room // len(parts)
+        answer = room // (len(parts) * uses)
         if answer < MIN_PART_ANSWER_TOKENS:
             break
     raise PermanentStepError(

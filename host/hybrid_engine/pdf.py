@@ -18,19 +18,27 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 
 from .errors import BadRequest
 
-__all__ = ["PDF_BASE64_MAGIC", "PdfError", "decode_pdf", "is_pdf_base64", "pdf_text"]
+__all__ = ["MAX_PDF_PAGES", "PDF_BASE64_MAGIC", "PdfError", "decode_pdf", "is_pdf_base64", "pdf_text"]
 
 # base64 of "%PDF-": how a stored PDF is told from text without decoding it.
 PDF_BASE64_MAGIC = "JVBERi0"
 # A PDF may have a little junk before its header (readers look in the first 1 KiB).
 _HEADER_WINDOW = 1024
+# Pages read from one PDF. Far more than any book a model is asked about (5,000 pages is ~2.5M
+# tokens), far fewer than a small hostile file can declare: 100,000 pages sharing one content
+# stream fit in 16 MB and took 71 s to read, on the host's estimate as well as in the run.
+MAX_PDF_PAGES = 5_000
+_PDFIUM_LOCK = threading.Lock()
+# The trailer's (or cross-reference stream's) key of an encrypted file.
+_ENCRYPTED = b"/Encrypt"
 
 
 class PdfError(Exception):
-    """A PDF that yields no text: `code` says why (bad_pdf, pdf_encrypted, pdf_no_text)."""
+    """A PDF that yields no text: `code` says why (bad_pdf, pdf_encrypted, pdf_no_text, pdf_too_large)."""
 
     def __init__(self, message: str, code: str):
         super().__init__(message)
@@ -61,18 +69,36 @@ def pdf_text(data: bytes) -> dict:
     Pages without a text layer keep their number (the markers stay true to the file) and
     are counted; a file where no page has text is a scan, refused with code pdf_no_text,
     because sending a model an empty prompt would cost money and answer nothing.
+
+    One PDF at a time in the process: PDFium must not be called from two threads at once,
+    not even on different documents ("would crash or corrupt the process", pypdfium2's
+    documentation), and the host reads PDFs on worker threads (a run's extract_text) while
+    an estimate reads another on a handler thread.
     """
+    with _PDFIUM_LOCK:
+        return _pdf_text(data)
+
+
+def _pdf_text(data: bytes) -> dict:
     import pypdfium2 as pdfium
 
     try:
         doc = pdfium.PdfDocument(data)
     except pdfium.PdfiumError as exc:
         text = str(exc)
-        if "password" in text.lower():
+        # PDFium's error code is kept per process and a failure that sets none leaves the last
+        # one in place: "password" is believed only of a file that is encrypted, and a failure
+        # that reports "Success" is a document PDFium finds nothing in (no pages).
+        if "password" in text.lower() and _ENCRYPTED in data:
             raise PdfError("the PDF is protected by a password; open it, save a copy without one and send that",
                            "pdf_encrypted") from exc
+        if "password" in text.lower() or "success" in text.lower():
+            text = "it has no pages, or its page tree is damaged"
         raise PdfError(f"the PDF cannot be read ({text})", "bad_pdf") from exc
     try:
+        if len(doc) > MAX_PDF_PAGES:
+            raise PdfError(f"the PDF has {len(doc):,} pages, over the {MAX_PDF_PAGES:,} read from one file; "
+                           "save the pages you need as a PDF of their own and send that", "pdf_too_large")
         parts, empty = [], 0
         for index in range(len(doc)):
             page = doc[index]

@@ -58,6 +58,15 @@ def annotate(estimate: dict, *, spent_today: float, daily_budget: float | None, 
         check: dict = {"key_present": None, "local_server": None, "within_run_budget": True,
                        "within_daily_budget": True, "fix": None}
         fixes: list[str] = []
+        # A step the run would fail at or not send (a scanned PDF upstream, a text too long to
+        # map and reduce, a local_only page) cannot start either, whatever its key: it says why.
+        # An entry that is a lower bound only says what the estimate cannot know (a list made
+        # by a model): not a reason to stop.
+        problem = step.get("blocked") or (None if step.get("lower_bound") else step.get("error"))
+        if not problem and step.get("fits") is False and step.get("on_overflow", "fail") == "fail":
+            problem = step.get("warning")  # over the model's window: it fails before it is sent
+        if problem:
+            fixes.append(problem[:1].upper() + problem[1:].rstrip(".") + ".")
         try:
             conf = provider_settings(provider)
         except KeyError:

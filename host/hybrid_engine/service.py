@@ -219,6 +219,7 @@ class Service:
     def ingest(self, run_id: str, request: "ExternalDataRequest | dict") -> "ExternalDataResponse":
         from .models import ExternalDataRequest, ExternalDataResponse
 
+        from .images import address_label
         from .privacy import admit, unstrip
 
         run_id = self.resolve_run(run_id)
@@ -227,8 +228,12 @@ class Service:
             check_text(getattr(req, field), field)
         given = req.source_url
         req.source_url = admit(given)  # [[sites]]: `never` refused, `strip_query` stripped
-        for key in ("link_url", "image_url"):  # what a link or image capture points at obeys its own site's rule
+        # What a link, image or PDF capture points at, and the page a PDF link was on, obey
+        # their own sites' rules: a PDF link's source_url is the file, not the page it was on.
+        for key in ("link_url", "image_url", "pdf_url", "page_url"):
             if isinstance(req.metadata.get(key), str):
+                if key == "image_url":
+                    req.metadata[key] = address_label(req.metadata[key])
                 target = req.metadata[key]
                 req.metadata[key] = admit(target, field=f"metadata.{key}")
                 unstrip(req, target, req.metadata[key])

@@ -64,18 +64,29 @@ def _count(text: str, encoding: str) -> int:
 
 
 def _hard_cut(text: str, start: int, end: int, limit: int, encoding: str) -> list[_Piece]:
-    """A run with no usable boundary, cut into pieces of at most `limit` tokens."""
+    """A run with no usable boundary, cut into pieces of at most `limit` tokens.
+
+    Each piece is cut from a window of the run a few times its size (widened while it holds
+    fewer than `limit` tokens), not from all the rest of it: encoding the rest for every
+    piece made a long run quadratic."""
     pieces = []
+    window = limit * 4  # characters: room for `limit` tokens of most text (~4 chars each in English, ~1 in Chinese)
     while start < end:
-        kept, n, _ = tokens.truncate(text[start:end], limit, encoding)
+        stop_at = min(end, start + window)
+        kept, n, total = tokens.truncate(text[start:stop_at], limit, encoding)
+        if total <= limit and stop_at < end:
+            window *= 2
+            continue
         stop = start + max(1, len(kept))
         pieces.append(_Piece(start, stop, _count(text[start:stop], encoding), False))
         start = stop
     return pieces
 
 
-def _pieces(text: str, limit: int, encoding: str) -> list[_Piece]:
-    """The text as paragraphs, with any paragraph over `limit` cut finer."""
+def _pieces(text: str, limit: int, encoding: str, grain: int) -> list[_Piece]:
+    """The text as paragraphs, with any paragraph over `limit` cut finer; words are grouped
+    by at most `grain` tokens, so that a text without sentence ends still has pieces small
+    enough to repeat as the overlap."""
     out: list[_Piece] = []
     for p_start, p_end in _spans(text, _PARAGRAPH_BREAK, 0, len(text)):
         n = _count(text[p_start:p_end], encoding)
@@ -88,7 +99,7 @@ def _pieces(text: str, limit: int, encoding: str) -> list[_Piece]:
             if n <= limit:
                 out.append(_Piece(s_start, s_end, n, first))
             else:
-                for w_start, w_end in _words(text, s_start, s_end, limit, encoding):
+                for w_start, w_end in _words(text, s_start, s_end, limit, encoding, grain):
                     out.append(_Piece(w_start, w_end, _count(text[w_start:w_end], encoding), first))
                     first = False
                 continue
@@ -96,8 +107,9 @@ def _pieces(text: str, limit: int, encoding: str) -> list[_Piece]:
     return [p for p in out if text[p.start:p.end].strip()]
 
 
-def _words(text: str, start: int, end: int, limit: int, encoding: str) -> list[tuple[int, int]]:
-    """Groups of whole words of at most `limit` tokens; a single word over it is cut by tokens."""
+def _words(text: str, start: int, end: int, limit: int, encoding: str, grain: int) -> list[tuple[int, int]]:
+    """Groups of whole words of at most `grain` tokens (a word over that is a group of its
+    own); a single word over `limit` is cut by tokens."""
     groups: list[tuple[int, int]] = []
     g_start, g_tokens = start, 0
     for w_start, w_end in _whole_numbers(text, _spans(text, _SPACE, start, end), start, end):
@@ -108,7 +120,7 @@ def _words(text: str, start: int, end: int, limit: int, encoding: str) -> list[t
             groups += [(p.start, p.end) for p in _hard_cut(text, w_start, w_end, limit, encoding)]
             g_start, g_tokens = w_end, 0
             continue
-        if g_tokens + n > limit and g_start < w_start:
+        if g_tokens + n > grain and g_start < w_start:
             groups.append((g_start, w_start))
             g_start, g_tokens = w_start, 0
         g_tokens += n
@@ -145,7 +157,7 @@ def split_text(text: str, part_tokens: int = DEFAULT_PART_TOKENS, overlap_tokens
                          f"({part_tokens // 2} tokens)")
     if not text.strip():
         return []
-    pieces = _pieces(text, part_tokens, encoding)
+    pieces = _pieces(text, part_tokens, encoding, overlap_tokens or part_tokens)
     parts: list[str] = []
     i = 0
     carry: list[_Piece] = []  # the previous part's tail, repeated at the start of this one

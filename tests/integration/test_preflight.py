@@ -91,3 +91,41 @@ def test_preflight_flags_a_run_that_may_pass_the_daily_budget(he_home):
     check = est["steps"][0]["preflight"]
     assert check["within_daily_budget"] is False and check["within_run_budget"] is True
     assert "daily budget" in check["fix"] and est["daily_budget_usd"] == pytest.approx(0.0001)
+
+
+def test_preflight_of_a_step_that_would_not_be_sent_says_why_instead_of_ready(he_home):
+    import base64
+
+    from pdf_writer import scanned_pdf
+
+    (he_home / "templates").mkdir(parents=True, exist_ok=True)
+    steps = [{"id": "page", "action": "capture"},
+             {"id": "text", "action": "extract_text", "dependencies": ["page"],
+              "params": {"html": "{{ steps.page.outputs.content }}"}},
+             {"id": "sum", "action": "openai_chat", "dependencies": ["text"],
+              "params": {"model": "gpt-4o-mini", "prompt": "Summarise: {{ steps.text.outputs.text }}",
+                         "max_tokens": 100}}]
+    (he_home / "templates" / "pdf.json").write_text(json.dumps({"name": "pdf", "steps": steps}))
+    config.set_key("openai", "sk-preflight-0123456789")
+    with HostClient(he_home) as host:
+        host.call("hello", protocol=1)
+        est = host.call("estimate", template="pdf", timeout=60, page={
+            "content": base64.b64encode(scanned_pdf(2)).decode(), "content_type": "application/pdf"})
+    check = est["steps"][0]["preflight"]
+    assert check["ok"] is False and check["key_present"] is True
+    assert "no text layer" in check["fix"]
+    assert est["preflight_ok"] is False
+
+
+def test_preflight_of_a_prompt_over_the_models_window_says_it_will_fail(he_home):
+    he_home.mkdir(parents=True, exist_ok=True)
+    (he_home / "config.toml").write_text('[models."gpt-4o-mini"]\ncontext_window = 1200\n')
+    name = _template(he_home, "cloud", "openai_chat", "gpt-4o-mini")
+    config.set_key("openai", "sk-preflight-0123456789")
+    with HostClient(he_home) as host:
+        host.call("hello", protocol=1)
+        est = host.call("estimate", template=name, timeout=60,
+                        page={"content": "<p>" + "Tidal pools hold small crabs and weed. " * 400 + "</p>"})
+    check = est["steps"][0]["preflight"]
+    assert check["ok"] is False
+    assert "over the 1,200-token context window" in check["fix"] and "will fail" in check["fix"]

@@ -7,6 +7,7 @@ against the loopback fake provider (a cloud provider there, `local` a local serv
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hybrid_engine.errors import SiteRefused
 from hybrid_engine.templates import validate
 
 from host_client import HostClient
+from pdf_writer import text_pdf
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "privacy"
 PAGE = "<html><head><title>Account</title></head><body><article><h1>Statement</h1>" \
@@ -344,3 +346,25 @@ def test_strip_query_also_strips_the_url_where_it_stands_in_for_an_unreadable_pa
     assert page["outputs"]["content"] == "https://shop.example/invoice.pdf\nhttps://shop.example/invoice.pdf"
     (request,) = fake_provider_env.requests
     assert "s3cr3t" not in json.dumps(request.body)
+
+
+def test_a_pdf_link_captured_on_a_never_site_is_refused_by_the_host(home, service):
+    put_template(home, template())
+    run_id = service.create_run("digest")
+    with pytest.raises(SiteRefused):
+        service.ingest(run_id, {"content": base64.b64encode(text_pdf([["Annual report"]])).decode(),
+                                "content_type": "application/pdf", "source_url": "https://files.example/report.pdf",
+                                "title": "Statement March", "metadata": {
+                                    "kind": "pdf", "pdf_url": "https://files.example/report.pdf",
+                                    "page_url": "https://x.bank.example/statements?acct=9"}})
+    assert service.open_slots(run_id) == ["page"]
+
+
+def test_strip_query_strips_the_address_of_a_pdf_capture_kept_in_its_metadata(home, service):
+    put_template(home, template())
+    run_id = service.create_run("digest")
+    service.ingest(run_id, {"content": base64.b64encode(text_pdf([["Receipt"]])).decode(),
+                            "content_type": "application/pdf", "source_url": "https://shop.example/r.pdf?session=s3cr3t",
+                            "metadata": {"kind": "pdf", "pdf_url": "https://shop.example/r.pdf?session=s3cr3t"}})
+    doc = service.run_document(run_id, cut=None)
+    assert "s3cr3t" not in json.dumps(step(doc, "page"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 
 import pytest
 
@@ -103,3 +104,65 @@ def test_an_upload_that_is_not_an_image_is_refused_when_it_comes_in(cli, home, t
     fake.write_bytes(b"<html>not a picture</html>")
     proc = cli("run", "image-describe", "--input", fake)
     assert proc.returncode == 2 and "content:" in proc.stderr and "PNG" in proc.stderr
+
+
+def test_an_image_sent_to_a_text_workflow_fails_its_extract_step_and_sends_nothing(cli, home, fake_provider, tmp_path):
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(IMAGE)
+    cli.env.update(fake_provider.env())
+    proc = cli("run", "page-digest", "--input", photo, "--wait", "--json")
+    assert proc.returncode == 1
+    run_id = cli.json("runs", "--json")["runs"][0]["id"]
+    text = next(s for s in cli.json("export", run_id)["steps"] if s["id"] == "text")
+    assert text["status"] == "FAILED" and text["error_code"] == "image_not_text"
+    assert "vision model" in text["error"]
+    assert fake_provider.requests_for("openai") == []
+
+
+def test_an_image_captured_from_a_data_url_keeps_only_its_type_as_its_address(service):
+    from hybrid_engine.templates import validate
+
+    run_id = service.create_run(validate({"name": "img", "steps": [
+        {"id": "page", "action": "capture"},
+        {"id": "say", "action": "template", "dependencies": ["page"],
+         "params": {"template": "{{ steps.page.outputs.image_url }}"}}]}, "img.yaml"))
+    service.ingest(run_id, {"content": B64, "content_type": "image/png", "source_url": "https://pics.example/",
+                            "metadata": {"kind": "image", "image_url": f"data:image/png;base64,{B64}"}})
+    doc = service.run_document(run_id, cut=None)
+    page = next(s for s in doc["steps"] if s["id"] == "page")
+    assert page["outputs"]["content"] == B64  # the bytes, once
+    assert page["outputs"]["image_url"] == "data:image/png;base64,…"
+    assert B64 not in json.dumps(page["metadata"])
+
+
+def _raw_pdf_run(service, pages: int, **params) -> dict:
+    """A PDF capture put straight into a prompt (no extract_text): the run's model step."""
+    from hybrid_engine.templates import validate
+
+    from pdf_writer import text_pdf
+
+    run_id = service.create_run(validate({"name": "raw", "steps": [
+        {"id": "page", "action": "capture"},
+        {"id": "sum", "action": "openai_chat", "dependencies": ["page"],
+         "params": {"model": "gpt-4o-mini", "prompt": "Summarise: {{ steps.page.outputs.content }}",
+                    "max_tokens": 50, **params}}]}, "raw.yaml"))
+    pdf = text_pdf([[f"Line {i} of page {p} of the report" for i in range(40)] for p in range(pages)])
+    service.ingest(run_id, {"content": base64.b64encode(pdf).decode(), "content_type": "application/pdf"})
+    asyncio.run(asyncio.wait_for(service.make_executor().run(until_idle=True), 120))
+    return next(s for s in service.run_document(run_id)["steps"] if s["id"] == "sum")
+
+
+def test_a_pdf_put_whole_into_a_prompt_fails_before_sending_and_says_to_extract_its_text(
+        service, fake_provider_env):
+    step = _raw_pdf_run(service, 5)
+    assert step["status"] == "FAILED" and step["error_code"] == "binary_in_prompt"
+    assert "extract_text" in step["error"]
+    assert fake_provider_env.requests == []
+
+
+def test_a_pdf_put_whole_into_a_prompt_too_long_for_its_model_is_not_mapped_in_parts(
+        service, fake_provider_env, write_config):
+    write_config('[models."gpt-4o-mini"]\ncontext_window = 2000\n')
+    step = _raw_pdf_run(service, 20, on_overflow="map_reduce")
+    assert step["status"] == "FAILED" and step["error_code"] == "binary_in_prompt"
+    assert fake_provider_env.requests == []

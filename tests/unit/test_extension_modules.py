@@ -110,3 +110,54 @@ def test_spend_chart_draws_a_bar_for_each_provider_on_each_day_with_spend():
 def test_spend_chart_splits_by_workflow_when_asked():
     out = _node("options/spendchart.js", f"m.spendBars({json.dumps(DAYS)}, 'by_workflow')")
     assert {b["name"] for b in out["bars"]} == {"digest"} and len(out["bars"]) == 2
+
+
+def test_a_fetched_file_without_a_length_stops_being_read_once_past_the_capture_limit():
+    # A server's endless body: 1 KiB chunks for ever, no Content-Length; the limit is 4 KiB.
+    out = _node("lib/pdf.js", """await (async () => {
+      let pulled = 0;
+      globalThis.fetch = async () => new Response(new ReadableStream({
+        pull(controller) { pulled += 1; controller.enqueue(new Uint8Array(1024)); },
+      }), { headers: { "content-type": "application/pdf" } });
+      try {
+        await m.fetchBytes("https://files.example/endless.pdf", { maxBytes: 4096, what: "the PDF" });
+        return { error: null, pulled };
+      } catch (err) {
+        return { error: err.message, pulled };
+      }
+    })()""")
+    assert "over the" in out["error"] and "capture limit" in out["error"]
+    assert out["pulled"] <= 8
+
+
+def test_a_pdf_link_to_a_local_file_is_not_fetched_unless_the_page_is_local_too():
+    out = _node("lib/pdf.js", """[
+      m.isPdfUrl("file:///home/me/tax-return.pdf", { local: false }),
+      m.isPdfUrl("https://files.example/report.pdf", { local: false }),
+      m.isPdfUrl("file:///home/me/tax-return.pdf"),
+    ]""")
+    assert out == [False, True, True]
+
+
+_PDF_FETCH = """globalThis.fetch = async () => new Response(
+      new TextEncoder().encode("%PDF-1.4\\\\n" + "x".repeat(3000)),
+      { headers: { "content-type": "application/pdf" } });"""
+
+
+def test_a_pdf_link_with_a_malformed_escape_in_its_name_is_captured_under_that_name():
+    out = _node("lib/pdf.js", f"""await (async () => {{
+      {_PDF_FETCH}
+      const page = await m.pdfPage("https://files.example/report%E0%A4%A.pdf", {{ maxBytes: 1e6, kind: "pdf" }});
+      return [page.title, page.source_url];
+    }})()""")
+    assert out == ["report%E0%A4%A.pdf", "https://files.example/report%E0%A4%A.pdf"]
+
+
+def test_a_pdf_at_a_data_address_is_not_titled_or_addressed_by_its_own_bytes():
+    out = _node("lib/pdf.js", f"""await (async () => {{
+      {_PDF_FETCH}
+      const page = await m.pdfPage("data:application/pdf;base64,JVBERi0xLjQK" + "eHh4".repeat(1000),
+                                   {{ maxBytes: 1e6, kind: "pdf" }});
+      return [page.title, page.source_url, page.metadata.pdf_url];
+    }})()""")
+    assert out == ["document.pdf", None, "data:"]

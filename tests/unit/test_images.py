@@ -4,6 +4,7 @@ provider's documented rule (the figures in OpenAI's and Google's pricing example
 from __future__ import annotations
 
 import base64
+import math
 
 import pytest
 
@@ -63,3 +64,10 @@ def test_an_image_address_instead_of_its_bytes_says_the_browser_could_not_fetch_
     with pytest.raises(ImageError) as info:
         read_image("https://cdn.example.org/cat.png")
     assert "address, not its bytes" in info.value.message
+
+
+@pytest.mark.parametrize("size", [(1, 100_000), (100_000, 1), (20, 60_000)])
+def test_an_image_thinner_than_a_patch_still_costs_its_patches(size):
+    """Scaled to fit 1,536 patches, a strip narrower than one patch had rounded to none: free."""
+    tokens, documented = image_tokens("gpt-4.1-mini", "openai", *size)
+    assert tokens == math.ceil(1536 * 1.62) and documented

@@ -26,6 +26,11 @@ class ExtractText(SyncAction):
             raise PermanentStepError(f"params.html: expected text, got {type(html).__name__}")
         if is_pdf_base64(html):
             return self._pdf(html)
+        from ..images import is_image_base64
+
+        if is_image_base64(html):  # its base64 read as text: thousands of tokens of nothing, paid for
+            raise PermanentStepError("params.html: the capture is an image, which has no text to extract; send it "
+                                     "to a workflow with a vision model step (image-describe)", code="image_not_text")
         article = params.get("article") or ""
         if not isinstance(article, str):
             raise PermanentStepError(f"params.article: expected text, got {type(article).__name__}")

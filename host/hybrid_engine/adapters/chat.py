@@ -126,6 +126,14 @@ class ChatAdapter(Action):
         if not isinstance(prompt, str):
             raise PermanentStepError(f"{self.spec.name}: the `prompt` parameter must be text.",
                                      code="bad_params")
+        from ..images import bytes_in_text
+
+        found = bytes_in_text(prompt)
+        if found:
+            raise PermanentStepError(
+                f"{self.spec.name}: the prompt holds {found}'s bytes as base64 text, which a model reads as tokens of "
+                "nothing: read a PDF with an extract_text step first; give an image to a vision model with the "
+                "step's `image` parameter.", code="binary_in_prompt")
         system = params.get("system")
         temperature = params.get("temperature")
         max_tokens = params.get("max_tokens")
