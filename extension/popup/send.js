@@ -146,6 +146,14 @@ function renderEstimate(e) {
     said.className = "said";
     said.textContent = p.ok ? okPhrase(step, p) : p.fix || "cannot start";
     li.append(said);
+    // A risk the estimate sees but that does not stop the step (a reduce that may outgrow its
+    // window once the answers it reads are in): said here, not only on the command line.
+    if (step.warning && !(p.fix || "").includes(step.warning.slice(0, 60))) {
+      const warn = document.createElement("span");
+      warn.className = "step-warning";
+      warn.textContent = `⚠ ${step.warning}`;
+      li.append(warn);
+    }
     if (!p.ok && (p.key_present === false || p.local_server === "not answering" || !p.within_daily_budget)) {
       const a = document.createElement("a");
       a.href = "../options/options.html";

@@ -59,6 +59,22 @@ steps:
       max_tokens: 100
 """
 
+OUTGROWN_TEMPLATE = """\
+name: e2e-outgrown
+description: A long local answer summarised by a cloud model
+steps:
+  - id: page
+    action: capture
+  - id: notes
+    action: local_chat
+    dependencies: [page]
+    params: {model: e2e-model, prompt: "Notes: {{ steps.page.outputs.content }}", max_tokens: 200000}
+  - id: summary
+    action: openai_chat
+    dependencies: [notes]
+    params: {model: gpt-4o-mini, prompt: "Summarise: {{ steps.notes.outputs.text }}", max_tokens: 100}
+"""
+
 TWO_MODELS = """\
 name: e2e-two
 description: Two summaries side by side
@@ -209,6 +225,21 @@ def test_preflight_names_the_missing_key_with_its_fix_and_turns_green_once_it_is
     wait_js(popup, "document.querySelector('#preflight li[data-step-id=\"summary\"]')?.dataset.ok === 'true'")
     assert popup.get_attribute("#estimate", "data-ok") == "true"
     both_schemes(popup, "preflight-ok")
+
+
+def test_popup_says_when_a_step_may_outgrow_its_window_once_the_answers_it_reads_are_in(chromium, he, site):
+    (he.he_home / "templates" / "e2e-outgrown.yaml").write_text(OUTGROWN_TEMPLATE, encoding="utf-8")
+    article = site.url("article.html")
+    chromium.open(article)
+    popup = chromium.popup(article)
+    popup.wait_for_selector('#workflow option[value="e2e-outgrown"]', state="attached")
+    popup.select_option("#workflow", "e2e-outgrown")
+    warning = popup.locator('#preflight li[data-step-id="summary"] .step-warning')
+    warning.wait_for()
+    assert "over the 128,000-token context window of gpt-4o-mini" in warning.inner_text()
+    assert popup.locator('#preflight li[data-step-id="notes"] .step-warning').count() == 0
+    assert he.fake.requests_for("local") == []
+    both_schemes(popup, "preflight-warning")
 
 
 def test_preflight_flags_a_run_over_its_budget_before_it_is_sent(chromium, he, site):
