@@ -150,10 +150,12 @@ class Executor(GrowingSteps):
             pool, self._store_thread = self._store_thread, None
             try:
                 await self._loop.run_in_executor(pool, _nothing)  # log lines still queued are written first
-            finally:
-                # Its queue is empty now, so joining the thread here takes no time (asyncio.to_thread
-                # would start another thread to wait for this one).
-                pool.shutdown()
+            except asyncio.CancelledError:
+                pool.shutdown(wait=False)  # what is queued is still written, without holding up the loop
+                raise
+            # Its queue is empty now, so joining the thread here takes no time (asyncio.to_thread
+            # would start another thread to wait for this one).
+            pool.shutdown()
 
     async def _off_loop(self, fn: Callable, *args) -> Any:
         """fn(*args) on the store thread, awaited without holding up the loop."""
