@@ -24,13 +24,18 @@ def raw_db(path: Path, schema: str) -> sqlite3.Connection:
 
 def wal_commits(folder: Path, n: int, tag: str = "") -> float:
     """Seconds for n steps, one commit each."""
+    return wal_commits_timed(folder, n, tag)[0]
+
+
+def wal_commits_timed(folder: Path, n: int, tag: str = "") -> tuple[float, float]:
+    """Seconds for n steps, one commit each: (wall clock, CPU time of this process)."""
     conn = raw_db(folder / f"floor-{tag}{time.monotonic_ns()}.db",
                   "CREATE TABLE steps (run_id TEXT, step_id TEXT, status TEXT, outputs TEXT)")
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     for i in range(n):
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("INSERT INTO steps VALUES (?, ?, 'COMPLETED', ?)", ("r", f"s{i}", '{"value": null}'))
         conn.execute("COMMIT")
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     conn.close()
-    return elapsed
+    return elapsed, cpu

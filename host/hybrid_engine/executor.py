@@ -137,7 +137,9 @@ class Executor(GrowingSteps):
         self._stopping = False
         self._store_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="executor-store")
         try:
-            await asyncio.to_thread(self._preload)
+            # On the store thread, whose connection the loop needs next anyway: a thread and a
+            # connection of their own would cost a short run more than its steps.
+            await self._off_loop(self._preload)
             keeper = asyncio.create_task(self._keep_leases(), name="lease-keeper")
             try:
                 await self._main(until_idle, linger_s)
@@ -146,7 +148,14 @@ class Executor(GrowingSteps):
                 await self._shutdown()
         finally:
             pool, self._store_thread = self._store_thread, None
-            await asyncio.to_thread(pool.shutdown)  # log lines still queued are written first
+            try:
+                await self._loop.run_in_executor(pool, _nothing)  # log lines still queued are written first
+            except asyncio.CancelledError:
+                pool.shutdown(wait=False)  # what is queued is still written, without holding up the loop
+                raise
+            # Its queue is empty now, so joining the thread here takes no time (asyncio.to_thread
+            # would start another thread to wait for this one).
+            pool.shutdown()
 
     async def _off_loop(self, fn: Callable, *args) -> Any:
         """fn(*args) on the store thread, awaited without holding up the loop."""
@@ -166,8 +175,8 @@ class Executor(GrowingSteps):
                 await asyncio.sleep(0)
                 yielded = clock.now()
             outcomes, self._done = self._done, []
-            req = self._claim_request()
             now = clock.now()
+            req = self._claim_request(now)
             on_loop = bool(outcomes) and not (self._task_done or self._logged or self._settle_failed)
             self._task_done = self._logged = False
             self._settle_failed = bool(outcomes)  # until the settle below returns: a busy store is retried off the loop
@@ -241,7 +250,7 @@ class Executor(GrowingSteps):
                 except Exception:  # noqa: BLE001 - the step reports it when it runs
                     log.exception("could not load action %s", action)
 
-    def _claim_request(self) -> ClaimRequest:
+    def _claim_request(self, now: float) -> ClaimRequest:
         lim = self.limits
         free = lim.concurrency - len(self._inflight)
         ex_actions, ex_providers = (), ()
@@ -268,7 +277,6 @@ class Executor(GrowingSteps):
         elif lim.per_action or lim.per_provider:
             for cap in (*lim.per_action.values(), *lim.per_provider.values()):
                 free = min(free, cap)
-        now = clock.now()
         probe = now - self._last_probe >= QUEUE_PROBE_EVERY_S
         if probe:
             self._last_probe = now
@@ -542,6 +550,10 @@ class Executor(GrowingSteps):
                 await self._off_loop(self.store.settle, outcomes, None, clock.now())
             except Exception:  # noqa: BLE001 - recovery will pick them up instead
                 log.exception("could not release steps at shutdown")
+
+
+def _nothing() -> None:
+    """Queued behind everything already sent to the store thread: awaiting it waits for them."""
 
 
 def _log_write_failure(future: concurrent.futures.Future) -> None:

@@ -146,6 +146,9 @@ def encode_dependents(entries: list) -> str:
 def decode_dependents(text: str) -> list[tuple[str, str, str | None]]:
     if not text:
         return []
+    if "," not in text:  # one dependent: every link of a chain
+        step, action, provider = text.split(" ")
+        return [(step, action, provider or None)]
     out = []
     for entry in text.split(","):
         step, action, provider = entry.split(" ")
@@ -153,7 +156,15 @@ def decode_dependents(text: str) -> list[tuple[str, str, str | None]]:
     return out
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # json.dumps with options builds one per call
+# The C encoder that _ENCODER.encode builds on every call, built once: encode() spends more
+# time making it than a step's small outputs take to write (a few us on every step settled).
+# Same text byte for byte (plan digests hash it); without the circular-reference markers, a
+# structure that contains itself, which parsed JSON never is, raises RecursionError, not ValueError.
+_C_ENCODE = json.encoder.c_make_encoder and json.encoder.c_make_encoder(
+    None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, True)
 
 
 def _dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
+    if _C_ENCODE is None:  # an interpreter without the C accelerator
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODE(value, 0))
