@@ -59,8 +59,8 @@ steps:
 """
 
 
-def article(kb: int) -> str:
-    rng = random.Random(7)
+def article(kb: int, seed: int = 7) -> str:
+    rng = random.Random(seed)
     words = ("engine workflow capture token cost browser host durable graph step local model page the of and to "
              "in a is that for it as with was on be by this are from at or an").split()
     paras, size = [], 0
@@ -113,8 +113,11 @@ def main() -> int:
     try:
         site = tmp / "site"
         site.mkdir()
-        html = article(args.kb)
-        (site / "article.html").write_text(html, encoding="utf-8")
+        # A page of its own for every round (same size, other words): the first popup on it is
+        # what a person sees on a page they have not opened the popup on before.
+        pages = [article(args.kb, seed) for seed in range(args.rounds + 1)]
+        for i, html in enumerate(pages):
+            (site / f"article{i}.html").write_text(html, encoding="utf-8")
         he_home = tmp / "he-home"
         (he_home / "templates").mkdir(parents=True)
         (he_home / "templates" / "bench-digest.yaml").write_text(TEMPLATE, encoding="utf-8")
@@ -137,8 +140,7 @@ def main() -> int:
             json.dumps(he_install.build_manifest(he_install.CHROMIUM, launcher)))
         server, base = serve(site)
         env = dict(os.environ, HOME=str(tmp), HYBRID_ENGINE_HOME=str(he_home))
-        url = f"{base}/article.html"
-        extract_ms(html)  # warm: imports, as a host that has extracted once has them
+        extract_ms(pages[0])  # warm: imports, as a host that has extracted once has them
 
         with sync_playwright() as pw:
             ctx = pw.chromium.launch_persistent_context(
@@ -147,11 +149,15 @@ def main() -> int:
                       "--disable-background-networking", "--disable-component-update", "--disable-sync",
                       f"--disable-extensions-except={ext}", f"--load-extension={ext}"])
             tab = ctx.new_page()
-            tab.goto(url)
+            tab.goto(f"{base}/article0.html")
             sw = ctx.service_workers[0] if ctx.service_workers else ctx.wait_for_event("serviceworker")
-            tab_id = sw.evaluate("async (u) => (await chrome.tabs.query({})).find(t => t.url === u).id", url)
 
-            def popup_round() -> dict:
+            def open_article(i: int) -> int:
+                url = f"{base}/article{i}.html"
+                tab.goto(url)
+                return sw.evaluate("async (u) => (await chrome.tabs.query({})).find(t => t.url === u).id", url)
+
+            def popup_round(tab_id: int) -> dict:
                 page = ctx.new_page()
                 page.set_viewport_size({"width": 400, "height": 600})
                 page.goto(f"{ORIGIN}/popup/popup.html?tab={tab_id}")
@@ -174,36 +180,52 @@ def main() -> int:
             # would open the popup): reported, not in the ratio.
             sw.evaluate("async () => { while (self.hybrid.host.status !== 'connected') await new Promise(r => setTimeout(r, 20)); }")
             time.sleep(args.first_after)
-            first = popup_round()
-            rows, base_ms = [], []
-            for _ in range(args.rounds):
-                rows.append(popup_round())
-                base_ms.append(extract_ms(html))
+            first = popup_round(open_article(0))
+            rows, again, base_ms = [], [], []
+            for i in range(1, args.rounds + 1):
+                tab_id = open_article(i)
+                base_ms.append(extract_ms(pages[i]))
+                rows.append(popup_round(tab_id))
+                again.append(popup_round(tab_id))  # the popup opened again on the same page
             ctx.close()
         server.shutdown()
 
-        def med(key: str, field: str | None = None) -> float:
-            vals = [(r[key]["detail"][field] if field else r[key]["at"]) for r in rows]
-            return statistics.median(vals)
+        def col(key: str, field: str | None = None, among: list | None = None) -> list[float]:
+            return [(r[key]["detail"] or {}).get(field, 0) if field else r[key]["at"] for r in (among or rows)]
 
-        shown = [r["estimate-shown"]["at"] for r in rows]
+        def line(label: str, values: list[float]) -> str:
+            med = statistics.median(values)
+            return (f"  {label:<46} {med:8.1f}  best {min(values):7.1f}"
+                    f"  spread {(max(values) - min(values)) / med * 100 if med else 0:4.0f}%")
+
+        shown = col("estimate-shown")
+        shown_again = col("estimate-shown", among=again)
         ratios = [s / b for s, b in zip(shown, base_ms)]
-        print(f"page: {len(html.encode()) / 1024:.1f} KB, {args.rounds} rounds (medians, ms)")
+        ratios_again = [s / b for s, b in zip(shown_again, base_ms)]
+        print(f"page: {len(pages[1].encode()) / 1024:.1f} KB, {args.rounds} rounds, a new page each round"
+              f" (ms: median, best of rounds, spread = (max-min)/median)")
         print(f"  first estimate, {args.first_after:g} s after the host started     {first['estimate-shown']['at']:8.1f}")
         d = first["estimate-shown"]["detail"] or {}
         print(f"    of which: script running {first['script-start']['at']:.0f}, capture {d.get('captureMs', 0):.0f},"
               f" host estimate {d.get('hostMs', 0):.0f}")
-        print(f"  popup open -> page parsed (domInteractive)   {med('dom-interactive'):8.1f}")
-        print(f"  popup open -> script running                 {med('script-start'):8.1f}")
-        print(f"  popup open -> background state received      {med('state-received'):8.1f}")
-        print(f"  popup open -> estimate asked                 {med('estimate-asked'):8.1f}")
-        print(f"    background's whole part                    {med('estimate-shown', 'totalMs'):8.1f}")
-        print(f"    capture (executeScript, outerHTML)         {med('estimate-shown', 'captureMs'):8.1f}")
-        print(f"    host estimate (extract, count, pre-flight) {med('estimate-shown', 'hostMs'):8.1f}")
-        print(f"  popup open -> estimate shown                 {statistics.median(shown):8.1f}")
-        print(f"  extract_text alone, same page (baseline)     {statistics.median(base_ms):8.1f}")
-        print(f"ratio popup-open->estimate / extract_text: {statistics.median(ratios):.2f}x "
-              f"(range {spread(ratios)}; target <= 1.5x)")
+        print(line("popup open -> page parsed (domInteractive)", col("dom-interactive")))
+        if all("early" in r for r in rows):
+            print(line("popup open -> estimate started (early.js)", col("early")))
+        print(line("popup open -> modules running", col("script-start")))
+        print(line("popup open -> background state received", col("state-received")))
+        print(line("popup open -> popup asks for its estimate", col("estimate-asked")))
+        print(line("  background: estimate started -> answered", col("estimate-shown", "totalMs")))
+        print(line("    capture (page read + Readability)", col("estimate-shown", "captureMs")))
+        if all((r["estimate-shown"]["detail"] or {}).get("readMs") for r in rows):
+            print(line("      of which the page read (executeScript)", col("estimate-shown", "readMs")))
+        print(line("    host estimate (extract, count, pre-flight)", col("estimate-shown", "hostMs")))
+        print(line("popup open -> estimate shown", shown))
+        print(line("popup opened again on the same page -> shown", shown_again))
+        print(line("extract_text alone, same page (baseline)", base_ms))
+        print(f"ratio popup-open->estimate / extract_text, new page: median {statistics.median(ratios):.2f}x"
+              f" (range {spread(ratios)}), best of rounds {min(shown) / min(base_ms):.2f}x; target <= 1.5x")
+        print(f"ratio popup opened again on the same page:        median {statistics.median(ratios_again):.2f}x"
+              f" (range {spread(ratios_again)}), best of rounds {min(shown_again) / min(base_ms):.2f}x")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

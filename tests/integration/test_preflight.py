@@ -91,3 +91,22 @@ def test_preflight_flags_a_run_that_may_pass_the_daily_budget(he_home):
     check = est["steps"][0]["preflight"]
     assert check["within_daily_budget"] is False and check["within_run_budget"] is True
     assert "daily budget" in check["fix"] and est["daily_budget_usd"] == pytest.approx(0.0001)
+
+
+def test_a_local_check_started_before_the_estimate_is_the_one_its_preflight_uses():
+    # The host starts the knock beside the page's extraction; annotate then reads its answer
+    # instead of knocking a second time.
+    from hybrid_engine import preflight
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        base = f"http://127.0.0.1:{server.getsockname()[1]}"
+        preflight._answers.pop(base, None)
+        preflight.check_soon(base)
+        assert preflight.local_answering(base) is True
+        server.settimeout(5)
+        server.accept()[0].close()  # the one knock
+        server.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            server.accept()  # and no second one
