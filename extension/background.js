@@ -501,6 +501,9 @@ async function estimateTab(tab, template, started) {
   // Where an estimate's time goes (the popup marks it; bench/popup_estimate.py prints it).
   const timing = { captureMs: captured.ms, readMs: captured.readMs, hostMs: performance.now() - asked,
                    totalMs: performance.now() - started };
+  // Without the optional `tabs` permission a page load does not show the tab's address, so the
+  // "already sent" mark is set here, where the popup's click (activeTab) has shown it.
+  checkTab(tab.id, tab.url || page.source_url).catch(() => {});
   return { estimate, notice: captured.notice, timing,
            page: { title: page.title, url: page.source_url, bytes: page.content.length, type: page.content_type,
                    favicon: tab.favIconUrl || null } };
@@ -594,4 +597,4 @@ if (api.notifications?.onClicked) {
 }
 
 // For tests and debugging from the worker's console.
-Object.assign(globalThis, { onMenuClicked, onCommand, hybrid: { host, state, ready, handleMessage, HANDLERS, send, checkTab, capturePage } });
+Object.assign(globalThis, { onMenuClicked, onCommand, hybrid: { host, state, ready, handleMessage, HANDLERS, send, checkTab, capturePage, early } });

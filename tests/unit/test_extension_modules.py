@@ -110,3 +110,19 @@ def test_spend_chart_draws_a_bar_for_each_provider_on_each_day_with_spend():
 def test_spend_chart_splits_by_workflow_when_asked():
     out = _node("options/spendchart.js", f"m.spendBars({json.dumps(DAYS)}, 'by_workflow')")
     assert {b["name"] for b in out["bars"]} == {"digest"} and len(out["bars"]) == 2
+
+
+def test_the_tabs_permission_is_optional_and_the_popup_preloads_every_module_it_imports():
+    manifest = json.loads((EXTENSION / "manifest.json").read_text(encoding="utf-8"))
+    assert "tabs" not in manifest["permissions"] and manifest["optional_permissions"] == ["tabs"]
+    html = (EXTENSION / "popup" / "popup.html").read_text(encoding="utf-8")
+    preloaded = {(EXTENSION / "popup" / href).resolve() for href in re.findall(r'rel="modulepreload" href="([^"]+)"', html)}
+    sources = _sources()
+    wanted, todo = set(), [(EXTENSION / "popup" / "popup.js").resolve()]
+    while todo:  # popup.js and its static imports (detail.js is loaded when a run is opened)
+        path = todo.pop()
+        if path in wanted:
+            continue
+        wanted.add(path)
+        todo += [(path.parent / spec).resolve() for _, spec in _IMPORT.findall(sources[path])]
+    assert preloaded == wanted
