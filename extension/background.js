@@ -453,17 +453,19 @@ const HANDLERS = {
   estimate: async ({ tabId, template }) => {
     const started = performance.now();
     const tab = await tabById(tabId);
-    refuseNeverSite(tab?.url || tab?.pendingUrl);
-    const captured = await pageOfTab(tab, template, { reuse: false });
-    const { page } = captured;
-    const asked = performance.now();
-    const estimate = await host.request("estimate", { template, page: stripMetadata(page) }, { timeoutMs: 30000 });
-    // Where an estimate's time goes (the popup marks it; bench/popup_estimate.py prints it).
-    const timing = { captureMs: captured.ms, hostMs: performance.now() - asked,
-                     totalMs: performance.now() - started };
-    return { estimate, notice: captured.notice, timing,
-             page: { title: page.title, url: page.source_url, bytes: page.content.length, type: page.content_type,
-                     favicon: tab.favIconUrl || null } };
+    return early.take(tab, template) || estimateTab(tab, template, started);
+  },
+  // Sent by popup/early.js before the popup's modules have loaded: the workflow it will offer
+  // first is estimated at once, and the popup's own `estimate` joins it.
+  "estimate.early": async ({ tabId }) => {
+    const started = performance.now();
+    const tab = await tabById(tabId);
+    const template = firstWorkflow();
+    if (!tab || !template || host.status !== "connected" || String(tab.url || "").startsWith(api.runtime.getURL(""))) {
+      return { started: false };
+    }
+    early.put(tab, template, estimateTab(tab, template, started));
+    return { started: true, template };
   },
   "capture.page": async ({ tabId, template, reuse }) => {
     const started = performance.now();
@@ -493,6 +495,46 @@ const HANDLERS = {
   "outbox.flush": async () => {
     host.connectNow();
     return { delivered: await host.flushOutbox() };
+  },
+};
+
+async function estimateTab(tab, template, started) {
+  refuseNeverSite(tab?.url || tab?.pendingUrl);
+  const captured = await pageOfTab(tab, template, { reuse: false });
+  const { page } = captured;
+  const asked = performance.now();
+  const estimate = await host.request("estimate", { template, page: stripMetadata(page) }, { timeoutMs: 30000 });
+  // Where an estimate's time goes (the popup marks it; bench/popup_estimate.py prints it).
+  const timing = { captureMs: captured.ms, readMs: captured.readMs, hostMs: performance.now() - asked,
+                   totalMs: performance.now() - started };
+  // Without the optional `tabs` permission a page load does not show the tab's address, so the
+  // "already sent" mark is set here, where the popup's click (activeTab) has shown it.
+  checkTab(tab.id, tab.url || page.source_url).catch(() => {});
+  return { estimate, notice: captured.notice, timing,
+           page: { title: page.title, url: page.source_url, bytes: page.content.length, type: page.content_type,
+                   favicon: tab.favIconUrl || null } };
+}
+
+// The workflow the popup offers first (popup.js renderTemplates): the one used last, else the default.
+function firstWorkflow() {
+  const names = captureTemplates().map((t) => t.name);
+  return [state.settings.lastWorkflow, defaultTemplate(), FIRST_WORKFLOW].find((n) => n && names.includes(n))
+    || names[0] || null;
+}
+
+// One estimate started early, for one popup: taken by the first `estimate` for the same tab,
+// address and workflow within a few seconds, then forgotten (a later ask reads the page anew).
+const early = {
+  entry: null,
+  put(tab, template, promise) {
+    promise.catch(() => {}); // nobody may take it: its failure is the taker's to see
+    this.entry = { key: `${tab.id}|${tab.url}|${template}`, promise, at: performance.now() };
+  },
+  take(tab, template) {
+    const e = this.entry;
+    if (!e || !tab || e.key !== `${tab.id}|${tab.url}|${template}` || performance.now() - e.at > 10000) return null;
+    this.entry = null;
+    return e.promise;
   },
 };
 
@@ -561,4 +603,4 @@ if (api.notifications?.onClicked) {
 }
 
 // For tests and debugging from the worker's console.
-Object.assign(globalThis, { onMenuClicked, onCommand, hybrid: { host, state, ready, handleMessage, HANDLERS, send, checkTab, capturePage } });
+Object.assign(globalThis, { onMenuClicked, onCommand, hybrid: { host, state, ready, handleMessage, HANDLERS, send, checkTab, capturePage, early } });

@@ -30,15 +30,24 @@ function readArticle(maxBytes, html) {
   };
 }
 
+// Readability's code in the frame, ahead of readArticle. Loading it costs a round trip to
+// the page: started beside the page's own read (capture.js), it is not waited for after.
+export function loadReadability(tabId, frameId = 0) {
+  const target = { tabId };
+  if (Number.isInteger(frameId) && frameId > 0) target.frameIds = [frameId];
+  // injectImmediately, as for the page itself (capture.js): otherwise the browser waits for
+  // document_idle, that is for every deferred third-party script of a news page.
+  return api.scripting.executeScript({ target, files: [READABILITY_FILE], injectImmediately: true })
+    .then(() => true, () => false);
+}
+
 // {content (HTML), title, byline, excerpt, site_name, length} or null. `frameId` 0 (or
-// absent) is the top document.
-export async function captureArticle(tabId, { frameId = 0, maxBytes = 8 * 1024 * 1024, html = null } = {}) {
+// absent) is the top document; `loaded` is loadReadability's promise when it was started already.
+export async function captureArticle(tabId, { frameId = 0, maxBytes = 8 * 1024 * 1024, html = null, loaded = null } = {}) {
   const target = { tabId };
   if (Number.isInteger(frameId) && frameId > 0) target.frameIds = [frameId];
   try {
-    // injectImmediately, as for the page itself (capture.js): otherwise the browser waits for
-    // document_idle, that is for every deferred third-party script of a news page.
-    await api.scripting.executeScript({ target, files: [READABILITY_FILE], injectImmediately: true });
+    if (!(await (loaded || loadReadability(tabId, frameId)))) return null;
     const [first] = await api.scripting.executeScript({ target, func: readArticle, args: [maxBytes, html],
                                                          injectImmediately: true });
     const result = first && first.result;

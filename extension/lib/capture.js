@@ -4,7 +4,7 @@
 // the keyboard shortcut). Pages that cannot be scripted still give their URL and title,
 // and metadata.content_missing says why the content is not there.
 
-import { captureArticle } from "./article.js";
+import { captureArticle, loadReadability } from "./article.js";
 import { api } from "./ext.js";
 import { bytes } from "./format.js";
 import { fetchImage } from "./image.js";
@@ -330,6 +330,7 @@ export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
   const reason = unscriptableReason(fallbackUrl);
   if (!reason || !fallbackUrl) {
     try {
+      const readability = loadReadability(tab.id); // beside the read, not after it
       const r = await runInTab(tab.id, 0, readPage, [maxBytes, PARSE_WAIT_MS]);
       if (r.pdf) return { ...(await capturePdf(tab, r.url, maxBytes)), ms: performance.now() - started };
       const page = {
@@ -353,10 +354,10 @@ export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
           + (r.truncated ? `sent the first ${bytes(maxBytes)} of its text instead.`
                          : `sent its text (${bytes(r.textBytes)}) instead.`);
         page.metadata.size_cap = { limit_bytes: maxBytes, html_bytes: r.htmlBytes, truncated: !!r.truncated, notice };
-      } else {
-        await addArticle(page, tab.id, maxBytes);
       }
-      return { page, notice, ms: performance.now() - started };
+      const read = performance.now() - started;
+      if (r.contentType !== "text/plain") await addArticle(page, tab.id, maxBytes, readability);
+      return { page, notice, ms: performance.now() - started, readMs: read };
     } catch (err) {
       // Chromium's PDF viewer at an address without .pdf: the file itself is still at the URL.
       if (/pdf/i.test(err?.message || "")) {
@@ -369,10 +370,10 @@ export async function capturePage(tab, { maxBytes = DEFAULT_MAX_BYTES } = {}) {
 }
 
 // Readability's article from the rendered page goes beside the HTML (lib/article.js).
-async function addArticle(page, tabId, maxBytes) {
+async function addArticle(page, tabId, maxBytes, loaded) {
   const html = page.content_type === "text/html" || page.content_type === "application/xhtml+xml" ? page.content : null;
   if (html === null) return; // over the size cap, sent as text: no HTML for an article either
-  const article = await captureArticle(tabId, { maxBytes, html });
+  const article = await captureArticle(tabId, { maxBytes, html, loaded });
   if (!article) return;
   page.article = article.content;
   page.metadata.article = { title: article.title, byline: article.byline, site_name: article.site_name,

@@ -318,9 +318,31 @@ async function runDoctor() {
   }
 }
 
+// The "already sent" mark on page load needs each tab's address: the `tabs` permission, asked
+// for here, at the click (the browser only asks during one), and given back when unticked.
+const TABS = { permissions: ["tabs"] };
+
+function wireSentBadge() {
+  const box = $("sent-badge");
+  if (!api.permissions) {
+    box.disabled = true;
+    return;
+  }
+  api.permissions.contains(TABS).then((on) => { box.checked = on; }, () => {});
+  box.addEventListener("change", async () => {
+    try {
+      box.checked = box.checked ? await api.permissions.request(TABS) : !(await api.permissions.remove(TABS));
+    } catch (err) {
+      box.checked = await api.permissions.contains(TABS).catch(() => false);
+      $("saved").textContent = `Not changed: ${err.message}`;
+    }
+  });
+}
+
 async function start() {
   $("default-workflow").addEventListener("change", (e) => save({ defaultTemplate: e.target.value }));
   $("notifications").addEventListener("change", (e) => save({ notifications: e.target.checked }));
+  wireSentBadge();
   $("max-mb").addEventListener("change", (e) => {
     // Refused in place, never clamped behind the user's back: the field keeps what they typed.
     const text = e.target.value.trim();

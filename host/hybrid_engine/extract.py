@@ -16,10 +16,21 @@ tests/unit/test_extract_quality.py); the numbers are in the comments below.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import threading
+from collections import OrderedDict
 from typing import Any
 
 __all__ = ["extract_main"]
+
+# The same page is extracted again and again while the popup is open: reopened on the page,
+# another workflow chosen (each is estimated on the page). extract_main is deterministic, so
+# the last few results are kept, keyed by a hash of everything that decides them.
+_CACHE_ENTRIES = 8
+_CACHE_MAX_CHARS = 4_000_000  # a huge page is not kept: its text would sit in memory
+_cache: "OrderedDict[bytes, dict[str, str]]" = OrderedDict()
+_cache_lock = threading.Lock()
 
 # A recall-oriented first pass that comes back shorter than this (in characters) is
 # double-checked with trafilatura's balanced mode. Recall wins on most pages (mean F1
@@ -95,6 +106,32 @@ def extract_main(
     `source` in the result (present when `article` is given) says which was used
     ("article" or "html").
     """
+    key = _cache_key(html, url, include_links, include_tables, article)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+            return dict(hit)
+    result = _extract(html, url, include_links=include_links, include_tables=include_tables, article=article)
+    if len(html) + len(article or "") <= _CACHE_MAX_CHARS:
+        with _cache_lock:
+            _cache[key] = dict(result)
+            while len(_cache) > _CACHE_ENTRIES:
+                _cache.popitem(last=False)
+    return result
+
+
+def _cache_key(html: str, url: str | None, include_links: bool, include_tables: bool, article: str | None) -> bytes:
+    h = hashlib.blake2b(digest_size=20)
+    for part in (html, url, article):
+        data = b"\x00" if part is None else b"\x01" + part.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "big") + data)
+    h.update(bytes([bool(include_links), bool(include_tables)]))
+    return h.digest()
+
+
+def _extract(html: str, url: str | None, *, include_links: bool, include_tables: bool,
+             article: str | None) -> dict[str, str]:
     from .article import choose
 
     if not html or not html.strip():

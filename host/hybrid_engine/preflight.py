@@ -11,6 +11,7 @@ workflows in the popup does not knock again and again.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -24,14 +25,47 @@ _answers: dict[str, tuple[float, bool]] = {}  # base URL -> (checked at, answeri
 _KEY_NAMES = {"openai": "OpenAI", "deepseek": "DeepSeek", "gemini": "Gemini"}
 
 
+_knocking: dict[str, threading.Event] = {}  # base URL -> set when the check on a thread is done
+_knocking_lock = threading.Lock()
+
+
+def check_soon(base_url: str | None) -> None:
+    """Start the local check on a thread of its own: the estimate extracts the page meanwhile,
+    so a server that does not answer (the whole LOCAL_CHECK_TIMEOUT_S) is not waited for after it."""
+    if not base_url:
+        return
+    with _knocking_lock:
+        hit = _answers.get(base_url)
+        if (hit is not None and time.monotonic() - hit[0] < LOCAL_CHECK_TTL_S) or base_url in _knocking:
+            return
+        done = _knocking[base_url] = threading.Event()
+
+    def knock() -> None:
+        try:
+            _knock(base_url, time.monotonic())
+        finally:
+            with _knocking_lock:
+                _knocking.pop(base_url, None)
+            done.set()
+    threading.Thread(target=knock, name="preflight", daemon=True).start()
+
+
 def local_answering(base_url: str | None, *, now: float | None = None) -> bool:
     """Whether something accepts a connection at `base_url`'s host and port (cached briefly)."""
     if not base_url:
         return False
+    with _knocking_lock:
+        pending = _knocking.get(base_url)
+    if pending is not None:
+        pending.wait(LOCAL_CHECK_TIMEOUT_S + 1.0)
     now = time.monotonic() if now is None else now
     hit = _answers.get(base_url)
     if hit is not None and now - hit[0] < LOCAL_CHECK_TTL_S:
         return hit[1]
+    return _knock(base_url, now)
+
+
+def _knock(base_url: str, now: float) -> bool:
     try:
         parts = urlsplit(base_url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -102,4 +136,4 @@ def annotate(estimate: dict, *, spent_today: float, daily_budget: float | None, 
     return estimate
 
 
-__all__ = ["LOCAL_CHECK_TIMEOUT_S", "LOCAL_CHECK_TTL_S", "annotate", "local_answering"]
+__all__ = ["LOCAL_CHECK_TIMEOUT_S", "LOCAL_CHECK_TTL_S", "annotate", "check_soon", "local_answering"]

@@ -391,9 +391,16 @@ class Service:
 
     def _estimate(self, template_ref: str, page: dict) -> dict:
         from . import preflight, settings
+        from .adapters import SPECS
         from .estimate import estimate_run
 
-        est = estimate_run(self.template(template_ref), page)
+        tpl = self.template(template_ref)
+        if any(SPECS[s.action].provider == "local" for s in tpl.steps if s.action in SPECS):
+            try:
+                preflight.check_soon(settings.provider_settings("local").base_url)  # beside the extraction
+            except Exception:  # noqa: BLE001 - annotate reads the same settings and says what is wrong
+                pass
+        est = estimate_run(tpl, page)
         budgets = settings.budgets()
         day_start, _ = clock.period_starts()
         spent = sum(self.store.spend_since(day_start).values()) + self.store.unconfirmed_cost(day_start)

@@ -82,3 +82,22 @@ def test_a_tab_whose_page_already_has_a_result_says_so_on_its_badge(chromium, he
     assert he.cli_json("show", run_id, "--json")["page"]["url"] == article
     again.close()
     other.close()
+
+
+def test_opening_the_popup_on_a_page_already_sent_marks_its_badge(chromium, he, site):
+    # Without the optional `tabs` permission a page load does not show the extension the tab's
+    # address; the popup's click does, and the estimate sets the mark from it.
+    article = site.url("article.html")
+    chromium.open(article)
+    chromium.wait_connected()
+    send_page(chromium, he, article)
+    again = chromium.open(article + "#again")
+    tab = chromium.tab_id(article + "#again")
+    wait_for(lambda: chromium.bg("chrome.action.getBadgeText({tabId: arg})", tab) == "\u2713", 30,
+             what="the badge to say the page was sent")
+    chromium.bg("chrome.action.setBadgeText({tabId: arg, text: ''})", tab)  # as a load without `tabs` leaves it
+    popup = chromium.popup(article + "#again")
+    wait_for(lambda: chromium.bg("chrome.action.getBadgeText({tabId: arg})", tab) == "\u2713", 30,
+             what="the popup's estimate to mark the badge")
+    popup.close()
+    again.close()

@@ -303,6 +303,20 @@ def test_a_fresh_install_offers_page_digest_and_then_the_workflow_used_last(chro
     assert again.input_value("#workflow") == "e2e-echo"
 
 
+def test_the_popup_shows_the_estimate_started_as_it_opened_without_asking_the_host_again(chromium, he, site):
+    article = site.url("article.html")
+    chromium.open(article)
+    chromium.wait_connected()
+    chromium.bg("(() => { const h = self.hybrid.host; const real = h.request.bind(h); self.__asked = [];"
+                " h.request = (type, ...rest) => { self.__asked.push(type); return real(type, ...rest); }; })()")
+    popup = chromium.popup(article)
+    wait_js(popup, "performance.getEntriesByName('popup:estimate-shown').length > 0")
+    assert popup.evaluate("performance.getEntriesByName('popup:early').length") == 1
+    assert chromium.bg("self.__asked.filter((t) => t === 'estimate').length") == 1
+    assert chromium.bg("self.hybrid.early.entry") is None  # taken by the popup's own ask
+    assert "prompt tokens" in popup.inner_text("#estimate-detail")
+
+
 ALREADY = [{"run_id": "r-earlier", "workflow": "e2e-digest", "status": "COMPLETED",
             "finished_at": "2026-01-02T03:04:05Z", "cost": 0.000127, "cost_state": "exact",
             "page": {"title": "The Durable Engine", "url": "http://x/", "site": "x", "favicon": None}}]

@@ -129,3 +129,22 @@ def test_preflight_of_a_prompt_over_the_models_window_says_it_will_fail(he_home)
     check = est["steps"][0]["preflight"]
     assert check["ok"] is False
     assert "over the 1,200-token context window" in check["fix"] and "will fail" in check["fix"]
+
+
+def test_a_local_check_started_before_the_estimate_is_the_one_its_preflight_uses():
+    # The host starts the knock beside the page's extraction; annotate then reads its answer
+    # instead of knocking a second time.
+    from hybrid_engine import preflight
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        base = f"http://127.0.0.1:{server.getsockname()[1]}"
+        preflight._answers.pop(base, None)
+        preflight.check_soon(base)
+        assert preflight.local_answering(base) is True
+        server.settimeout(5)
+        server.accept()[0].close()  # the one knock
+        server.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            server.accept()  # and no second one

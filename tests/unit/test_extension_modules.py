@@ -161,3 +161,19 @@ def test_a_pdf_at_a_data_address_is_not_titled_or_addressed_by_its_own_bytes():
       return [page.title, page.source_url, page.metadata.pdf_url];
     }})()""")
     assert out == ["document.pdf", None, "data:"]
+
+
+def test_the_tabs_permission_is_optional_and_the_popup_preloads_every_module_it_imports():
+    manifest = json.loads((EXTENSION / "manifest.json").read_text(encoding="utf-8"))
+    assert "tabs" not in manifest["permissions"] and manifest["optional_permissions"] == ["tabs"]
+    html = (EXTENSION / "popup" / "popup.html").read_text(encoding="utf-8")
+    preloaded = {(EXTENSION / "popup" / href).resolve() for href in re.findall(r'rel="modulepreload" href="([^"]+)"', html)}
+    sources = _sources()
+    wanted, todo = set(), [(EXTENSION / "popup" / "popup.js").resolve()]
+    while todo:  # popup.js and its static imports (detail.js is loaded when a run is opened)
+        path = todo.pop()
+        if path in wanted:
+            continue
+        wanted.add(path)
+        todo += [(path.parent / spec).resolve() for _, spec in _IMPORT.findall(sources[path])]
+    assert preloaded == wanted

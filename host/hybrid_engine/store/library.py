@@ -64,15 +64,19 @@ class Library(StoreFile):
                 where.append(clause)
                 args.append(value)
         if match is not None:
-            base = ("FROM library JOIN runs r ON r.rowid = library.rowid LEFT JOIN pages p ON p.run_id = r.id"
-                    " WHERE library MATCH ?")
+            # The pages table only for a site filter: the join costs a lookup per match.
+            pages = " LEFT JOIN pages p ON p.run_id = r.id" if site is not None else ""
+            base = f"FROM library JOIN runs r ON r.rowid = library.rowid{pages} WHERE library MATCH ?"
             args = [match, *args]
             cond = "".join(" AND " + w for w in where)
             # Newest first, as without words: FTS5 walks its index backwards and stops at the page,
             # where ORDER BY rank would score every match first (20x slower for a common word).
             rows = self.conn.execute(f"SELECT r.id, {_SNIPPET} {base}{cond} ORDER BY library.rowid DESC"
                                      f" LIMIT ? OFFSET ?", (*args, limit, offset)).fetchall()
-            total = self.conn.execute(f"SELECT count(*) {base}{cond}", args).fetchone()[0]
+            # Unfiltered, the index alone is counted: each of its rows is a run's (runs_unindex
+            # deletes a run's row with the run), so the join to runs would only cost a lookup per match.
+            count = f"SELECT count(*) {base}{cond}" if where else "SELECT count(*) FROM library WHERE library MATCH ?"
+            total = self.conn.execute(count, args).fetchone()[0]
             return rows, total
         base = "FROM runs r LEFT JOIN pages p ON p.run_id = r.id" + (" WHERE " + " AND ".join(where) if where else "")
         rows = self.conn.execute(f"SELECT r.id, NULL {base} ORDER BY r.created_at DESC, r.rowid DESC LIMIT ? OFFSET ?",
