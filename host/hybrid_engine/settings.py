@@ -22,10 +22,13 @@ import os
 import re
 from collections import namedtuple
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import config as _config
 from .config import PROVIDERS, ConfigError, config_path, load_config
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 UNKNOWN_PRICE_POLICIES = ("refuse", "allow")
 

@@ -26,7 +26,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import money, pii, pricing, sites, tokens
 from ..config import ConfigError, load_config
@@ -38,6 +38,10 @@ from ..settings import load as check_settings
 from . import ON_OVERFLOW
 from .base import Action, StepContext, StepResult
 from .failures import http_error, malformed, parse_retry_after, parse_retry_info, transport_error, utc_now
+
+if TYPE_CHECKING:
+    from ..images import Image
+
 
 log = logging.getLogger(__name__)
 

@@ -259,7 +259,7 @@ def uninstall(browsers: Iterable[str] | None = None, system: bool | None = None,
             report.removed.append(reg)
         except OSError as exc:
             remaining.append(reg)
-            fix = (f"sudo hybrid-engine uninstall --system" if reg.scope == SYSTEM
+            fix = ("sudo hybrid-engine uninstall --system" if reg.scope == SYSTEM
                    else f"{rm_cmd(reg.manifest, reg.scope)}")
             report.errors.append(Finding("remove_failed", ERROR, ",".join(reg.browsers), reg.location, str(exc), fix))
     if dry_run:

@@ -167,8 +167,6 @@ class Library(StoreFile):
     def compact(self) -> None:
         """Give freed pages back to the file system: VACUUM (outside any transaction), then fold
         the write-ahead log into the file and truncate it."""
-        import sqlite3
-
         try:
             self.conn.execute("VACUUM")
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
