@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import os
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    import sqlite3
+import sqlite3
 
 from ..pageurl import site_of, url_key
 from .connection import StoreFile
