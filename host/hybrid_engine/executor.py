@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import clock, dag, procs, recovery
+from .ratelimit import RateLimiter
 from .adapters import SPECS, load_action
 from .adapters.base import CallNotSent, StepContext, StepResult, SyncAction
 from .errors import (PermanentStepError, StepBudgetExceeded, StepError, StoreCorrupt, StoreError,
@@ -63,6 +64,13 @@ class Limits:
     per_provider: dict[str, int] = field(default_factory=dict)
 
 
+FEED_EVERY_S = 0.05  # how often batches with room get their next runs made
+# A 429, or a provider paused by one, hands the step back to the queue without counting an
+# error, up to this many times in a row; a provider that keeps refusing past that (a quota
+# it calls a rate limit) then uses up the step's retries as any transient error does.
+RATE_LIMITED_FREE = 50
+MAX_PACING_WAIT_S = 2.0  # a longer wait for a provider's bucket hands the step back instead
+PACING_CODES = frozenset({"rate_limited", "provider_paused"})
 INLINE_BATCH = 48  # inline steps claimed per commit beyond the concurrency slots
 QUEUE_PROBE_EVERY_S = 0.01  # while a chain continues, how often the queue is still looked at
 # Statuses that a proxy or gateway in between sends when the provider's answer did not reach
@@ -75,8 +83,13 @@ Guard = Callable[[Claimed, dict, Any], None]  # raises StepBudgetExceeded (or an
 class Executor:
     def __init__(self, store: Store, *, limits: Limits | None = None, retry: RetryPolicy | None = None,
                  lease_s: float = 30.0, poll_s: float = 0.5, recover_every_s: float = 5.0,
-                 guards: list[Guard] | None = None):
+                 guards: list[Guard] | None = None, rates: RateLimiter | None = None,
+                 feeders: list | None = None):
         self.store = store
+        self.rates = rates or RateLimiter()
+        self.feeders = list(feeders or [])  # batches: make runs as room frees up (batchfeed.Feeder)
+        self._last_feed = 0.0
+        self._rate_limited: dict[int, int] = {}  # claim rowid -> 429s not counted as errors
         self.limits = limits or Limits()
         self.retry = retry or RetryPolicy()
         self.lease_s = lease_s
@@ -106,7 +119,7 @@ class Executor:
         self._inline_actions = tuple(sorted(name for name, spec in SPECS.items()
                                             if spec.inline and name not in self.limits.per_action))
         self._limited_actions = frozenset(self.limits.per_action)
-        self._limited_providers = frozenset(self.limits.per_provider)
+        self._limited_providers = frozenset(self.limits.per_provider) | self.rates.providers
         self.executed = 0
 
     # ---- control -------------------------------------------------------------
@@ -170,6 +183,10 @@ class Executor:
             on_loop = bool(outcomes) and not (self._task_done or self._logged or self._settle_failed)
             self._task_done = self._logged = False
             self._settle_failed = bool(outcomes)  # until the settle below returns: a busy store is retried off the loop
+            if self.feeders and now - self._last_feed >= FEED_EVERY_S:
+                self._last_feed = now
+                if await self._off_loop(self._feed, now):
+                    continue
             if outcomes or await self._off_loop(store.has_ready, now):
                 try:
                     applied, claimed = (store.settle(outcomes, req, now) if on_loop
@@ -214,7 +231,12 @@ class Executor:
             timeout = self.poll_s
             nxt = await self._off_loop(store.next_due) if not self._inflight or req.limit > 0 else None
             if nxt is not None:
+                opens = self.rates.opens_at(clock.now())
+                if opens is not None and nxt <= clock.now():  # what is due waits for its provider
+                    nxt = opens
                 timeout = max(0.0, min(timeout, nxt - clock.now()))
+            if self.feeders:
+                timeout = min(timeout, FEED_EVERY_S)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except asyncio.TimeoutError:
@@ -223,7 +245,7 @@ class Executor:
     def _nothing_left(self) -> bool:
         """Nothing queued and nothing running anywhere. Steps RUNNING under an owner that is
         gone are handed back to the queue here, so until_idle does not wait out their lease."""
-        if self.store.has_queued():
+        if self.store.has_queued() or any(f.pending() for f in self.feeders):
             return False
         if self.store.has_running():
             recovery.requeue_orphans(self.store, own_owner=self.owner, remove_stale=False)
@@ -268,6 +290,9 @@ class Executor:
             for cap in (*lim.per_action.values(), *lim.per_provider.values()):
                 free = min(free, cap)
         now = clock.now()
+        paused = self.rates.blocked(now)
+        if paused:  # their steps stay queued until the provider may be sent to again
+            ex_providers = [*ex_providers, *paused]
         probe = now - self._last_probe >= QUEUE_PROBE_EVERY_S
         if probe:
             self._last_probe = now
@@ -341,6 +366,8 @@ class Executor:
 
         async def journal(*, provider: str | None, model: str | None, prompt_tokens: int | None,
                           max_output_tokens: int | None, cost_max: float | None) -> None:
+            if provider:
+                await self._paced(provider, (prompt_tokens or 0) + (max_output_tokens or 0))
             call_id = await asyncio.to_thread(store.journal_call, c.rowid, c.epoch, c.attempts, provider, model,
                                               prompt_tokens, max_output_tokens, cost_max, pid, clock.now())
             if call_id is None:
@@ -396,6 +423,8 @@ class Executor:
         self._finish(c, outcome)
 
     def _finish(self, c: Claimed, outcome: Outcome) -> None:
+        if outcome.kind != "released" and self._rate_limited:
+            self._rate_limited.pop(c.rowid, None)
         if self._inflight.pop(c.rowid, None) is not None:
             self._done.append(outcome)
             self._task_done = True
@@ -443,6 +472,10 @@ class Executor:
         return outcome
 
     def _failure(self, c: Claimed, exc: BaseException, started: float) -> Outcome:
+        if isinstance(exc, TransientStepError) and exc.code in PACING_CODES:
+            held = self._held_back(c, exc, started)
+            if held is not None:
+                return held
         ended = clock.now()
         stamp = clock.iso(ended)
         if isinstance(exc, TransientStepError):
@@ -483,6 +516,55 @@ class Executor:
             answered = status is not None and status not in ANSWER_LOST_STATUSES
             outcome.call_id, outcome.call_state = call_id, "refused" if answered else "unconfirmed"
         return outcome
+
+    # ---- provider pacing and batches ------------------------------------------------
+
+    async def _paced(self, provider: str, tokens: int) -> None:
+        """Wait for the provider's requests- and tokens-per-minute buckets, right before a call
+        is journaled and sent; a long wait (a provider paused by a 429) hands the step back."""
+        while True:
+            now = clock.now()
+            wait = self.rates.wait_s(provider, tokens, now)
+            if wait <= 0:
+                self.rates.take(provider, tokens, now)
+                return
+            if wait > MAX_PACING_WAIT_S:
+                raise TransientStepError(f"{provider} is paused for {wait:.1f} s by its rate limit",
+                                         retry_after=wait, code="provider_paused",
+                                         metadata={"provider": provider, "not_sent": True})
+            await asyncio.sleep(wait)
+
+    def _held_back(self, c: Claimed, exc: TransientStepError, started: float) -> Outcome | None:
+        """A 429 pauses its provider for every step here, and this step goes back to the queue
+        for when the provider opens again, without counting an error; None past RATE_LIMITED_FREE."""
+        provider = (exc.metadata or {}).get("provider") or c.provider
+        if not provider:
+            return None
+        now = clock.now()
+        until = now + (exc.retry_after or 0.0)
+        if exc.code == "rate_limited":
+            until = self.rates.back_off(provider, exc.retry_after, now)
+        held = self._rate_limited.get(c.rowid, 0) + 1
+        if held > RATE_LIMITED_FREE:
+            self._rate_limited.pop(c.rowid, None)
+            return None
+        self._rate_limited[c.rowid] = held
+        if exc.code == "rate_limited":
+            self._logger(c)(f"Attempt {c.attempts}: {exc.message.rstrip('.')}; {provider} paused until "
+                            f"{clock.iso(until)} for every step, this one queued again (not counted as a retry)")
+        outcome = Outcome(claim=c, kind="released", started_at=started, ended_at=now, due_at=until,
+                          error=exc.message, error_code=exc.code)
+        return self._with_call(c, exc, outcome)
+
+    def _feed(self, now: float) -> bool:
+        """Batches make their next runs while there is room; True when any was made."""
+        made = 0
+        for feeder in self.feeders:
+            try:
+                made += feeder.feed(now)
+            except StoreError as exc:
+                log.warning("could not start the next runs of a batch: %s; trying again", exc.message)
+        return made > 0
 
     # ---- leases, recovery and shutdown ------------------------------------------
 

@@ -305,9 +305,20 @@ class Service:
                         per_provider=per_provider)
         retry = RetryPolicy(base_s=ex.backoff_base_s, cap_s=ex.backoff_cap_s)
         kwargs: dict[str, Any] = dict(limits=limits, retry=retry, lease_s=ex.lease_s,
-                                      guards=self.guards())
+                                      guards=self.guards(), rates=self.rate_limiter(checked),
+                                      feeders=self.feeders())
         kwargs.update(overrides)
         return Executor(self.store, **kwargs)
+
+    def rate_limiter(self, checked) -> "Any":
+        """Every provider's requests and tokens per minute: its tier's defaults under config.toml's."""
+        from .ratelimit import RateLimiter
+
+        return RateLimiter({name: checked.providers.get(name, settings_default()).rate(name)
+                            for name in config.PROVIDERS}, clock.now())
+
+    def feeders(self) -> list:
+        return []
 
     def guards(self) -> list:
         try:
@@ -452,6 +463,12 @@ class Service:
             "config_file_exists": config.config_path().is_file(),
             "keys_file": str(config.keys_path()),
         }
+
+
+def settings_default():
+    from .settings import ProviderConfig
+
+    return ProviderConfig()
 
 
 def _check_budget(budget_usd: Any) -> None:
