@@ -34,7 +34,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import clock, dag, procs, recovery
+from . import clock, dag, fallbacks, procs, recovery
 from .ratelimit import RateLimiter
 from .adapters import SPECS, load_action
 from .adapters.base import CallNotSent, StepContext, StepResult, SyncAction
@@ -89,6 +89,7 @@ class Executor:
         self.rates = rates or RateLimiter()
         self.feeders = list(feeders or [])  # batches: make runs as room frees up (batchfeed.Feeder)
         self._last_feed = 0.0
+        self._starts: dict[int, Any] = {}  # claim rowid -> fallbacks.Start a budget chose
         self._rate_limited: dict[int, int] = {}  # claim rowid -> 429s not counted as errors
         self.limits = limits or Limits()
         self.retry = retry or RetryPolicy()
@@ -354,8 +355,7 @@ class Executor:
             try:
                 params = self._render(c)
                 if action.spec.provider is not None:
-                    for guard in self.guards:
-                        guard(c, params, action)
+                    self._guard_step(c, params, action)
                 results.append(params)
             except Exception as exc:  # noqa: BLE001 - becomes the step's error
                 results.append(exc)
@@ -402,7 +402,7 @@ class Executor:
             self._finish(c, self._failure(c, exc, started))
             return
         try:
-            result = await asyncio.wait_for(action.run(params, ctx), timeout)
+            result = await self._run_action(c, action, params, ctx, timeout)
             outcome = self._success(c, result, started)
         except asyncio.CancelledError:
             call_id = self._calls.pop(c.rowid, None)
@@ -512,10 +512,53 @@ class Executor:
         and so may a request whose answer a gateway lost: 408, 502, 504)."""
         call_id = self._calls.pop(c.rowid, None) if self._calls else None
         if call_id is not None:
-            status = (getattr(exc, "metadata", None) or {}).get("http_status")
-            answered = status is not None and status not in ANSWER_LOST_STATUSES
+            answered = _not_billed(exc)
             outcome.call_id, outcome.call_state = call_id, "refused" if answered else "unconfirmed"
         return outcome
+
+    # ---- fallbacks (fallbacks.py) ------------------------------------------------------
+
+    def _guard_step(self, c: Claimed, params: dict, action) -> None:
+        """Every guard (budgets) for a model step; one that a budget refuses starts at the first
+        fallback the budgets allow instead, if it names any."""
+        try:
+            for guard in self.guards:
+                guard(c, params, action)
+        except StepBudgetExceeded as exc:
+            if not params.get("fallback"):
+                raise
+            options = fallbacks.choices(action, params, load_action)
+            self._starts[c.rowid] = fallbacks.affordable(
+                options, lambda o: [guard(c, o.params, o.action) for guard in self.guards], exc)
+
+    async def _run_action(self, c: Claimed, action, params: dict, ctx: StepContext, timeout: float) -> StepResult:
+        start = self._starts.pop(c.rowid, None)
+        if not params.get("fallback"):
+            return await asyncio.wait_for(action.run(params, ctx), timeout)
+        options = fallbacks.choices(action, params, load_action)
+
+        async def call(option):
+            try:
+                return await asyncio.wait_for(option.action.run(option.params, ctx), timeout)
+            except asyncio.TimeoutError:
+                raise TransientStepError(f"timed out after {timeout:g} s", code="timeout") from None
+
+        async def check(option):
+            async with self._guard_turn:
+                await asyncio.to_thread(lambda: [guard(c, option.params, option.action) for guard in self.guards])
+
+        async def abandon(exc: BaseException) -> float | None:
+            """The failed choice's call settled now, before the next one is journaled."""
+            call_id = self._calls.pop(c.rowid, None)
+            if call_id is None:
+                return None
+            state = "refused" if _not_billed(exc) else "unconfirmed"
+            cost_max = await self._off_loop(self.store.settle_call, call_id, state,
+                                            getattr(exc, "message", str(exc)), clock.now())
+            return 0.0 if state == "refused" else cost_max
+
+        return await fallbacks.run(options, start or fallbacks.Start(), error_count=c.error_count,
+                                   max_retries=c.max_retries, call=call, check=check, abandon=abandon, log=ctx.log)
 
     # ---- provider pacing and batches ------------------------------------------------
 
@@ -613,6 +656,14 @@ class Executor:
                 await self._off_loop(self.store.settle, outcomes, None, clock.now())
             except Exception:  # noqa: BLE001 - recovery will pick them up instead
                 log.exception("could not release steps at shutdown")
+
+
+def _not_billed(exc: BaseException) -> bool:
+    """The provider answered with an error status (not a gateway's lost answer), or the
+    connection was refused before anything was sent."""
+    md = getattr(exc, "metadata", None) or {}
+    status = md.get("http_status")
+    return bool(md.get("not_sent")) or status is not None and status not in ANSWER_LOST_STATUSES
 
 
 def _log_write_failure(future: concurrent.futures.Future) -> None:

@@ -276,6 +276,12 @@ def validate(data: Any, source: str) -> WorkflowTemplate:
                 elif not (isinstance(value, str) and dag.REF_PATTERN.fullmatch(value)) and not _type_ok(value, p.type):
                     problems.append(f"step '{s.id}', field 'params.{key}': expected {_type_name(p.type)}, "
                                     f"got {type(value).__name__} {json.dumps(value, default=str)[:60]}")
+                elif p.kind == "fallback":
+                    from .fallbacks import problem as fallback_problem
+
+                    problem = fallback_problem(value)
+                    if problem:
+                        problems.append(f"step '{s.id}', field 'params.{key}': {problem}")
                 elif p.kind == "path" and isinstance(value, str):
                     problem = safepath.template_problem(value, dag.REF_PATTERN)
                     if problem:

@@ -17,6 +17,7 @@ _CHAT_PARAMS = {
     "temperature": Param((int, float)),
     "max_tokens": Param(int, doc="upper bound on output tokens"),
     "on_overflow": Param(str, doc="'fail' (default) or 'truncate' when the prompt exceeds the context window"),
+    "fallback": Param(list, kind="fallback", doc="models to try in order when this one cannot answer (fallbacks.py)"),
 }
 _CHAT_OUTPUTS = frozenset({"text", "finish_reason", "reasoning"})
 
