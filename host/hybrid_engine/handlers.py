@@ -246,7 +246,9 @@ def h_spend(host, msg: dict) -> dict:
 
 # One list of message types, hello.py's (hostboot's hello lists them before this module
 # loads); each is served by the h_ function named after it ("runs.get" -> h_runs_get).
-HANDLERS: dict[str, Handler] = {t: globals()["h_" + t.replace(".", "_")] for t in MESSAGE_TYPES}
+# The batch.* family is batch_handlers.py's; host.py serves both tables.
+HANDLERS: dict[str, Handler] = {t: globals()["h_" + t.replace(".", "_")] for t in MESSAGE_TYPES
+                                if not t.startswith("batch.")}
 
 
 __all__ = ["HANDLERS", "MAX_CAPTURE_ID", "check_settings", "field", "json_type"]

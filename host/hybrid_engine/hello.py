@@ -13,7 +13,9 @@ import sys
 from . import MAX_INCOMING, MAX_OUTGOING, PROTOCOL_VERSION, __version__
 
 # Every message type handlers.HANDLERS serves (a test keeps the two equal): hello lists them.
-MESSAGE_TYPES = ("capture", "config", "doctor", "estimate", "external_data.add", "external_data.list", "hello",
+MESSAGE_TYPES = ("batch.add", "batch.cancel", "batch.estimate", "batch.fill", "batch.get", "batch.list",
+                 "batch.pause", "batch.resume", "batch.retry_failed", "batch.start",
+                 "capture", "config", "doctor", "estimate", "external_data.add", "external_data.list", "hello",
                  "host.status", "runs.cancel", "runs.get", "runs.list", "runs.output", "runs.retry",
                  "runs.subscribe", "spend", "templates.list")
 EVENTS = ("run.updated", "templates.changed")

@@ -44,7 +44,10 @@ import threading
 import time
 from . import __version__, protocol
 from .errors import BadRequest, Forbidden, HybridEngineError, StoreError, TooLarge
-from .handlers import HANDLERS, field, json_type  # noqa: F401 - re-exported
+from .batch_handlers import BATCH_HANDLERS
+from .handlers import HANDLERS as _RUN_HANDLERS, field, json_type  # noqa: F401 - re-exported
+
+HANDLERS = {**_RUN_HANDLERS, **BATCH_HANDLERS}  # every type in hello.MESSAGE_TYPES
 from .hello import HEAVY_MODULES  # noqa: F401 - re-exported
 
 TYPE_CHECKING = False  # `typing` itself costs 2 ms of the host's start

@@ -318,14 +318,17 @@ class Service:
                             for name in config.PROVIDERS}, clock.now())
 
     def feeders(self) -> list:
-        return []
+        from .batchfeed import Feeder
+
+        return [Feeder(self)]
 
     def guards(self) -> list:
         try:
+            from .batchbudget import batch_budget_guard
             from .budget import budget_guard
         except ImportError:
             return []
-        return [budget_guard(self.store)]
+        return [budget_guard(self.store), batch_budget_guard(self.store)]
 
     def ensure_worker_if_work(self) -> int | None:
         """A background worker running when work waits for one (queued steps, or running

@@ -11,11 +11,12 @@ from hybrid_engine.identity import CHROME_EXTENSION_ID, FIREFOX_EXTENSION_ID
 
 
 def test_every_handler_the_host_defines_serves_a_type_hello_lists():
-    # handlers.py builds its table from hello.MESSAGE_TYPES; a handler left out of that
-    # list would never be reached, and a browser would not know the type exists.
-    from hybrid_engine import handlers as host
+    # handlers.py and batch_handlers.py build their tables from hello.MESSAGE_TYPES; a handler
+    # left out of that list would never be reached, and a browser would not know the type exists.
+    from hybrid_engine import batch_handlers, handlers, host
 
-    defined = {name for name, value in vars(host).items() if name.startswith("h_") and callable(value)}
+    defined = {name for module in (handlers, batch_handlers) for name, value in vars(module).items()
+               if name.startswith("h_") and callable(value)}
     assert defined == {"h_" + t.replace(".", "_") for t in hostboot.MESSAGE_TYPES}
     assert list(hostboot.MESSAGE_TYPES) == sorted(hostboot.MESSAGE_TYPES) == sorted(host.HANDLERS)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "host" / "hybrid_engine"
 
-TRANSPORTS = {"cli", "terminal", "foreground", "host", "hostboot", "handlers", "install"}
-SERVICE = {"service", "views"}
-ENGINE = {"executor", "recovery", "dag", "worker"}
+TRANSPORTS = {"cli", "terminal", "foreground", "host", "hostboot", "handlers", "batch_handlers", "batchcli", "install"}
+SERVICE = {"service", "views", "batches", "batchfeed"}
+ENGINE = {"executor", "recovery", "dag", "worker", "fallbacks", "ratelimit", "batchbudget"}
 LEAVES = {"adapters", "pricing", "money", "clock", "states", "errors", "redact", "safepath", "identity", "tokens"}
 
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from hybrid_engine import errors, protocol
-from hybrid_engine.handlers import HANDLERS
+from hybrid_engine.host import HANDLERS
 from hybrid_engine.hello import EVENTS
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")

@@ -8,6 +8,7 @@
     lifecycle.py   create from a plan, slots, external steps, retry, cancel, delete,
                    recovery's requeue (RunLifecycle)
     queries.py     summaries, outputs, logs, costs, spend, unconfirmed calls (Queries)
+    batches.py     batches and their items: pages waiting for their runs (Batches)
 
 `Store` is those parts put together; callers import everything from here.
 """
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 from ..errors import StoreBusy, StoreCorrupt, StoreError, StoreFull, StoreReadOnly
+from .batches import Batches
 from .failures import query_error, store_error
 from .hotpath import HANDED_OVER
 from .lifecycle import RunLifecycle
@@ -23,7 +25,7 @@ from .records import Claimed, ClaimRequest, NewStep, Outcome, RunningRow, RunPla
 from .schema import ACTIVE_RUNS, INLINE_OUTPUT_MAX, MIGRATIONS, OPEN_STATUSES, SCHEMA_VERSION
 
 
-class Store(RunLifecycle, Queries):
+class Store(RunLifecycle, Queries, Batches):
     """One engine.db: `Store(path)` opens it (or makes it) and raises a StoreError naming
     the file and the fix when it cannot."""
 
