@@ -186,8 +186,7 @@ class Executor:
             self._settle_failed = bool(outcomes)  # until the settle below returns: a busy store is retried off the loop
             if self.feeders and now - self._last_feed >= FEED_EVERY_S:
                 self._last_feed = now
-                if await self._off_loop(self._feed, now):
-                    continue
+                await self._off_loop(self._feed, now)  # the new runs' first steps are claimed below
             if outcomes or await self._off_loop(store.has_ready, now):
                 try:
                     applied, claimed = (store.settle(outcomes, req, now) if on_loop
@@ -600,7 +599,8 @@ class Executor:
         return self._with_call(c, exc, outcome)
 
     def _feed(self, now: float) -> bool:
-        """Batches make their next runs while there is room; True when any was made."""
+        """Batches make their next runs while there is room; True when any was made. (The
+        outcomes taken for this turn are settled after it: a feed never skips a settle.)"""
         made = 0
         for feeder in self.feeders:
             try:

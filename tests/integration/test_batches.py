@@ -50,6 +50,37 @@ def test_a_batch_makes_one_run_per_distinct_page_and_the_same_page_twice_runs_on
     assert view["cost_usd"] == pytest.approx(sum(service.store.run_cost(r) for r in runs)) and view["cost_usd"] > 0
 
 
+def test_every_run_completes_when_the_batch_is_many_times_its_window_and_calls_overlap_feeds(
+        service, batches, fake_provider_env, write_config):
+    write_config("[executor]\nconcurrency = 8\n")
+    b = batches.create("digest", parallel=8, start=True)
+    for n in range(40):
+        batches.add_page(b, page(n))
+    drain(service)
+    view = batches.view(b)
+    assert view["counts"]["completed"] == 40 and view["status"] == "completed"
+    assert all(c["state"] == "answered" for i in view["items"] for c in service.store.calls(i["run_id"]))
+
+
+def test_a_feed_that_makes_runs_never_skips_settling_the_steps_that_finished_meanwhile(
+        service, fake_provider_env, monkeypatch):
+    from hybrid_engine import executor
+
+    monkeypatch.setattr(executor, "FEED_EVERY_S", 0.0)  # a feed at every turn of the loop
+    class AlwaysFeeds:  # as a feeder of a big batch is: it makes runs at every turn
+        def feed(self, now):
+            return 1
+
+        def pending(self):
+            return False
+
+    fake_provider_env.set_default("openai", latency=0.1)
+    run_id = service.create_run(validate({"name": "one", "steps": [TEMPLATE["steps"][1] | {
+        "dependencies": [], "params": {"model": "gpt-4o", "prompt": "Summarise: x", "max_tokens": 50}}]}, "one.yaml"))
+    asyncio.run(asyncio.wait_for(service.make_executor(feeders=[AlwaysFeeds()]).run(until_idle=True), 60))
+    assert service.summary(run_id)["status"] == "COMPLETED"
+
+
 def test_the_same_content_at_another_url_is_another_page(batches):
     b = batches.create("digest")
     assert batches.add_page(b, page(1, "https://a.example/x"))["state"] == "waiting"
