@@ -437,6 +437,7 @@ class Service:
                 "base_url": public_url(s.base_url),
                 "concurrency": s.concurrency,
                 "timeout_s": s.timeout_s,
+                "rate": _rate(name, conf),
             }
         budgets: dict[str, Any] = {"daily_usd": None, "monthly_usd": None, "unknown_price": None}
         try:
@@ -466,6 +467,18 @@ class Service:
             "config_file_exists": config.config_path().is_file(),
             "keys_file": str(config.keys_path()),
         }
+
+
+def _rate(name: str, conf: dict) -> dict:
+    """The requests and tokens per minute the executor paces this provider to (None: none)."""
+    from . import settings
+
+    try:
+        table = settings.provider(name, conf)
+    except config.ConfigError:
+        table = settings.ProviderConfig()
+    rate = table.rate(name)
+    return {"tier": table.tier, "rpm": rate.rpm, "tpm": rate.tpm}
 
 
 def settings_default():

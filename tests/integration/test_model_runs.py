@@ -185,9 +185,10 @@ def test_the_worker_survives_every_kind_of_provider_failure(service, fake_provid
     assert got["gemini"]["status"] == "COMPLETED" and got["gemini"]["execution_metrics"]["attempts"] == 3
     local = got["local"]
     assert local["status"] == "COMPLETED", local["logs"]
-    # 429, timeout, success; the first attempt's 3 s also hold the worker's cold SDK import,
+    # 429 (pauses the provider, not counted), timeout, success; the first attempt's 3 s also hold
+    # the worker's cold SDK import,
     # which a busy machine can take longer than: one more timeout then
-    assert local["execution_metrics"]["attempts"] in (3, 4), local["logs"]
+    assert local["execution_metrics"]["attempts"] in (2, 3), local["logs"]
     assert any("HTTP 429" in line for line in local["logs"]) and any("3 s" in line for line in local["logs"])
     assert service.store.has_queued() is False and service.store.has_running() is False
 
