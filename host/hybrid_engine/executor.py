@@ -366,7 +366,7 @@ class Executor:
         async def journal(*, provider: str | None, model: str | None, prompt_tokens: int | None,
                           max_output_tokens: int | None, cost_max: float | None) -> None:
             if provider:
-                await self._paced(provider, (prompt_tokens or 0) + (max_output_tokens or 0))
+                await self._paced(provider, prompt_tokens or 0)
             call_id = await asyncio.to_thread(store.journal_call, c.rowid, c.epoch, c.attempts, provider, model,
                                               prompt_tokens, max_output_tokens, cost_max, pid, clock.now())
             if call_id is None:

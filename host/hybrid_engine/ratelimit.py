@@ -18,9 +18,10 @@ Requests are spaced evenly (a bucket of one request): providers enforce their pe
 limits over shorter windows too (OpenAI says a limit may be quantised, 600 requests a
 minute enforced as 10 a second), so a burst at the start would draw 429s; spaced, no
 window of any length sees more than one request above its share. Tokens come in a bucket
-of one second's worth; a call bigger than that may go when the bucket is full and leaves
-it in debt, so a long prompt under a small tokens-per-minute limit waits instead of never
-going.
+of one second's worth, booked with each call's prompt tokens (its answer's are not known
+before it comes; a provider that counts `max_tokens` too answers 429 when that is too
+much, which pauses it); a call bigger than the bucket may go when the bucket is full and
+leaves it in debt, so a long prompt under a small limit waits instead of never going.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ TIER_DEFAULTS: dict[str, dict[str, tuple[float | None, float | None]]] = {
     "deepseek": {"unlimited": (None, None)},  # DeepSeek publishes no fixed limit
     "local": {"unlimited": (None, None)},  # your own machine: concurrency is the limit
 }
-DEFAULT_TIER = {"openai": "tier1", "gemini": "tier1", "deepseek": "unlimited", "local": "unlimited"}
+# Not paced unless config.toml names a tier or a rate: a limit the account does not have
+# would slow every fan-out for nothing, and a 429 pauses the provider anyway.
+DEFAULT_TIER = {"openai": "unlimited", "gemini": "unlimited", "deepseek": "unlimited", "local": "unlimited"}
 BACKOFF_DEFAULT_S = 5.0  # a 429 without Retry-After
 BACKOFF_CAP_S = 120.0
 WORTH_CLAIMING_S = 0.25  # a provider that opens sooner than this is claimed for now

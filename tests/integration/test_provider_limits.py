@@ -70,11 +70,15 @@ def test_the_engine_paces_requests_per_minute_so_the_provider_never_refuses(
     assert starts[-1] - starts[0] >= (25 - 1) / 8 * 0.95, "more than 8 a second went out"
 
 
-def test_tokens_per_minute_hold_back_a_call_until_its_tokens_are_free(service, fake_provider_env, write_config):
-    write_config('[providers.openai]\ntpm = 6000\n')  # 100 tokens a second; each call books ~60
+def test_tokens_per_minute_hold_back_a_call_until_its_prompt_tokens_are_free(
+        service, fake_provider_env, write_config):
+    write_config('[providers.openai]\ntpm = 1200\n')  # 20 prompt tokens a second, a bucket of 20
     fake = fake_provider_env
     runs = [service.create_run(tpl([chat()])) for _ in range(4)]
     drain(service)
     assert all(service.run_document(r)["status"] == "COMPLETED" for r in runs)
+    booked = sum(c["prompt_tokens"] for r in runs for c in service.store.calls(r))
+    assert all(c["prompt_tokens"] <= 20 for r in runs for c in service.store.calls(r))
     starts = sorted(r.started for r in fake.requests_for("openai"))
-    assert starts[-1] - starts[0] >= 0.5, "four calls of ~60 tokens went out faster than 100 tokens a second"
+    # Tokens taken by the last start are at most the bucket plus the rate times the time since the first.
+    assert starts[-1] - starts[0] >= (booked - 20) / 20 * 0.95, "calls went out faster than 20 prompt tokens a second"

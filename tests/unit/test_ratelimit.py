@@ -39,7 +39,8 @@ def test_a_429_without_retry_after_pauses_for_the_default_even_without_a_configu
 
 
 def test_a_tier_gives_its_documented_limits_and_rpm_or_tpm_override_them():
-    assert tier_rate("openai", None, None, None) == Rate(rpm=500, tpm=200_000)
+    assert not tier_rate("openai", None, None, None).limited  # not paced unless configured
+    assert tier_rate("openai", "tier1", None, None) == Rate(rpm=500, tpm=200_000)
     assert tier_rate("gemini", "free", None, None) == Rate(rpm=10, tpm=250_000)
     assert tier_rate("openai", "tier1", 100, 0) == Rate(rpm=100, tpm=None)
     assert not tier_rate("local", None, None, None).limited
