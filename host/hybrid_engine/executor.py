@@ -15,10 +15,13 @@ steps costs one thread hop). One path stays on the loop, because a thread hop pe
 would cost a chain of cheap steps more than its commit: settling the results of inline
 steps and claiming the next ones, when nothing else is waiting for the store thread.
 
-Why one file of ~530 lines: the loop, the claim, the execution and the settle share the
+Why one file of ~670 lines: the loop, the claim, the execution and the settle share the
 in-flight table and the store thread, and their order is the engine's correctness (a step
 is settled once, a lease is kept while it runs); split apart, each part would need the
-others' private state. Retry arithmetic (RetryPolicy) and limits are its only leaves.
+others' private state. Retry arithmetic (RetryPolicy) and limits are its leaves, and so are
+provider pacing (ratelimit.py), the order of a step's fallback models (fallbacks.py) and
+the batches' feeder (batchfeed.py, passed in); what stays here of them is the few lines
+where they touch the in-flight table, the claim and the call journal.
 """
 
 from __future__ import annotations
