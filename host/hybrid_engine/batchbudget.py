@@ -47,7 +47,8 @@ def batch_budget_guard(store) -> Callable:
         if spent + pending + cost_max > limit + 1e-12:
             running = f", steps running may cost up to {money.usd(pending)}" if pending else ""
             note = f"stopped by its budget of {money.usd_budget(limit)} (spent {money.usd(spent)}{running})"
-            store.set_batch_state(batch_id, "stopped", clock.now(), note, only_from=("running",))
+            if not params.get("fallback"):  # a step with fallbacks may start a cheaper one instead
+                store.set_batch_state(batch_id, "stopped", clock.now(), note, only_from=("running",))
             raise StepBudgetExceeded(
                 f"Not started: batch budget {money.usd_budget(limit)}: spent {money.usd(spent)}{running}, this "
                 f"step may cost up to {money.usd(cost_max)}. The batch is stopped. To go on: "
