@@ -57,16 +57,8 @@ def _budget(msg: dict) -> float | None:
 def _add(batches, batch_id: str, pages: list[dict], urls: list[str]) -> None:
     for page in pages:
         batches.add_page(batch_id, page)
-    if urls:
-        from .fetch import fetch_page
-
-        for url in urls:
-            got = fetch_page(url)
-            if got.page is not None:
-                batches.add_page(batch_id, got.page, source=url)
-            else:
-                batches.add_unusable(batch_id, url, "needs_browser" if got.needs_browser else "unreadable",
-                                     got.note or "could not fetch")
+    for url in urls:
+        batches.add_url(batch_id, url)
 
 
 def h_batch_estimate(host, msg: dict) -> dict:

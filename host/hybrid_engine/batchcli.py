@@ -35,17 +35,13 @@ def read_inputs(batches, batch_id: str, args) -> dict[str, int]:
     from .fetch import page_title
     from .inputs import read_input_file
 
-    added = {"waiting": 0, "duplicate": 0, "needs_browser": 0, "unreadable": 0}
+    added = {"waiting": 0, "duplicate": 0, "needs_browser": 0, "unreadable": 0, "blocked": 0}
     if args.urls:
-        from .fetch import fetch_page, read_url_list
+        from .fetch import read_url_list
 
         for url in read_url_list(args.urls):
-            got = fetch_page(url)
-            if got.page is not None:
-                item = batches.add_page(batch_id, got.page, source=url)
-            else:
-                item = batches.add_unusable(batch_id, url, "needs_browser" if got.needs_browser else "unreadable",
-                                            got.note or "could not fetch")
+            item = batches.add_url(batch_id, url)
+            if item["state"] not in ("waiting", "duplicate"):
                 err(f"{url}: {item['note']}")
             added[item["state"]] += 1
     for path in input_files(args.inputs or []):
@@ -153,7 +149,7 @@ def wait_for_batch(svc, batch_id: str) -> dict:
 
 def progress_text(view: dict) -> str:
     c = view["counts"]
-    done = c["completed"] + c["failed"] + c["cancelled"] + c["duplicate"] + c["unreadable"]
+    done = c["completed"] + c["failed"] + c["cancelled"] + c["duplicate"] + c["unreadable"] + c["blocked"]
     return (f"batch {view['id'][:8]} {view['status']}: {done}/{c['total']} done, {c['running']} running, "
             f"{c['failed']} failed, {view['cost']}")
 

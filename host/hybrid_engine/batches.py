@@ -3,6 +3,7 @@
     b = Batches(service)
     batch_id = b.create("page-digest", budget_usd=0.50)   a batch, paused until its pages are in
     b.add_page(batch_id, page, source="https://...")       stored at once, never held: memory stays flat
+    b.add_url(batch_id, "https://...")                     fetched by the host, then as add_page
     b.estimate_batch(batch_id)                             one combined estimate, against every budget
     b.resume(batch_id)                                     runs are made `parallel` at a time (batchfeed.py)
     b.view(batch_id) / pause / cancel / retry_failed
@@ -11,6 +12,12 @@ The same page twice (same URL and content) runs once: the second is a `duplicate
 Pages that sit behind a login are `needs_browser` items until the extension sends them
 (`fill`). A batch budget stops the batch: no further run is made and no model step starts
 that would cross it (batchbudget.py); a step is never cut half way.
+
+The user's [[sites]] rules (privacy.py) hold for every page of a batch as for one capture: a
+page or URL of a site ruled `never` is not fetched, stored or sent, and its item is `blocked`
+with a note that says why (its source kept as the site alone, not the page's address); a
+`strip_query` page is stored without its query; `local_only` and redaction act on its run as
+on any run.
 """
 
 from __future__ import annotations
@@ -19,8 +26,8 @@ import hashlib
 import logging
 from pathlib import Path
 
-from . import clock, money
-from .errors import BadRequest, ConflictError, NotFound
+from . import clock, money, privacy, sites
+from .errors import BadRequest, ConflictError, NotFound, SiteRefused
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -87,17 +94,53 @@ class Batches:
 
     def add_page(self, batch_id: str, page: dict, source: str | None = None) -> dict:
         page = check_page(page)
-        source = source or page.get("source_url") or page.get("title") or "(page)"
+        url = page.get("source_url")
+        source = source or url or page.get("title") or "(page)"
+        try:
+            page = admitted(page)
+            if source == url:
+                source = page.get("source_url")
+            elif source.lower().startswith(("http://", "https://")):  # not a file's path
+                source = privacy.admit(source, field="source")
+        except SiteRefused as exc:
+            return self.add_blocked(batch_id, url or source, exc.message)
         return self.store.add_batch_item(batch_id, source, page.get("title"), page_digest(page), page, "waiting")
+
+    def add_url(self, batch_id: str, url: str) -> dict:
+        """A page the host fetches; a URL of a `never` site, or one redirected to such a site,
+        is not fetched (not followed) and its item is `blocked`."""
+        from .fetch import fetch_page
+
+        try:
+            kept = privacy.admit(url, field="urls")
+        except SiteRefused as exc:
+            return self.add_blocked(batch_id, url, exc.message)
+        got = fetch_page(url, refuse=_refused_redirect)
+        if got.page is not None:
+            return self.add_page(batch_id, got.page, source=kept)
+        if got.blocked:
+            return self.add_blocked(batch_id, kept, got.note)
+        return self.add_unusable(batch_id, kept, "needs_browser" if got.needs_browser else "unreadable",
+                                 got.note or "could not fetch")
 
     def add_unusable(self, batch_id: str, source: str, state: str, note: str, title: str | None = None) -> dict:
         """An item that could not be read (`unreadable`) or sits behind a login (`needs_browser`)."""
         return self.store.add_batch_item(batch_id, source, title, None, None, state, note)
 
+    def add_blocked(self, batch_id: str, url: str, note: str) -> dict:
+        """An item of a site ruled `never`: nothing of the page kept but its site and why."""
+        return self.store.add_batch_item(batch_id, site_only(url), None, None, None, "blocked", note)
+
     def fill(self, batch_id: str, pos: int, page: dict) -> dict:
-        """The extension's page for a `needs_browser` item."""
+        """The extension's page for a `needs_browser` item (`blocked` when its site is ruled `never`)."""
         batch_id = self.resolve(batch_id)
         page = check_page(page)
+        try:
+            page = admitted(page)
+        except SiteRefused as exc:
+            if not self.store.set_item_aside(batch_id, pos, "blocked", exc.message, from_state="needs_browser"):
+                raise ConflictError(f"batch '{batch_id}' has no item {pos} waiting for the browser") from None
+            return self.view(batch_id)
         if not self.store.fill_item(batch_id, pos, page, page_digest(page), page.get("title")):
             raise ConflictError(f"batch '{batch_id}' has no item {pos} waiting for the browser")
         return self.view(batch_id)
@@ -126,9 +169,15 @@ class Batches:
 
         tpl = self.svc.template(template_ref)
         total = {"pages": 0, "prompt_tokens": 0, "cost_min": 0.0, "cost_max": 0.0, "price_unknown_pages": 0,
-                 "lower_bound": False, "largest_run_cost_max": 0.0}
+                 "lower_bound": False, "largest_run_cost_max": 0.0, "blocked_pages": 0}
         for page in pages:
-            est = estimate_run(tpl, check_page(page))
+            page = check_page(page)
+            try:
+                privacy.admit(page.get("source_url"))
+            except SiteRefused:  # never sent: not in the estimate, counted apart
+                total["blocked_pages"] += 1
+                continue
+            est = estimate_run(tpl, page)
             total["pages"] += 1
             total["prompt_tokens"] += est["total_prompt_tokens"]
             total["cost_min"] += est["total_cost_min"]
@@ -238,7 +287,7 @@ class Batches:
                        "completed": counts.get("COMPLETED", 0), "failed": counts.get("FAILED", 0),
                        "cancelled": counts.get("CANCELLED", 0) + (waiting if state == "cancelled" else 0),
                        "duplicate": counts.get("duplicate", 0), "needs_browser": counts.get("needs_browser", 0),
-                       "unreadable": counts.get("unreadable", 0)},
+                       "unreadable": counts.get("unreadable", 0), "blocked": counts.get("blocked", 0)},
             "cost_usd": cost, "cost": money.usd(cost),
         }
         if items:
@@ -254,10 +303,48 @@ def estimate_text(total: dict) -> str:
     approx = "at least " if total["lower_bound"] else "about "
     cost = f"{money.usd(total['cost_min'])} to {money.usd(total['cost_max'])}"
     unknown = f"; {total['price_unknown_pages']} page(s) at a price not known" if total["price_unknown_pages"] else ""
+    if total.get("blocked_pages"):
+        unknown += f"; {total['blocked_pages']} page(s) left out by a site rule (`never`)"
     budgets = "; ".join(f"{b['kind']} budget {money.usd_budget(b['limit_usd'])}: "
                         + ("fits" if b["fits"] else "DOES NOT FIT") for b in total["budgets"])
     return (f"{total['pages']} page(s), {approx}{total['prompt_tokens']:,} prompt tokens, {cost}{unknown}"
             + (f"; {budgets}" if budgets else ""))
 
 
-__all__ = ["Batches", "DEFAULT_PARALLEL", "check_page", "estimate_text", "page_digest"]
+def admitted(page: dict) -> dict:
+    """The page as the site rules let it be stored: SiteRefused for a `never` site; a
+    `strip_query` site's URL without its query, in the text too (as a capture's is)."""
+    url = page.get("source_url")
+    kept = privacy.admit(url)
+    if kept == url:
+        return page
+    from types import SimpleNamespace
+
+    fields = SimpleNamespace(**{k: page.get(k) for k in ("content", "title", "selection")})
+    privacy.unstrip(fields, url, kept)
+    return {**page, **{k: v for k, v in vars(fields).items() if v is not None}, "source_url": kept}
+
+
+def site_only(url: str) -> str:
+    """What a blocked item keeps of where it came from: the site, never the page's address."""
+    from urllib.parse import urlsplit
+
+    host = sites.host_of(url)
+    if host is None:
+        return "(a site ruled never)"
+    try:
+        scheme = urlsplit(url).scheme.lower() or "https"
+    except ValueError:
+        scheme = "https"
+    return f"{scheme}://{host}/"
+
+
+def _refused_redirect(url: str) -> str | None:
+    """fetch_page's check of a redirect: why it is not followed, or None."""
+    if sites.NEVER in privacy.page_rules(url):
+        return (f"redirected to {sites.host_of(url)}, a site you ruled `never` in [[sites]] of config.toml: "
+                "not followed, nothing of it stored or sent")
+    return None
+
+
+__all__ = ["Batches", "DEFAULT_PARALLEL", "admitted", "check_page", "estimate_text", "page_digest", "site_only"]

@@ -3,7 +3,9 @@
 A batch keeps at most `parallel` runs open; its waiting pages become runs in order, each
 in one transaction with the item that held it (the item's page is then dropped: the run's
 capture holds it). A paused, stopped or cancelled batch makes none. A batch whose spend has
-reached its budget is stopped here before another run is made.
+reached its budget is stopped here before another run is made. The site rules are read again
+when a run is made, as for any capture: a page whose site was ruled `never` since it came in
+is `blocked` then, and never sent.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from . import money
-from .errors import BadRequest, HybridEngineError
+from .errors import BadRequest, HybridEngineError, SiteRefused
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,8 +58,10 @@ class Feeder:
                                                 title=page.get("title"), selection=page.get("selection"))
                         store.item_started(batch_id, pos, result["run_id"])
                     made += 1
+                except SiteRefused as exc:  # a `never` rule added since the page came in: not sent
+                    store.set_item_aside(batch_id, pos, "blocked", exc.message)
                 except BadRequest as exc:  # this page (too large, a type it cannot take): the others go on
-                    store.item_unreadable(batch_id, pos, exc.message)
+                    store.set_item_aside(batch_id, pos, "unreadable", exc.message)
         return made
 
 

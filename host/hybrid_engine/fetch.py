@@ -2,13 +2,16 @@
 need the browser.
 
     fetch_page(url) -> Fetched(page=..., ...) | Fetched(needs_browser=True, note=...) | Fetched(note=...)
+    fetch_page(url, refuse=why_not)    a redirect to a URL `why_not` names a reason for is not
+                                       followed: Fetched(blocked=True, note=the reason)
 
 Bounds: http(s) only, a time limit on every network wait, at most MAX_REDIRECTS redirects (each
 to http(s) only), at most MAX_CONTENT_BYTES read, and a content type that the engine
 takes (HTML, text, Markdown, JSON). A 401 or 403, or a redirect to a sign-in page, means
 the page sits behind a login: the browser, with the user's session, is the one to fetch it
 (the extension takes these items over). No cookies are sent or kept; the User-Agent says
-what we are.
+what we are. The caller checks the URL it asks for against the user's site rules; `refuse`
+lets it check every redirect too, before the request to it is made.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import Callable
 from urllib.parse import urlsplit
 
 from . import __version__
@@ -37,17 +41,24 @@ class Fetched:
     page: dict | None = None
     needs_browser: bool = False
     note: str | None = None
+    blocked: bool = False  # a redirect `refuse` named a reason for: not followed
 
 
 class _Redirects(urllib.request.HTTPRedirectHandler):
     max_redirections = MAX_REDIRECTS
 
-    def __init__(self) -> None:
+    def __init__(self, refuse: Callable[[str], str | None] | None = None) -> None:
         self.login: str | None = None
+        self.refuse = refuse
+        self.refused: str | None = None
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urlsplit(newurl).scheme.lower() not in ("http", "https"):
             raise urllib.error.HTTPError(newurl, code, f"redirect to a non-http URL: {newurl[:100]}", headers, fp)
+        why = self.refuse(newurl) if self.refuse is not None else None
+        if why:
+            self.refused = why
+            raise urllib.error.HTTPError(req.full_url, code, "redirect refused", headers, fp)
         if LOGIN_PATH.search(urlsplit(newurl).path or ""):
             self.login = newurl
             raise urllib.error.HTTPError(newurl, 401, "redirected to a sign-in page", headers, fp)
@@ -76,10 +87,11 @@ def read_url_list(path: str) -> list[str]:
     return urls
 
 
-def fetch_page(url: str, *, timeout_s: float = TIMEOUT_S, max_bytes: int = MAX_CONTENT_BYTES) -> Fetched:
+def fetch_page(url: str, *, timeout_s: float = TIMEOUT_S, max_bytes: int = MAX_CONTENT_BYTES,
+               refuse: Callable[[str], str | None] | None = None) -> Fetched:
     if urlsplit(url).scheme.lower() not in ("http", "https"):
         return Fetched(url, note="not an http(s) URL")
-    redirects = _Redirects()
+    redirects = _Redirects(refuse)
     opener = urllib.request.build_opener(redirects)
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT,
                                                    "Accept": "text/html,text/plain,text/markdown,application/json"})
@@ -95,6 +107,8 @@ def fetch_page(url: str, *, timeout_s: float = TIMEOUT_S, max_bytes: int = MAX_C
                 return Fetched(url, note=f"{int(length)} bytes is over the {max_bytes} byte limit")
             data = resp.read(max_bytes + 1)
     except urllib.error.HTTPError as exc:
+        if redirects.refused:
+            return Fetched(url, blocked=True, note=redirects.refused)
         if exc.code in (401, 403) or redirects.login:
             where = f" (redirected to {redirects.login[:120]})" if redirects.login else f" (HTTP {exc.code})"
             return Fetched(url, needs_browser=True, note=f"behind a login{where}: send it from the browser")

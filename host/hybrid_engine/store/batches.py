@@ -9,7 +9,7 @@ import json
 
 from .connection import StoreFile
 
-ITEM_STATES = ("waiting", "started", "duplicate", "needs_browser", "unreadable")
+ITEM_STATES = ("waiting", "started", "duplicate", "needs_browser", "unreadable", "blocked")
 BATCH_STATES = ("running", "paused", "stopped", "cancelled")
 OPEN_RUN = "('PENDING','RUNNING')"
 
@@ -150,10 +150,11 @@ class Batches(StoreFile):
                 " note = NULL WHERE batch_id = ? AND pos = ? AND state = 'needs_browser'",
                 (json.dumps(page, ensure_ascii=False), digest, title, batch_id, pos)).rowcount > 0
 
-    def item_unreadable(self, batch_id: str, pos: int, note: str) -> None:
-        """A waiting page its run refused (too large, a type the template cannot take)."""
+    def set_item_aside(self, batch_id: str, pos: int, state: str, note: str, from_state: str = "waiting") -> bool:
+        """An item that will not run, its page dropped: `unreadable` (its run refused the page:
+        too large, a type the template cannot take) or `blocked` (a site rule of `never`)."""
         with self.transaction():
-            self.conn.execute("UPDATE batch_items SET state = 'unreadable', note = ?, page = NULL WHERE batch_id = ?"
-                              " AND pos = ? AND state = 'waiting'", (note, batch_id, pos))
+            return self.conn.execute("UPDATE batch_items SET state = ?, note = ?, page = NULL WHERE batch_id = ?"
+                                     " AND pos = ? AND state = ?", (state, note, batch_id, pos, from_state)).rowcount > 0
 
 __all__ = ["BATCH_STATES", "Batches", "ITEM_STATES"]
