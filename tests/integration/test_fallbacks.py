@@ -86,3 +86,21 @@ def test_a_fallback_entry_may_not_be_a_reference():
              {"id": "m", "action": "openai_chat", "dependencies": ["p"], "params": {
                  "model": "gpt-4o", "prompt": "x", "fallback": ["{{ steps.p.outputs.title }}"]}}])
     assert "params.fallback': entry 1: expected a model id (not a reference" in str(err.value)
+
+
+def test_a_local_only_page_is_never_sent_to_a_cloud_fallback(service, fake_provider_env, monkeypatch, write_config):
+    write_config('[[sites]]\nmatch = "mail.example"\nrule = "local_only"\n')
+    with socket.socket() as s:  # the local server is down: the cloud fallback would be next
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HYBRID_ENGINE_LOCAL_BASE_URL", f"http://127.0.0.1:{port}/v1")
+    t = tpl([{"id": "page", "action": "capture"},
+             {"id": "m", "action": "local_chat", "dependencies": ["page"], "params": {
+                 "model": "llama3.2", "prompt": "Summarise: {{ steps.page.outputs.content }}", "max_tokens": 50,
+                 "fallback": [{"provider": "openai", "model": "gpt-4o-mini"}]}}])
+    monkeypatch.setattr(service, "template", lambda ref: t)
+    run_id = service.start("t", content="<p>inbox</p>", source_url="https://mail.example/inbox")["run_id"]
+    drain(service)
+    m = next(s for s in service.run_document(run_id)["steps"] if s["id"] == "m")
+    assert m["status"] == "FAILED" and "local model only" in m["error"]
+    assert fake_provider_env.requests == []
