@@ -33,7 +33,7 @@ import os
 import uuid
 from typing import Any, Callable
 
-from . import clock, dag, fanout, procs, recovery, runfacts
+from . import clock, dag, fanout, heap, procs, recovery, runfacts
 from .adapters import SPECS, load_action
 from .adapters.base import CallNotSent, StepContext, StepResult, SyncAction
 from .errors import (PermanentStepError, StepBudgetExceeded, StepError, StoreCorrupt, StoreError,
@@ -118,6 +118,7 @@ class Executor(GrowingSteps, ModelCalls):
     async def run(self, *, until_idle: bool = False, linger_s: float = 0.0) -> None:
         """Execute until stopped or, with until_idle, until nothing is queued or running here
         or elsewhere for `linger_s` seconds (a background worker waits a while for more)."""
+        heap.limit_arenas()  # before the step threads start (heap.py says why)
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._guard_turn = asyncio.Lock()
