@@ -120,7 +120,7 @@ function build(id) {
   bar.setAttribute("aria-valuemin", "0");
   for (const k of ["completed", "failed", "running", "other"]) bar.append(el("span", k));
   const facts = el("div", "facts");
-  for (const k of ["done", "failed", "running", "cost", "budget"]) facts.append(el("span", k));
+  for (const k of ["n-done", "n-failed", "n-open", "cost", "budget"]) facts.append(el("span", k));
   const actions = el("div", "actions");
   actions.append(button("Pause", "pause", "batch.pause"), button("Resume", "resume", "batch.resume"),
                  button("Retry failed", "retry", "batch.retry_failed"), button("Cancel", "cancel", "batch.cancel"));
@@ -173,11 +173,11 @@ function fill(li, b) {
   bar.setAttribute("aria-valuenow", String(finished));
   bar.setAttribute("aria-valuetext", `${finished} of ${total} pages finished`);
   bar.setAttribute("aria-label", `Progress of ${b.name || "the batch"}`);
-  li.querySelector(".done").textContent = `${c.completed || 0}/${total} done`;
-  const failed = li.querySelector(".failed");
+  li.querySelector(".n-done").textContent = `${c.completed || 0}/${total} done`;
+  const failed = li.querySelector(".n-failed");
   failed.textContent = c.failed ? `${c.failed} failed` : "";
   failed.hidden = !c.failed;
-  const running = li.querySelector(".running");
+  const running = li.querySelector(".n-open");
   const open = Number(c.running || 0) + Number(c.waiting || 0);
   running.textContent = open ? `${open} to go` : "";
   running.hidden = !open;
