@@ -49,7 +49,8 @@ function budget() {
   return Number.isFinite(v) && v > 0 ? v : null;
 }
 
-function renderButton() {
+// Also called when the workflow list changes: no workflow, no sending.
+export function renderButton() {
   const c = chosen();
   const b = $("batch-button");
   b.textContent = (BUTTON[c.key] || BUTTON.window)(c.count);

@@ -9,7 +9,7 @@ import { isTerminalRun } from "../lib/states.js";
 import { $, call, copyText, mark, markOnce, pageOf, runTitle, setFavicon } from "./common.js";
 import { liveRowFacts } from "./live.js";
 import { clearQueuedStatus, estimateFor, onOpenRun, refreshEstimate, sendPage, setTab } from "./send.js";
-import { refreshBatchSources, wireBatchSend } from "./batch.js";
+import { refreshBatchSources, renderButton as renderBatchButton, wireBatchSend } from "./batch.js";
 import { batchRunIds, noteRunUpdated, refreshBatches, wireBatchRows } from "./batchrow.js";
 
 mark("script-start");
@@ -146,6 +146,7 @@ function renderTemplates(templates, last, preferred) {
 }
 
 function updateSendButton() {
+  renderBatchButton();
   const button = $("send-button");
   if (button.dataset.busy === "true") return;
   button.disabled = !$("workflow").value;
