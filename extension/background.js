@@ -12,7 +12,7 @@ import { age, runCost, usd } from "./lib/format.js";
 import { PreparedPages } from "./lib/prepared.js";
 import { RunStatus, isTerminalRun } from "./lib/states.js";
 import { hostOf, rulesFor } from "./lib/sites.js";
-import { batchHandlers, collectSelectionLinks } from "./lib/batches.js";
+import { batchHandlers, openLinksBatch } from "./lib/batches.js";
 
 const FIRST_WORKFLOW = "page-digest";
 const DEFAULT_SETTINGS = { defaultTemplate: "", notifications: true, maxCaptureBytes: DEFAULT_MAX_BYTES };
@@ -319,32 +319,16 @@ async function onMenuClicked(info, tab) {
   await ready;
   const parsed = parseMenuId(info.menuItemId);
   if (!parsed || !parsed.template) return null;
-  if (parsed.kind === "links") return openLinksBatch(parsed.template, info, tab);
   const kind = parsed.kind === "page" ? kindOf(info) : parsed.kind;
   try {
     refuseNeverSite(info.pageUrl || tab?.url, info.frameUrl, kind === "link" ? info.linkUrl : null,
                     kind === "image" ? info.srcUrl : null);
+    if (kind === "links") return await openLinksBatch(parsed.template, info, tab);
     const captured = await captureFromMenu(kind, info, tab, { maxBytes: state.settings.maxCaptureBytes });
     return await send(parsed.template, captured, { via: "menu" });
   } catch (err) {
     await recordCapture({ kind, template: parsed.template, error: err.message });
     notifyError(`Could not send the ${kind}`, err.message);
-    return { error: err.message };
-  }
-}
-
-// The links of a selection go as one batch: the popup opens (as a tab) on them, so the
-// combined estimate is seen before anything is sent.
-async function openLinksBatch(template, info, tab) {
-  try {
-    refuseNeverSite(info.pageUrl || tab?.url, info.frameUrl);
-    const links = await collectSelectionLinks(info, tab);
-    const q = new URLSearchParams({ tab: String(tab.id), source: "links", template });
-    await api.tabs.create({ url: api.runtime.getURL(`popup/popup.html?${q}`) });
-    return { links: links.length };
-  } catch (err) {
-    await recordCapture({ kind: "links", template, error: err.message });
-    notifyError("Could not send the links", err.message);
     return { error: err.message };
   }
 }

@@ -237,14 +237,16 @@ export function batchHandlers({ host, getState, tabById, onStarted }) {
 }
 
 // The context menu's "Send links in selection": the links are read from the page the person
-// clicked in (activeTab grants it), kept for a while, and the popup opens on them as a tab, so
-// that the estimate is seen before anything is sent.
-export async function collectSelectionLinks(info, tab) {
+// clicked in (activeTab grants it) and kept for a while, and the popup opens on them as a tab,
+// so that the combined estimate is seen before anything is sent.
+export async function openLinksBatch(template, info, tab) {
   const target = { tabId: tab.id };
   if (Number.isInteger(info.frameId) && info.frameId > 0) target.frameIds = [info.frameId];
   const [first] = await api.scripting.executeScript({ target, func: linksInSelection, injectImmediately: true });
   const links = first?.result || [];
   if (!links.length) throw new Error("the selection has no web links in it");
   await session.set({ batchLinks: { links, from: info.pageUrl || tab.url || null, at: Date.now() } });
-  return links;
+  const q = new URLSearchParams({ tab: String(tab.id), source: "links", template });
+  await api.tabs.create({ url: api.runtime.getURL(`popup/popup.html?${q}`) });
+  return { links: links.length };
 }
