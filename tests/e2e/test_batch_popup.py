@@ -6,8 +6,11 @@ batch shown as one row; a page whose model call fails is retried alone. The cont
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
-from e2e_world import GUARD_S, shot, wait_for
+import pytest
+from e2e_world import GUARD_S, Chromium, shot, wait_for
 
 PAGES = 6
 
@@ -187,3 +190,45 @@ def test_links_in_a_selection_go_as_one_batch_fetched_by_the_host(chromium, he, 
     row = _batch_row(popup)
     wait_for(lambda: row.get_attribute("data-status") == "completed", GUARD_S, 0.2, "the links batch to complete")
     assert sorted(_marker(r, "links") for r in he.fake.requests) == [0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def extension_with_bookmarks(extension_dir, tmp_path_factory) -> Path:
+    """The e2e copy with `bookmarks` granted, standing in for the person's yes to the popup's
+    request (a headless browser cannot answer a permission prompt)."""
+    dest = tmp_path_factory.mktemp("ext-bookmarks") / "extension"
+    shutil.copytree(extension_dir, dest)
+    manifest = json.loads((dest / "manifest.json").read_text(encoding="utf-8"))
+    manifest["permissions"].append("bookmarks")
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return dest
+
+
+def test_a_bookmark_folder_goes_as_one_batch(playwright_session, he, site, extension_with_bookmarks):
+    urls = _write_pages(site, "marks", 2)
+    chromium = Chromium(playwright_session, he, extension_with_bookmarks)
+    try:
+        chromium.wait_connected()
+        chromium.bg("chrome.bookmarks.create({title: 'Reading list'}).then((f) => Promise.all(arg.map((u, i) => "
+                    "chrome.bookmarks.create({parentId: f.id, title: 'mark ' + i, url: u}))))", urls)
+        page = chromium.open(site.url("marks-0.html"))
+        popup = chromium.popup(page.url)
+        source = popup.locator("#batch-source")
+        wait_for(lambda: source.locator('option[value="bookmarks"]').count() == 1, GUARD_S, 0.1, "the bookmarks source")
+        source.select_option("bookmarks")
+        folder = popup.locator("#batch-folder")
+        folder.wait_for(state="visible")
+        label = next(t for t in folder.locator("option").all_text_contents() if t.endswith("Reading list (2)"))
+        folder.select_option(label=label)
+        button = popup.locator("#batch-button")
+        assert button.text_content() == "Send 2 bookmarks"
+        button.click()
+        popup.locator("#batch-review").wait_for(state="visible")
+        assert popup.locator("#batch-page-list li").count() == 2
+        assert he.fake.requests == []
+        popup.locator("#batch-confirm").click()
+        row = _batch_row(popup)
+        wait_for(lambda: row.get_attribute("data-status") == "completed", GUARD_S, 0.2, "the bookmarks batch")
+        assert sorted(_marker(r, "marks") for r in he.fake.requests) == [0, 1]
+    finally:
+        chromium.close()
