@@ -17,6 +17,7 @@ const MAX_URLS = 500;
 const KEEP_MS = 10 * 60 * 1000; // captured pages wait this long for the person's yes
 const HOST_TIMEOUT_MS = 120000; // the host fetches addresses inside its reply: many take a while
 
+const LOAD_WAIT_MS = 30000;
 const TAB_SOURCES = ["highlighted", "window", "group"];
 
 // Pages of many tabs: an estimate and its pages are kept together until sent or dropped.
@@ -66,6 +67,23 @@ function combine(parts) {
     ...b, fits: b.kind === "run" ? total.largest_run_cost_max <= b.limit_usd : total.cost_max <= b.left_usd,
   }));
   return total;
+}
+
+// A tab opened for a page: done loading (or given up on after LOAD_WAIT_MS: what it shows is read).
+function loaded(tabId) {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      api.tabs.onUpdated.removeListener(listener);
+      resolve();
+    };
+    const listener = (id, change) => {
+      if (id === tabId && change.status === "complete") done();
+    };
+    const timer = setTimeout(done, LOAD_WAIT_MS);
+    api.tabs.onUpdated.addListener(listener);
+    api.tabs.get(tabId).then((t) => { if (t.status === "complete") done(); }, done);
+  });
 }
 
 export function batchHandlers({ host, getState, tabById, onStarted }) {
@@ -196,6 +214,34 @@ export function batchHandlers({ host, getState, tabById, onStarted }) {
     return { discarded: !!p };
   }
 
+  // Pages the host could not fetch because they sit behind a login: read here, with the
+  // person's session, each in a background tab opened for it and closed after.
+  async function takeOver({ batch_id }) {
+    const before = await req("batch.get", { batch_id });
+    const maxBytes = getState().settings.maxCaptureBytes;
+    const failed = [];
+    let filled = 0;
+    for (const it of (before.items || []).filter((i) => i.state === "needs_browser")) {
+      if (!/^https?:/i.test(it.source || "") || never(it.source)) {
+        failed.push({ pos: it.pos, reason: "not a page the extension may read" });
+        continue;
+      }
+      const tab = await api.tabs.create({ url: it.source, active: false });
+      try {
+        await loaded(tab.id);
+        const { page } = await capturePage(await api.tabs.get(tab.id), { maxBytes });
+        if (never(page.source_url)) throw new Error("it went to a site you ruled \"never\"");
+        await req("batch.fill", { batch_id, pos: it.pos, page }, HOST_TIMEOUT_MS);
+        filled++;
+      } catch (err) {
+        failed.push({ pos: it.pos, reason: err.message || String(err) });
+      } finally {
+        api.tabs.remove(tab.id).catch(() => {});
+      }
+    }
+    return { ...(await req("batch.get", { batch_id })), filled, failed };
+  }
+
   const pass = (type, keys) => (msg) => {
     const fields = {};
     for (const k of keys) if (msg[k] !== undefined) fields[k] = msg[k];
@@ -225,6 +271,7 @@ export function batchHandlers({ host, getState, tabById, onStarted }) {
       throw Object.assign(new Error(`unknown source: ${msg.source}`), { code: "bad_request" });
     },
     "batch.send": send,
+    "batch.take_over": takeOver,
     "batch.discard": discard,
     "bookmarks.folders": async () => ({ folders: await bookmarkFolders() }),
     "batch.list": pass("batch.list", ["limit"]),

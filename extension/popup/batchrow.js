@@ -1,9 +1,11 @@
 // A batch as one row of the popup's list: its items' progress in one bar, what it has cost so
-// far, and pause, resume, cancel and "retry failed" (only its failed items run again). Its
+// far, and pause, resume, cancel and "retry failed" (only its failed items run again); pages
+// the host could not fetch because they sit behind a login are read in the browser instead. Its
 // runs are not listed again as rows of their own. While one is under way the row asks the
 // background for `batch.get` about once a second; the host's run events also trigger a look.
 // Page titles are untrusted: text nodes only.
 
+import { api } from "../lib/ext.js";
 import { usd, usdBudget } from "../lib/format.js";
 import { $, call, mark } from "./common.js";
 
@@ -120,9 +122,10 @@ function build(id) {
   bar.setAttribute("aria-valuemin", "0");
   for (const k of ["completed", "failed", "running", "other"]) bar.append(el("span", k));
   const facts = el("div", "facts");
-  for (const k of ["n-done", "n-failed", "n-open", "cost", "budget"]) facts.append(el("span", k));
+  for (const k of ["n-done", "n-failed", "n-open", "cost", "budget", "said"]) facts.append(el("span", k));
   const actions = el("div", "actions");
-  actions.append(button("Pause", "pause", "batch.pause"), button("Resume", "resume", "batch.resume"),
+  actions.append(button("Read in the browser", "take-over", "batch.take_over"),
+                 button("Pause", "pause", "batch.pause"), button("Resume", "resume", "batch.resume"),
                  button("Retry failed", "retry", "batch.retry_failed"), button("Cancel", "cancel", "batch.cancel"));
   for (const b of actions.children) b.addEventListener("click", () => steer(id, b));
   const details = el("details", "items-box");
@@ -134,15 +137,45 @@ function build(id) {
   return li;
 }
 
-async function steer(id, b) {
+// Reading pages behind a login needs access to their sites: asked for inside the click.
+function askForSites(id) {
+  const origins = new Set();
+  for (const it of rows.batches.get(id)?.items || []) {
+    if (it.state !== "needs_browser") continue;
+    try {
+      const u = new URL(it.source);
+      if (["http:", "https:"].includes(u.protocol)) origins.add(`${u.protocol}//${u.hostname}/*`);
+    } catch {
+      // not an address: the background says so
+    }
+  }
+  return origins.size ? api.permissions.request({ origins: [...origins] }) : Promise.resolve(true);
+}
+
+function steer(id, b) {
+  const asked = b.dataset.action === "batch.take_over" ? askForSites(id) : Promise.resolve(true);
+  asked.then((ok) => {
+    if (ok) return act(id, b);
+    rows.elements.get(id).querySelector(".said").textContent = "Not read: access to those sites was not given.";
+    return null;
+  }, (err) => {
+    rows.elements.get(id).querySelector(".said").textContent = err.message;
+  });
+}
+
+async function act(id, b) {
   b.disabled = true;
   try {
     const result = await call(b.dataset.action, { batch_id: id });
     rows.batches.set(id, { ...rows.batches.get(id), ...result });
+    const said = rows.elements.get(id).querySelector(".said");
+    said.textContent = "";
     if (b.dataset.action === "batch.retry_failed") mark("batch-retried", { retried: result.retried });
+    if (result.failed?.length) {
+      said.textContent = `${result.filled} read; ${result.failed.length} could not be: ${result.failed[0].reason}`;
+    }
   } catch (err) {
-    const li = rows.elements.get(id);
-    li.querySelector(".budget").textContent = `${b.textContent} failed: ${err.message}`;
+    rows.elements.get(id).querySelector(".said").textContent = `${b.textContent} failed: ${err.message}`;
   } finally {
     b.disabled = false;
   }
@@ -187,7 +220,10 @@ function fill(li, b) {
   const budget = li.querySelector(".budget");
   budget.textContent = b.budget_usd ? `budget ${usdBudget(b.budget_usd)}` : "";
   if (b.state === "stopped" && b.budget_usd) budget.textContent = `stopped by its budget of ${usdBudget(b.budget_usd)}`;
+  const behindLogin = Number(c.needs_browser || 0);
+  li.querySelector("button.take-over").textContent = `Read ${behindLogin} in the browser`;
   const can = {
+    "batch.take_over": behindLogin > 0 && b.state !== "cancelled",
     "batch.pause": b.state === "running" && active(b),
     "batch.resume": (b.state === "paused" || b.state === "stopped") && b.status !== "cancelled",
     "batch.retry_failed": !!c.failed && b.state !== "cancelled",

@@ -31,7 +31,7 @@ def _write_pages(site, prefix: str, n: int) -> list[str]:
 def _marker(request, prefix: str) -> int | None:
     """Which page a provider request was about, from the prompt it carried."""
     text = json.dumps(request.body)
-    hits = [i for i in range(PAGES) if f"{prefix}{i}word0" in text]
+    hits = [i for i in range(PAGES) if f"{prefix}{i}word0 " in text]
     return hits[0] if len(hits) == 1 else None
 
 
@@ -158,8 +158,13 @@ def test_a_batch_can_be_paused_resumed_and_cancelled_from_its_row(chromium, he, 
     assert row.locator("button.retry").is_hidden() and row.locator("button.resume").is_hidden()
 
 
-def test_links_in_a_selection_go_as_one_batch_fetched_by_the_host(chromium, he, site):
-    urls = _write_pages(site, "links", 3)
+def test_links_in_a_selection_go_as_one_batch_and_a_page_behind_a_login_is_read_in_the_browser(chromium, he, site):
+    urls = _write_pages(site, "links", 4)
+    # The fourth sits behind a "login": the host's fetch is redirected to /login/ and leaves it
+    # to the browser, which shows it (a person's session would).
+    (site.root / "login").mkdir(exist_ok=True)
+    (site.root / "links-3.html").rename(site.root / "login" / "index.html")
+    urls[3] = site.url("login")
     listing = site.root / "links-index.html"
     anchors = "".join(f'<li><a href="{u}">link {i}</a></li>' for i, u in enumerate(urls))
     listing.write_text(f'<!DOCTYPE html><title>Links</title><ul id="sel">{anchors}</ul>'
@@ -171,12 +176,12 @@ def test_links_in_a_selection_go_as_one_batch_fetched_by_the_host(chromium, he, 
                                  "() => r(!chrome.runtime.lastError)))"), GUARD_S, 0.2, "the links menu item")
     page.evaluate("() => getSelection().selectAllChildren(document.getElementById('sel'))")
     tab_id = chromium.tab_id(site.url("links-index.html"))
-    info = {"menuItemId": item, "selectionText": "link 0 link 1 link 2", "pageUrl": site.url("links-index.html"),
-            "frameId": 0}
+    info = {"menuItemId": item, "selectionText": "link 0 link 1 link 2 link 3",
+            "pageUrl": site.url("links-index.html"), "frameId": 0}
     with chromium.ctx.expect_page() as opened:
         got = chromium.bg("onMenuClicked(arg.info, {id: arg.tab, url: arg.url})",
                           {"info": info, "tab": tab_id, "url": site.url("links-index.html")})
-    assert got == {"links": 3}
+    assert got == {"links": 4}
     popup = opened.value
     popup.wait_for_load_state()
     source = popup.locator("#batch-source")
@@ -184,12 +189,19 @@ def test_links_in_a_selection_go_as_one_batch_fetched_by_the_host(chromium, he, 
     assert popup.locator("#workflow").input_value() == "e2e-digest"
     popup.locator("#batch-button").click()
     popup.locator("#batch-review").wait_for(state="visible")
-    assert popup.locator("#batch-page-list li").count() == 3
+    assert popup.locator("#batch-page-list li").count() == 4
+    assert "needs browser" in popup.locator("#batch-page-list").text_content()
     assert he.fake.requests == []
     popup.locator("#batch-confirm").click()
     row = _batch_row(popup)
-    wait_for(lambda: row.get_attribute("data-status") == "completed", GUARD_S, 0.2, "the links batch to complete")
+    wait_for(lambda: row.get_attribute("data-status") == "waiting_for_browser", GUARD_S, 0.2,
+             "the three fetched pages to be done")
     assert sorted(_marker(r, "links") for r in he.fake.requests) == [0, 1, 2]
+    take_over = row.locator("button.take-over")
+    assert take_over.text_content() == "Read 1 in the browser"
+    take_over.click()
+    wait_for(lambda: row.get_attribute("data-status") == "completed", GUARD_S, 0.2, "the page read in the browser")
+    assert sorted(_marker(r, "links") for r in he.fake.requests) == [0, 1, 2, 3]
 
 
 @pytest.fixture(scope="module")
