@@ -138,7 +138,9 @@ export function batchHandlers({ host, getState, tabById, onStarted }) {
   async function estimatePages(template, pages, budget) {
     const fields = budget ? { budget_usd: budget } : {};
     const parts = [];
-    for (const part of chunks(pages)) parts.push(await req("batch.estimate", { template, pages: part, ...fields }));
+    for (const part of chunks(pages)) {
+      parts.push(await req("batch.estimate", { template, pages: part, ...fields }, HOST_TIMEOUT_MS));
+    }
     return combine(parts);
   }
 

@@ -191,6 +191,9 @@ def test_links_in_a_selection_go_as_one_batch_and_a_page_behind_a_login_is_read_
     popup.locator("#batch-review").wait_for(state="visible")
     assert popup.locator("#batch-page-list li").count() == 4
     assert "needs browser" in popup.locator("#batch-page-list").text_content()
+    # The estimate covers the three pages the host could fetch.
+    cost = popup.locator("#batch-estimate-cost").text_content()
+    assert cost.startswith("Estimate for 3 pages: $"), cost
     assert he.fake.requests == []
     popup.locator("#batch-confirm").click()
     row = _batch_row(popup)
