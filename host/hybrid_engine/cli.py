@@ -421,6 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "and model (with --json: always in each step's `sent`)")
     sp.add_argument("--json", action="store_true")
 
+    from .batchcli import add_parsers as add_batch_parsers
+
+    add_batch_parsers(add, _usd)
+
     sp = add("spend", cmd_spend, "what model calls cost today and this month, per provider, and the budgets")
     sp.add_argument("--json", action="store_true")
 

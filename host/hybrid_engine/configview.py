@@ -14,8 +14,8 @@ def config_summary(*, templates_folder: Path, database: Path) -> dict:
 
     Per provider: whether it has a key and where the key comes from, as a label only
     (`env`, `keys_file`, `config`; never the key or any part of it) with `key_from` naming
-    the variable or the file, the base URL (credentials in it removed), concurrency and
-    timeout. Then budgets, executor limits and where things live. A bad config.toml or
+    the variable or the file, the base URL (credentials in it removed), concurrency,
+    timeout and pacing (`rate`: tier, requests and tokens per minute). Then budgets, executor limits and where things live. A bad config.toml or
     keys.json does not hide the rest: what cannot be read is named in `errors`.
     """
     from . import settings
@@ -51,6 +51,7 @@ def config_summary(*, templates_folder: Path, database: Path) -> dict:
             "base_url": public_url(s.base_url),
             "concurrency": s.concurrency,
             "timeout_s": s.timeout_s,
+            "rate": _rate(name, conf),
         }
     budgets: dict[str, Any] = {"daily_usd": None, "monthly_usd": None, "unknown_price": None}
     try:
@@ -94,3 +95,15 @@ def config_summary(*, templates_folder: Path, database: Path) -> dict:
         "config_file_exists": config.config_path().is_file(),
         "keys_file": str(config.keys_path()),
     }
+
+
+def _rate(name: str, conf: dict) -> dict:
+    """The requests and tokens per minute the executor paces this provider to (None: none)."""
+    from . import settings
+
+    try:
+        table = settings.provider(name, conf)
+    except config.ConfigError:
+        table = settings.ProviderConfig()
+    rate = table.rate(name)
+    return {"tier": table.tier, "rpm": rate.rpm, "tpm": rate.tpm}

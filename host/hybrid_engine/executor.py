@@ -15,10 +15,11 @@ steps costs one thread hop). One path stays on the loop, because a thread hop pe
 would cost a chain of cheap steps more than its commit: settling the results of inline
 steps and claiming the next ones, when nothing else is waiting for the store thread.
 
-Why one file of ~530 lines: the loop, the claim, the execution and the settle share the
-in-flight table and the store thread, and their order is the engine's correctness (a step
-is settled once, a lease is kept while it runs); split apart, each part would need the
-others' private state. Retry arithmetic (RetryPolicy) and limits are its only leaves.
+The loop, the claim, the execution and the settle share the in-flight table and the store
+thread, and their order is the engine's correctness (a step is settled once, a lease is kept
+while it runs), so they stay together here. Around them: retry arithmetic and limits
+(steplimits.py), steps that grow parts (growth.py), a model call's pacing, fallbacks and
+journal settling (modelcalls.py), and the batches' feeders (batchfeed.py, passed in).
 """
 
 from __future__ import annotations
@@ -29,9 +30,7 @@ import functools
 import json
 import logging
 import os
-import random
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import clock, dag, fanout, procs, recovery, runfacts
@@ -40,44 +39,32 @@ from .adapters.base import CallNotSent, StepContext, StepResult, SyncAction
 from .errors import (PermanentStepError, StepBudgetExceeded, StepError, StoreCorrupt, StoreError,
                      TransientStepError)
 from .growth import GrowingSteps
+from .modelcalls import PACING_CODES, ModelCalls
+from .ratelimit import RateLimiter
+from .steplimits import Limits, RetryPolicy
 from .store import Claimed, ClaimRequest, Outcome, Store
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class RetryPolicy:
-    base_s: float = 1.0
-    cap_s: float = 60.0
-
-    def delay(self, error_count: int, retry_after: float | None) -> float:
-        """Full-jitter exponential backoff, never shorter than the provider's hint."""
-        backoff = min(self.cap_s, self.base_s * (2 ** max(0, error_count - 1)))
-        jittered = backoff / 2 + random.random() * backoff / 2
-        return max(jittered, retry_after or 0.0)
-
-
-@dataclass
-class Limits:
-    concurrency: int = 16
-    per_action: dict[str, int] = field(default_factory=dict)
-    per_provider: dict[str, int] = field(default_factory=dict)
-
-
+FEED_EVERY_S = 0.05  # how often batches with room get their next runs made
 INLINE_BATCH = 48  # inline steps claimed per commit beyond the concurrency slots
 QUEUE_PROBE_EVERY_S = 0.01  # while a chain continues, how often the queue is still looked at
-# Statuses that a proxy or gateway in between sends when the provider's answer did not reach
-# it in time: the provider may still have run, and billed, the request.
-ANSWER_LOST_STATUSES = frozenset({408, 502, 504})
 
 Guard = Callable[[Claimed, dict, Any], None]  # raises StepBudgetExceeded (or another StepError) to stop a start
 
 
-class Executor(GrowingSteps):
+class Executor(GrowingSteps, ModelCalls):
     def __init__(self, store: Store, *, limits: Limits | None = None, retry: RetryPolicy | None = None,
                  lease_s: float = 30.0, poll_s: float = 0.5, recover_every_s: float = 5.0,
-                 guards: list[Guard] | None = None):
+                 guards: list[Guard] | None = None, rates: RateLimiter | None = None,
+                 feeders: list | None = None):
         self.store = store
+        self.rates = rates or RateLimiter()
+        self.feeders = list(feeders or [])  # batches: make runs as room frees up (batchfeed.Feeder)
+        self._last_feed = 0.0
+        self._starts: dict[int, Any] = {}  # claim rowid -> fallbacks.Start a budget chose
+        self._rate_limited: dict[int, int] = {}  # claim rowid -> 429s not counted as errors
         self.limits = limits or Limits()
         self.retry = retry or RetryPolicy()
         self.lease_s = lease_s
@@ -107,7 +94,7 @@ class Executor(GrowingSteps):
         self._inline_actions = tuple(sorted(name for name, spec in SPECS.items()
                                             if spec.inline and name not in self.limits.per_action))
         self._limited_actions = frozenset(self.limits.per_action)
-        self._limited_providers = frozenset(self.limits.per_provider)
+        self._limited_providers = frozenset(self.limits.per_provider) | self.rates.providers
         self.executed = 0
 
     # ---- control -------------------------------------------------------------
@@ -171,6 +158,9 @@ class Executor(GrowingSteps):
             on_loop = bool(outcomes) and not (self._task_done or self._logged or self._settle_failed)
             self._task_done = self._logged = False
             self._settle_failed = bool(outcomes)  # until the settle below returns: a busy store is retried off the loop
+            if self.feeders and now - self._last_feed >= FEED_EVERY_S:
+                self._last_feed = now
+                await self._off_loop(self._feed, now)  # the new runs' first steps are claimed below
             if outcomes or await self._off_loop(store.has_ready, now):
                 try:
                     applied, claimed = (store.settle(outcomes, req, now) if on_loop
@@ -215,7 +205,12 @@ class Executor(GrowingSteps):
             timeout = self.poll_s
             nxt = await self._off_loop(store.next_due) if not self._inflight or req.limit > 0 else None
             if nxt is not None:
+                opens = self.rates.opens_at(clock.now())
+                if opens is not None and nxt <= clock.now():  # what is due waits for its provider
+                    nxt = opens
                 timeout = max(0.0, min(timeout, nxt - clock.now()))
+            if self.feeders:
+                timeout = min(timeout, FEED_EVERY_S)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except asyncio.TimeoutError:
@@ -224,7 +219,7 @@ class Executor(GrowingSteps):
     def _nothing_left(self) -> bool:
         """Nothing queued and nothing running anywhere. Steps RUNNING under an owner that is
         gone are handed back to the queue here, so until_idle does not wait out their lease."""
-        if self.store.has_queued():
+        if self.store.has_queued() or any(f.pending() for f in self.feeders):
             return False
         if self.store.has_running():
             recovery.requeue_orphans(self.store, own_owner=self.owner, remove_stale=False)
@@ -269,6 +264,9 @@ class Executor(GrowingSteps):
             for cap in (*lim.per_action.values(), *lim.per_provider.values()):
                 free = min(free, cap)
         now = clock.now()
+        paused = self.rates.blocked(now)
+        if paused:  # their steps stay queued until the provider may be sent to again
+            ex_providers = [*ex_providers, *paused]
         probe = now - self._last_probe >= QUEUE_PROBE_EVERY_S
         if probe:
             self._last_probe = now
@@ -336,24 +334,11 @@ class Executor(GrowingSteps):
                 if params.get("on_overflow") == "map_reduce":
                     self._check_overflow(c, params)  # raises fanout.Expand: the step maps and reduces
                 if action.spec.provider is not None:
-                    for guard in self.guards:
-                        guard(c, params, action)
+                    self._guard_step(c, params, action)
                 results.append(params)
             except Exception as exc:  # noqa: BLE001 - becomes the step's error
                 results.append(exc)
         return results
-
-    def _journal_for(self, c: Claimed):
-        store, pid = self.store, self.pid
-
-        async def journal(*, provider: str | None, model: str | None, prompt_tokens: int | None,
-                          max_output_tokens: int | None, cost_max: float | None) -> None:
-            call_id = await asyncio.to_thread(store.journal_call, c.rowid, c.epoch, c.attempts, provider, model,
-                                              prompt_tokens, max_output_tokens, cost_max, pid, clock.now())
-            if call_id is None:
-                raise CallNotSent(f"run {c.run_id} step {c.step_id} is no longer ours")
-            self._calls[c.rowid] = call_id
-        return journal
 
     def _logger(self, c: Claimed):
         """ctx.log: the line goes to the store thread (called from the loop or from an action's
@@ -382,7 +367,7 @@ class Executor(GrowingSteps):
             self._finish(c, self._failure(c, exc, started))
             return
         try:
-            result = await asyncio.wait_for(action.run(params, ctx), timeout)
+            result = await self._run_action(c, action, params, ctx, timeout)
             outcome = self._success(c, result, started)
         except asyncio.CancelledError:
             call_id = self._calls.pop(c.rowid, None)
@@ -403,6 +388,8 @@ class Executor(GrowingSteps):
         self._finish(c, outcome)
 
     def _finish(self, c: Claimed, outcome: Outcome) -> None:
+        if outcome.kind != "released" and self._rate_limited:
+            self._rate_limited.pop(c.rowid, None)
         if self._inflight.pop(c.rowid, None) is not None:
             self._done.append(outcome)
             self._task_done = True
@@ -454,6 +441,10 @@ class Executor(GrowingSteps):
     def _failure(self, c: Claimed, exc: BaseException, started: float) -> Outcome:
         if isinstance(exc, fanout.Expand):  # not a failure: the step grows parts and waits for them
             return self._expanded(c, exc, started)
+        if isinstance(exc, TransientStepError) and exc.code in PACING_CODES:
+            held = self._held_back(c, exc, started)
+            if held is not None:
+                return held
         ended = clock.now()
         stamp = clock.iso(ended)
         if isinstance(exc, TransientStepError):
@@ -484,16 +475,18 @@ class Executor(GrowingSteps):
         return self._with_call(c, exc, Outcome(claim=c, kind="failed", started_at=started, ended_at=ended,
                                                error=message, error_code=code, metadata=md, log=line))
 
-    def _with_call(self, c: Claimed, exc: BaseException, outcome: Outcome) -> Outcome:
-        """A failed attempt that had sent its call: refused when the provider answered with an
-        error status (not billed), else unconfirmed (a timeout or a cut connection may be billed,
-        and so may a request whose answer a gateway lost: 408, 502, 504)."""
-        call_id = self._calls.pop(c.rowid, None) if self._calls else None
-        if call_id is not None:
-            status = (getattr(exc, "metadata", None) or {}).get("http_status")
-            answered = status is not None and status not in ANSWER_LOST_STATUSES
-            outcome.call_id, outcome.call_state = call_id, "refused" if answered else "unconfirmed"
-        return outcome
+    # ---- batches -------------------------------------------------------------------
+
+    def _feed(self, now: float) -> bool:
+        """Batches make their next runs while there is room; True when any was made. (The
+        outcomes taken for this turn are settled after it: a feed never skips a settle.)"""
+        made = 0
+        for feeder in self.feeders:
+            try:
+                made += feeder.feed(now)
+            except StoreError as exc:
+                log.warning("could not start the next runs of a batch: %s; trying again", exc.message)
+        return made > 0
 
     # ---- leases, recovery and shutdown ------------------------------------------
 

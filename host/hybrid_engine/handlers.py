@@ -16,6 +16,7 @@ from . import PROTOCOL_VERSION, __version__
 from .errors import BadRequest
 from .hello import MESSAGE_TYPES, hello_result, loaded_heavy_modules
 from .msgfields import field, json_type
+from .msgfields import text_field as _text
 
 TYPE_CHECKING = False  # `typing` itself costs 2 ms of the host's start
 if TYPE_CHECKING:
@@ -27,13 +28,6 @@ MAX_CAPTURE_ID = 200
 
 
 # ---- field validation (field() and json_type() are msgfields.py's) ----------------------
-
-def _text(msg: dict, name: str, *, required: bool = True, prefix: str = "") -> str | None:
-    value = field(msg, name, str, "a string", required=required, prefix=prefix)
-    if required and not value.strip():
-        raise BadRequest(f"{prefix}{name}: must not be empty", field=prefix + name)
-    return value
-
 
 def _page(msg: dict) -> dict:
     """The `page` of capture and estimate: only `content` is required."""
@@ -258,8 +252,12 @@ def h_runs_delete(host, msg: dict) -> dict:
     return {"run_id": run_id, "deleted": host.service.delete(run_id)}
 
 
-# The options page's messages (keys, settings, spend per day) live in their own module.
+# The options page's messages (keys, settings, spend per day) and the batch.* family live in
+# modules of their own.
 from .handlers_options import h_keys_remove, h_keys_set, h_keys_status, h_settings_update, h_spend_daily  # noqa: E402,F401
+from .batch_handlers import (h_batch_add, h_batch_cancel, h_batch_estimate, h_batch_fill,  # noqa: E402,F401
+                             h_batch_get, h_batch_list, h_batch_pause, h_batch_resume, h_batch_retry_failed,
+                             h_batch_start)
 
 # One list of message types, hello.py's (hostboot's hello lists them before this module
 # loads); each is served by the h_ function named after it ("runs.get" -> h_runs_get).

@@ -13,11 +13,12 @@ import sys
 from . import MAX_INCOMING, MAX_OUTGOING, PROTOCOL_VERSION, __version__
 
 # Every message type handlers.HANDLERS serves (a test keeps the two equal): hello lists them.
-MESSAGE_TYPES = ("capture", "config", "doctor", "estimate", "external_data.add", "external_data.list", "hello",
-                 "host.status", "keys.remove", "keys.set", "keys.status", "library.search", "library.stats",
-                 "runs.cancel", "runs.delete", "runs.for_url", "runs.get", "runs.list", "runs.output", "runs.rerun",
-                 "runs.retry", "runs.subscribe", "settings.update", "sites.set", "spend", "spend.daily",
-                 "templates.list")
+MESSAGE_TYPES = ("batch.add", "batch.cancel", "batch.estimate", "batch.fill", "batch.get", "batch.list",
+                 "batch.pause", "batch.resume", "batch.retry_failed", "batch.start", "capture", "config", "doctor",
+                 "estimate", "external_data.add", "external_data.list", "hello", "host.status", "keys.remove",
+                 "keys.set", "keys.status", "library.search", "library.stats", "runs.cancel", "runs.delete",
+                 "runs.for_url", "runs.get", "runs.list", "runs.output", "runs.rerun", "runs.retry",
+                 "runs.subscribe", "settings.update", "sites.set", "spend", "spend.daily", "templates.list")
 EVENTS = ("run.updated", "templates.changed")
 HEAVY_MODULES = ("pydantic", "yaml", "openai", "google.genai", "genai_prices", "trafilatura")
 

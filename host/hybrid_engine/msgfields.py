@@ -47,4 +47,12 @@ def field(msg: dict, name: str, types: type | tuple[type, ...], what: str, *, re
     return value
 
 
-__all__ = ["field", "json_type"]
+def text_field(msg: dict, name: str, *, required: bool = True, prefix: str = "") -> str | None:
+    """A string field; a required one may not be blank either."""
+    value = field(msg, name, str, "a string", required=required, prefix=prefix)
+    if required and not value.strip():
+        raise BadRequest(f"{prefix}{name}: must not be empty", field=prefix + name)
+    return value
+
+
+__all__ = ["field", "json_type", "text_field"]

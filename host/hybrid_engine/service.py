@@ -347,18 +347,32 @@ class Service:
                         per_provider=per_provider)
         retry = RetryPolicy(base_s=ex.backoff_base_s, cap_s=ex.backoff_cap_s)
         kwargs: dict[str, Any] = dict(limits=limits, retry=retry, lease_s=ex.lease_s,
-                                      guards=self.guards())
+                                      guards=self.guards(), rates=self.rate_limiter(checked),
+                                      feeders=self.feeders())
         kwargs.update(overrides)
         return Executor(self.store, **kwargs)
+
+    def rate_limiter(self, checked) -> "Any":
+        """Every provider's requests and tokens per minute: its tier's defaults under config.toml's."""
+        from .ratelimit import RateLimiter
+
+        return RateLimiter({name: checked.providers.get(name, settings_default()).rate(name)
+                            for name in config.PROVIDERS}, clock.now())
+
+    def feeders(self) -> list:
+        from .batchfeed import Feeder
+
+        return [Feeder(self)]
 
     def guards(self) -> list:
         from .privacy import local_only_guard
 
         try:
+            from .batchbudget import batch_budget_guard
             from .budget import budget_guard
         except ImportError:
             return [local_only_guard(self.store)]
-        return [local_only_guard(self.store), budget_guard(self.store)]
+        return [local_only_guard(self.store), budget_guard(self.store), batch_budget_guard(self.store)]
 
     def ensure_worker_if_work(self) -> int | None:
         """A background worker running when work waits for one (queued steps, or running
@@ -471,6 +485,12 @@ class Service:
 
         templates = self._templates.folder if self._templates is not None else config.templates_dir()
         return config_summary(templates_folder=templates, database=self.db_path)
+
+
+def settings_default():
+    from .settings import ProviderConfig
+
+    return ProviderConfig()
 
 
 def _check_budget(budget_usd: Any) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 from . import config as _config
 from .config import PROVIDERS, ConfigError, config_path, load_config
+from .ratelimit import TIER_DEFAULTS
 
 UNKNOWN_PRICE_POLICIES = ("refuse", "allow")
 
@@ -48,6 +49,15 @@ class ProviderConfig:
     concurrency: int | None = None
     timeout_s: float | None = None
     api_version: str | None = None
+    # Requests and tokens per minute (ratelimit.py); None: the tier's documented default, 0: none.
+    tier: str | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+
+    def rate(self, name: str):
+        from .ratelimit import tier_rate
+
+        return tier_rate(name, self.tier, self.rpm, self.tpm)
 
 
 @dataclass(frozen=True)
@@ -173,6 +183,7 @@ _COUNT = _int_at_least(1)
 _POSITIVE = (lambda v: _number(v) and v > 0, "a finite number of seconds > 0")
 _USD = (lambda v: _number(v) and v >= 0, "a finite number of USD >= 0")
 _RATE = (lambda v: _number(v) and v >= 0, "a finite number of USD per million tokens >= 0")
+_PER_MINUTE = (lambda v: _number(v) and 0 <= v <= 1e9, "a number per minute from 0 (no limit) to 1e9")
 _TEXT = (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
 _URL = (lambda v: isinstance(v, str) and v.strip().lower().startswith(("http://", "https://")),
         "an http:// or https:// URL")
@@ -236,7 +247,13 @@ def _providers(conf: dict, problems: _Problems) -> dict[str, ProviderConfig]:
         timeout = _get(value, "timeout_s", where, _POSITIVE, problems)
         api_key = _get(value, "api_key", where, _TEXT, problems, shown=_shown_secret)
         base_url = _get(value, "base_url", where, _URL, problems, shown=_shown_url)
+        tiers = TIER_DEFAULTS.get(name, {})
+        tier = _get(value, "tier", where, (lambda v: isinstance(v, str) and v in tiers,
+                                           f"one of {', '.join(tiers)}"), problems)
+        rpm = _get(value, "rpm", where, _PER_MINUTE, problems)
+        tpm = _get(value, "tpm", where, _PER_MINUTE, problems)
         out[name] = ProviderConfig(
+            tier=tier, rpm=rpm, tpm=tpm,
             api_key=api_key.strip() if api_key else None,
             base_url=base_url.strip() if base_url else None,
             concurrency=_get(value, "concurrency", where, _COUNT, problems),

@@ -285,6 +285,12 @@ def validate(data: Any, source: str) -> WorkflowTemplate:
                 elif p.kind in LITERAL_KINDS and isinstance(value, str) and "{{" in value:
                     problems.append(f"step '{s.id}', field 'params.{key}': a {p.kind} is written out in the "
                                     f"template (or named in config.toml), never filled from a reference")
+                elif p.kind == "fallback":
+                    from .fallbacks import problem as fallback_problem
+
+                    problem = fallback_problem(value)
+                    if problem:
+                        problems.append(f"step '{s.id}', field 'params.{key}': {problem}")
                 elif p.kind == "path" and isinstance(value, str):
                     problem = safepath.template_problem(value, dag.REF_PATTERN)
                     if problem:

@@ -18,6 +18,8 @@ One threaded HTTP server on 127.0.0.1 (a random free port) answers like:
     fake.max_in_flight                 # concurrency high-water mark
     fake.hold(); fake.wait_requests(1); fake.release()   # keep answers back until released
     fake.allow(1)                      # while held: let the next held answer through
+    fake.limit("openai", requests=10, window_s=1.0)  # a sliding-window limit: 429 above it
+    fake.rate_limited                  # how many requests it answered 429 that way
     fake.close()
 
 A reply is a Reply: status, latency (seconds, before anything is sent), headers, text,
@@ -94,6 +96,9 @@ class FakeProvider:
         self.requests: list[Request] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self._limits: dict[str, tuple[int, float]] = {}
+        self._window: dict[str, list[float]] = {p: [] for p in PROVIDERS}
+        self.rate_limited = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -167,6 +172,33 @@ class FakeProvider:
             self.requests = []
             self.in_flight = 0
             self.max_in_flight = 0
+            self._limits = {}
+            self._window = {p: [] for p in PROVIDERS}
+            self.rate_limited = 0
+
+    def limit(self, provider: str, *, requests: int, window_s: float = 60.0) -> None:
+        """At most `requests` accepted per sliding `window_s` seconds; the rest get 429 with a
+        Retry-After for when the oldest accepted request leaves the window (a provider's
+        requests-per-minute limit, scaled to a window a test can wait out)."""
+        with self._lock:
+            self._limits[provider] = (requests, window_s)
+            self._window[provider] = []
+
+    def _over_limit(self, provider: str) -> float | None:
+        """Seconds until a request would be accepted, or None (accepted and counted)."""
+        with self._lock:
+            limit = self._limits.get(provider)
+            if limit is None:
+                return None
+            requests, window_s = limit
+            now = time.monotonic()
+            accepted = [t for t in self._window[provider] if t > now - window_s]
+            self._window[provider] = accepted
+            if len(accepted) >= requests:
+                self.rate_limited += 1
+                return max(0.001, accepted[0] + window_s - now)
+            accepted.append(now)
+            return None
 
     def hold(self) -> None:
         """From now on requests are received and recorded but not answered until release()."""
@@ -352,7 +384,10 @@ class _Handler(BaseHTTPRequestHandler):
             if not fake._pass_gate(abort):
                 self.close_connection = True
                 return
-            reply = fake._next_reply(provider)
+            wait = fake._over_limit(provider)
+            reply = fake._next_reply(provider) if wait is None else Reply(
+                status=429, headers={"retry-after-ms": str(int(wait * 1000) + 1)},
+                error="Rate limit reached for requests (fake sliding window)")
             if not fake._sleep(reply.latency, abort):
                 self.close_connection = True
                 return

@@ -13,6 +13,8 @@ import pytest
 from host_client import HostClient
 from polling import wait_for
 
+from hybrid_engine.store import SCHEMA_VERSION
+
 SUMMARY_A = "Heliotrope gardens attract butterflies all summer."
 SUMMARY_B = "Basalt columns form when lava cools slowly."
 
@@ -354,12 +356,13 @@ def test_a_database_from_before_the_library_gets_its_pages_and_index(home, cli, 
     path = _file(home, 1, "<p>An old page.</p>")
     run_id = cli.json("run", "digest", "--input", path, "--source-url", "https://www.example.org/old", "--wait",
                       "--json")["id"]
-    conn = sqlite3.connect(home / "engine.db")  # back to schema 5: no pages, no index
-    conn.executescript("DROP TRIGGER runs_unindex; DROP TABLE library; DROP TABLE pages; PRAGMA user_version = 5;")
+    conn = sqlite3.connect(home / "engine.db")  # back to schema 5: no pages, no index, no batches
+    conn.executescript("DROP TRIGGER runs_unindex; DROP TABLE library; DROP TABLE pages; DROP TABLE batch_items; "
+                       "DROP TABLE batches; PRAGMA user_version = 5;")
     conn.close()
 
     svc = Service()
-    assert svc.store.schema_version() == 6
+    assert svc.store.schema_version() == SCHEMA_VERSION
     assert svc.summary(run_id)["page"] == {"title": None, "url": "https://www.example.org/old",
                                            "site": "example.org", "favicon": None}
     assert cli.json("search", "heliotrope", "--json")["runs"][0]["id"] == run_id

@@ -13,10 +13,12 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "host" / "hybrid_engine"
 
-TRANSPORTS = {"cli", "terminal", "foreground", "host", "hostboot", "handlers", "install", "httpapi"}
-SERVICE = {"service", "views"}
-ENGINE = {"executor", "recovery", "dag", "worker"}
-LEAVES = {"adapters", "pricing", "money", "clock", "states", "errors", "redact", "safepath", "identity", "tokens"}
+TRANSPORTS = {"cli", "terminal", "foreground", "host", "hostboot", "handlers", "batch_handlers", "batchcli", "install",
+              "httpapi"}
+SERVICE = {"service", "views", "batches", "batchfeed"}
+ENGINE = {"executor", "recovery", "dag", "worker", "fallbacks", "ratelimit", "batchbudget", "modelcalls"}
+LEAVES = {"adapters", "pricing", "money", "clock", "states", "errors", "redact", "safepath", "identity", "tokens",
+          "steplimits"}
 
 
 def _module_name(path: Path) -> str:

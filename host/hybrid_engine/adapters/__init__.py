@@ -26,6 +26,7 @@ _CHAT_PARAMS = {
                               "set from the template's `redact:`"),
     "image": Param(str, doc="an image for a vision model: base64 or a data: URL (a captured image's content)"),
     "image_detail": Param(str, doc="OpenAI's image detail: 'high' (default) or 'low'"),
+    "fallback": Param(list, kind="fallback", doc="models to try in order when this one cannot answer (fallbacks.py)"),
 }
 _CHAT_OUTPUTS = frozenset({"text", "finish_reason", "reasoning", "sent"})  # sent: {system, prompt} as sent
 

@@ -20,9 +20,10 @@ class Param:
     file path; the template chooses the folder and data only fills in names (see
     dag.render_path and safepath). `same_name_if` names a boolean param of the same
     action that, when true, keeps a data-derived name as it is instead of making it
-    unique per run (an append log that several runs share). "url" and "folder": only the
-    template writes them; a reference in one is refused at load time and never rendered
-    (LITERAL_KINDS). "command" is reserved, under the same rule.
+    unique per run (an append log that several runs share). "url", "folder" and "fallback"
+    (a model step's other models, fallbacks.py): only the template writes them; a reference
+    in one is refused at load time and never rendered (LITERAL_KINDS). "command" is
+    reserved, under the same rule.
     """
 
     type: type | tuple[type, ...]
@@ -32,7 +33,7 @@ class Param:
     same_name_if: str | None = None
 
 
-LITERAL_KINDS = frozenset({"url", "folder"})  # params data may not fill at all
+LITERAL_KINDS = frozenset({"url", "folder", "fallback"})  # params data may not fill at all
 
 # Parameters every action accepts; the executor reads them, actions may ignore them.
 COMMON_PARAMS: dict[str, Param] = {

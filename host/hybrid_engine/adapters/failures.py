@@ -168,9 +168,22 @@ def transport_error(adapter: ChatAdapter, exc: BaseException, model: str, timeou
     reason = redact(" ".join(reason.split()), _secrets(settings))
     if len(reason) > DETAIL_LIMIT:
         reason = reason[:DETAIL_LIMIT] + "..."
+    if _refused(exc):
+        meta["not_sent"] = True  # nothing reached the provider: not billed
     return TransientStepError(
         f"{adapter.label} could not be reached at {_shown_url(settings)}: "
         f"{reason}.", code="provider_unreachable", metadata=meta)
+
+
+def _refused(exc: BaseException) -> bool:
+    """The connection was never made (refused, no such host): the request was not sent."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ConnectionRefusedError) or type(exc).__name__ == "ConnectError":
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _secrets(settings: ProviderSettings) -> tuple[str, ...]:

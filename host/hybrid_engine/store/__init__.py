@@ -10,6 +10,7 @@
                    recovery's requeue (RunLifecycle)
     queries.py     summaries, outputs, logs, costs, spend, unconfirmed calls (Queries)
     library.py     runs' pages, the full-text index, search, "already sent", retention (Library)
+    batches.py     batches and their items: pages waiting for their runs (Batches)
 
 `Store` is those parts put together; callers import everything from here.
 """
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 from ..errors import StoreBusy, StoreCorrupt, StoreError, StoreFull, StoreReadOnly
+from .batches import Batches
 from .failures import query_error, store_error
 from .hotpath import HANDED_OVER
 from .library import MARK_END, MARK_START, Library, fts_query
@@ -26,7 +28,7 @@ from .records import Claimed, ClaimRequest, ExpandedStep, Expansion, NewStep, Ou
 from .schema import ACTIVE_RUNS, INLINE_OUTPUT_MAX, MIGRATIONS, OPEN_STATUSES, SCHEMA_VERSION
 
 
-class Store(RunLifecycle, Queries, Library):
+class Store(RunLifecycle, Queries, Library, Batches):
     """One engine.db: `Store(path)` opens it (or makes it) and raises a StoreError naming
     the file and the fix when it cannot."""
 

@@ -202,6 +202,14 @@ class HotPath(StoreFile):
 
     # ---- the call journal ----------------------------------------------------
 
+    def settle_call(self, call_id: int, state: str, reason: str | None, now: float) -> float | None:
+        """One call's fate before its step settles (a fallback tried next in the same attempt);
+        returns its bound, what an unconfirmed call counts at."""
+        with self.transaction():
+            row = self.conn.execute("UPDATE calls SET state = ?, settled_at = ?, reason = ? WHERE id = ?"
+                                    " AND state = 'sent' RETURNING cost_max", (state, now, reason, call_id)).fetchone()
+        return row[0] if row else None
+
     def journal_call(self, rowid: int, epoch: int, attempt: int, provider: str | None, model: str | None,
                      prompt_tokens: int | None, max_output_tokens: int | None, cost_max: float | None,
                      pid: int, now: float) -> int | None:

@@ -212,6 +212,45 @@ MIGRATIONS: list = [
         # Existing runs: their page from their capture step, then their index row.
         backfill_library,
     ],
+    # 7: batches: many pages sent at once, one run per distinct page. A batch makes its runs a few
+    # at a time (`parallel`), so that pause, cancel and its budget act before work starts; an item
+    # keeps its page (as JSON) only until its run is made. `digest` (of the URL and the content)
+    # is unique among a batch's items that run: the same page twice runs once, the second item
+    # is kept as a `duplicate` naming the first. Items that could not be read (`unreadable`) or
+    # that sit behind a login (`needs_browser`) are kept with a note, for the extension to take
+    # over. Item states: waiting -> started (its run says the rest) | duplicate | needs_browser
+    # | unreadable. Batch states: running | paused | stopped (its budget) | cancelled.
+    """
+        CREATE TABLE batches (
+            id          TEXT PRIMARY KEY,
+            name        TEXT NOT NULL,
+            template    TEXT NOT NULL,
+            state       TEXT NOT NULL,
+            budget_usd  REAL,
+            parallel    INTEGER NOT NULL,
+            note        TEXT,
+            created_at  REAL NOT NULL,
+            updated_at  REAL NOT NULL
+        );
+        CREATE INDEX batches_created ON batches(created_at);
+        CREATE INDEX batches_running ON batches(state) WHERE state = 'running';
+        CREATE TABLE batch_items (
+            id        INTEGER PRIMARY KEY,
+            batch_id  TEXT NOT NULL REFERENCES batches(id) ON DELETE CASCADE,
+            pos       INTEGER NOT NULL,
+            source    TEXT NOT NULL,
+            title     TEXT,
+            digest    TEXT,
+            state     TEXT NOT NULL,
+            run_id    TEXT REFERENCES runs(id) ON DELETE SET NULL,
+            page      TEXT,
+            note      TEXT,
+            UNIQUE (batch_id, pos)
+        );
+        CREATE UNIQUE INDEX batch_items_digest ON batch_items(batch_id, digest) WHERE state NOT IN ('duplicate', 'unreadable', 'needs_browser');
+        CREATE INDEX batch_items_waiting ON batch_items(batch_id, pos) WHERE state = 'waiting';
+        CREATE INDEX batch_items_run ON batch_items(run_id) WHERE run_id IS NOT NULL;
+    """,
 ]
 
 INLINE_OUTPUT_MAX = 8192

@@ -1,0 +1,263 @@
+"""Batches: many pages sent at once, one run per distinct page, shown and steered as one thing.
+
+    b = Batches(service)
+    batch_id = b.create("page-digest", budget_usd=0.50)   a batch, paused until its pages are in
+    b.add_page(batch_id, page, source="https://...")       stored at once, never held: memory stays flat
+    b.estimate_batch(batch_id)                             one combined estimate, against every budget
+    b.resume(batch_id)                                     runs are made `parallel` at a time (batchfeed.py)
+    b.view(batch_id) / pause / cancel / retry_failed
+
+The same page twice (same URL and content) runs once: the second is a `duplicate` item.
+Pages that sit behind a login are `needs_browser` items until the extension sends them
+(`fill`). A batch budget stops the batch: no further run is made and no model step starts
+that would cross it (batchbudget.py); a step is never cut half way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from . import clock, money
+from .errors import BadRequest, ConflictError, NotFound
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterable
+
+    from .service import Service
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PARALLEL = 16  # runs of one batch open at once; the executor's limits pace the calls
+MAX_PARALLEL = 1000
+PAGE_KEYS = ("content", "source_url", "content_type", "title", "selection")
+FINISHED_RUN = ("COMPLETED", "FAILED", "CANCELLED")
+
+
+def page_digest(page: dict) -> str:
+    """The same page: the same URL (or none) and the same content."""
+    h = hashlib.sha256((page.get("source_url") or "").encode("utf-8", "surrogatepass"))
+    h.update(b"\0")
+    h.update(page["content"].encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def check_page(page: Any, where: str = "page") -> dict:
+    if not isinstance(page, dict) or not isinstance(page.get("content"), str):
+        raise BadRequest(f"{where}.content: expected the page's text", field=f"{where}.content")
+    for key in PAGE_KEYS[1:]:
+        if page.get(key) is not None and not isinstance(page[key], str):
+            raise BadRequest(f"{where}.{key}: expected text", field=f"{where}.{key}")
+    return {k: page[k] for k in PAGE_KEYS if page.get(k) is not None}
+
+
+class Batches:
+    def __init__(self, service: "Service") -> None:
+        self.svc = service
+
+    @property
+    def store(self):
+        return self.svc.store
+
+    # ---- making one --------------------------------------------------------------------
+
+    def create(self, template_ref: str, *, budget_usd: float | None = None, parallel: int | None = None,
+               name: str | None = None, start: bool = False) -> str:
+        from .service import _check_budget, new_run_id
+
+        _check_budget(budget_usd)
+        parallel = DEFAULT_PARALLEL if parallel is None else parallel
+        if isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= MAX_PARALLEL:
+            raise BadRequest(f"parallel: expected a whole number from 1 to {MAX_PARALLEL}", field="parallel")
+        tpl = self.svc.template(template_ref)
+        if not tpl.capture_slots:
+            raise BadRequest(f"template '{tpl.name}' has no capture step to take the pages", field="template")
+        ref = template_ref
+        if tpl.source and Path(template_ref).suffix.lower() in (".yaml", ".yml", ".json"):
+            ref = str(Path(template_ref).resolve())  # the worker runs elsewhere: a path from here
+        batch_id = new_run_id()
+        label = name or f"{tpl.name} batch"
+        # Paused until its pages are in: a worker must not start half a list.
+        self.store.create_batch(batch_id, label, ref, budget_usd, parallel, clock.now(),
+                                state="running" if start else "paused")
+        log.info("batch %s created from template %s", batch_id, tpl.name)
+        return batch_id
+
+    def add_page(self, batch_id: str, page: dict, source: str | None = None) -> dict:
+        page = check_page(page)
+        source = source or page.get("source_url") or page.get("title") or "(page)"
+        return self.store.add_batch_item(batch_id, source, page.get("title"), page_digest(page), page, "waiting")
+
+    def add_unusable(self, batch_id: str, source: str, state: str, note: str, title: str | None = None) -> dict:
+        """An item that could not be read (`unreadable`) or sits behind a login (`needs_browser`)."""
+        return self.store.add_batch_item(batch_id, source, title, None, None, state, note)
+
+    def fill(self, batch_id: str, pos: int, page: dict) -> dict:
+        """The extension's page for a `needs_browser` item."""
+        batch_id = self.resolve(batch_id)
+        page = check_page(page)
+        if not self.store.fill_item(batch_id, pos, page, page_digest(page), page.get("title")):
+            raise ConflictError(f"batch '{batch_id}' has no item {pos} waiting for the browser")
+        return self.view(batch_id)
+
+    # ---- finding one --------------------------------------------------------------------
+
+    def resolve(self, batch_id: str) -> str:
+        if not isinstance(batch_id, str) or not batch_id:
+            raise BadRequest("batch_id: expected a batch id", field="batch_id")
+        if self.store.batch_row(batch_id) is not None:
+            return batch_id
+        ids = self.store.batches_with_prefix(batch_id, 6)
+        if len(ids) == 1:
+            return ids[0]
+        if ids:
+            raise BadRequest(f"ambiguous batch id '{batch_id}': matches {', '.join(ids[:5])}; give more of the id",
+                             field="batch_id")
+        raise NotFound(f"no batch with id '{batch_id}'")
+
+    # ---- estimate --------------------------------------------------------------------------
+
+    def estimate_pages(self, template_ref: str, pages: Iterable[dict], budget_usd: float | None = None) -> dict:
+        """The combined tokens and cost range of a run per page, and whether the total fits the
+        run, batch, daily and monthly budgets. Pages are estimated one at a time."""
+        from .estimate import estimate_run
+
+        tpl = self.svc.template(template_ref)
+        total = {"pages": 0, "prompt_tokens": 0, "cost_min": 0.0, "cost_max": 0.0, "price_unknown_pages": 0,
+                 "lower_bound": False, "largest_run_cost_max": 0.0}
+        for page in pages:
+            est = estimate_run(tpl, check_page(page))
+            total["pages"] += 1
+            total["prompt_tokens"] += est["total_prompt_tokens"]
+            total["cost_min"] += est["total_cost_min"]
+            total["cost_max"] += est["total_cost_max"]
+            total["price_unknown_pages"] += 1 if est["price_unknown"] else 0
+            total["lower_bound"] = total["lower_bound"] or est["lower_bound"]
+            total["largest_run_cost_max"] = max(total["largest_run_cost_max"], est["total_cost_max"])
+        total["cost_min"], total["cost_max"] = round(total["cost_min"], 10), round(total["cost_max"], 10)
+        total.update(template=tpl.name, budgets=self._fits(total, tpl.budget_usd, budget_usd))
+        total["text"] = estimate_text(total)
+        return total
+
+    def estimate_batch(self, batch_id: str) -> dict:
+        batch_id = self.resolve(batch_id)
+        row = self.store.batch_row(batch_id)
+        return self.estimate_pages(row["template"], self.store.iter_item_pages(batch_id), row["budget_usd"])
+
+    def _fits(self, total: dict, run_budget: float | None, batch_budget: float | None) -> list[dict]:
+        """Each budget that applies, what it has left and whether the whole batch fits in it."""
+        from . import settings
+
+        out = []
+        if run_budget is not None:
+            out.append({"kind": "run", "limit_usd": run_budget, "left_usd": run_budget,
+                        "fits": total["largest_run_cost_max"] <= run_budget})
+        if batch_budget is not None:
+            out.append({"kind": "batch", "limit_usd": batch_budget, "left_usd": batch_budget,
+                        "fits": total["cost_max"] <= batch_budget})
+        b = settings.budgets()
+        day_start, month_start = clock.period_starts()
+        for kind, limit, since in (("daily", b.daily_usd, day_start), ("monthly", b.monthly_usd, month_start)):
+            if limit is None:
+                continue
+            spent = sum(self.store.spend_since(since).values()) + self.store.unconfirmed_cost(since)
+            left = max(0.0, limit - spent)
+            out.append({"kind": kind, "limit_usd": limit, "left_usd": round(left, 10),
+                        "fits": total["cost_max"] <= left})
+        return out
+
+    # ---- steering -------------------------------------------------------------------------
+
+    def pause(self, batch_id: str) -> dict:
+        """No further run is made; runs already made go on."""
+        batch_id = self.resolve(batch_id)
+        if not self.store.set_batch_state(batch_id, "paused", clock.now(), "paused", only_from=("running", "stopped")):
+            raise ConflictError(f"batch '{batch_id}' is {self.store.batch_row(batch_id)['state']}; only a running "
+                                "batch can be paused")
+        return self.view(batch_id)
+
+    def resume(self, batch_id: str, *, budget_usd: float | None = None) -> dict:
+        """Make runs again; `budget_usd` replaces the batch budget (the way on after it stopped the batch)."""
+        from .service import _check_budget
+
+        _check_budget(budget_usd)
+        batch_id = self.resolve(batch_id)
+        if not self.store.set_batch_state(batch_id, "running", clock.now(), None, budget_usd=budget_usd,
+                                          only_from=("paused", "stopped", "running")):
+            raise ConflictError(f"batch '{batch_id}' was cancelled; start a new one")
+        return self.view(batch_id)
+
+    def cancel(self, batch_id: str) -> dict:
+        """No further run is made, and its open runs are cancelled."""
+        batch_id = self.resolve(batch_id)
+        self.store.set_batch_state(batch_id, "cancelled", clock.now(), "cancelled")
+        for run_id in self.store.batch_runs(batch_id, ("PENDING", "RUNNING")):
+            self.svc.cancel(run_id)
+        return self.view(batch_id)
+
+    def retry_failed(self, batch_id: str, *, budget_usd: float | None = None) -> dict:
+        """Only the failed items run again (each from its failed steps); the batch runs again."""
+        batch_id = self.resolve(batch_id)
+        failed = self.store.batch_runs(batch_id, ("FAILED",))
+        if self.store.batch_row(batch_id)["state"] == "cancelled":
+            raise ConflictError(f"batch '{batch_id}' was cancelled; start a new one")
+        self.resume(batch_id, budget_usd=budget_usd)
+        for run_id in failed:
+            self.svc.retry(run_id)
+        view = self.view(batch_id)
+        view["retried"] = len(failed)
+        return view
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    def view(self, batch_id: str, *, items: bool = True, limit: int = 1000, offset: int = 0) -> dict:
+        batch_id = self.resolve(batch_id)
+        row = self.store.batch_row(batch_id)
+        counts = self.store.batch_counts(batch_id)
+        waiting = counts.get("waiting", 0)
+        running = counts.get("PENDING", 0) + counts.get("RUNNING", 0)
+        state = row["state"]
+        if state == "cancelled":
+            status = "cancelled"
+        elif running:
+            status = "running" if state == "running" else state  # paused/stopped: finishing what runs
+        elif waiting and state != "running":
+            status = state
+        elif waiting or counts.get("needs_browser"):
+            status = "running" if waiting else "waiting_for_browser"
+        else:
+            status = "failed" if counts.get("FAILED") else "completed"
+        cost = self.store.batch_cost(batch_id)
+        doc = {
+            "id": batch_id, "name": row["name"], "template": row["template"], "state": state, "status": status,
+            "note": row["note"], "budget_usd": row["budget_usd"], "parallel": row["parallel"],
+            "created_at": clock.iso(row["created_at"]), "updated_at": clock.iso(row["updated_at"]),
+            "counts": {"total": sum(counts.values()), "waiting": waiting, "running": running,
+                       "completed": counts.get("COMPLETED", 0), "failed": counts.get("FAILED", 0),
+                       "cancelled": counts.get("CANCELLED", 0) + (waiting if state == "cancelled" else 0),
+                       "duplicate": counts.get("duplicate", 0), "needs_browser": counts.get("needs_browser", 0),
+                       "unreadable": counts.get("unreadable", 0)},
+            "cost_usd": cost, "cost": money.usd(cost),
+        }
+        if items:
+            doc["items"] = self.store.batch_items(batch_id, limit, offset)
+        return doc
+
+    def list(self, limit: int = 50, offset: int = 0) -> list[dict]:
+        return [self.view(b, items=False) for b in self.store.batch_ids(limit, offset)]
+
+
+def estimate_text(total: dict) -> str:
+    """One line a person reads before sending: pages, tokens, cost range, budgets."""
+    approx = "at least " if total["lower_bound"] else "about "
+    cost = f"{money.usd(total['cost_min'])} to {money.usd(total['cost_max'])}"
+    unknown = f"; {total['price_unknown_pages']} page(s) at a price not known" if total["price_unknown_pages"] else ""
+    budgets = "; ".join(f"{b['kind']} budget {money.usd_budget(b['limit_usd'])}: "
+                        + ("fits" if b["fits"] else "DOES NOT FIT") for b in total["budgets"])
+    return (f"{total['pages']} page(s), {approx}{total['prompt_tokens']:,} prompt tokens, {cost}{unknown}"
+            + (f"; {budgets}" if budgets else ""))
+
+
+__all__ = ["Batches", "DEFAULT_PARALLEL", "check_page", "estimate_text", "page_digest"]

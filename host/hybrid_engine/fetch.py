@@ -1,0 +1,124 @@
+"""Public pages fetched for `batch --urls`: one GET each, bounded, and honest about pages that
+need the browser.
+
+    fetch_page(url) -> Fetched(page=..., ...) | Fetched(needs_browser=True, note=...) | Fetched(note=...)
+
+Bounds: http(s) only, a time limit on every network wait, at most MAX_REDIRECTS redirects (each
+to http(s) only), at most MAX_CONTENT_BYTES read, and a content type that the engine
+takes (HTML, text, Markdown, JSON). A 401 or 403, or a redirect to a sign-in page, means
+the page sits behind a login: the browser, with the user's session, is the one to fetch it
+(the extension takes these items over). No cookies are sent or kept; the User-Agent says
+what we are.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from . import __version__
+from .inputs import MAX_CONTENT_BYTES, decode_text
+
+TIMEOUT_S = 20.0
+MAX_REDIRECTS = 5
+ACCEPTED_TYPES = {"text/html": "text/html", "application/xhtml+xml": "text/html", "text/plain": "text/plain",
+                  "text/markdown": "text/markdown", "application/json": "application/json"}
+LOGIN_PATH = re.compile(r"(^|[/_.-])(login|log-in|signin|sign-in|sign_in|auth|sso|oauth2?|account/login|"
+                        r"accounts/login|session/new|users/sign_in)([/_.?-]|$)", re.IGNORECASE)
+USER_AGENT = f"hybrid-engine/{__version__} (+batch --urls)"
+
+
+@dataclass
+class Fetched:
+    url: str
+    page: dict | None = None
+    needs_browser: bool = False
+    note: str | None = None
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    max_redirections = MAX_REDIRECTS
+
+    def __init__(self) -> None:
+        self.login: str | None = None
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            raise urllib.error.HTTPError(newurl, code, f"redirect to a non-http URL: {newurl[:100]}", headers, fp)
+        if LOGIN_PATH.search(urlsplit(newurl).path or ""):
+            self.login = newurl
+            raise urllib.error.HTTPError(newurl, 401, "redirected to a sign-in page", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def read_url_list(path: str) -> list[str]:
+    """One URL a line; blank lines and lines starting with # are skipped."""
+    from .errors import BadRequest
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read(MAX_CONTENT_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise BadRequest(f"{path}: no such file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"{path}: cannot read a list of URLs: {exc}") from exc
+    urls = []
+    for n, line in enumerate(lines.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if urlsplit(line).scheme.lower() not in ("http", "https") or not urlsplit(line).netloc:
+            raise BadRequest(f"{path}, line {n}: expected an http:// or https:// URL, got {line[:80]!r}")
+        urls.append(line)
+    return urls
+
+
+def fetch_page(url: str, *, timeout_s: float = TIMEOUT_S, max_bytes: int = MAX_CONTENT_BYTES) -> Fetched:
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        return Fetched(url, note="not an http(s) URL")
+    redirects = _Redirects()
+    opener = urllib.request.build_opener(redirects)
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT,
+                                                   "Accept": "text/html,text/plain,text/markdown,application/json"})
+    try:
+        with opener.open(request, timeout=timeout_s) as resp:
+            final = resp.geturl()
+            mime = (resp.headers.get_content_type() or "").lower()
+            if mime not in ACCEPTED_TYPES:
+                return Fetched(url, note=f"content type {mime or 'unknown'} is not a page the engine takes "
+                                         f"({', '.join(sorted(ACCEPTED_TYPES))})")
+            length = resp.headers.get("Content-Length")
+            if length and length.isdigit() and int(length) > max_bytes:
+                return Fetched(url, note=f"{int(length)} bytes is over the {max_bytes} byte limit")
+            data = resp.read(max_bytes + 1)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403) or redirects.login:
+            where = f" (redirected to {redirects.login[:120]})" if redirects.login else f" (HTTP {exc.code})"
+            return Fetched(url, needs_browser=True, note=f"behind a login{where}: send it from the browser")
+        return Fetched(url, note=f"HTTP {exc.code} {exc.reason}")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return Fetched(url, note=f"could not fetch: {reason}")
+    if len(data) > max_bytes:
+        return Fetched(url, note=f"more than the {max_bytes} byte limit")
+    ctype = ACCEPTED_TYPES[mime]
+    content = decode_text(data, html=ctype == "text/html")
+    title = page_title(content) if ctype == "text/html" else None
+    return Fetched(url, page={"content": content, "source_url": final, "content_type": ctype,
+                              **({"title": title} if title else {})})
+
+
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def page_title(html: str) -> str | None:
+    import html as html_
+
+    m = _TITLE.search(html[:65536])
+    return " ".join(html_.unescape(m.group(1)).split())[:300] or None if m else None
+
+
+__all__ = ["Fetched", "MAX_REDIRECTS", "TIMEOUT_S", "fetch_page", "page_title", "read_url_list"]

@@ -1,0 +1,69 @@
+"""The `batch.*` messages through the real host: what the extension's "Send N tabs" will send."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from host_client import HostClient
+from polling import wait_for
+
+DIGEST = {"name": "digest", "steps": [
+    {"id": "page", "action": "capture"},
+    {"id": "sum", "action": "openai_chat", "dependencies": ["page"],
+     "params": {"model": "gpt-4o-mini", "prompt": "Summarise: {{ steps.page.outputs.content }}", "max_tokens": 50}}]}
+
+
+@pytest.fixture
+def host(he_home, fake_provider):
+    (he_home / "templates").mkdir(parents=True, exist_ok=True)
+    (he_home / "templates" / "digest.json").write_text(json.dumps(DIGEST))
+    with HostClient(he_home, extra_env=fake_provider.env()) as client:
+        client.call("hello", protocol=1)
+        yield client
+        assert client.stdout_problems == []
+
+
+def tab(n: int) -> dict:
+    return {"content": f"<p>tab {n}</p>", "source_url": f"https://example.com/{n}", "content_type": "html",
+            "title": f"Tab {n}"}
+
+
+def settled(host, batch_id: str) -> dict:
+    return wait_for(lambda: (lambda b: b if b["status"] not in ("running",) else None)(
+        host.call("batch.get", batch_id=batch_id)), what="the batch to settle")
+
+
+def test_six_tabs_one_estimate_one_batch_and_a_failed_item_retried_alone(host, fake_provider):
+    tabs = [tab(n) for n in range(6)]
+    est = host.call("batch.estimate", template="digest", pages=tabs, budget_usd=1.0)
+    assert est["pages"] == 6 and est["cost_max"] > 0 and est["budgets"] == [
+        {"kind": "batch", "limit_usd": 1.0, "left_usd": 1.0, "fits": True}]
+    fake_provider.script("openai", status=400, error="fake refusal")  # one item fails for good
+    batch = host.call("batch.start", template="digest", pages=tabs, budget_usd=1.0)
+    assert batch["counts"]["total"] == 6
+    batch = settled(host, batch["id"])
+    assert batch["status"] == "failed" and batch["counts"]["completed"] == 5 and batch["counts"]["failed"] == 1
+    assert batch["cost_usd"] > 0
+    sent = len(fake_provider.requests_for("openai"))
+    retried = host.call("batch.retry_failed", batch_id=batch["id"])
+    assert retried["retried"] == 1
+    batch = settled(host, batch["id"])
+    assert batch["status"] == "completed" and batch["counts"]["completed"] == 6
+    assert len(fake_provider.requests_for("openai")) == sent + 1, "an item that had completed ran again"
+    assert [b["id"] for b in host.call("batch.list")["batches"]] == [batch["id"]]
+
+
+def test_a_page_without_content_is_refused_naming_its_place_in_the_list(host):
+    reply = host.request("batch.start", template="digest", pages=[tab(1), {"title": "no content"}])
+    assert reply["ok"] is False and reply["error"]["code"] == "bad_request"
+    assert reply["error"]["message"].startswith("pages[1].content: expected the page's text")
+    assert host.call("batch.list")["batches"] == []
+
+
+def test_pause_and_resume_through_the_host(host):
+    batch = host.call("batch.start", template="digest", pages=[tab(1), tab(2)], paused=True)
+    assert batch["status"] == "paused" and batch["counts"]["waiting"] == 2
+    assert host.call("batch.resume", batch_id=batch["id"])["state"] == "running"
+    assert settled(host, batch["id"])["counts"]["completed"] == 2
