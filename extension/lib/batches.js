@@ -27,8 +27,13 @@ function forget(id) {
   prepared.delete(id);
 }
 
+let sweepTimer = null;
+
+// Pages nobody said yes to are not held longer than KEEP_MS (a popup closed on its estimate).
 function sweep() {
   for (const [id, p] of prepared) if (Date.now() - p.at > KEEP_MS) prepared.delete(id);
+  clearTimeout(sweepTimer);
+  sweepTimer = prepared.size ? setTimeout(sweep, KEEP_MS + 1000) : null;
 }
 
 function pageBytes(page) {
@@ -153,10 +158,10 @@ export function batchHandlers({ host, getState, tabById, onStarted }) {
         : "No web page among these tabs."), { code: "nothing_to_send" });
     }
     const estimate = await estimatePages(template, pages, budget_usd);
-    sweep();
     const id = crypto.randomUUID();
     const name = { highlighted: "selected tabs", window: "tabs of a window", group: "a tab group" }[source];
     prepared.set(id, { template, pages, at: Date.now(), name: `${template}: ${pages.length} ${name}` });
+    sweep();
     return { prepared_id: id, kind: "pages", estimate, items, skipped };
   }
 
@@ -170,13 +175,13 @@ export function batchHandlers({ host, getState, tabById, onStarted }) {
                                              ...(budget_usd ? { budget_usd } : {}) }, HOST_TIMEOUT_MS);
     let estimate = null, estimateError = null;
     try {
-      estimate = await req("batch.estimate", { template, batch_id: batch.id, ...(budget_usd ? { budget_usd } : {}) });
+      estimate = await req("batch.estimate", { batch_id: batch.id }, HOST_TIMEOUT_MS); // judged against its budget
     } catch (err) {
       estimateError = err.message;
     }
-    sweep();
     const id = crypto.randomUUID();
     prepared.set(id, { template, batchId: batch.id, at: Date.now() });
+    sweep();
     const items = (batch.items || []).map((it) => ({ title: it.title || it.source, url: it.source, state: it.state,
                                                      notice: it.note || null }));
     return { prepared_id: id, kind: "urls", batch_id: batch.id, estimate, estimate_error: estimateError, items,

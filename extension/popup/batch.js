@@ -158,6 +158,7 @@ function renderEstimate(r) {
 }
 
 async function prepare(source) {
+  if (batch.prepared) await discard(); // asked again: the pages read before are not kept twice
   batch.busy = true;
   renderButton();
   setStatus("", source === "bookmarks" || source === "links" ? "The host is fetching the pages…" : "Reading the tabs…");
