@@ -1,6 +1,7 @@
 // Context menus: for a page, a selection, a link, an image and the links of a selection (as
-// one batch), one entry per workflow template that has a capture slot. Item ids are "<kind>:<template name>", so the click
-// handler needs no lookup table that a restarted service worker would have lost.
+// one batch), one entry per workflow template that has a capture slot. Item ids are
+// "<kind>:<template name>", so the click handler needs no lookup table that a restarted
+// service worker would have lost.
 
 import { api } from "./ext.js";
 

@@ -75,9 +75,10 @@ function schedule() {
   if ([...rows.batches.values()].some(active)) rows.timer = setTimeout(refreshBatches, POLL_MS);
 }
 
-// A run event for a run of a batch: look again soon.
+// A run event for a run of a batch (or a new run while a batch is making them): look again soon.
 export function noteRunUpdated(runId) {
-  if (rows.runIds.has(runId) && !rows.loading) {
+  const mine = rows.runIds.has(runId) || [...rows.batches.values()].some(active);
+  if (mine && !rows.loading) {
     clearTimeout(rows.timer);
     rows.timer = setTimeout(refreshBatches, 150);
   }
