@@ -41,8 +41,14 @@ export function batchRunIds() {
   return rows.runIds;
 }
 
+// Not finished: it can still be paused or cancelled.
 function active(b) {
   return !FINISHED.has(b.status) || (b.counts?.running || 0) > 0;
+}
+
+// Changing by itself: worth looking at again (a paused batch with nothing running is not).
+function moving(b) {
+  return b.status === "running" || (b.counts?.running || 0) > 0;
 }
 
 export function refreshBatches() {
@@ -61,7 +67,7 @@ async function load() {
   await Promise.all((listed || []).map(async (b) => {
     const before = rows.batches.get(b.id);
     // Items are asked for while it runs, and once when first seen.
-    const full = !before || active(b) || active(before) ? await call("batch.get", { batch_id: b.id }).catch(() => null) : null;
+    const full = !before || moving(b) || moving(before) ? await call("batch.get", { batch_id: b.id }).catch(() => null) : null;
     fresh.set(b.id, full || { ...b, items: before?.items || [] });
   }));
   rows.batches = fresh;
@@ -72,12 +78,12 @@ async function load() {
 
 function schedule() {
   clearTimeout(rows.timer);
-  if ([...rows.batches.values()].some(active)) rows.timer = setTimeout(refreshBatches, POLL_MS);
+  if ([...rows.batches.values()].some(moving)) rows.timer = setTimeout(refreshBatches, POLL_MS);
 }
 
 // A run event for a run of a batch (or a new run while a batch is making them): look again soon.
 export function noteRunUpdated(runId) {
-  const mine = rows.runIds.has(runId) || [...rows.batches.values()].some(active);
+  const mine = rows.runIds.has(runId) || [...rows.batches.values()].some(moving);
   if (mine && !rows.loading) {
     clearTimeout(rows.timer);
     rows.timer = setTimeout(refreshBatches, 150);
