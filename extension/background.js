@@ -12,6 +12,7 @@ import { age, runCost, usd } from "./lib/format.js";
 import { PreparedPages } from "./lib/prepared.js";
 import { RunStatus, isTerminalRun } from "./lib/states.js";
 import { hostOf, rulesFor } from "./lib/sites.js";
+import { batchHandlers, openLinksBatch } from "./lib/batches.js";
 
 const FIRST_WORKFLOW = "page-digest";
 const DEFAULT_SETTINGS = { defaultTemplate: "", notifications: true, maxCaptureBytes: DEFAULT_MAX_BYTES };
@@ -327,6 +328,7 @@ async function onMenuClicked(info, tab) {
   try {
     refuseNeverSite(info.pageUrl || tab?.url, info.frameUrl, kind === "link" ? info.linkUrl : null,
                     kind === "image" ? info.srcUrl : null);
+    if (kind === "links") return await openLinksBatch(parsed.template, info, tab);
     const captured = await captureFromMenu(kind, info, tab, { maxBytes: state.settings.maxCaptureBytes });
     return await send(parsed.template, captured, { via: "menu" });
   } catch (err) {
@@ -488,6 +490,7 @@ const HANDLERS = {
     pushState();
     return state.settings;
   },
+  ...batchHandlers({ host, getState: () => state, tabById, onStarted: () => loadRuns().catch(() => {}) }),
   // Headers only (lib/outbox.js): the pages stay in storage.
   outbox: async () => ({ items: await host.outbox.list() }),
   "outbox.discard": ({ id }) => host.discard(String(id)),

@@ -1,6 +1,7 @@
-// Context menus: for a page, a selection, a link and an image, one entry per workflow
-// template that has a capture slot. Item ids are "<kind>:<template name>", so the click
-// handler needs no lookup table that a restarted service worker would have lost.
+// Context menus: for a page, a selection, a link, an image and the links of a selection (as
+// one batch), one entry per workflow template that has a capture slot. Item ids are
+// "<kind>:<template name>", so the click handler needs no lookup table that a restarted
+// service worker would have lost.
 
 import { api } from "./ext.js";
 
@@ -9,7 +10,10 @@ const KINDS = {
   selection: "Send selection to workflow",
   link: "Send link to workflow",
   image: "Send image to workflow",
+  links: "Send links in selection",
 };
+// The context a kind's items show in, where it is not the kind's own name.
+const CONTEXTS = { links: "selection" };
 
 const NONE_ID = "none";
 
@@ -44,19 +48,20 @@ async function build(templates, hostReachable) {
   await api.contextMenus.removeAll();
   const usable = (templates || []).filter((t) => t.has_capture_slot !== false);
   for (const [kind, title] of Object.entries(KINDS)) {
-    await create({ id: kind, title, contexts: [kind] });
+    const contexts = [CONTEXTS[kind] || kind];
+    await create({ id: kind, title, contexts });
     if (!usable.length) {
       await create({
         id: `${NONE_ID}:${kind}`,
         parentId: kind,
         title: hostReachable ? "No workflow takes a page yet" : "Hybrid Engine is not connected: open its popup",
-        contexts: [kind],
+        contexts,
         enabled: false,
       });
       continue;
     }
     for (const t of usable) {
-      await create({ id: `${kind}:${t.name}`, parentId: kind, title: t.name, contexts: [kind] });
+      await create({ id: `${kind}:${t.name}`, parentId: kind, title: t.name, contexts });
     }
   }
 }

@@ -9,6 +9,8 @@ import { isTerminalRun } from "../lib/states.js";
 import { $, call, copyText, mark, markOnce, pageOf, runTitle, setFavicon } from "./common.js";
 import { liveRowFacts } from "./live.js";
 import { clearQueuedStatus, estimateFor, onOpenRun, refreshEstimate, sendPage, setTab } from "./send.js";
+import { refreshBatchSources, renderButton as renderBatchButton, wireBatchSend } from "./batch.js";
+import { batchRunIds, noteRunUpdated, refreshBatches, wireBatchRows } from "./batchrow.js";
 
 mark("script-start");
 
@@ -99,6 +101,8 @@ function onConnected() {
   refreshRuns();
   refreshSpend();
   refreshEstimate(true);
+  refreshBatches();
+  if (view.tabKnown) refreshBatchSources(view.tabId, true, params.get("source"));
   if (detail?.detailId()) openDetail(detail.detailId(), { keepFocus: true });
 }
 
@@ -126,7 +130,7 @@ function renderTemplates(templates, last, preferred) {
   view.lastTemplatesKey = key;
   const select = $("workflow");
   const names = usable.map((t) => t.name);
-  const current = [select.value, last, preferred, FIRST_WORKFLOW].find((n) => n && names.includes(n)) || names[0] || "";
+  const current = [select.value, params.get("template"), last, preferred, FIRST_WORKFLOW].find((n) => n && names.includes(n)) || names[0] || "";
   select.textContent = "";
   if (!usable.length) {
     select.append(new Option(connected() ? "No workflow with a page slot" : "No workflow yet (waiting for the host)", ""));
@@ -142,6 +146,7 @@ function renderTemplates(templates, last, preferred) {
 }
 
 function updateSendButton() {
+  renderBatchButton();
   const button = $("send-button");
   if (button.dataset.busy === "true") return;
   button.disabled = !$("workflow").value;
@@ -291,8 +296,11 @@ function renderRunsEmpty() {
   else empty.textContent = "Loading runs…";
 }
 
+// A batch's runs are its row's (batchrow.js), not rows of their own.
 function sortedRuns() {
+  const inBatch = batchRunIds();
   return [...view.runs.values()]
+    .filter((r) => !inBatch.has(r.id))
     .sort((a, b) => String(b.createdAt || "").localeCompare(String(a.createdAt || "")))
     .slice(0, 20);
 }
@@ -410,6 +418,7 @@ function connectPort() {
       view.runs.set(msg.run.id, { ...(before || {}), ...msg.run });
       renderRuns();
       detail?.scheduleDetailReload(msg.run.id);
+      noteRunUpdated(msg.run.id);
       if (isTerminalRun(msg.run.status) && before && !isTerminalRun(before.status)) refreshSpend();
     }
   });
@@ -433,6 +442,8 @@ async function start() {
     }
   }
   setTab(view.tabId);
+  view.tabKnown = true;
+  if (connected()) refreshBatchSources(view.tabId, true, params.get("source"));
   $("send-button").addEventListener("click", () => sendPage({
     onStarted: (runId) => {
       if (!view.runs.has(runId)) refreshRuns();
@@ -444,6 +455,8 @@ async function start() {
   });
   $("retry").addEventListener("click", () => call("connect").catch(() => {}));
   onOpenRun((runId) => openDetail(runId, { summary: view.runs.get(runId) }));
+  wireBatchSend({ onSent: () => refreshBatches() });
+  wireBatchRows({ onOpenRun: (runId) => openDetail(runId, { summary: view.runs.get(runId) }), onChange: renderRuns });
   for (const b of document.querySelectorAll("[data-copy]")) {
     b.addEventListener("click", () => copyText($(b.dataset.copy).textContent, b));
   }

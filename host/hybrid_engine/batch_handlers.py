@@ -62,8 +62,12 @@ def _add(batches, batch_id: str, pages: list[dict], urls: list[str]) -> None:
 
 
 def h_batch_estimate(host, msg: dict) -> dict:
-    template = _text(msg, "template")
     check_settings()
+    if msg.get("batch_id") is not None:
+        # A batch made from addresses: the host fetched its pages, so they are estimated where
+        # they are stored, while the batch waits (paused) for the person's yes.
+        return _batches(host).estimate_batch(_text(msg, "batch_id"))
+    template = _text(msg, "template")
     return _batches(host).estimate_pages(template, _pages(msg), _budget(msg))
 
 
