@@ -156,4 +156,6 @@ def test_the_tokenizer_cache_stays_bounded_over_many_distinct_pages(monkeypatch)
     enc = tokens._encoder(tokens.O200K)
     for page in range(40):  # 40 pages of 2,000 words never seen before
         tokens.encode(" ".join(word(page * 2000 + n) for n in range(2000)))
-    assert 0 < len(enc._cache) <= 10_000  # 80,000 new words went through it
+    assert len(enc._cache) <= 10_000  # 80,000 new words went through it
+    tokens.encode("and it still caches")
+    assert len(enc._cache) > 0
