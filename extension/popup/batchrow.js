@@ -16,7 +16,8 @@ const STATUS_TEXT = {
   running: "Running", paused: "Paused", stopped: "Stopped", cancelled: "Cancelled", completed: "Done",
   failed: "Failed", waiting_for_browser: "Needs the browser",
 };
-const ITEM_TEXT = { waiting: "waiting", duplicate: "duplicate", needs_browser: "needs the browser", unreadable: "unreadable" };
+const ITEM_TEXT = { waiting: "waiting", duplicate: "duplicate", needs_browser: "needs the browser", unreadable: "unreadable",
+                    blocked: "not sent: its site is ruled never" };
 const RUN_TEXT = { PENDING: "waiting", RUNNING: "running", COMPLETED: "done", FAILED: "failed", CANCELLED: "cancelled" };
 
 const rows = {
@@ -197,7 +198,7 @@ function fill(li, b) {
   const c = b.counts || {};
   const total = Number(c.total || 0);
   const finished = Number(c.completed || 0) + Number(c.failed || 0) + Number(c.cancelled || 0)
-    + Number(c.duplicate || 0) + Number(c.unreadable || 0);
+    + Number(c.duplicate || 0) + Number(c.unreadable || 0) + Number(c.blocked || 0);
   li.dataset.status = b.status;
   li.dataset.state = b.state;
   li.querySelector(".name").textContent = b.name || b.template || b.id;
@@ -208,7 +209,7 @@ function fill(li, b) {
   bar.querySelector(".completed").style.width = share(c.completed || 0, total);
   bar.querySelector(".failed").style.width = share(c.failed || 0, total);
   bar.querySelector(".running").style.width = share(c.running || 0, total);
-  bar.querySelector(".other").style.width = share((c.duplicate || 0) + (c.unreadable || 0) + (c.cancelled || 0), total);
+  bar.querySelector(".other").style.width = share((c.duplicate || 0) + (c.unreadable || 0) + (c.blocked || 0) + (c.cancelled || 0), total);
   bar.setAttribute("aria-valuemax", String(total));
   bar.setAttribute("aria-valuenow", String(finished));
   bar.setAttribute("aria-valuetext", `${finished} of ${total} pages finished`);
