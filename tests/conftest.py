@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from integration.polling import GUARD_S
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -83,9 +85,10 @@ class CLI:
     def __init__(self, env: dict):
         self.env = env
 
-    def __call__(self, *args, input: str | None = None, timeout: float = 120, check: bool = False):
+    def __call__(self, *args, input: str | None = None, timeout: float = GUARD_S, check: bool = False):
+        # A guard against a hang, never a bound on speed: at least GUARD_S whatever a test asks.
         proc = subprocess.run([sys.executable, "-m", "hybrid_engine", *map(str, args)], input=input,
-                              capture_output=True, text=True, env=self.env, timeout=timeout)
+                              capture_output=True, text=True, env=self.env, timeout=max(timeout, GUARD_S))
         if check and proc.returncode != 0:
             raise AssertionError(f"hybrid-engine {' '.join(map(str, args))} exited {proc.returncode}\n"
                                  f"stdout: {proc.stdout}\nstderr: {proc.stderr}")

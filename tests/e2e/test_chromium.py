@@ -38,7 +38,7 @@ def run_row(popup, run_id):
 
 def wait_row_done(popup, run_id, timeout_ms=GUARD_MS):
     popup.wait_for_selector(f'#run-list li[data-run-id="{run_id}"][data-status="COMPLETED"] .progress[data-percent="100"]',
-                            state="attached", timeout=timeout_ms)
+                            state="attached", timeout=max(timeout_ms, GUARD_MS))
 
 
 def send_from_popup(popup, template):
@@ -376,7 +376,7 @@ def test_host_killed_during_a_call_popup_reconnects_and_the_call_is_not_repeated
     popup.wait_for_selector('#connection[data-status="connected"]')
     assert he.fake.requests_for("local")[0].ended is None  # still held: the kill cut nothing short
     he.fake.release()
-    wait_row_done(popup, run_id, timeout_ms=60000)
+    wait_row_done(popup, run_id)
     seen = popup.evaluate("window.__conn")
     assert any(t.startswith("Reconnect") for t in seen), seen
     pids = he.host_pids()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_world import FIREFOX, FIREFOX_EXTENSION_ID, ROOT, free_port, shot_png, wait_for
+from e2e_world import FIREFOX, FIREFOX_EXTENSION_ID, GUARD_S, ROOT, free_port, shot_png, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ def web_ext() -> str:
 
 def test_web_ext_lint_reports_no_errors():
     proc = subprocess.run([web_ext(), "lint", "--source-dir", str(ROOT / "extension"), "--output", "json",
-                           "--no-config-discovery"], capture_output=True, text=True, timeout=120)
+                           "--no-config-discovery"], capture_output=True, text=True, timeout=GUARD_S)
     report = json.loads(proc.stdout)
     assert report["summary"]["errors"] == 0, report["errors"]
     # Expected warnings: Firefox ignores background.service_worker (it uses scripts); and the
@@ -76,7 +76,7 @@ class Firefox:
         self.proc = subprocess.Popen([FIREFOX, "--headless", "--marionette", "-remote-allow-system-access",
                                       "--no-remote", "--profile", str(self.profile)], env=env,
                                      stdout=subprocess.DEVNULL, stderr=open(world.dir / "firefox.log", "wb"))
-        self.m = Marionette(host="127.0.0.1", port=self.port, startup_timeout=60)
+        self.m = Marionette(host="127.0.0.1", port=self.port, startup_timeout=GUARD_S)
         self.m.start_session()
         from marionette_driver.addons import Addons
 

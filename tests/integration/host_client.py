@@ -29,10 +29,12 @@ from typing import Any, Callable
 
 from hybrid_engine import protocol
 
+from polling import GUARD_S
+
 ROOT = Path(__file__).resolve().parents[2]
 # How long a wait may take before the test fails as hung: a guard, never a measure (a busy
 # 2-core machine can take tens of seconds to start a worker and run its first step).
-HANG_GUARD_S = 60.0
+HANG_GUARD_S = GUARD_S
 
 
 def host_env(home: Path | str, extra: dict | None = None) -> dict:
@@ -113,7 +115,7 @@ class HostClient:
                 self._cond.notify_all()
 
     def _wait(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + max(timeout, GUARD_S)  # a guard, never a bound on speed
         with self._cond:
             while True:
                 value = predicate()
