@@ -151,7 +151,7 @@ def record_page(svc: "Service", run_id: str, template: str, req, ctype: str, now
 
     title = req.title or (html_title(req.content) if "html" in ctype else None)
     svc.store.record_page(run_id, title=title, url=req.source_url, favicon=safe_favicon(req.metadata.get("favicon")),
-                          content_hash=content_hash(req.content), template_version=template_version(svc, template),
+                          content_hash=content_hash(req.content, req.selection), template_version=template_version(svc, template),
                           captured_at=now)
 
 
@@ -182,10 +182,10 @@ def template_version(svc: "Service", name: str) -> str | None:
     return template_plan(tpl).digest
 
 
-def reusable_run(svc: "Service", template_ref: str, content: str) -> str | None:
-    """The newest COMPLETED run that got this very content through the template as it is now."""
+def reusable_run(svc: "Service", template_ref: str, content: str, selection: str | None = None) -> str | None:
+    """The newest COMPLETED run that got this very content (and selection) through the template as it is now."""
     version = template_version(svc, svc.template(template_ref).name)
-    return svc.store.reusable_run(content_hash(content), version) if version else None
+    return svc.store.reusable_run(content_hash(content, selection), version) if version else None
 
 
 def rerun(svc: "Service", run_id: str) -> dict:
@@ -209,10 +209,16 @@ def rerun(svc: "Service", run_id: str) -> dict:
     return {**result, "rerun_of": run_id}
 
 
-def content_hash(content: str) -> str:
+def content_hash(content: str, selection: str | None = None) -> str:
+    """What a run was given, as reuse compares it: the page, and the selection when there is
+    one (a template may work on the selection alone, so another selection of the same page is
+    another request). Without a selection the hash is the page's alone, as stored before."""
     import hashlib
 
-    return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
+    digest = hashlib.sha256(content.encode("utf-8", "surrogatepass"))
+    if selection:
+        digest.update(b"\x00selection\x00" + selection.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
 

@@ -232,6 +232,16 @@ def test_reuse_runs_afresh_when_the_content_or_the_template_changed(host, home, 
              what="the edited template to be a new version")
 
 
+def test_reuse_runs_afresh_when_the_same_page_comes_with_another_selection(host, fake_provider):
+    earlier = send(host, fake_provider, 1, SUMMARY_A, selection="Page number 1")
+    fake_provider.script("openai", text=SUMMARY_B)
+    other = host.call("capture", template="digest", page=page(1, selection="about nothing"), reuse="reuse")
+    assert other["run_id"] != earlier and "reused_from" not in other
+    finished(host, other["run_id"])
+    same = host.call("capture", template="digest", page=page(1, selection="Page number 1"), reuse="reuse")
+    assert same["reused_from"] == earlier
+
+
 def test_reuse_never_offers_a_failed_run(host, fake_provider):
     fake_provider.script("openai", status=401, error="bad key")
     failed = host.call("capture", template="digest", page=page(1))["run_id"]
