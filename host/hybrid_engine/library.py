@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 MAX_QUERY = 500
 MAX_LIMIT = 200
+MAX_OFFSET = 2**63 - 1  # SQLite's largest integer: past it, OFFSET cannot be bound
 DAY_S = 86400.0
 
 
@@ -34,11 +35,15 @@ def _when(value: str | None, name: str, *, end_of_day: bool = False) -> float | 
         when = datetime.fromisoformat(value.strip())
     except ValueError:
         raise BadRequest(f"{name}: '{value[:40]}' is not an ISO date (2026-11-30) or date-time", field=name) from None
-    if when.tzinfo is None:  # the user's own clock, as the library page shows dates
-        when = when.astimezone()
-    if end_of_day and len(value.strip()) == 10:
-        when += timedelta(days=1)
-    return when.timestamp()
+    try:
+        if when.tzinfo is None:  # the user's own clock, as the library page shows dates
+            when = when.astimezone()
+        if end_of_day and len(value.strip()) == 10:
+            when += timedelta(days=1)
+        return when.timestamp()
+    except (OverflowError, ValueError, OSError):  # the calendar's first or last day: no time zone or next day
+        raise BadRequest(f"{name}: '{value[:40]}' is outside the dates this machine's clock can show",
+                         field=name) from None
 
 
 def _text(value, name: str, limit: int = 200) -> str | None:
@@ -68,8 +73,8 @@ def search(svc: "Service", query: str | None = None, *, workflow: str | None = N
         site = site.lower().removeprefix("www.")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit: expected an integer from 1 to {MAX_LIMIT}", field="limit")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise BadRequest("offset: expected a non-negative integer", field="offset")
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET:
+        raise BadRequest(f"offset: expected an integer from 0 to {MAX_OFFSET}", field="offset")
     match = fts_query(query) if query else None
     if query and match is None:  # only punctuation: nothing can match it
         return {"runs": [], "total": 0}

@@ -163,6 +163,18 @@ def test_a_bad_search_field_is_a_bad_request_naming_it(host, fields, named):
     assert error["code"] == "bad_request" and named in error["message"]
 
 
+@pytest.mark.parametrize("fields", [{"until": "9999-12-31"}, {"since": "0001-01-01"}])
+def test_a_search_date_at_the_edge_of_the_calendar_is_a_bad_request_naming_it(host, fields):
+    error = host.error("library.search", **fields)
+    assert error["code"] == "bad_request" and error["field"] == next(iter(fields))
+    assert host.call("library.search")["total"] == 0  # and the host keeps serving
+
+
+def test_a_search_offset_past_what_the_store_can_count_is_a_bad_request(host):
+    error = host.error("library.search", offset=2 ** 63)
+    assert error["code"] == "bad_request" and error["field"] == "offset"
+
+
 def test_the_index_follows_a_retried_run_to_its_new_result(host, fake_provider):
     fake_provider.script("openai", status=401, error="bad key")
     run_id = host.call("capture", template="digest", page=page(1))["run_id"]
