@@ -78,6 +78,16 @@ def test_keys_set_refuses_an_unknown_provider_and_a_key_with_spaces_without_echo
     assert not (he_home / "keys.json").exists()
 
 
+def test_keys_set_refuses_a_key_with_a_zero_width_space_or_other_non_ascii_character(he_home):
+    with HostClient(he_home) as h:
+        hidden = h.error("keys.set", provider="openai", key="sk-abc\u200bdef")  # pasted from a web page
+        accented = h.error("keys.set", provider="openai", key="sk-abcdéf")
+        assert h.call("hello")["version"]
+    assert hidden["field"] == accented["field"] == "key"
+    assert "U+200B" in hidden["message"] and "sk-abc" not in hidden["message"] + accented["message"]
+    assert not (he_home / "keys.json").exists()
+
+
 def test_settings_update_changes_one_line_and_keeps_comments_and_other_keys(he_home):
     he_home.mkdir(parents=True, exist_ok=True)
     (he_home / "config.toml").write_text(CONFIG_WITH_COMMENTS, encoding="utf-8")
