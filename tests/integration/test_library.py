@@ -350,6 +350,17 @@ def test_a_bad_keep_captures_days_is_refused_naming_key_and_range(home, cli):
     assert "Traceback" not in proc.stderr
 
 
+def test_search_runs_and_show_print_no_terminal_escape_a_page_title_carries(home, cli):
+    """A title that would set the clipboard (OSC 52) and clear the screen reaches the terminal as text."""
+    title = "Tide\x1b]52;c;cHduZWQ=\x07 tables\x1b[2J\x9b31m"
+    path = _file(home, 1, f"<html><head><title>{title}</title></head><body><p>Spring tides.</p></body></html>")
+    run_id = cli.json("run", "keep", "--input", path, "--source-url", "https://www.example.org/tides", "--wait",
+                      "--json")["id"]
+    for args in (("search", "tide"), ("runs",), ("show", run_id)):
+        out = cli(*args, check=True).stdout
+        assert "tables" in out and not any(ch in out for ch in "\x1b\x07\x9b"), args
+
+
 def test_runs_show_and_search_name_a_run_by_its_page_title(home, cli):
     """From the HTML's own <title> too, when the page comes with none (`run --input`)."""
     path = _file(home, 1, "<html><head><title>Tide tables</title></head><body><p>Spring tides.</p></body></html>")
