@@ -170,9 +170,12 @@ def update(section: str, key: str, value) -> dict:
         if value == "":
             value = None  # an emptied field removes the setting: the default applies again
     path = config.config_path()
-    with _locked(path):
+    # A config.toml that is a link (kept in a dotfiles folder) is changed where it points:
+    # renaming over the link would swap it for a copy and cut it from the user's file.
+    real = Path(os.path.realpath(path))
+    with _locked(path):  # the lock stays beside the link, out of the folder it points into
         try:
-            text = path.read_text(encoding="utf-8")
+            text = real.read_text(encoding="utf-8")
         except FileNotFoundError:
             text = ""
         new_text = edited_text(text, section, key, value)
@@ -191,7 +194,7 @@ def update(section: str, key: str, value) -> dict:
             if own:
                 raise SettingRefused(f"{path}: {own[0]}; not saved") from None
             raise SettingRefused(f"{exc}; fix that first (nothing was saved)") from None
-        write_atomically(path, new_text)
+        write_atomically(real, new_text)
     return {"section": section, "key": key, "value": value, "file": str(path)}
 
 
