@@ -89,6 +89,23 @@ def _key_of(line: str) -> str | None:
     return m.group(1).strip("\"'") if m else None
 
 
+def _trailing_comment(line: str) -> str:
+    """The `   # comment` after a setting's value (with the spaces before it), or "": the first
+    '#' after which the value alone still reads as TOML (a '#' inside a string is not one)."""
+    import tomllib
+
+    value = line.rstrip("\r\n").split("=", 1)[1]
+    for i, ch in enumerate(value):
+        if ch == "#":
+            try:
+                tomllib.loads(f"k = {value[:i]}")
+            except tomllib.TOMLDecodeError:
+                continue
+            kept = value[:i]
+            return value[len(kept.rstrip()):]
+    return ""
+
+
 def edited_text(text: str, section: str, key: str, value) -> str:
     """`text` with `key` of `[section]` set to `value` (None: the key's line removed)."""
     lines = text.splitlines(keepends=True)
@@ -116,7 +133,7 @@ def edited_text(text: str, section: str, key: str, value) -> str:
             if new_line is None:
                 del lines[j]
             else:
-                lines[j] = new_line
+                lines[j] = new_line[:-1] + _trailing_comment(lines[j]) + "\n"
             return "".join(lines)
         if lines[j].strip() and not lines[j].lstrip().startswith("#"):
             last_content = j
