@@ -163,6 +163,19 @@ def test_daily_mode_appends_entries_under_one_front_matter(service, fake_provide
     assert "[source](https://example.org/1)" in body
 
 
+def test_a_daily_entry_shows_a_hostile_title_and_url_as_text_not_as_images_or_links(
+        service, fake_provider_env, vault, tmp_path):
+    fake_provider_env.set_default("openai", text="a summary")
+    template = write_template(tmp_path, note_steps(mode="daily"))
+    run = capture_run(service, template, "Hi ![x](https://tracker.example/t.png) <img src=https://tracker.example/i>",
+                      "https://evil.example/a)![y](https://tracker.example/u.png")
+    drain(service)
+    _, body = front_matter_of(note_path(service, run))
+    heading = next(line for line in body.splitlines() if line.startswith("## "))
+    assert heading == r"## Hi \!\[x\]\(https://tracker.example/t.png\) \<img src=https://tracker.example/i\>"
+    assert "[source](https://evil.example/a%29!%5By%5D%28https://tracker.example/u.png)" in body
+
+
 def test_the_bundled_page_to_notes_template_saves_a_note(service, fake_provider_env, vault):
     run_id = service.start("page-to-notes", content="<html><head><title>Bundled</title></head><body><p>Text of "
                            "the page.</p></body></html>", source_url="https://example.org/b", title="Bundled")["run_id"]

@@ -149,13 +149,24 @@ class SaveNote(SyncAction):
             if os.fstat(fd).st_size == 0:
                 head = front_matter({"date": today, "tags": fields["tags"]}).encode("utf-8") + b"\n"
             meta = " · ".join(x for x in (
-                f"[source]({fields['url']})" if fields["url"] else None, fields["workflow"],
+                f"[source]({_md_url(fields['url'])})" if fields["url"] else None, fields["workflow"],
                 ", ".join(fields["models"]) or None, f"cost {fields['cost']}", fields["saved_at"]) if x)
-            entry = f"## {fields['title']}\n\n{meta}\n\n{content.rstrip()}\n\n".encode("utf-8")
+            entry = f"## {_md_text(fields['title'])}\n\n{meta}\n\n{content.rstrip()}\n\n".encode("utf-8")
             safepath.write_all(fd, head + entry)
         finally:
             os.close(fd)  # releases the lock
         return where, len(head) + len(entry)
+
+
+def _md_text(text: str) -> str:
+    """Page text inside the note's own Markdown (a daily entry's heading): shown as written, so
+    a title cannot add an image, a link or HTML that a notes app would load or follow."""
+    return re.sub(r"([\\`*_\[\]()<>!#|~&])", r"\\\1", text)
+
+
+def _md_url(url: str) -> str:
+    """A page URL as a link's destination that cannot end early and start an image or link of its own."""
+    return re.sub(r"[()\[\]<>\\ ]", lambda m: f"%{ord(m.group()):02X}", url)
 
 
 def _written_by(path: Path, run_id: str) -> bool:
