@@ -127,6 +127,20 @@ def test_a_second_page_with_the_same_title_gets_its_own_note(service, fake_provi
     assert front_matter_of(a)[0]["run"] == first and front_matter_of(b)[0]["run"] == second
 
 
+def test_a_pipe_where_the_note_would_go_gets_a_note_beside_it_instead_of_blocking(
+        service, fake_provider_env, vault, tmp_path):
+    import os
+
+    fake_provider_env.set_default("openai", text="a summary")
+    vault.mkdir(parents=True)
+    os.mkfifo(vault / "A-page.md")  # nobody writes to it: reading it would wait for ever
+    run = capture_run(service, write_template(tmp_path, note_steps()), "A page")
+    drain(service)
+    path = note_path(service, run)
+    assert path.parent == vault and path.name != "A-page.md"
+    assert front_matter_of(path)[0]["title"] == "A page"
+
+
 def test_a_folder_written_in_the_template_wins_over_the_config(service, fake_provider_env, vault, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     run_id = capture_run(service, write_template(tmp_path, note_steps(folder=str(elsewhere))))

@@ -173,11 +173,21 @@ def _written_by(path: Path, run_id: str) -> bool:
     """Whether the note at `path` has this run in its front matter."""
     import yaml
 
+    import stat
+
+    # Not through a link, and never waiting on a pipe: only a regular file can be our note.
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            head = fh.read(64 * 1024)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = os.read(fd, 64 * 1024).decode("utf-8", "replace")
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     if not head.startswith("---\n") or "\n---\n" not in head[3:]:
         return False
     try:
