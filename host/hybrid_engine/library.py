@@ -155,6 +155,8 @@ def record_page(svc: "Service", run_id: str, template: str, req, ctype: str, now
     from .pageurl import safe_favicon
 
     title = req.title or (html_title(req.content) if "html" in ctype else None)
+    if title and len(title) > MAX_TITLE:  # a page sets its title's length: lists and search carry it
+        title = title[:MAX_TITLE]
     svc.store.record_page(run_id, title=title, url=req.source_url, favicon=safe_favicon(req.metadata.get("favicon")),
                           content_hash=content_hash(req.content, req.selection), template_version=template_version(svc, template),
                           captured_at=now)

@@ -95,6 +95,15 @@ def test_a_data_image_favicon_is_kept_as_given(host):
     assert host.call("runs.get", run_id=run_id)["page"]["favicon"] == icon
 
 
+def test_a_page_title_is_kept_to_300_characters_in_lists_and_search(host):
+    """A page can make its title any length: every list and search would carry all of it."""
+    run_id = host.call("capture", template="keep", page=page(4, title="Long " + "T" * 400_000))["run_id"]
+    assert len(host.call("runs.get", run_id=run_id)["page"]["title"]) == 300
+    assert len(host.call("runs.list")["runs"][0]["page"]["title"]) == 300
+    (found,) = host.call("library.search", query="long")["runs"]
+    assert len(found["page"]["title"]) == 300 and len(found["snippet"]) < 1000
+
+
 def test_a_run_without_a_title_or_address_has_page_null(host):
     run_id = host.call("capture", template="keep", page={"content": "x"})["run_id"]
     assert host.call("runs.get", run_id=run_id)["page"] is None
