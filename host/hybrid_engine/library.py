@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 MAX_QUERY = 500
 MAX_LIMIT = 200
+MAX_SNIPPET = 400  # characters of a search snippet
 MAX_OFFSET = 2**63 - 1  # SQLite's largest integer: past it, OFFSET cannot be bound
 DAY_S = 86400.0
 
@@ -85,8 +86,24 @@ def search(svc: "Service", query: str | None = None, *, workflow: str | None = N
     runs = []
     for run_id, snippet in rows:
         if run_id in summaries:
-            runs.append({**summary_view(summaries[run_id]), "snippet": snippet})
+            runs.append({**summary_view(summaries[run_id]), "snippet": short_snippet(snippet)})
     return {"runs": runs, "total": total}
+
+
+def short_snippet(snippet: str | None, limit: int = MAX_SNIPPET) -> str | None:
+    """At most `limit` characters of a snippet, from a little before its first match. FTS5 cuts
+    snippets at words, and one word of a result (a long URL, base64, a run of symbols) can
+    be the whole result: 16 such words would be megabytes in every search reply."""
+    from .store import MARK_END, MARK_START
+
+    if snippet is None or len(snippet) <= limit:
+        return snippet
+    first = snippet.find(MARK_START)
+    start = max(0, first - limit // 4) if first >= 0 else 0
+    cut = snippet[start:start + limit - 2]
+    if cut.count(MARK_START) > cut.count(MARK_END):  # cut inside a match: close its mark
+        cut += MARK_END
+    return ("…" if start else "") + cut + "…"
 
 
 def stats(svc: "Service") -> dict:

@@ -104,6 +104,14 @@ def test_a_page_title_is_kept_to_300_characters_in_lists_and_search(host):
     assert len(found["page"]["title"]) == 300 and len(found["snippet"]) < 1000
 
 
+def test_a_search_snippet_stays_short_when_the_result_holds_one_huge_word(host, fake_provider):
+    send(host, fake_provider, 5, "Heliotrope " + "x" * 200_000 + " gardens")
+    (found,) = host.call("library.search", query="heliotrope")["runs"]
+    assert len(found["snippet"]) <= 500 and "\x02Heliotrope\x03" in found["snippet"]
+    (prefix,) = host.call("library.search", query="xxx")["runs"]  # the huge word itself matches
+    assert len(prefix["snippet"]) <= 500 and prefix["snippet"].count("\x02") == prefix["snippet"].count("\x03")
+
+
 def test_a_run_without_a_title_or_address_has_page_null(host):
     run_id = host.call("capture", template="keep", page={"content": "x"})["run_id"]
     assert host.call("runs.get", run_id=run_id)["page"] is None
