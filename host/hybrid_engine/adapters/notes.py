@@ -166,7 +166,9 @@ def _md_text(text: str) -> str:
 
 def _md_url(url: str) -> str:
     """A page URL as a link's destination that cannot end early and start an image or link of its own."""
-    return re.sub(r"[()\[\]<>\\ ]", lambda m: f"%{ord(m.group()):02X}", url)
+    from urllib.parse import quote
+
+    return re.sub(r"[()\[\]<>\\\s\x00-\x1f]", lambda m: quote(m.group(), safe=""), url)
 
 
 def _written_by(path: Path, run_id: str) -> bool:
