@@ -191,21 +191,17 @@ _TEXT = (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
 
 
 def _is_url(value: Any) -> bool:
-    """An http(s) URL a client can reach: a host, a port in range, and no space or control
-    character (a pasted line break would otherwise fail only at the first call, far from here)."""
+    """http(s) with a host, a port in range and no space or control character (a pasted line
+    break would otherwise fail only at the first call, far from here)."""
     from urllib.parse import urlsplit
 
-    if not isinstance(value, str):
-        return False
-    text = value.strip()
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in text):
-        return False
+    text = value.strip() if isinstance(value, str) else ""
     try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError when out of range
-    except ValueError:
+        parts, _ = urlsplit(text), urlsplit(text).port  # .port raises ValueError when out of range
+    except ValueError:  # a port out of range
         return False
-    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and \
+        not any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in text)
 
 
 _URL = (_is_url, "an http:// or https:// URL with a host (no spaces)")
