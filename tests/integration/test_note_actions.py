@@ -141,6 +141,16 @@ def test_a_pipe_where_the_note_would_go_gets_a_note_beside_it_instead_of_blockin
     assert front_matter_of(path)[0]["title"] == "A page"
 
 
+def test_a_notes_folder_that_is_a_file_fails_the_step_saying_so(service, fake_provider_env, vault, tmp_path):
+    fake_provider_env.set_default("openai", text="a summary")
+    vault.write_text("not a folder")
+    run = capture_run(service, write_template(tmp_path, note_steps()), "A page")
+    drain(service)
+    step = next(s for s in service.run_document(run)["steps"] if s["id"] == "note")
+    assert step["status"] == "FAILED" and f"'{vault}' is a file, not a folder" in step["error"]
+    assert vault.read_text() == "not a folder"
+
+
 def test_a_folder_written_in_the_template_wins_over_the_config(service, fake_provider_env, vault, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     run_id = capture_run(service, write_template(tmp_path, note_steps(folder=str(elsewhere))))

@@ -104,6 +104,9 @@ class SaveNote(SyncAction):
             "saved_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         }
         root = notes_folder(folder)
+        if root.exists() and not root.is_dir():  # else the folder's mkdir says only "File exists"
+            raise PermanentStepError(f"save_note: the notes folder '{root}' is a file, not a folder "
+                                     "([notes] folder in config.toml, or the template's folder)", code="bad_path")
         try:
             if mode == "daily":
                 where, written = self._append_daily(root, fields, content)
