@@ -57,8 +57,11 @@ function snippetNodes(snippet) {
 }
 
 // Only what the host kept (http(s) or data:image), checked again before it becomes a src.
+// Only an inline raster image, as in the popup: a favicon URL comes from the page, and
+// loading it would be a request the page chose (an SVG is left out with it).
 function safeIcon(url) {
-  return typeof url === "string" && /^(https?:\/\/|data:image\/)/i.test(url) ? url : null;
+  return typeof url === "string" && /^data:image\/(png|x-icon|vnd\.microsoft\.icon|gif|jpeg|webp);base64,/i.test(url)
+    ? url : null;
 }
 
 function safeLink(url) {

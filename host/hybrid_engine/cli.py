@@ -277,6 +277,8 @@ def cmd_keys(args) -> int:
     key = key.strip()
     if not key:
         raise _bad("no key given (type it at the prompt or pipe it on stdin)")
+    if config.key_problem(key):
+        raise _bad(f"key: {config.key_problem(key)}")
     config.set_key(provider, key)
     print(f"{provider}: key stored in {config.keys_path()} (readable by you alone)")
     return EXIT_OK

@@ -157,6 +157,23 @@ def _write_keys(keys: dict) -> None:
     write_atomically(path, json.dumps(keys), PRIVATE)
 
 
+def key_problem(key: str, max_chars: int = 4096) -> str | None:
+    """What makes `key` not an API key, without the key itself (it must never be echoed).
+
+    Providers' keys are printable ASCII; a space, a line break or a character that only looks
+    like nothing (a zero-width space pasted from a web page) would be accepted here and fail
+    at the first call as an encoding error in the Authorization header."""
+    if not key:
+        return "empty; paste the provider's API key"
+    if len(key) > max_chars:
+        return f"over {max_chars} characters; not an API key"
+    for i, ch in enumerate(key, 1):
+        if ch.isspace() or not " " < ch < "\x7f":
+            return (f"character {i} is U+{ord(ch):04X}, which no API key has (spaces, line breaks and "
+                    "invisible characters come with a paste); paste the key again")
+    return None
+
+
 def set_key(provider: str, key: str) -> None:
     keys = _read_keys()
     keys[provider] = key

@@ -89,6 +89,23 @@ def _key_of(line: str) -> str | None:
     return m.group(1).strip("\"'") if m else None
 
 
+def _trailing_comment(line: str) -> str:
+    """The `   # comment` after a setting's value (with the spaces before it), or "": the first
+    '#' after which the value alone still reads as TOML (a '#' inside a string is not one)."""
+    import tomllib
+
+    value = line.rstrip("\r\n").split("=", 1)[1]
+    for i, ch in enumerate(value):
+        if ch == "#":
+            try:
+                tomllib.loads(f"k = {value[:i]}")
+            except tomllib.TOMLDecodeError:
+                continue
+            kept = value[:i]
+            return value[len(kept.rstrip()):]
+    return ""
+
+
 def edited_text(text: str, section: str, key: str, value) -> str:
     """`text` with `key` of `[section]` set to `value` (None: the key's line removed)."""
     lines = text.splitlines(keepends=True)
@@ -116,7 +133,7 @@ def edited_text(text: str, section: str, key: str, value) -> str:
             if new_line is None:
                 del lines[j]
             else:
-                lines[j] = new_line
+                lines[j] = new_line[:-1] + _trailing_comment(lines[j]) + "\n"
             return "".join(lines)
         if lines[j].strip() and not lines[j].lstrip().startswith("#"):
             last_content = j
@@ -170,9 +187,12 @@ def update(section: str, key: str, value) -> dict:
         if value == "":
             value = None  # an emptied field removes the setting: the default applies again
     path = config.config_path()
-    with _locked(path):
+    # A config.toml that is a link (kept in a dotfiles folder) is changed where it points:
+    # renaming over the link would swap it for a copy and cut it from the user's file.
+    real = Path(os.path.realpath(path))
+    with _locked(path):  # the lock stays beside the link, out of the folder it points into
         try:
-            text = path.read_text(encoding="utf-8")
+            text = real.read_text(encoding="utf-8")
         except FileNotFoundError:
             text = ""
         new_text = edited_text(text, section, key, value)
@@ -191,7 +211,7 @@ def update(section: str, key: str, value) -> dict:
             if own:
                 raise SettingRefused(f"{path}: {own[0]}; not saved") from None
             raise SettingRefused(f"{exc}; fix that first (nothing was saved)") from None
-        write_atomically(path, new_text)
+        write_atomically(real, new_text)
     return {"section": section, "key": key, "value": value, "file": str(path)}
 
 

@@ -65,11 +65,9 @@ def h_keys_set(host, msg: dict) -> dict:
         raise BadRequest(f"key: expected a string, got {json_type(key)}", field="key")
     key = key.strip()
     # The key itself never appears in a message: only what is wrong with it.
-    if not key:
-        raise BadRequest("key: empty; paste the provider's API key", field="key")
-    if len(key) > MAX_KEY_CHARS or any(ch.isspace() or ord(ch) < 32 for ch in key):
-        raise BadRequest(f"key: not an API key (spaces, line breaks or over {MAX_KEY_CHARS} characters)",
-                         field="key")
+    problem = config.key_problem(key, MAX_KEY_CHARS)
+    if problem:
+        raise BadRequest(f"key: {problem}", field="key")
     config.set_key(provider, key)
     status = keys_status()
     return {"provider": provider, "stored_in": str(config.keys_path()), **status}

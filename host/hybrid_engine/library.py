@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 MAX_QUERY = 500
 MAX_LIMIT = 200
+MAX_SNIPPET = 400  # characters of a search snippet
+MAX_OFFSET = 2**63 - 1  # SQLite's largest integer: past it, OFFSET cannot be bound
 DAY_S = 86400.0
 
 
@@ -34,11 +36,15 @@ def _when(value: str | None, name: str, *, end_of_day: bool = False) -> float | 
         when = datetime.fromisoformat(value.strip())
     except ValueError:
         raise BadRequest(f"{name}: '{value[:40]}' is not an ISO date (2026-11-30) or date-time", field=name) from None
-    if when.tzinfo is None:  # the user's own clock, as the library page shows dates
-        when = when.astimezone()
-    if end_of_day and len(value.strip()) == 10:
-        when += timedelta(days=1)
-    return when.timestamp()
+    try:
+        if when.tzinfo is None:  # the user's own clock, as the library page shows dates
+            when = when.astimezone()
+        if end_of_day and len(value.strip()) == 10:
+            when += timedelta(days=1)
+        return when.timestamp()
+    except (OverflowError, ValueError, OSError):  # the calendar's first or last day: no time zone or next day
+        raise BadRequest(f"{name}: '{value[:40]}' is outside the dates this machine's clock can show",
+                         field=name) from None
 
 
 def _text(value, name: str, limit: int = 200) -> str | None:
@@ -68,8 +74,8 @@ def search(svc: "Service", query: str | None = None, *, workflow: str | None = N
         site = site.lower().removeprefix("www.")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit: expected an integer from 1 to {MAX_LIMIT}", field="limit")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise BadRequest("offset: expected a non-negative integer", field="offset")
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET:
+        raise BadRequest(f"offset: expected an integer from 0 to {MAX_OFFSET}", field="offset")
     match = fts_query(query) if query else None
     if query and match is None:  # only punctuation: nothing can match it
         return {"runs": [], "total": 0}
@@ -80,8 +86,24 @@ def search(svc: "Service", query: str | None = None, *, workflow: str | None = N
     runs = []
     for run_id, snippet in rows:
         if run_id in summaries:
-            runs.append({**summary_view(summaries[run_id]), "snippet": snippet})
+            runs.append({**summary_view(summaries[run_id]), "snippet": short_snippet(snippet)})
     return {"runs": runs, "total": total}
+
+
+def short_snippet(snippet: str | None, limit: int = MAX_SNIPPET) -> str | None:
+    """At most `limit` characters of a snippet, from a little before its first match. FTS5 cuts
+    snippets at words, and one word of a result (a long URL, base64, a run of symbols) can
+    be the whole result: 16 such words would be megabytes in every search reply."""
+    from .store import MARK_END, MARK_START
+
+    if snippet is None or len(snippet) <= limit:
+        return snippet
+    first = snippet.find(MARK_START)
+    start = max(0, first - limit // 4) if first >= 0 else 0
+    cut = snippet[start:start + limit - 2]
+    if cut.count(MARK_START) > cut.count(MARK_END):  # cut inside a match: close its mark
+        cut += MARK_END
+    return ("…" if start else "") + cut + "…"
 
 
 def stats(svc: "Service") -> dict:
@@ -150,8 +172,10 @@ def record_page(svc: "Service", run_id: str, template: str, req, ctype: str, now
     from .pageurl import safe_favicon
 
     title = req.title or (html_title(req.content) if "html" in ctype else None)
+    if title and len(title) > MAX_TITLE:  # a page sets its title's length: lists and search carry it
+        title = title[:MAX_TITLE]
     svc.store.record_page(run_id, title=title, url=req.source_url, favicon=safe_favicon(req.metadata.get("favicon")),
-                          content_hash=content_hash(req.content), template_version=template_version(svc, template),
+                          content_hash=content_hash(req.content, req.selection), template_version=template_version(svc, template),
                           captured_at=now)
 
 
@@ -182,10 +206,10 @@ def template_version(svc: "Service", name: str) -> str | None:
     return template_plan(tpl).digest
 
 
-def reusable_run(svc: "Service", template_ref: str, content: str) -> str | None:
-    """The newest COMPLETED run that got this very content through the template as it is now."""
+def reusable_run(svc: "Service", template_ref: str, content: str, selection: str | None = None) -> str | None:
+    """The newest COMPLETED run that got this very content (and selection) through the template as it is now."""
     version = template_version(svc, svc.template(template_ref).name)
-    return svc.store.reusable_run(content_hash(content), version) if version else None
+    return svc.store.reusable_run(content_hash(content, selection), version) if version else None
 
 
 def rerun(svc: "Service", run_id: str) -> dict:
@@ -209,10 +233,16 @@ def rerun(svc: "Service", run_id: str) -> dict:
     return {**result, "rerun_of": run_id}
 
 
-def content_hash(content: str) -> str:
+def content_hash(content: str, selection: str | None = None) -> str:
+    """What a run was given, as reuse compares it: the page, and the selection when there is
+    one (a template may work on the selection alone, so another selection of the same page is
+    another request). Without a selection the hash is the page's alone, as stored before."""
     import hashlib
 
-    return hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()
+    digest = hashlib.sha256(content.encode("utf-8", "surrogatepass"))
+    if selection:
+        digest.update(b"\x00selection\x00" + selection.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
 

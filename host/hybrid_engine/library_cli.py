@@ -16,9 +16,16 @@ from .views import run_label
 MARKS = str.maketrans({"\x02": "[", "\x03": "]"})
 
 
+# Control characters (ESC and C1's CSI start escape sequences: a page title could set the
+# clipboard, rename the window or clear the screen) and bidi overrides (which reorder what
+# the terminal shows): page text is printed without them.
+_UNPRINTED = dict.fromkeys([*range(0x20), 0x7f, *range(0x80, 0xa0), *range(0x202a, 0x202f), *range(0x2066, 0x206a)],
+                           " ")
+
+
 def _one_line(text: str | None, width: int) -> str:
-    """Page text on one line of a terminal: whitespace folded, cut with an ellipsis."""
-    flat = " ".join((text or "").split())
+    """Page text on one line of a terminal: no control characters, whitespace folded, cut with an ellipsis."""
+    flat = " ".join((text or "").translate(_UNPRINTED).split())
     return flat if len(flat) <= width else flat[:width - 1] + "…"
 
 

@@ -454,7 +454,7 @@ class Service:
         if reuse != "fresh" and page.get("content") is not None:
             from .library import reusable_run
 
-            earlier = reusable_run(self, template_ref, page["content"])
+            earlier = reusable_run(self, template_ref, page["content"], page.get("selection"))
             if earlier is not None:
                 log.info("capture on %s: content already done by run %s (%s)", template_ref, earlier, reuse)
                 if reuse == "reuse":

@@ -188,8 +188,23 @@ _USD = (lambda v: _number(v) and v >= 0, "a finite number of USD >= 0")
 _RATE = (lambda v: _number(v) and v >= 0, "a finite number of USD per million tokens >= 0")
 _PER_MINUTE = (lambda v: _number(v) and 0 <= v <= 1e9, "a number per minute from 0 (no limit) to 1e9")
 _TEXT = (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
-_URL = (lambda v: isinstance(v, str) and v.strip().lower().startswith(("http://", "https://")),
-        "an http:// or https:// URL")
+
+
+def _is_url(value: Any) -> bool:
+    """http(s) with a host, a port in range and no space or control character (a pasted line
+    break would otherwise fail only at the first call, far from here)."""
+    from urllib.parse import urlsplit
+
+    text = value.strip() if isinstance(value, str) else ""
+    try:
+        parts, _ = urlsplit(text), urlsplit(text).port  # .port raises ValueError when out of range
+    except ValueError:  # a port out of range
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and \
+        not any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in text)
+
+
+_URL = (_is_url, "an http:// or https:// URL with a host (no spaces)")
 
 
 def _get(table: dict, key: str, where: str, check: tuple[Callable[[Any], bool], str],

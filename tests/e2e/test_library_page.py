@@ -101,3 +101,19 @@ def test_opening_the_popup_on_a_page_already_sent_marks_its_badge(chromium, he, 
              what="the popup's estimate to mark the badge")
     popup.close()
     again.close()
+
+
+def test_the_library_loads_no_favicon_url_a_page_named_only_inline_images(chromium, he, site):
+    chromium.wait_connected()
+    pixel = site.url("diagram.png") + "?tracked=1"  # a favicon URL the page chose: loading it is a request
+    page = {"content": "<html><body><p>Page about basalt.</p></body></html>", "content_type": "text/html",
+            "source_url": "https://news.example.org/tracked", "title": "Tracked", "metadata": {"favicon": pixel}}
+    run_id = chromium.bg("self.hybrid.host.request('capture', {template: 'e2e-echo', page: arg})", page)["run_id"]
+    he.wait_run(run_id)
+    seen: list[str] = []
+    chromium.ctx.on("request", lambda r: seen.append(r.url))
+    library = chromium.ctx.new_page()
+    library.goto(f"{EXT_ORIGIN}/library/library.html")
+    wait_for(lambda: results(library) == [run_id], 30, what="the run listed")
+    assert library.locator(f'#results li[data-run-id="{run_id}"] img').count() == 0
+    assert [u for u in seen if "tracked" in u] == []

@@ -95,6 +95,23 @@ def test_a_data_image_favicon_is_kept_as_given(host):
     assert host.call("runs.get", run_id=run_id)["page"]["favicon"] == icon
 
 
+def test_a_page_title_is_kept_to_300_characters_in_lists_and_search(host):
+    """A page can make its title any length: every list and search would carry all of it."""
+    run_id = host.call("capture", template="keep", page=page(4, title="Long " + "T" * 400_000))["run_id"]
+    assert len(host.call("runs.get", run_id=run_id)["page"]["title"]) == 300
+    assert len(host.call("runs.list")["runs"][0]["page"]["title"]) == 300
+    (found,) = host.call("library.search", query="long")["runs"]
+    assert len(found["page"]["title"]) == 300 and len(found["snippet"]) < 1000
+
+
+def test_a_search_snippet_stays_short_when_the_result_holds_one_huge_word(host, fake_provider):
+    send(host, fake_provider, 5, "Heliotrope " + "x" * 200_000 + " gardens")
+    (found,) = host.call("library.search", query="heliotrope")["runs"]
+    assert len(found["snippet"]) <= 500 and "\x02Heliotrope\x03" in found["snippet"]
+    (prefix,) = host.call("library.search", query="xxx")["runs"]  # the huge word itself matches
+    assert len(prefix["snippet"]) <= 500 and prefix["snippet"].count("\x02") == prefix["snippet"].count("\x03")
+
+
 def test_a_run_without_a_title_or_address_has_page_null(host):
     run_id = host.call("capture", template="keep", page={"content": "x"})["run_id"]
     assert host.call("runs.get", run_id=run_id)["page"] is None
@@ -161,6 +178,18 @@ def test_search_filters_by_workflow_site_status_and_date(host, home, fake_provid
 def test_a_bad_search_field_is_a_bad_request_naming_it(host, fields, named):
     error = host.error("library.search", **fields)
     assert error["code"] == "bad_request" and named in error["message"]
+
+
+@pytest.mark.parametrize("fields", [{"until": "9999-12-31"}, {"since": "0001-01-01"}])
+def test_a_search_date_at_the_edge_of_the_calendar_is_a_bad_request_naming_it(host, fields):
+    error = host.error("library.search", **fields)
+    assert error["code"] == "bad_request" and error["field"] == next(iter(fields))
+    assert host.call("library.search")["total"] == 0  # and the host keeps serving
+
+
+def test_a_search_offset_past_what_the_store_can_count_is_a_bad_request(host):
+    error = host.error("library.search", offset=2 ** 63)
+    assert error["code"] == "bad_request" and error["field"] == "offset"
 
 
 def test_the_index_follows_a_retried_run_to_its_new_result(host, fake_provider):
@@ -230,6 +259,16 @@ def test_reuse_runs_afresh_when_the_content_or_the_template_changed(host, home, 
     write_template(home, "digest", prompt="In one line: {{ steps.page.outputs.content }}")
     wait_for(lambda: host.call("capture", template="digest", page=page(1), reuse="ask")["run_id"] is not None,
              what="the edited template to be a new version")
+
+
+def test_reuse_runs_afresh_when_the_same_page_comes_with_another_selection(host, fake_provider):
+    earlier = send(host, fake_provider, 1, SUMMARY_A, selection="Page number 1")
+    fake_provider.script("openai", text=SUMMARY_B)
+    other = host.call("capture", template="digest", page=page(1, selection="about nothing"), reuse="reuse")
+    assert other["run_id"] != earlier and "reused_from" not in other
+    finished(host, other["run_id"])
+    same = host.call("capture", template="digest", page=page(1, selection="Page number 1"), reuse="reuse")
+    assert same["reused_from"] == earlier
 
 
 def test_reuse_never_offers_a_failed_run(host, fake_provider):
@@ -326,6 +365,17 @@ def test_a_bad_keep_captures_days_is_refused_naming_key_and_range(home, cli):
     assert proc.returncode == 2
     assert "[library] keep_captures_days" in proc.stderr and "1 to 36500" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_search_runs_and_show_print_no_terminal_escape_a_page_title_carries(home, cli):
+    """A title that would set the clipboard (OSC 52) and clear the screen reaches the terminal as text."""
+    title = "Tide\x1b]52;c;cHduZWQ=\x07 tables\x1b[2J\x9b31m"
+    path = _file(home, 1, f"<html><head><title>{title}</title></head><body><p>Spring tides.</p></body></html>")
+    run_id = cli.json("run", "keep", "--input", path, "--source-url", "https://www.example.org/tides", "--wait",
+                      "--json")["id"]
+    for args in (("search", "tide"), ("runs",), ("show", run_id)):
+        out = cli(*args, check=True).stdout
+        assert "tables" in out and not any(ch in out for ch in "\x1b\x07\x9b"), args
 
 
 def test_runs_show_and_search_name_a_run_by_its_page_title(home, cli):

@@ -127,6 +127,30 @@ def test_a_second_page_with_the_same_title_gets_its_own_note(service, fake_provi
     assert front_matter_of(a)[0]["run"] == first and front_matter_of(b)[0]["run"] == second
 
 
+def test_a_pipe_where_the_note_would_go_gets_a_note_beside_it_instead_of_blocking(
+        service, fake_provider_env, vault, tmp_path):
+    import os
+
+    fake_provider_env.set_default("openai", text="a summary")
+    vault.mkdir(parents=True)
+    os.mkfifo(vault / "A-page.md")  # nobody writes to it: reading it would wait for ever
+    run = capture_run(service, write_template(tmp_path, note_steps()), "A page")
+    drain(service)
+    path = note_path(service, run)
+    assert path.parent == vault and path.name != "A-page.md"
+    assert front_matter_of(path)[0]["title"] == "A page"
+
+
+def test_a_notes_folder_that_is_a_file_fails_the_step_saying_so(service, fake_provider_env, vault, tmp_path):
+    fake_provider_env.set_default("openai", text="a summary")
+    vault.write_text("not a folder")
+    run = capture_run(service, write_template(tmp_path, note_steps()), "A page")
+    drain(service)
+    step = next(s for s in service.run_document(run)["steps"] if s["id"] == "note")
+    assert step["status"] == "FAILED" and f"'{vault}' is a file, not a folder" in step["error"]
+    assert vault.read_text() == "not a folder"
+
+
 def test_a_folder_written_in_the_template_wins_over_the_config(service, fake_provider_env, vault, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     run_id = capture_run(service, write_template(tmp_path, note_steps(folder=str(elsewhere))))
@@ -161,6 +185,19 @@ def test_daily_mode_appends_entries_under_one_front_matter(service, fake_provide
     assert sorted(line for line in body.splitlines() if line.startswith("## ")) == [
         "## Page 0", "## Page 1", "## Page 2"]
     assert "[source](https://example.org/1)" in body
+
+
+def test_a_daily_entry_shows_a_hostile_title_and_url_as_text_not_as_images_or_links(
+        service, fake_provider_env, vault, tmp_path):
+    fake_provider_env.set_default("openai", text="a summary")
+    template = write_template(tmp_path, note_steps(mode="daily"))
+    run = capture_run(service, template, "Hi ![x](https://tracker.example/t.png) <img src=https://tracker.example/i>",
+                      "https://evil.example/a)![y](https://tracker.example/u.png")
+    drain(service)
+    _, body = front_matter_of(note_path(service, run))
+    heading = next(line for line in body.splitlines() if line.startswith("## "))
+    assert heading == r"## Hi \!\[x\]\(https://tracker.example/t.png\) \<img src=https://tracker.example/i\>"
+    assert "[source](https://evil.example/a%29!%5By%5D%28https://tracker.example/u.png)" in body
 
 
 def test_the_bundled_page_to_notes_template_saves_a_note(service, fake_provider_env, vault):

@@ -78,6 +78,16 @@ def test_keys_set_refuses_an_unknown_provider_and_a_key_with_spaces_without_echo
     assert not (he_home / "keys.json").exists()
 
 
+def test_keys_set_refuses_a_key_with_a_zero_width_space_or_other_non_ascii_character(he_home):
+    with HostClient(he_home) as h:
+        hidden = h.error("keys.set", provider="openai", key="sk-abc\u200bdef")  # pasted from a web page
+        accented = h.error("keys.set", provider="openai", key="sk-abcdéf")
+        assert h.call("hello")["version"]
+    assert hidden["field"] == accented["field"] == "key"
+    assert "U+200B" in hidden["message"] and "sk-abc" not in hidden["message"] + accented["message"]
+    assert not (he_home / "keys.json").exists()
+
+
 def test_settings_update_changes_one_line_and_keeps_comments_and_other_keys(he_home):
     he_home.mkdir(parents=True, exist_ok=True)
     (he_home / "config.toml").write_text(CONFIG_WITH_COMMENTS, encoding="utf-8")
@@ -96,6 +106,18 @@ def test_settings_update_changes_one_line_and_keeps_comments_and_other_keys(he_h
     assert conf["providers"]["openai"]["base_url"] == "http://127.0.0.1:9/v1"
     assert conf["notes"]["folder"] == "~/Obsidian/Vault"
     assert summary["budgets"]["daily_usd"] == 3 and summary["providers"]["openai"]["base_url"] == "http://127.0.0.1:9/v1"
+
+
+def test_settings_update_writes_through_a_config_toml_that_is_a_link_and_keeps_the_link(he_home, tmp_path):
+    dotfiles = tmp_path / "dotfiles"
+    dotfiles.mkdir()
+    (dotfiles / "hybrid.toml").write_text("# kept in my dotfiles\n[budgets]\ndaily_usd = 1\n", encoding="utf-8")
+    he_home.mkdir(parents=True, exist_ok=True)
+    (he_home / "config.toml").symlink_to(dotfiles / "hybrid.toml")
+    with HostClient(he_home) as h:
+        h.call("settings.update", section="budgets", key="daily_usd", value=3)
+    assert (he_home / "config.toml").is_symlink()
+    assert (dotfiles / "hybrid.toml").read_text() == "# kept in my dotfiles\n[budgets]\ndaily_usd = 3\n"
 
 
 def test_settings_update_refuses_a_negative_budget_naming_key_and_range_and_changes_nothing(he_home):

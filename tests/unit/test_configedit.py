@@ -23,7 +23,14 @@ concurrency = 2
 
 def test_a_key_that_exists_is_replaced_on_its_own_line():
     out = edited_text(TEXT, "budgets", "daily_usd", 2.5)
-    assert out == TEXT.replace("daily_usd = 1.0  # per day", "daily_usd = 2.5")
+    assert out == TEXT.replace("daily_usd = 1.0  # per day", "daily_usd = 2.5  # per day")
+
+
+def test_a_replaced_line_keeps_its_own_comment():
+    text = '[budgets]\ndaily_usd = 1.5   # my cap, see notes\n[notes]\nfolder = "a#b" # vault\n'
+    out = edited_text(text, "budgets", "daily_usd", 3)
+    out = edited_text(out, "notes", "folder", "c#d")
+    assert out == '[budgets]\ndaily_usd = 3   # my cap, see notes\n[notes]\nfolder = "c#d" # vault\n'
 
 
 def test_a_new_key_goes_after_the_last_setting_of_its_table():

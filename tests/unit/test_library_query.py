@@ -31,6 +31,15 @@ def test_no_typed_text_makes_sqlite_fail(text):
         conn.execute("SELECT count(*) FROM t WHERE t MATCH ?", (query,)).fetchone()
 
 
+def test_a_nul_inside_a_word_separates_words_instead_of_failing_sqlite():
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE VIRTUAL TABLE t USING fts5(body)")
+    conn.execute("INSERT INTO t VALUES ('lava cools')")
+    query = fts_query("lava\x00cool")
+    assert query == '"lava"* "cool"*'
+    assert conn.execute("SELECT count(*) FROM t WHERE t MATCH ?", (query,)).fetchone()[0] == 1
+
+
 def test_the_site_is_the_host_without_www_port_or_credentials():
     assert site_of("https://user:pw@WWW.Example.org:8443/a?b#c") == "example.org"
     assert site_of("http://news.example.com/") == "news.example.com"

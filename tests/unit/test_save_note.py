@@ -27,3 +27,9 @@ def test_another_run_with_the_same_title_keeps_the_first_note(he_home, write_con
     assert first != second and open(first).read().endswith("from run-a\n")
     assert save("run-b") == second  # and its own re-run rewrites the tagged one
     assert len(list((tmp_path / "vault").iterdir())) == 2
+
+
+def test_a_daily_source_link_percent_encodes_line_breaks_and_spaces_of_its_url():
+    from hybrid_engine.adapters.notes import _md_url
+
+    assert _md_url("https://a.example/b c\n## x") == "https://a.example/b%20c%0A##%20x"

@@ -63,3 +63,11 @@ def test_site_rules_come_back_in_file_order(he_home):
     rules = settings.load({"sites": [{"match": "*.bank.example", "rule": "never"},
                                      {"match": "10.0.0.0/8", "rule": "local_only"}]}).sites
     assert [(r.match, r.rule) for r in rules] == [("*.bank.example", "never"), ("10.0.0.0/8", "local_only")]
+
+
+@pytest.mark.parametrize("url", ["http://", "https:///v1", "http://x\nfoo = 1", "https://ok.example/ #x",
+                                 "http://a.example:99999/", "http://a.example\x00/"])
+def test_a_base_url_without_a_host_or_with_spaces_or_control_characters_is_refused(he_home, url):
+    with pytest.raises(ConfigError) as info:
+        settings.load({"providers": {"openai": {"base_url": url}}})
+    assert "[providers.openai] base_url" in str(info.value) and "http" in str(info.value)

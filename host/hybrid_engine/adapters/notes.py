@@ -104,6 +104,9 @@ class SaveNote(SyncAction):
             "saved_at": datetime.now().astimezone().isoformat(timespec="seconds"),
         }
         root = notes_folder(folder)
+        if root.exists() and not root.is_dir():  # else the folder's mkdir says only "File exists"
+            raise PermanentStepError(f"save_note: the notes folder '{root}' is a file, not a folder "
+                                     "([notes] folder in config.toml, or the template's folder)", code="bad_path")
         try:
             if mode == "daily":
                 where, written = self._append_daily(root, fields, content)
@@ -149,24 +152,47 @@ class SaveNote(SyncAction):
             if os.fstat(fd).st_size == 0:
                 head = front_matter({"date": today, "tags": fields["tags"]}).encode("utf-8") + b"\n"
             meta = " · ".join(x for x in (
-                f"[source]({fields['url']})" if fields["url"] else None, fields["workflow"],
+                f"[source]({_md_url(fields['url'])})" if fields["url"] else None, fields["workflow"],
                 ", ".join(fields["models"]) or None, f"cost {fields['cost']}", fields["saved_at"]) if x)
-            entry = f"## {fields['title']}\n\n{meta}\n\n{content.rstrip()}\n\n".encode("utf-8")
+            entry = f"## {_md_text(fields['title'])}\n\n{meta}\n\n{content.rstrip()}\n\n".encode("utf-8")
             safepath.write_all(fd, head + entry)
         finally:
             os.close(fd)  # releases the lock
         return where, len(head) + len(entry)
 
 
+def _md_text(text: str) -> str:
+    """Page text inside the note's own Markdown (a daily entry's heading): shown as written, so
+    a title cannot add an image, a link or HTML that a notes app would load or follow."""
+    return re.sub(r"([\\`*_\[\]()<>!#|~&])", r"\\\1", text)
+
+
+def _md_url(url: str) -> str:
+    """A page URL as a link's destination that cannot end early and start an image or link of its own."""
+    from urllib.parse import quote
+
+    return re.sub(r"[()\[\]<>\\\s\x00-\x1f]", lambda m: quote(m.group(), safe=""), url)
+
+
 def _written_by(path: Path, run_id: str) -> bool:
     """Whether the note at `path` has this run in its front matter."""
     import yaml
 
+    import stat
+
+    # Not through a link, and never waiting on a pipe: only a regular file can be our note.
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            head = fh.read(64 * 1024)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = os.read(fd, 64 * 1024).decode("utf-8", "replace")
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     if not head.startswith("---\n") or "\n---\n" not in head[3:]:
         return False
     try:

@@ -29,9 +29,10 @@ _SNIPPET = f"snippet(library, -1, '{MARK_START}', '{MARK_END}', '…', 16)"
 def fts_query(text: str) -> str | None:
     """A user's search words as an FTS5 query that cannot fail: every word is quoted (so `"`,
     `*`, `AND`, `NEAR`, `-`, `:` are words, not syntax), matches as a prefix, and all must
-    match. None when nothing searchable is left (only punctuation)."""
+    match. None when nothing searchable is left (only punctuation). A NUL would end FTS5's
+    quoted string early (a syntax error), so it separates words as a space does."""
     terms = []
-    for word in text.split():
+    for word in text.replace("\x00", " ").split():
         if any(ch.isalnum() for ch in word):
             terms.append('"' + word.replace('"', '""') + '"*')
     return " ".join(terms) or None
