@@ -6,7 +6,8 @@ need the browser.
                                        followed: Fetched(blocked=True, note=the reason)
 
 Bounds: http(s) only, a time limit on every network wait, at most MAX_REDIRECTS redirects (each
-to http(s) only), at most MAX_CONTENT_BYTES read, and a content type that the engine
+to http(s) only, and none onto an address inside this machine or its network unless it stays
+on the listed URL's host and port: see _Redirects), at most MAX_CONTENT_BYTES read, and a content type that the engine
 takes (HTML, text, Markdown, JSON). A 401 or 403, or a redirect to a sign-in page, means
 the page sits behind a login: the browser, with the user's session, is the one to fetch it
 (the extension takes these items over). No cookies are sent or kept; the User-Agent says
@@ -44,17 +45,60 @@ class Fetched:
     blocked: bool = False  # a redirect `refuse` named a reason for: not followed
 
 
+def _origin(url: str) -> tuple[str, int | None]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError:
+        port = None
+    return (parts.hostname or "").lower(), port
+
+
+def _inner_address(host: str) -> str | None:
+    """The first address of `host` that is not on the public internet (loopback, private,
+    link-local such as a cloud's metadata service 169.254.169.254, reserved), or None."""
+    import ipaddress
+    import socket
+
+    try:
+        addresses = [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        try:
+            addresses = [ipaddress.ip_address(info[4][0].split("%")[0])
+                         for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)]
+        except (OSError, UnicodeError, ValueError):
+            return None  # not resolvable: the request to it fails on its own
+    for address in addresses:
+        if not address.is_global or address.is_multicast:
+            return str(address)
+    return None
+
+
 class _Redirects(urllib.request.HTTPRedirectHandler):
+    """A page may redirect anywhere public, and around its own host and port; a redirect onto
+    an address inside this machine or its network (another port of 127.0.0.1, the router, a
+    cloud metadata service) is not followed: the person listed a page, and that page must not
+    make the host read, and send to a model, what only this machine can reach. A URL the
+    person lists on such an address is fetched: that is their own choice."""
+
     max_redirections = MAX_REDIRECTS
 
-    def __init__(self, refuse: Callable[[str], str | None] | None = None) -> None:
+    def __init__(self, refuse: Callable[[str], str | None] | None = None, listed: str = "") -> None:
         self.login: str | None = None
         self.refuse = refuse
         self.refused: str | None = None
+        self.inner: str | None = None
+        self.listed = _origin(listed)
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urlsplit(newurl).scheme.lower() not in ("http", "https"):
             raise urllib.error.HTTPError(newurl, code, f"redirect to a non-http URL: {newurl[:100]}", headers, fp)
+        host, port = _origin(newurl)
+        inner = _inner_address(host) if (host, port) != self.listed else None
+        if inner is not None:
+            self.inner = (f"redirected to {host}:{port} ({inner}), an address inside this machine or its network: "
+                          "not followed")
+            raise urllib.error.HTTPError(req.full_url, code, "redirect refused", headers, fp)
         why = self.refuse(newurl) if self.refuse is not None else None
         if why:
             self.refused = why
@@ -91,7 +135,7 @@ def fetch_page(url: str, *, timeout_s: float = TIMEOUT_S, max_bytes: int = MAX_C
                refuse: Callable[[str], str | None] | None = None) -> Fetched:
     if urlsplit(url).scheme.lower() not in ("http", "https"):
         return Fetched(url, note="not an http(s) URL")
-    redirects = _Redirects(refuse)
+    redirects = _Redirects(refuse, listed=url)
     opener = urllib.request.build_opener(redirects)
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT,
                                                    "Accept": "text/html,text/plain,text/markdown,application/json"})
@@ -109,6 +153,8 @@ def fetch_page(url: str, *, timeout_s: float = TIMEOUT_S, max_bytes: int = MAX_C
     except urllib.error.HTTPError as exc:
         if redirects.refused:
             return Fetched(url, blocked=True, note=redirects.refused)
+        if redirects.inner:
+            return Fetched(url, note=redirects.inner)
         if exc.code in (401, 403) or redirects.login:
             where = f" (redirected to {redirects.login[:120]})" if redirects.login else f" (HTTP {exc.code})"
             return Fetched(url, needs_browser=True, note=f"behind a login{where}: send it from the browser")
