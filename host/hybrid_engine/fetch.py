@@ -146,6 +146,9 @@ def fetch_page(url: str, *, timeout_s: float = TIMEOUT_S, max_bytes: int = MAX_C
             if mime not in ACCEPTED_TYPES:
                 return Fetched(url, note=f"content type {mime or 'unknown'} is not a page the engine takes "
                                          f"({', '.join(sorted(ACCEPTED_TYPES))})")
+            encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
+            if encoding != "identity":  # none was asked for: these bytes are not the page's text
+                return Fetched(url, note=f"sent with Content-Encoding {encoding[:40]}, which was not asked for")
             length = resp.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > max_bytes:
                 return Fetched(url, note=f"{int(length)} bytes is over the {max_bytes} byte limit")

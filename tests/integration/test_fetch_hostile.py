@@ -93,3 +93,8 @@ def test_fetch_follows_a_redirect_within_the_listed_host_and_port(hostile):
 def test_fetch_fetches_an_address_of_this_machine_the_person_listed(hostile):
     got = fetch_page(f"{hostile[1]}/tides")
     assert got.page is not None and got.page["title"] == "Tides"
+
+
+def test_fetch_refuses_a_body_compressed_although_no_encoding_was_asked_for(hostile):
+    got = fetch_page(f"{hostile[0]}/gzipped")
+    assert got.page is None and "Content-Encoding gzip" in got.note
