@@ -5,7 +5,7 @@ need the browser.
     fetch_page(url, refuse=why_not)    a redirect to a URL `why_not` names a reason for is not
                                        followed: Fetched(blocked=True, note=the reason)
 
-Bounds: http(s) only, a time limit on every network wait, at most MAX_REDIRECTS redirects (each
+Bounds: http(s) only, a time limit on every network wait and three of them on the whole body, at most MAX_REDIRECTS redirects (each
 to http(s) only, and none onto an address inside this machine or its network unless it stays
 on the listed URL's host and port: see _Redirects), at most MAX_CONTENT_BYTES read, and a content type that the engine
 takes (HTML, text, Markdown, JSON). A 401 or 403, or a redirect to a sign-in page, means
@@ -18,6 +18,7 @@ lets it check every redirect too, before the request to it is made.
 from __future__ import annotations
 
 import re
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from .inputs import MAX_CONTENT_BYTES, decode_text
 
 TIMEOUT_S = 20.0
 MAX_REDIRECTS = 5
+BODY_TIMEOUTS = 3  # a page's body must be in within this many network-wait limits
 ACCEPTED_TYPES = {"text/html": "text/html", "application/xhtml+xml": "text/html", "text/plain": "text/plain",
                   "text/markdown": "text/markdown", "application/json": "application/json"}
 LOGIN_PATH = re.compile(r"(^|[/_.-])(login|log-in|signin|sign-in|sign_in|auth|sso|oauth2?|account/login|"
@@ -152,7 +154,9 @@ def fetch_page(url: str, *, timeout_s: float = TIMEOUT_S, max_bytes: int = MAX_C
             length = resp.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > max_bytes:
                 return Fetched(url, note=f"{int(length)} bytes is over the {max_bytes} byte limit")
-            data = resp.read(max_bytes + 1)
+            data = _read_by(resp, max_bytes + 1, time.monotonic() + timeout_s * BODY_TIMEOUTS)
+            if data is None:
+                return Fetched(url, note=f"the page took longer than {timeout_s * BODY_TIMEOUTS:g} s to arrive")
     except urllib.error.HTTPError as exc:
         if redirects.refused:
             return Fetched(url, blocked=True, note=redirects.refused)
@@ -172,6 +176,21 @@ def fetch_page(url: str, *, timeout_s: float = TIMEOUT_S, max_bytes: int = MAX_C
     title = page_title(content) if ctype == "text/html" else None
     return Fetched(url, page={"content": content, "source_url": final, "content_type": ctype,
                               **({"title": title} if title else {})})
+
+
+def _read_by(resp, limit: int, deadline: float) -> bytes | None:
+    """Up to `limit` bytes, or None past `deadline`: the per-wait time limit alone lets a
+    server that sends a byte now and then hold a fetch (and the batch behind it) for days."""
+    parts, size = [], 0
+    while size < limit:
+        if time.monotonic() > deadline:
+            return None
+        chunk = resp.read1(min(65536, limit - size))
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
 
 
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)

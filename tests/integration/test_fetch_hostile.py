@@ -95,6 +95,11 @@ def test_fetch_fetches_an_address_of_this_machine_the_person_listed(hostile):
     assert got.page is not None and got.page["title"] == "Tides"
 
 
+def test_fetch_gives_up_on_a_body_that_trickles_in_without_end(hostile):
+    got = fetch_page(f"{hostile[0]}/trickle", timeout_s=0.5)
+    assert got.page is None and "took longer than 1.5 s" in got.note
+
+
 def test_fetch_refuses_a_body_compressed_although_no_encoding_was_asked_for(hostile):
     got = fetch_page(f"{hostile[0]}/gzipped")
     assert got.page is None and "Content-Encoding gzip" in got.note
