@@ -93,3 +93,8 @@ def test_a_retry_after_of_inf_is_no_hint_and_the_step_retries_and_completes(
     [a] = service.run_document(run_id)["steps"]
     assert a["status"] == "COMPLETED" and a["execution_metrics"]["retries"] == 1, a
 
+
+def test_a_retry_after_years_away_waits_at_most_the_hint_cap():
+    from hybrid_engine.steplimits import HINT_CAP_S, RetryPolicy
+
+    assert RetryPolicy(base_s=1.0, cap_s=60.0).delay(1, 3.0e11) == HINT_CAP_S
