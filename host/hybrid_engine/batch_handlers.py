@@ -38,9 +38,12 @@ def _urls(msg: dict) -> list[str]:
     urls = field(msg, "urls", list, "an array of http(s) URLs", required=False, default=[])
     if len(urls) > MAX_URLS:
         raise BadRequest(f"urls: at most {MAX_URLS} per message", field="urls")
+    from .fetch import url_problem
+
     for i, url in enumerate(urls):
-        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
-            raise BadRequest(f"urls[{i}]: expected an http:// or https:// URL", field=f"urls[{i}]")
+        problem = url_problem(url) if isinstance(url, str) else "expected an http:// or https:// URL"
+        if problem is not None:
+            raise BadRequest(f"urls[{i}]: {problem}", field=f"urls[{i}]")
     return urls
 
 

@@ -111,6 +111,23 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
+def url_problem(url: str) -> str | None:
+    """Why `url` is not one to fetch, or None. A user:password@ would be stored as the item's
+    source, shown in the extension and put in front of a model; a page behind a login is the
+    browser's to send, with the person's session."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return "expected an http:// or https:// URL"
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return "expected an http:// or https:// URL"
+    if "@" in parts.netloc:
+        return ("a URL with user:password@ in it is not fetched (its password would be stored and shown): "
+                "send a page behind a login from the browser")
+    return None
+
+
 def read_url_list(path: str) -> list[str]:
     """One URL a line; blank lines and lines starting with # are skipped."""
     from .errors import BadRequest
@@ -127,16 +144,19 @@ def read_url_list(path: str) -> list[str]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        if urlsplit(line).scheme.lower() not in ("http", "https") or not urlsplit(line).netloc:
-            raise BadRequest(f"{path}, line {n}: expected an http:// or https:// URL, got {line[:80]!r}")
+        problem = url_problem(line)
+        if problem is not None:
+            shown = line if "@" not in line else "(a URL with a password, not shown)"
+            raise BadRequest(f"{path}, line {n}: {problem}, got {shown[:80]!r}")
         urls.append(line)
     return urls
 
 
 def fetch_page(url: str, *, timeout_s: float = TIMEOUT_S, max_bytes: int = MAX_CONTENT_BYTES,
                refuse: Callable[[str], str | None] | None = None) -> Fetched:
-    if urlsplit(url).scheme.lower() not in ("http", "https"):
-        return Fetched(url, note="not an http(s) URL")
+    problem = url_problem(url)
+    if problem is not None:
+        return Fetched(url, note=problem)
     redirects = _Redirects(refuse, listed=url)
     opener = urllib.request.build_opener(redirects)
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT,
@@ -203,4 +223,4 @@ def page_title(html: str) -> str | None:
     return " ".join(html_.unescape(m.group(1)).split())[:300] or None if m else None
 
 
-__all__ = ["Fetched", "MAX_REDIRECTS", "TIMEOUT_S", "fetch_page", "page_title", "read_url_list"]
+__all__ = ["Fetched", "MAX_REDIRECTS", "TIMEOUT_S", "fetch_page", "page_title", "read_url_list", "url_problem"]

@@ -148,3 +148,12 @@ def test_fetch_reads_a_page_with_its_title_and_final_url(site):
 def test_fetch_says_a_missing_page_is_missing(site):
     got = fetch_page(f"{site}/gone")
     assert got.page is None and not got.needs_browser and got.note == "HTTP 404 Not Found"
+
+
+def test_a_url_list_with_a_password_in_a_url_is_refused_without_showing_it(batch_cli, tmp_path):
+    cli, template = batch_cli
+    urls = tmp_path / "urls.txt"
+    urls.write_text("https://example.com/a\nhttps://alice:hunter2@intranet.example/page\n")
+    proc = cli("batch", template, "--urls", urls)
+    assert proc.returncode == 2 and f"{urls}, line 2: a URL with user:password@" in proc.stderr
+    assert "hunter2" not in proc.stderr + proc.stdout and "Traceback" not in proc.stderr

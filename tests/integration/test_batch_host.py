@@ -67,3 +67,9 @@ def test_pause_and_resume_through_the_host(host):
     assert batch["status"] == "paused" and batch["counts"]["waiting"] == 2
     assert host.call("batch.resume", batch_id=batch["id"])["state"] == "running"
     assert settled(host, batch["id"])["counts"]["completed"] == 2
+
+
+def test_a_url_with_a_password_is_refused_by_batch_start_and_nothing_is_stored(host):
+    reply = host.request("batch.start", template="digest", urls=["https://alice:hunter2@intranet.example/p"])
+    assert reply["ok"] is False and reply["error"]["message"].startswith("urls[0]: a URL with user:password@")
+    assert "hunter2" not in json.dumps(reply) and host.call("batch.list")["batches"] == []
