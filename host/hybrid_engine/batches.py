@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from . import clock, money, privacy, sites
 from .errors import BadRequest, ConflictError, NotFound, SiteRefused
@@ -44,11 +45,20 @@ FINISHED_RUN = ("COMPLETED", "FAILED", "CANCELLED")
 
 
 def page_digest(page: dict) -> str:
-    """The same page: the same URL (or none) and the same content."""
-    h = hashlib.sha256((page.get("source_url") or "").encode("utf-8", "surrogatepass"))
+    """The same page: the same URL (or none) and the same content. Two tabs of one page
+    scrolled to different headings (#fragment), or a host typed in capitals, are one page."""
+    h = hashlib.sha256(_same_page_url(page.get("source_url") or "").encode("utf-8", "surrogatepass"))
     h.update(b"\0")
     h.update(page["content"].encode("utf-8", "surrogatepass"))
     return h.hexdigest()
+
+
+def _same_page_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, ""))
 
 
 def check_page(page: Any, where: str = "page") -> dict:
@@ -327,7 +337,6 @@ def admitted(page: dict) -> dict:
 
 def site_only(url: str) -> str:
     """What a blocked item keeps of where it came from: the site, never the page's address."""
-    from urllib.parse import urlsplit
 
     host = sites.host_of(url)
     if host is None:

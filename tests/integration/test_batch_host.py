@@ -73,3 +73,10 @@ def test_a_url_with_a_password_is_refused_by_batch_start_and_nothing_is_stored(h
     reply = host.request("batch.start", template="digest", urls=["https://alice:hunter2@intranet.example/p"])
     assert reply["ok"] is False and reply["error"]["message"].startswith("urls[0]: a URL with user:password@")
     assert "hunter2" not in json.dumps(reply) and host.call("batch.list")["batches"] == []
+
+
+def test_the_same_page_with_another_fragment_or_host_case_runs_once(host):
+    page = tab(1)
+    again = {**page, "source_url": "https://EXAMPLE.com/1#further-down"}
+    view = host.call("batch.start", template="digest", pages=[page, again], paused=True)
+    assert [i["state"] for i in view["items"]] == ["waiting", "duplicate"]
