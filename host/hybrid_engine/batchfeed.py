@@ -52,6 +52,11 @@ class Feeder:
             for pos, page in store.waiting_items(batch_id, room):
                 try:
                     with store.transaction():
+                        # Read again inside the write lock: a cancel or pause may have come
+                        # since the batch was read as running.
+                        row = store.batch_row(batch_id)
+                        if row is None or row["state"] != "running":
+                            break
                         result = self.svc.start(template, content=page["content"],
                                                 source_url=page.get("source_url"),
                                                 content_type=page.get("content_type") or "text/html",

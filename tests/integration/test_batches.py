@@ -162,3 +162,25 @@ def test_a_page_behind_a_login_waits_for_the_browser_and_runs_once_it_is_filled(
     drain(service)
     view = batches.view(b)
     assert view["status"] == "completed" and view["counts"]["completed"] == 1
+
+
+def test_a_cancel_landing_while_the_feeder_makes_runs_leaves_no_run_of_the_cancelled_batch(
+        service, batches, monkeypatch):
+    b = batches.create("digest")
+    for n in range(3):
+        batches.add_page(b, page(n))
+    batches.resume(b)
+    store = service.store
+    waiting_items = store.waiting_items
+
+    def cancelled_meanwhile(batch_id, room):  # the feeder has read the batch as running; then a cancel lands
+        items = waiting_items(batch_id, room)
+        batches.cancel(batch_id)
+        return items
+
+    monkeypatch.setattr(store, "waiting_items", cancelled_meanwhile)
+    assert Feeder(service).feed(0.0) == 0
+    view = batches.view(b)
+    assert view["status"] == "cancelled" and [i["run_id"] for i in view["items"]] == [None, None, None]
+    assert store.batch_runs(b, ("PENDING", "RUNNING")) == []
+
