@@ -184,3 +184,23 @@ def test_a_cancel_landing_while_the_feeder_makes_runs_leaves_no_run_of_the_cance
     assert view["status"] == "cancelled" and [i["run_id"] for i in view["items"]] == [None, None, None]
     assert store.batch_runs(b, ("PENDING", "RUNNING")) == []
 
+
+def test_two_feeders_reading_the_same_waiting_items_make_one_run_per_item(service, batches, monkeypatch):
+    b = batches.create("digest")
+    for n in range(3):
+        batches.add_page(b, page(n))
+    batches.resume(b)
+    store = service.store
+    waiting_items = store.waiting_items
+    other = []
+
+    def fed_meanwhile(batch_id, room):  # another process's feeder makes the runs after this one read the items
+        items = waiting_items(batch_id, room)
+        if not other:
+            other.append("feeding")
+            other.append(Feeder(service).feed(0.0))
+        return items
+
+    monkeypatch.setattr(store, "waiting_items", fed_meanwhile)
+    assert Feeder(service).feed(0.0) == 0 and other == ["feeding", 3]
+    assert len(service.list_runs()) == 3
