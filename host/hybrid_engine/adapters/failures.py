@@ -78,7 +78,11 @@ def parse_retry_info(body: Any) -> float | None:
             if m:
                 return float(m.group(1))
         elif isinstance(delay, dict):
-            return float(delay.get("seconds", 0)) + float(delay.get("nanos", 0)) / 1e9
+            try:  # the server's words: garbage is no hint, not a crash of the error's handling
+                seconds = float(delay.get("seconds", 0)) + float(delay.get("nanos", 0)) / 1e9
+            except (TypeError, ValueError):
+                return None
+            return max(0.0, seconds) if math.isfinite(seconds) else None
     return None
 
 
