@@ -191,6 +191,9 @@ def fetch_page(url: str, *, timeout_s: float = TIMEOUT_S, max_bytes: int = MAX_C
         return Fetched(url, note=f"could not fetch: {reason}")
     if len(data) > max_bytes:
         return Fetched(url, note=f"more than the {max_bytes} byte limit")
+    if b"\0" in data[:4096] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        # A server's Content-Type is its word; text has no NUL bytes (UTF-16 starts with its mark).
+        return Fetched(url, note=f"said {mime} but sent binary data (NUL bytes): not a page the engine takes")
     ctype = ACCEPTED_TYPES[mime]
     content = decode_text(data, html=ctype == "text/html")
     title = page_title(content) if ctype == "text/html" else None

@@ -49,6 +49,13 @@ class _Hostile(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+        elif path == "/photo":  # an image that says it is a page
+            body = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(range(256)) * 40
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         else:
             self.send_response(200)
             self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -103,3 +110,8 @@ def test_fetch_gives_up_on_a_body_that_trickles_in_without_end(hostile):
 def test_fetch_refuses_a_body_compressed_although_no_encoding_was_asked_for(hostile):
     got = fetch_page(f"{hostile[0]}/gzipped")
     assert got.page is None and "Content-Encoding gzip" in got.note
+
+
+def test_fetch_refuses_binary_bytes_served_as_a_page(hostile):
+    got = fetch_page(f"{hostile[0]}/photo")
+    assert got.page is None and "said text/html but sent binary data" in got.note
