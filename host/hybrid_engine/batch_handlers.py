@@ -15,6 +15,7 @@ from .msgfields import text_field as _text
 
 MAX_PAGES = 1000  # per message: a bigger batch comes in several `batch.add`
 MAX_URLS = 500
+MAX_POS = 2**53  # item numbers and offsets past this are no item (and past SQLite's integers)
 
 
 def _pages(msg: dict, *, required: bool = True) -> list[dict]:
@@ -103,7 +104,7 @@ def h_batch_add(host, msg: dict) -> dict:
 def h_batch_get(host, msg: dict) -> dict:
     limit = field(msg, "limit", int, "an integer from 1 to 1000", required=False, default=1000)
     offset = field(msg, "offset", int, "a non-negative integer", required=False, default=0)
-    if not 1 <= limit <= 1000 or offset < 0:
+    if not 1 <= limit <= 1000 or not 0 <= offset <= MAX_POS:
         raise BadRequest("limit: expected 1 to 1000, offset: expected >= 0", field="limit")
     return _batches(host).view(_text(msg, "batch_id"), limit=limit, offset=offset)
 
@@ -139,6 +140,8 @@ def h_batch_retry_failed(host, msg: dict) -> dict:
 
 def h_batch_fill(host, msg: dict) -> dict:
     pos = field(msg, "pos", int, "an item number")
+    if not 1 <= pos <= MAX_POS:
+        raise BadRequest(f"pos: expected an item number from 1 to {MAX_POS}", field="pos")
     page = field(msg, "page", dict, "an object with at least `content`")
     view = _batches(host).fill(_text(msg, "batch_id"), pos, page)
     host.ensure_worker()

@@ -80,3 +80,12 @@ def test_the_same_page_with_another_fragment_or_host_case_runs_once(host):
     again = {**page, "source_url": "https://EXAMPLE.com/1#further-down"}
     view = host.call("batch.start", template="digest", pages=[page, again], paused=True)
     assert [i["state"] for i in view["items"]] == ["waiting", "duplicate"]
+
+
+def test_an_item_number_past_sqlites_integers_is_bad_request_and_the_host_keeps_serving(host):
+    view = host.call("batch.start", template="digest", pages=[tab(1)], paused=True)
+    reply = host.request("batch.fill", batch_id=view["id"], pos=10**30, page={"content": "x"})
+    assert reply["ok"] is False and reply["error"]["code"] == "bad_request" and reply["error"]["field"] == "pos"
+    reply = host.request("batch.get", batch_id=view["id"], offset=10**30)
+    assert reply["ok"] is False and reply["error"]["code"] == "bad_request"
+    assert host.call("batch.get", batch_id=view["id"])["counts"]["waiting"] == 1
