@@ -9,7 +9,7 @@ host could not fetch because it sits behind a login.
 
 from __future__ import annotations
 
-from .errors import BadRequest
+from .errors import BadRequest, ConflictError
 from .msgfields import field
 from .msgfields import text_field as _text
 
@@ -96,7 +96,10 @@ def h_batch_start(host, msg: dict) -> dict:
 def h_batch_add(host, msg: dict) -> dict:
     batches = _batches(host)
     batch_id = batches.resolve(_text(msg, "batch_id"))
-    _add(batches, batch_id, _pages(msg, required=False), _urls(msg))
+    pages, urls = _pages(msg, required=False), _urls(msg)
+    if batches.store.batch_row(batch_id)["state"] == "cancelled":  # its pages would wait for good
+        raise ConflictError(f"batch '{batch_id}' was cancelled; start a new one")
+    _add(batches, batch_id, pages, urls)
     host.ensure_worker()
     return batches.view(batch_id, items=False)
 

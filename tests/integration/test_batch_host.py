@@ -89,3 +89,11 @@ def test_an_item_number_past_sqlites_integers_is_bad_request_and_the_host_keeps_
     reply = host.request("batch.get", batch_id=view["id"], offset=10**30)
     assert reply["ok"] is False and reply["error"]["code"] == "bad_request"
     assert host.call("batch.get", batch_id=view["id"])["counts"]["waiting"] == 1
+
+
+def test_pages_added_to_a_cancelled_batch_are_refused_and_nothing_is_added(host):
+    view = host.call("batch.start", template="digest", pages=[tab(1)], paused=True)
+    host.call("batch.cancel", batch_id=view["id"])
+    reply = host.request("batch.add", batch_id=view["id"], pages=[tab(2)])
+    assert reply["ok"] is False and reply["error"]["code"] == "conflict" and "cancelled" in reply["error"]["message"]
+    assert host.call("batch.get", batch_id=view["id"])["counts"]["total"] == 1
