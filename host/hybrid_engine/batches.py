@@ -289,6 +289,9 @@ class Batches:
         else:
             status = "failed" if counts.get("FAILED") else "completed"
         cost = self.store.batch_cost(batch_id)
+        unknown = self.store.batch_unknown_cost_steps(batch_id)
+        # A call answered at a price not known cost something: never "$0" for it.
+        cost_text = money.usd(cost) if not unknown else "unknown" if not cost else f"{money.usd(cost)} + unknown"
         doc = {
             "id": batch_id, "name": row["name"], "template": row["template"], "state": state, "status": status,
             "note": row["note"], "budget_usd": row["budget_usd"], "parallel": row["parallel"],
@@ -298,7 +301,7 @@ class Batches:
                        "cancelled": counts.get("CANCELLED", 0) + (waiting if state == "cancelled" else 0),
                        "duplicate": counts.get("duplicate", 0), "needs_browser": counts.get("needs_browser", 0),
                        "unreadable": counts.get("unreadable", 0), "blocked": counts.get("blocked", 0)},
-            "cost_usd": cost, "cost": money.usd(cost),
+            "cost_usd": cost, "unknown_cost_steps": unknown, "cost": cost_text,
         }
         if items:
             doc["items"] = self.store.batch_items(batch_id, limit, offset)

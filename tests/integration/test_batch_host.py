@@ -97,3 +97,15 @@ def test_pages_added_to_a_cancelled_batch_are_refused_and_nothing_is_added(host)
     reply = host.request("batch.add", batch_id=view["id"], pages=[tab(2)])
     assert reply["ok"] is False and reply["error"]["code"] == "conflict" and "cancelled" in reply["error"]["message"]
     assert host.call("batch.get", batch_id=view["id"])["counts"]["total"] == 1
+
+
+def test_a_batch_whose_model_price_is_unknown_says_its_cost_is_unknown_not_0(he_home, fake_provider):
+    mystery = json.loads(json.dumps(DIGEST))
+    mystery["steps"][1]["params"]["model"] = "gpt-mystery-9"
+    (he_home / "templates").mkdir(parents=True, exist_ok=True)
+    (he_home / "templates" / "digest.json").write_text(json.dumps(mystery))
+    with HostClient(he_home, extra_env=fake_provider.env()) as client:
+        client.call("hello", protocol=1)
+        view = settled(client, client.call("batch.start", template="digest", pages=[tab(1)])["id"])
+    assert view["counts"]["completed"] == 1 and len(fake_provider.requests_for("openai")) == 1
+    assert view["cost"] == "unknown" and view["unknown_cost_steps"] == 1
