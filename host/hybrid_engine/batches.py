@@ -314,8 +314,12 @@ class Batches:
 def estimate_text(total: dict) -> str:
     """One line a person reads before sending: pages, tokens, cost range, budgets."""
     approx = "at least " if total["lower_bound"] else "about "
-    cost = f"{money.usd(total['cost_min'])} to {money.usd(total['cost_max'])}"
-    unknown = f"; {total['price_unknown_pages']} page(s) at a price not known" if total["price_unknown_pages"] else ""
+    unknown_pages = total["price_unknown_pages"]
+    # Pages at a price not known add nothing to the figures: with none known, the range is no "$0 to $0".
+    cost = ("cost unknown" if unknown_pages and unknown_pages >= total["pages"]
+            else f"{money.usd(total['cost_min'])} to {money.usd(total['cost_max'])}"
+            + (" + unknown" if unknown_pages else ""))
+    unknown = f"; {unknown_pages} page(s) at a price not known" if unknown_pages else ""
     if total.get("blocked_pages"):
         unknown += f"; {total['blocked_pages']} page(s) left out by a site rule (`never`)"
     budgets = "; ".join(f"{b['kind']} budget {money.usd_budget(b['limit_usd'])}: "

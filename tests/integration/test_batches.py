@@ -204,3 +204,12 @@ def test_two_feeders_reading_the_same_waiting_items_make_one_run_per_item(servic
     monkeypatch.setattr(store, "waiting_items", fed_meanwhile)
     assert Feeder(service).feed(0.0) == 0 and other == ["feeding", 3]
     assert len(service.list_runs()) == 3
+
+
+def test_an_estimate_of_pages_all_at_a_price_not_known_reads_cost_unknown_not_0_to_0(service, monkeypatch):
+    mystery = {**TEMPLATE, "steps": [TEMPLATE["steps"][0], {**TEMPLATE["steps"][1], "params": {
+        **TEMPLATE["steps"][1]["params"], "model": "gpt-mystery-9"}}]}
+    tpl = validate(mystery, "digest.yaml")
+    monkeypatch.setattr(service, "template", lambda ref: tpl)
+    est = Batches(service).estimate_pages("digest", [page(1), page(2)])
+    assert est["price_unknown_pages"] == 2 and "cost unknown" in est["text"] and "$0" not in est["text"]
