@@ -42,7 +42,9 @@ class Feeder:
                 continue
             if budget is not None:
                 spent = store.batch_cost(batch_id)
-                if spent >= budget:
+                # A budget of 0 is "nothing paid": its runs of free (local) steps go, and the
+                # step guard (batchbudget.py) stops the batch at its first paid step.
+                if spent >= budget and not (budget == 0 and spent == 0):
                     note = f"stopped: its budget of {money.usd_budget(budget)} is spent ({money.usd(spent)})"
                     store.set_batch_state(batch_id, "stopped", now, note, only_from=("running",))
                     log.info("batch %s %s", batch_id, note)

@@ -213,3 +213,27 @@ def test_an_estimate_of_pages_all_at_a_price_not_known_reads_cost_unknown_not_0_
     monkeypatch.setattr(service, "template", lambda ref: tpl)
     est = Batches(service).estimate_pages("digest", [page(1), page(2)])
     assert est["price_unknown_pages"] == 2 and "cost unknown" in est["text"] and "$0" not in est["text"]
+
+
+def test_a_batch_budget_of_0_runs_a_template_of_free_local_steps(service, fake_provider_env, monkeypatch):
+    local = {"name": "local", "steps": [TEMPLATE["steps"][0], {
+        "id": "sum", "action": "local_chat", "dependencies": ["page"],
+        "params": {"model": "llama3.2", "prompt": "Summarise: {{ steps.page.outputs.content }}", "max_tokens": 50}}]}
+    tpl = validate(local, "local.yaml")
+    monkeypatch.setattr(service, "template", lambda ref: tpl)
+    batches = Batches(service)
+    b = batches.create("local", budget_usd=0, start=True)
+    batches.add_page(b, page(1))
+    drain(service)
+    view = batches.view(b)
+    assert view["status"] == "completed" and view["counts"]["completed"] == 1 and view["cost"] == "$0"
+
+
+def test_a_batch_budget_of_0_sends_no_paid_call_and_stops_the_batch(service, batches, fake_provider_env):
+    b = batches.create("digest", budget_usd=0, start=True)
+    for n in range(3):
+        batches.add_page(b, page(n))
+    drain(service)
+    view = batches.view(b)
+    assert view["state"] == "stopped" and fake_provider_env.requests_for("openai") == []
+    assert view["counts"]["completed"] == 0 and view["cost_usd"] == 0
