@@ -139,6 +139,8 @@ def read_url_list(path: str) -> list[str]:
         raise BadRequest(f"{path}: no such file") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise BadRequest(f"{path}: cannot read a list of URLs: {exc}") from exc
+    if len(lines) > MAX_CONTENT_BYTES:  # cut here, its last URL would be fetched half-read
+        raise BadRequest(f"{path}: a list of URLs over {MAX_CONTENT_BYTES} characters: split it")
     urls = []
     for n, line in enumerate(lines.splitlines(), start=1):
         line = line.strip()

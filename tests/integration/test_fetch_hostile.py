@@ -115,3 +115,14 @@ def test_fetch_refuses_a_body_compressed_although_no_encoding_was_asked_for(host
 def test_fetch_refuses_binary_bytes_served_as_a_page(hostile):
     got = fetch_page(f"{hostile[0]}/photo")
     assert got.page is None and "said text/html but sent binary data" in got.note
+
+
+def test_a_url_list_over_the_size_limit_is_refused_not_cut(tmp_path, monkeypatch):
+    from hybrid_engine import fetch
+    from hybrid_engine.errors import BadRequest
+
+    monkeypatch.setattr(fetch, "MAX_CONTENT_BYTES", 100)
+    urls = tmp_path / "urls.txt"
+    urls.write_text("".join(f"https://example.com/page-{n}\n" for n in range(10)))
+    with pytest.raises(BadRequest, match="over 100 characters"):
+        fetch.read_url_list(str(urls))
