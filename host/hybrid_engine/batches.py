@@ -260,8 +260,11 @@ class Batches:
         """Only the failed items run again (each from its failed steps); the batch runs again."""
         batch_id = self.resolve(batch_id)
         failed = self.store.batch_runs(batch_id, ("FAILED",))
-        if self.store.batch_row(batch_id)["state"] == "cancelled":
+        state = self.store.batch_row(batch_id)["state"]
+        if state == "cancelled":
             raise ConflictError(f"batch '{batch_id}' was cancelled; start a new one")
+        if not failed and state == "paused":  # a batch paused for its estimate must not start by this
+            raise ConflictError(f"batch '{batch_id}' has no failed item to retry; it is paused (resume it to go on)")
         self.resume(batch_id, budget_usd=budget_usd)
         for run_id in failed:
             self.svc.retry(run_id)

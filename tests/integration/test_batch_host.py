@@ -109,3 +109,11 @@ def test_a_batch_whose_model_price_is_unknown_says_its_cost_is_unknown_not_0(he_
         view = settled(client, client.call("batch.start", template="digest", pages=[tab(1)])["id"])
     assert view["counts"]["completed"] == 1 and len(fake_provider.requests_for("openai")) == 1
     assert view["cost"] == "unknown" and view["unknown_cost_steps"] == 1
+
+
+def test_retry_failed_with_nothing_failed_does_not_start_a_paused_batch(host, fake_provider):
+    view = host.call("batch.start", template="digest", pages=[tab(1), tab(2)], paused=True)
+    reply = host.request("batch.retry_failed", batch_id=view["id"])
+    assert reply["ok"] is False and reply["error"]["code"] == "conflict" and "no failed item" in reply["error"]["message"]
+    after = host.call("batch.get", batch_id=view["id"])
+    assert after["state"] == "paused" and after["counts"]["waiting"] == 2 and fake_provider.requests_for("openai") == []
