@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import terminal
+from . import money, terminal
 from .terminal import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, err, print_json
 
 PAGE_SUFFIXES = (".html", ".htm", ".xhtml", ".txt", ".md", ".markdown", ".json")
@@ -171,7 +171,7 @@ def _counts_text(added: dict) -> str:
 
 def print_batch(view: dict) -> None:
     print(f"batch {view['id']}  {view['name']}  {view['status']}  {view['cost']}"
-          + (f"  budget {view['budget_usd']}" if view["budget_usd"] is not None else "")
+          + (f"  budget {money.usd_budget(view['budget_usd'])}" if view["budget_usd"] is not None else "")
           + (f"  ({view['note']})" if view["note"] else ""))
     rows = [[str(i["pos"]), (i["title"] or i["source"])[:50], i["run_status"] or i["state"],
              i["run_id"] or "-", terminal.run_cost(i["cost_usd"], 0) if i["cost_usd"] is not None else "-",

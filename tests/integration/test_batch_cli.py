@@ -173,3 +173,12 @@ def test_a_link_in_an_inputs_folder_to_a_file_outside_it_is_not_read(batch_cli, 
     view = cli.json("batches", json.loads(proc.stdout)["batch_id"], "--json")
     assert [i["state"] for i in view["items"]] == ["waiting", "unreadable", "duplicate"]
     assert "a link to a file outside" in view["items"][1]["note"]
+
+
+def test_batches_shows_the_batch_budget_as_money(batch_cli, tmp_path):
+    cli, template = batch_cli
+    (tmp_path / "a.html").write_bytes(PAGE)
+    out = json.loads(cli("batch", template, "--inputs", tmp_path / "a.html", "--estimate", "--budget", "0.5",
+                         "--json").stdout)
+    shown = cli("batches", out["batch_id"]).stdout
+    assert "budget $0.50" in shown and "budget 0.5" not in shown
