@@ -95,15 +95,15 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         if urlsplit(newurl).scheme.lower() not in ("http", "https"):
             raise urllib.error.HTTPError(newurl, code, f"redirect to a non-http URL: {newurl[:100]}", headers, fp)
+        why = self.refuse(newurl) if self.refuse is not None else None
+        if why:
+            self.refused = why
+            raise urllib.error.HTTPError(req.full_url, code, "redirect refused", headers, fp)
         host, port = _origin(newurl)
         inner = _inner_address(host) if (host, port) != self.listed else None
         if inner is not None:
             self.inner = (f"redirected to {host}:{port} ({inner}), an address inside this machine or its network: "
                           "not followed")
-            raise urllib.error.HTTPError(req.full_url, code, "redirect refused", headers, fp)
-        why = self.refuse(newurl) if self.refuse is not None else None
-        if why:
-            self.refused = why
             raise urllib.error.HTTPError(req.full_url, code, "redirect refused", headers, fp)
         if LOGIN_PATH.search(urlsplit(newurl).path or ""):
             self.login = newurl
