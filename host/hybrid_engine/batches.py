@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PARALLEL = 16  # runs of one batch open at once; the executor's limits pace the calls
 MAX_PARALLEL = 1000
+MAX_TITLE = 300  # as a library entry's title
 PAGE_KEYS = ("content", "source_url", "content_type", "title", "selection")
 FINISHED_RUN = ("COMPLETED", "FAILED", "CANCELLED")
 
@@ -67,7 +68,10 @@ def check_page(page: Any, where: str = "page") -> dict:
     for key in PAGE_KEYS[1:]:
         if page.get(key) is not None and not isinstance(page[key], str):
             raise BadRequest(f"{where}.{key}: expected text", field=f"{where}.{key}")
-    return {k: page[k] for k in PAGE_KEYS if page.get(k) is not None}
+    out = {k: page[k] for k in PAGE_KEYS if page.get(k) is not None}
+    if "title" in out:  # a page sets its own title: it rides in every batch.get, so it is cut
+        out["title"] = out["title"][:MAX_TITLE]
+    return out
 
 
 class Batches:

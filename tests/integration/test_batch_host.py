@@ -117,3 +117,8 @@ def test_retry_failed_with_nothing_failed_does_not_start_a_paused_batch(host, fa
     assert reply["ok"] is False and reply["error"]["code"] == "conflict" and "no failed item" in reply["error"]["message"]
     after = host.call("batch.get", batch_id=view["id"])
     assert after["state"] == "paused" and after["counts"]["waiting"] == 2 and fake_provider.requests_for("openai") == []
+
+
+def test_a_page_title_of_100000_characters_is_kept_to_300_in_the_batch(host):
+    view = host.call("batch.start", template="digest", pages=[{**tab(1), "title": "t" * 100_000}], paused=True)
+    assert len(view["items"][0]["title"]) == 300
