@@ -223,7 +223,10 @@ function fill(li, b) {
   running.textContent = open ? `${open} to go` : "";
   running.hidden = !open;
   const cost = li.querySelector(".cost");
-  cost.textContent = `${FINISHED.has(b.status) ? "" : "so far "}${usd(b.cost_usd)}`;
+  // A call answered at a price not known cost something: "unknown", never "$0".
+  const spent = !Number(b.unknown_cost_steps || 0) ? usd(b.cost_usd)
+    : b.cost_usd ? `${usd(b.cost_usd)} + unknown` : "unknown";
+  cost.textContent = `${FINISHED.has(b.status) ? "" : "so far "}${spent}`;
   cost.dataset.cost = String(b.cost_usd ?? "");
   const budget = li.querySelector(".budget");
   budget.textContent = b.budget_usd ? `budget ${usdBudget(b.budget_usd)}` : "";

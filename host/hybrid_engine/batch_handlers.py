@@ -9,12 +9,13 @@ host could not fetch because it sits behind a login.
 
 from __future__ import annotations
 
-from .errors import BadRequest
+from .errors import BadRequest, ConflictError
 from .msgfields import field
 from .msgfields import text_field as _text
 
 MAX_PAGES = 1000  # per message: a bigger batch comes in several `batch.add`
 MAX_URLS = 500
+MAX_POS = 2**53  # item numbers and offsets past this are no item (and past SQLite's integers)
 
 
 def _pages(msg: dict, *, required: bool = True) -> list[dict]:
@@ -38,9 +39,12 @@ def _urls(msg: dict) -> list[str]:
     urls = field(msg, "urls", list, "an array of http(s) URLs", required=False, default=[])
     if len(urls) > MAX_URLS:
         raise BadRequest(f"urls: at most {MAX_URLS} per message", field="urls")
+    from .fetch import url_problem
+
     for i, url in enumerate(urls):
-        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
-            raise BadRequest(f"urls[{i}]: expected an http:// or https:// URL", field=f"urls[{i}]")
+        problem = url_problem(url) if isinstance(url, str) else "expected an http:// or https:// URL"
+        if problem is not None:
+            raise BadRequest(f"urls[{i}]: {problem}", field=f"urls[{i}]")
     return urls
 
 
@@ -92,7 +96,10 @@ def h_batch_start(host, msg: dict) -> dict:
 def h_batch_add(host, msg: dict) -> dict:
     batches = _batches(host)
     batch_id = batches.resolve(_text(msg, "batch_id"))
-    _add(batches, batch_id, _pages(msg, required=False), _urls(msg))
+    pages, urls = _pages(msg, required=False), _urls(msg)
+    if batches.store.batch_row(batch_id)["state"] == "cancelled":  # its pages would wait for good
+        raise ConflictError(f"batch '{batch_id}' was cancelled; start a new one")
+    _add(batches, batch_id, pages, urls)
     host.ensure_worker()
     return batches.view(batch_id, items=False)
 
@@ -100,7 +107,7 @@ def h_batch_add(host, msg: dict) -> dict:
 def h_batch_get(host, msg: dict) -> dict:
     limit = field(msg, "limit", int, "an integer from 1 to 1000", required=False, default=1000)
     offset = field(msg, "offset", int, "a non-negative integer", required=False, default=0)
-    if not 1 <= limit <= 1000 or offset < 0:
+    if not 1 <= limit <= 1000 or not 0 <= offset <= MAX_POS:
         raise BadRequest("limit: expected 1 to 1000, offset: expected >= 0", field="limit")
     return _batches(host).view(_text(msg, "batch_id"), limit=limit, offset=offset)
 
@@ -136,6 +143,8 @@ def h_batch_retry_failed(host, msg: dict) -> dict:
 
 def h_batch_fill(host, msg: dict) -> dict:
     pos = field(msg, "pos", int, "an item number")
+    if not 1 <= pos <= MAX_POS:
+        raise BadRequest(f"pos: expected an item number from 1 to {MAX_POS}", field="pos")
     page = field(msg, "page", dict, "an object with at least `content`")
     view = _batches(host).fill(_text(msg, "batch_id"), pos, page)
     host.ensure_worker()

@@ -12,22 +12,31 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import terminal
+from . import money, terminal
 from .terminal import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, err, print_json
 
 PAGE_SUFFIXES = (".html", ".htm", ".xhtml", ".txt", ".md", ".markdown", ".json")
 
 
 def input_files(paths: list[str]):
-    """Files named, and the page files of folders named (in name order, not descending)."""
+    """(path, None) for files named and the page files of folders named (in name order, not
+    descending); (path, why) for a link in a folder that leads out of it. A folder of saved
+    or unpacked pages may hold `notes.txt -> ~/.aws/credentials`: the person named the
+    folder, not what its links reach, and that file would be sent to a model."""
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
+            inside = p.resolve()
             for child in sorted(p.iterdir()):
-                if child.is_file() and child.suffix.lower() in PAGE_SUFFIXES:
-                    yield str(child)
+                if not (child.is_file() and child.suffix.lower() in PAGE_SUFFIXES):
+                    continue
+                if child.is_symlink() and not child.resolve().is_relative_to(inside):
+                    yield str(child), (f"{child}: a link to a file outside {raw}: not read "
+                                       "(name the file itself to send it)")
+                    continue
+                yield str(child), None
         else:
-            yield raw
+            yield raw, None
 
 
 def read_inputs(batches, batch_id: str, args) -> dict[str, int]:
@@ -44,8 +53,10 @@ def read_inputs(batches, batch_id: str, args) -> dict[str, int]:
             if item["state"] not in ("waiting", "duplicate"):
                 err(f"{url}: {item['note']}")
             added[item["state"]] += 1
-    for path in input_files(args.inputs or []):
+    for path, outside in input_files(args.inputs or []):
         try:
+            if outside:
+                raise BadRequest(outside)
             content, ctype = read_input_file(path)
         except BadRequest as exc:
             item = batches.add_unusable(batch_id, path, "unreadable", exc.message)
@@ -160,7 +171,7 @@ def _counts_text(added: dict) -> str:
 
 def print_batch(view: dict) -> None:
     print(f"batch {view['id']}  {view['name']}  {view['status']}  {view['cost']}"
-          + (f"  budget {view['budget_usd']}" if view["budget_usd"] is not None else "")
+          + (f"  budget {money.usd_budget(view['budget_usd'])}" if view["budget_usd"] is not None else "")
           + (f"  ({view['note']})" if view["note"] else ""))
     rows = [[str(i["pos"]), (i["title"] or i["source"])[:50], i["run_status"] or i["state"],
              i["run_id"] or "-", terminal.run_cost(i["cost_usd"], 0) if i["cost_usd"] is not None else "-",

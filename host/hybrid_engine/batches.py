@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from . import clock, money, privacy, sites
 from .errors import BadRequest, ConflictError, NotFound, SiteRefused
@@ -39,16 +40,26 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PARALLEL = 16  # runs of one batch open at once; the executor's limits pace the calls
 MAX_PARALLEL = 1000
+MAX_TITLE = 300  # as a library entry's title
 PAGE_KEYS = ("content", "source_url", "content_type", "title", "selection")
 FINISHED_RUN = ("COMPLETED", "FAILED", "CANCELLED")
 
 
 def page_digest(page: dict) -> str:
-    """The same page: the same URL (or none) and the same content."""
-    h = hashlib.sha256((page.get("source_url") or "").encode("utf-8", "surrogatepass"))
+    """The same page: the same URL (or none) and the same content. Two tabs of one page
+    scrolled to different headings (#fragment), or a host typed in capitals, are one page."""
+    h = hashlib.sha256(_same_page_url(page.get("source_url") or "").encode("utf-8", "surrogatepass"))
     h.update(b"\0")
     h.update(page["content"].encode("utf-8", "surrogatepass"))
     return h.hexdigest()
+
+
+def _same_page_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, ""))
 
 
 def check_page(page: Any, where: str = "page") -> dict:
@@ -57,7 +68,10 @@ def check_page(page: Any, where: str = "page") -> dict:
     for key in PAGE_KEYS[1:]:
         if page.get(key) is not None and not isinstance(page[key], str):
             raise BadRequest(f"{where}.{key}: expected text", field=f"{where}.{key}")
-    return {k: page[k] for k in PAGE_KEYS if page.get(k) is not None}
+    out = {k: page[k] for k in PAGE_KEYS if page.get(k) is not None}
+    if "title" in out:  # a page sets its own title: it rides in every batch.get, so it is cut
+        out["title"] = out["title"][:MAX_TITLE]
+    return out
 
 
 class Batches:
@@ -250,8 +264,11 @@ class Batches:
         """Only the failed items run again (each from its failed steps); the batch runs again."""
         batch_id = self.resolve(batch_id)
         failed = self.store.batch_runs(batch_id, ("FAILED",))
-        if self.store.batch_row(batch_id)["state"] == "cancelled":
+        state = self.store.batch_row(batch_id)["state"]
+        if state == "cancelled":
             raise ConflictError(f"batch '{batch_id}' was cancelled; start a new one")
+        if not failed and state == "paused":  # a batch paused for its estimate must not start by this
+            raise ConflictError(f"batch '{batch_id}' has no failed item to retry; it is paused (resume it to go on)")
         self.resume(batch_id, budget_usd=budget_usd)
         for run_id in failed:
             self.svc.retry(run_id)
@@ -279,6 +296,9 @@ class Batches:
         else:
             status = "failed" if counts.get("FAILED") else "completed"
         cost = self.store.batch_cost(batch_id)
+        unknown = self.store.batch_unknown_cost_steps(batch_id)
+        # A call answered at a price not known cost something: never "$0" for it.
+        cost_text = money.usd(cost) if not unknown else "unknown" if not cost else f"{money.usd(cost)} + unknown"
         doc = {
             "id": batch_id, "name": row["name"], "template": row["template"], "state": state, "status": status,
             "note": row["note"], "budget_usd": row["budget_usd"], "parallel": row["parallel"],
@@ -288,7 +308,7 @@ class Batches:
                        "cancelled": counts.get("CANCELLED", 0) + (waiting if state == "cancelled" else 0),
                        "duplicate": counts.get("duplicate", 0), "needs_browser": counts.get("needs_browser", 0),
                        "unreadable": counts.get("unreadable", 0), "blocked": counts.get("blocked", 0)},
-            "cost_usd": cost, "cost": money.usd(cost),
+            "cost_usd": cost, "unknown_cost_steps": unknown, "cost": cost_text,
         }
         if items:
             doc["items"] = self.store.batch_items(batch_id, limit, offset)
@@ -301,8 +321,12 @@ class Batches:
 def estimate_text(total: dict) -> str:
     """One line a person reads before sending: pages, tokens, cost range, budgets."""
     approx = "at least " if total["lower_bound"] else "about "
-    cost = f"{money.usd(total['cost_min'])} to {money.usd(total['cost_max'])}"
-    unknown = f"; {total['price_unknown_pages']} page(s) at a price not known" if total["price_unknown_pages"] else ""
+    unknown_pages = total["price_unknown_pages"]
+    # Pages at a price not known add nothing to the figures: with none known, the range is no "$0 to $0".
+    cost = ("cost unknown" if unknown_pages and unknown_pages >= total["pages"]
+            else f"{money.usd(total['cost_min'])} to {money.usd(total['cost_max'])}"
+            + (" + unknown" if unknown_pages else ""))
+    unknown = f"; {unknown_pages} page(s) at a price not known" if unknown_pages else ""
     if total.get("blocked_pages"):
         unknown += f"; {total['blocked_pages']} page(s) left out by a site rule (`never`)"
     budgets = "; ".join(f"{b['kind']} budget {money.usd_budget(b['limit_usd'])}: "
@@ -327,7 +351,6 @@ def admitted(page: dict) -> dict:
 
 def site_only(url: str) -> str:
     """What a blocked item keeps of where it came from: the site, never the page's address."""
-    from urllib.parse import urlsplit
 
     host = sites.host_of(url)
     if host is None:

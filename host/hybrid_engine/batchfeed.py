@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class _Taken(Exception):
+    """The item stopped waiting while its run was being made."""
+
+
 class Feeder:
     def __init__(self, service: "Service") -> None:
         self.svc = service
@@ -38,7 +42,9 @@ class Feeder:
                 continue
             if budget is not None:
                 spent = store.batch_cost(batch_id)
-                if spent >= budget:
+                # A budget of 0 is "nothing paid": its runs of free (local) steps go, and the
+                # step guard (batchbudget.py) stops the batch at its first paid step.
+                if spent >= budget and not (budget == 0 and spent == 0):
                     note = f"stopped: its budget of {money.usd_budget(budget)} is spent ({money.usd(spent)})"
                     store.set_batch_state(batch_id, "stopped", now, note, only_from=("running",))
                     log.info("batch %s %s", batch_id, note)
@@ -52,12 +58,20 @@ class Feeder:
             for pos, page in store.waiting_items(batch_id, room):
                 try:
                     with store.transaction():
+                        # Read again inside the write lock: a cancel or pause, or another
+                        # process's feeder, may have come since the batch was read as running.
+                        row = store.batch_row(batch_id)
+                        if row is None or row["state"] != "running":
+                            break
                         result = self.svc.start(template, content=page["content"],
                                                 source_url=page.get("source_url"),
                                                 content_type=page.get("content_type") or "text/html",
                                                 title=page.get("title"), selection=page.get("selection"))
-                        store.item_started(batch_id, pos, result["run_id"])
+                        if not store.item_started(batch_id, pos, result["run_id"]):
+                            raise _Taken
                     made += 1
+                except _Taken:  # its run was made elsewhere: this one is rolled back
+                    continue
                 except SiteRefused as exc:  # a `never` rule added since the page came in: not sent
                     store.set_item_aside(batch_id, pos, "blocked", exc.message)
                 except BadRequest as exc:  # this page (too large, a type it cannot take): the others go on

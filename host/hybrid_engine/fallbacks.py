@@ -11,6 +11,7 @@ Three things move a step on to its next choice:
     choice is tried at once, whatever retries remain, since waiting rarely mends it;
   - "budget": a budget (run, batch, daily, monthly) cannot afford the first choice; the
     first choice it can afford starts instead, and nothing is sent to the others.
+A choice whose provider has no API key set is passed over for the next (nothing was sent).
 A 429 is not one of them: it pauses its provider and the step waits for it (ratelimit.py).
 A permanent error (a bad key, an unknown model) is the template's to fix, not a fallback's.
 
@@ -31,6 +32,7 @@ CHAT_ACTIONS = {"openai": "openai_chat", "deepseek": "deepseek_chat", "local": "
                 "gemini": "gemini_chat"}
 ENTRY_KEYS = ("provider", "model", "max_tokens")
 DOWN_CODES = frozenset({"provider_unreachable"})
+UNSET_CODES = frozenset({"no_provider"})  # no key for that provider: nothing was sent, the next goes
 HELD_CODES = frozenset({"rate_limited", "provider_paused"})  # the provider's pause, not a fallback's cue
 
 
@@ -150,7 +152,13 @@ async def run(options: list[Choice], start: Start, *, error_count: int, max_retr
             reason, i = why, i + 1
             continue
         except StepError as exc:
-            raise _with_record(exc, attempts)
+            if exc.code not in UNSET_CODES or i + 1 >= len(options):
+                raise _with_record(exc, attempts)
+            cost = await abandon(exc)
+            attempts.append(_attempt(option, exc, "no key", 0.0 if cost is None else cost))
+            log(f"{option.label()} has no API key set: trying {options[i + 1].label()}")
+            reason, i = reason or "no key", i + 1
+            continue
         md = dict(result.metadata or {})
         md["fallback"] = {"answered_by": {"provider": option.provider, "model": option.model},
                           "choice": i + 1, "reason": reason, "attempts": attempts}

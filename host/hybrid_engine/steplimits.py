@@ -10,6 +10,12 @@ import random
 from dataclasses import dataclass, field
 
 
+# A provider's Retry-After past this is a spent quota that a retry will not outwait; honoured,
+# a hint of years (an HTTP date in 9999) left the step queued for good and its due time
+# past what a date can show.
+HINT_CAP_S = 900.0
+
+
 @dataclass
 class RetryPolicy:
     base_s: float = 1.0
@@ -19,7 +25,7 @@ class RetryPolicy:
         """Full-jitter exponential backoff, never shorter than the provider's hint."""
         backoff = min(self.cap_s, self.base_s * (2 ** max(0, error_count - 1)))
         jittered = backoff / 2 + random.random() * backoff / 2
-        return max(jittered, retry_after or 0.0)
+        return max(jittered, min(HINT_CAP_S, retry_after or 0.0))
 
 
 @dataclass
@@ -29,4 +35,4 @@ class Limits:
     per_provider: dict[str, int] = field(default_factory=dict)
 
 
-__all__ = ["Limits", "RetryPolicy"]
+__all__ = ["HINT_CAP_S", "Limits", "RetryPolicy"]

@@ -186,6 +186,12 @@ def test_gemini_retry_info_is_honoured(fake_provider_env):
     assert isinstance(err, TransientStepError) and err.retry_after == pytest.approx(12)
 
 
+def test_gemini_retry_info_with_garbage_seconds_is_a_transient_error_without_a_hint(fake_provider_env):
+    fake_provider_env.script("gemini", status=503, retry_delay={"seconds": "soon", "nanos": []})
+    err = fails("gemini_chat", {"model": "gemini-2.5-flash", "prompt": "x"})
+    assert isinstance(err, TransientStepError) and err.retry_after is None
+
+
 def test_insufficient_quota_is_not_retried(fake_provider_env):
     fake_provider_env.script("openai", status=429, error="You exceeded your current quota",
                              body=json.dumps({"error": {"message": "You exceeded your current quota",

@@ -148,3 +148,37 @@ def test_fetch_reads_a_page_with_its_title_and_final_url(site):
 def test_fetch_says_a_missing_page_is_missing(site):
     got = fetch_page(f"{site}/gone")
     assert got.page is None and not got.needs_browser and got.note == "HTTP 404 Not Found"
+
+
+def test_a_url_list_with_a_password_in_a_url_is_refused_without_showing_it(batch_cli, tmp_path):
+    cli, template = batch_cli
+    urls = tmp_path / "urls.txt"
+    urls.write_text("https://example.com/a\nhttps://alice:hunter2@intranet.example/page\n")
+    proc = cli("batch", template, "--urls", urls)
+    assert proc.returncode == 2 and f"{urls}, line 2: a URL with user:password@" in proc.stderr
+    assert "hunter2" not in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_a_link_in_an_inputs_folder_to_a_file_outside_it_is_not_read(batch_cli, tmp_path):
+    cli, template = batch_cli
+    secret = tmp_path / "credentials"
+    secret.write_text("aws_secret_access_key = hunter2")
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    (folder / "a.html").write_bytes(PAGE)
+    (folder / "notes.txt").symlink_to(secret)
+    (folder / "same.html").symlink_to(folder / "a.html")  # a link inside the folder is read
+    proc = cli("batch", template, "--inputs", folder, "--estimate", "--json")
+    assert proc.returncode == 0, proc.stderr
+    view = cli.json("batches", json.loads(proc.stdout)["batch_id"], "--json")
+    assert [i["state"] for i in view["items"]] == ["waiting", "unreadable", "duplicate"]
+    assert "a link to a file outside" in view["items"][1]["note"]
+
+
+def test_batches_shows_the_batch_budget_as_money(batch_cli, tmp_path):
+    cli, template = batch_cli
+    (tmp_path / "a.html").write_bytes(PAGE)
+    out = json.loads(cli("batch", template, "--inputs", tmp_path / "a.html", "--estimate", "--budget", "0.5",
+                         "--json").stdout)
+    shown = cli("batches", out["batch_id"]).stdout
+    assert "budget $0.50" in shown and "budget 0.5" not in shown

@@ -67,3 +67,58 @@ def test_pause_and_resume_through_the_host(host):
     assert batch["status"] == "paused" and batch["counts"]["waiting"] == 2
     assert host.call("batch.resume", batch_id=batch["id"])["state"] == "running"
     assert settled(host, batch["id"])["counts"]["completed"] == 2
+
+
+def test_a_url_with_a_password_is_refused_by_batch_start_and_nothing_is_stored(host):
+    reply = host.request("batch.start", template="digest", urls=["https://alice:hunter2@intranet.example/p"])
+    assert reply["ok"] is False and reply["error"]["message"].startswith("urls[0]: a URL with user:password@")
+    assert "hunter2" not in json.dumps(reply) and host.call("batch.list")["batches"] == []
+
+
+def test_the_same_page_with_another_fragment_or_host_case_runs_once(host):
+    page = tab(1)
+    again = {**page, "source_url": "https://EXAMPLE.com/1#further-down"}
+    view = host.call("batch.start", template="digest", pages=[page, again], paused=True)
+    assert [i["state"] for i in view["items"]] == ["waiting", "duplicate"]
+
+
+def test_an_item_number_past_sqlites_integers_is_bad_request_and_the_host_keeps_serving(host):
+    view = host.call("batch.start", template="digest", pages=[tab(1)], paused=True)
+    reply = host.request("batch.fill", batch_id=view["id"], pos=10**30, page={"content": "x"})
+    assert reply["ok"] is False and reply["error"]["code"] == "bad_request" and reply["error"]["field"] == "pos"
+    reply = host.request("batch.get", batch_id=view["id"], offset=10**30)
+    assert reply["ok"] is False and reply["error"]["code"] == "bad_request"
+    assert host.call("batch.get", batch_id=view["id"])["counts"]["waiting"] == 1
+
+
+def test_pages_added_to_a_cancelled_batch_are_refused_and_nothing_is_added(host):
+    view = host.call("batch.start", template="digest", pages=[tab(1)], paused=True)
+    host.call("batch.cancel", batch_id=view["id"])
+    reply = host.request("batch.add", batch_id=view["id"], pages=[tab(2)])
+    assert reply["ok"] is False and reply["error"]["code"] == "conflict" and "cancelled" in reply["error"]["message"]
+    assert host.call("batch.get", batch_id=view["id"])["counts"]["total"] == 1
+
+
+def test_a_batch_whose_model_price_is_unknown_says_its_cost_is_unknown_not_0(he_home, fake_provider):
+    mystery = json.loads(json.dumps(DIGEST))
+    mystery["steps"][1]["params"]["model"] = "gpt-mystery-9"
+    (he_home / "templates").mkdir(parents=True, exist_ok=True)
+    (he_home / "templates" / "digest.json").write_text(json.dumps(mystery))
+    with HostClient(he_home, extra_env=fake_provider.env()) as client:
+        client.call("hello", protocol=1)
+        view = settled(client, client.call("batch.start", template="digest", pages=[tab(1)])["id"])
+    assert view["counts"]["completed"] == 1 and len(fake_provider.requests_for("openai")) == 1
+    assert view["cost"] == "unknown" and view["unknown_cost_steps"] == 1
+
+
+def test_retry_failed_with_nothing_failed_does_not_start_a_paused_batch(host, fake_provider):
+    view = host.call("batch.start", template="digest", pages=[tab(1), tab(2)], paused=True)
+    reply = host.request("batch.retry_failed", batch_id=view["id"])
+    assert reply["ok"] is False and reply["error"]["code"] == "conflict" and "no failed item" in reply["error"]["message"]
+    after = host.call("batch.get", batch_id=view["id"])
+    assert after["state"] == "paused" and after["counts"]["waiting"] == 2 and fake_provider.requests_for("openai") == []
+
+
+def test_a_page_title_of_100000_characters_is_kept_to_300_in_the_batch(host):
+    view = host.call("batch.start", template="digest", pages=[{**tab(1), "title": "t" * 100_000}], paused=True)
+    assert len(view["items"][0]["title"]) == 300

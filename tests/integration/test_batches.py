@@ -162,3 +162,78 @@ def test_a_page_behind_a_login_waits_for_the_browser_and_runs_once_it_is_filled(
     drain(service)
     view = batches.view(b)
     assert view["status"] == "completed" and view["counts"]["completed"] == 1
+
+
+def test_a_cancel_landing_while_the_feeder_makes_runs_leaves_no_run_of_the_cancelled_batch(
+        service, batches, monkeypatch):
+    b = batches.create("digest")
+    for n in range(3):
+        batches.add_page(b, page(n))
+    batches.resume(b)
+    store = service.store
+    waiting_items = store.waiting_items
+
+    def cancelled_meanwhile(batch_id, room):  # the feeder has read the batch as running; then a cancel lands
+        items = waiting_items(batch_id, room)
+        batches.cancel(batch_id)
+        return items
+
+    monkeypatch.setattr(store, "waiting_items", cancelled_meanwhile)
+    assert Feeder(service).feed(0.0) == 0
+    view = batches.view(b)
+    assert view["status"] == "cancelled" and [i["run_id"] for i in view["items"]] == [None, None, None]
+    assert store.batch_runs(b, ("PENDING", "RUNNING")) == []
+
+
+def test_two_feeders_reading_the_same_waiting_items_make_one_run_per_item(service, batches, monkeypatch):
+    b = batches.create("digest")
+    for n in range(3):
+        batches.add_page(b, page(n))
+    batches.resume(b)
+    store = service.store
+    waiting_items = store.waiting_items
+    other = []
+
+    def fed_meanwhile(batch_id, room):  # another process's feeder makes the runs after this one read the items
+        items = waiting_items(batch_id, room)
+        if not other:
+            other.append("feeding")
+            other.append(Feeder(service).feed(0.0))
+        return items
+
+    monkeypatch.setattr(store, "waiting_items", fed_meanwhile)
+    assert Feeder(service).feed(0.0) == 0 and other == ["feeding", 3]
+    assert len(service.list_runs()) == 3
+
+
+def test_an_estimate_of_pages_all_at_a_price_not_known_reads_cost_unknown_not_0_to_0(service, monkeypatch):
+    mystery = {**TEMPLATE, "steps": [TEMPLATE["steps"][0], {**TEMPLATE["steps"][1], "params": {
+        **TEMPLATE["steps"][1]["params"], "model": "gpt-mystery-9"}}]}
+    tpl = validate(mystery, "digest.yaml")
+    monkeypatch.setattr(service, "template", lambda ref: tpl)
+    est = Batches(service).estimate_pages("digest", [page(1), page(2)])
+    assert est["price_unknown_pages"] == 2 and "cost unknown" in est["text"] and "$0" not in est["text"]
+
+
+def test_a_batch_budget_of_0_runs_a_template_of_free_local_steps(service, fake_provider_env, monkeypatch):
+    local = {"name": "local", "steps": [TEMPLATE["steps"][0], {
+        "id": "sum", "action": "local_chat", "dependencies": ["page"],
+        "params": {"model": "llama3.2", "prompt": "Summarise: {{ steps.page.outputs.content }}", "max_tokens": 50}}]}
+    tpl = validate(local, "local.yaml")
+    monkeypatch.setattr(service, "template", lambda ref: tpl)
+    batches = Batches(service)
+    b = batches.create("local", budget_usd=0, start=True)
+    batches.add_page(b, page(1))
+    drain(service)
+    view = batches.view(b)
+    assert view["status"] == "completed" and view["counts"]["completed"] == 1 and view["cost"] == "$0"
+
+
+def test_a_batch_budget_of_0_sends_no_paid_call_and_stops_the_batch(service, batches, fake_provider_env):
+    b = batches.create("digest", budget_usd=0, start=True)
+    for n in range(3):
+        batches.add_page(b, page(n))
+    drain(service)
+    view = batches.view(b)
+    assert view["state"] == "stopped" and fake_provider_env.requests_for("openai") == []
+    assert view["counts"]["completed"] == 0 and view["cost_usd"] == 0

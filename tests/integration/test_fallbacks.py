@@ -104,3 +104,20 @@ def test_a_local_only_page_is_never_sent_to_a_cloud_fallback(service, fake_provi
     m = next(s for s in service.run_document(run_id)["steps"] if s["id"] == "m")
     assert m["status"] == "FAILED" and "local model only" in m["error"]
     assert fake_provider_env.requests == []
+
+
+def test_a_fallback_whose_provider_has_no_key_is_passed_over_for_the_next(
+        service, fake_provider_env, write_config, monkeypatch):
+    write_config(FAST_RETRIES)
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    fake_provider_env.script("openai", status=503, times=2)
+    doc, m, calls = run_one(service, {"id": "m", "action": "openai_chat", "params": {
+        "model": "gpt-4o", "prompt": "Summarise: x", "max_tokens": 50, "retries": 1,
+        "fallback": [{"provider": "gemini", "model": "gemini-2.5-flash"}, "gpt-4o-mini"]}})
+    assert m["status"] == "COMPLETED", m.get("error")
+    fb = m["metadata"]["fallback"]
+    assert fb["answered_by"] == {"provider": "openai", "model": "gpt-4o-mini"} and fb["choice"] == 3
+    assert [(a["model"], a["moved_on"], a["cost"]) for a in fb["attempts"]] == \
+        [("gpt-4o", "retries exhausted", 0.0), ("gemini-2.5-flash", "no key", 0.0)]
+    assert [c["provider"] for c in calls] == ["openai", "openai", "openai"]

@@ -82,3 +82,19 @@ def test_tokens_per_minute_hold_back_a_call_until_its_prompt_tokens_are_free(
     starts = sorted(r.started for r in fake.requests_for("openai"))
     # Tokens taken by the last start are at most the bucket plus the rate times the time since the first.
     assert starts[-1] - starts[0] >= (booked - 20) / 20 * 0.95, "calls went out faster than 20 prompt tokens a second"
+
+
+def test_a_retry_after_of_inf_is_no_hint_and_the_step_retries_and_completes(
+        service, fake_provider_env, write_config):
+    write_config('[providers.openai]\ntier = "unlimited"\n')
+    fake_provider_env.script("openai", status=503, headers={"Retry-After": "inf"})
+    run_id = service.create_run(tpl([chat()]))
+    drain(service, timeout=30)
+    [a] = service.run_document(run_id)["steps"]
+    assert a["status"] == "COMPLETED" and a["execution_metrics"]["retries"] == 1, a
+
+
+def test_a_retry_after_years_away_waits_at_most_the_hint_cap():
+    from hybrid_engine.steplimits import HINT_CAP_S, RetryPolicy
+
+    assert RetryPolicy(base_s=1.0, cap_s=60.0).delay(1, 3.0e11) == HINT_CAP_S

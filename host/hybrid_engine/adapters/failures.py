@@ -10,6 +10,7 @@ because it is stored in the run and shown to the extension.
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -36,16 +37,20 @@ def parse_retry_after(headers: Any) -> float | None:
     value = get("retry-after-ms") or get("Retry-After-Ms")
     if value:
         try:
-            return max(0.0, float(value) / 1000.0)
+            seconds = float(value) / 1000.0
         except ValueError:
-            pass
+            seconds = None
+        if seconds is not None and math.isfinite(seconds):  # "inf" or "nan" is no hint
+            return max(0.0, seconds)
     value = get("retry-after") or get("Retry-After")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
+        seconds = None
+    if seconds is not None:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -73,7 +78,11 @@ def parse_retry_info(body: Any) -> float | None:
             if m:
                 return float(m.group(1))
         elif isinstance(delay, dict):
-            return float(delay.get("seconds", 0)) + float(delay.get("nanos", 0)) / 1e9
+            try:  # the server's words: garbage is no hint, not a crash of the error's handling
+                seconds = float(delay.get("seconds", 0)) + float(delay.get("nanos", 0)) / 1e9
+            except (TypeError, ValueError):
+                return None
+            return max(0.0, seconds) if math.isfinite(seconds) else None
     return None
 
 

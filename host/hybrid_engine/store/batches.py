@@ -90,6 +90,12 @@ class Batches(StoreFile):
             "SELECT COALESCE(SUM(s.cost), 0) FROM batch_items i JOIN steps s ON s.run_id = i.run_id"
             " WHERE i.batch_id = ? AND s.cost IS NOT NULL AND s.status = 'COMPLETED'", (batch_id,)).fetchone()[0]
 
+    def batch_unknown_cost_steps(self, batch_id: str) -> int:
+        """Completed steps of the batch's runs whose call was answered at a price not known."""
+        return self.conn.execute(
+            "SELECT COUNT(*) FROM batch_items i JOIN steps s ON s.run_id = i.run_id"
+            " WHERE i.batch_id = ? AND s.status = 'COMPLETED' AND s.price_unknown = 1", (batch_id,)).fetchone()[0]
+
     def batch_runs(self, batch_id: str, statuses: tuple[str, ...]) -> list[str]:
         return [r[0] for r in self.conn.execute(
             f"SELECT i.run_id FROM batch_items i JOIN runs r ON r.id = i.run_id WHERE i.batch_id = ?"
