@@ -17,7 +17,7 @@ steps and claiming the next ones, when nothing else is waiting for the store thr
 
 The loop, the claim, the execution and the settle share the in-flight table and the store
 thread, and their order is the engine's correctness (a step is settled once, a lease is kept
-while it runs), so they stay together here. Around them: retry arithmetic and limits
+while it runs), so they stay together here, in one file. Around them: retry arithmetic and limits
 (steplimits.py), steps that grow parts (growth.py), a model call's pacing, fallbacks and
 journal settling (modelcalls.py), and the batches' feeders (batchfeed.py, passed in).
 """

@@ -1,5 +1,8 @@
 """config.toml, checked: every setting with its type and its allowed range, in one place.
 
+Kept as one file on purpose: a reader who wants to know what a key accepts finds every rule here,
+and every caller (CLI, host, worker, Options) gets the same answer from the same loader.
+
 A bad value stops `run`, `worker` and the host's engine with one message that names the
 file, the key and what is allowed, instead of hanging (a concurrency of 0 never starts a
 step), killing a thread ("eight") or quietly switching a check off (a budget of nan is
