@@ -77,7 +77,7 @@ def main() -> int:
     os.environ["OPENAI_BASE_URL"] = f"{url}/openai/v1"
 
     from hybrid_engine.batches import Batches
-    from hybrid_engine.fetch import page_title
+    from hybrid_engine.pagetitle import html_title
     from hybrid_engine.inputs import read_input_file
     from hybrid_engine.service import Service
 
@@ -99,7 +99,7 @@ def main() -> int:
     for path in pages:
         content, ctype = read_input_file(str(path))
         batches.add_page(batch_id, {"content": content, "content_type": ctype,
-                                    "title": page_title(content) or path.parent.name}, source=str(path))
+                                    "title": html_title(content) or path.parent.name}, source=str(path))
     batches.resume(batch_id)
     started = time.perf_counter()
     try:

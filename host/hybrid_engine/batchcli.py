@@ -41,7 +41,7 @@ def input_files(paths: list[str]):
 
 def read_inputs(batches, batch_id: str, args) -> dict[str, int]:
     from .errors import BadRequest
-    from .fetch import page_title
+    from .pagetitle import html_title
     from .inputs import read_input_file
 
     added = {"waiting": 0, "duplicate": 0, "needs_browser": 0, "unreadable": 0, "blocked": 0}
@@ -62,7 +62,7 @@ def read_inputs(batches, batch_id: str, args) -> dict[str, int]:
             item = batches.add_unusable(batch_id, path, "unreadable", exc.message)
             err(exc.message)
         else:
-            title = page_title(content) if ctype == "text/html" else None
+            title = html_title(content) if ctype == "text/html" else None
             item = batches.add_page(batch_id, {"content": content, "content_type": ctype,
                                                "title": title or Path(path).name}, source=path)
             del content

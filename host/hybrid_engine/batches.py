@@ -29,6 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from . import clock, money, privacy, sites
 from .errors import BadRequest, ConflictError, NotFound, SiteRefused
+from .pagetitle import bounded
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PARALLEL = 16  # runs of one batch open at once; the executor's limits pace the calls
 MAX_PARALLEL = 1000
-MAX_TITLE = 300  # as a library entry's title
 PAGE_KEYS = ("content", "source_url", "content_type", "title", "selection")
 FINISHED_RUN = ("COMPLETED", "FAILED", "CANCELLED")
 
@@ -69,8 +69,8 @@ def check_page(page: Any, where: str = "page") -> dict:
         if page.get(key) is not None and not isinstance(page[key], str):
             raise BadRequest(f"{where}.{key}: expected text", field=f"{where}.{key}")
     out = {k: page[k] for k in PAGE_KEYS if page.get(k) is not None}
-    if "title" in out:  # a page sets its own title: it rides in every batch.get, so it is cut
-        out["title"] = out["title"][:MAX_TITLE]
+    if "title" in out:
+        out["title"] = bounded(out["title"])
     return out
 
 

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from . import __version__
 from .inputs import MAX_CONTENT_BYTES, decode_text
+from .pagetitle import html_title
 
 TIMEOUT_S = 20.0
 MAX_REDIRECTS = 5
@@ -198,7 +199,7 @@ def fetch_page(url: str, *, timeout_s: float = TIMEOUT_S, max_bytes: int = MAX_C
         return Fetched(url, note=f"said {mime} but sent binary data (NUL bytes): not a page the engine takes")
     ctype = ACCEPTED_TYPES[mime]
     content = decode_text(data, html=ctype == "text/html")
-    title = page_title(content) if ctype == "text/html" else None
+    title = html_title(content) if ctype == "text/html" else None
     return Fetched(url, page={"content": content, "source_url": final, "content_type": ctype,
                               **({"title": title} if title else {})})
 
@@ -218,14 +219,4 @@ def _read_by(resp, limit: int, deadline: float) -> bytes | None:
     return b"".join(parts)
 
 
-_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
-
-
-def page_title(html: str) -> str | None:
-    import html as html_
-
-    m = _TITLE.search(html[:65536])
-    return " ".join(html_.unescape(m.group(1)).split())[:300] or None if m else None
-
-
-__all__ = ["Fetched", "MAX_REDIRECTS", "TIMEOUT_S", "fetch_page", "page_title", "read_url_list", "url_problem"]
+__all__ = ["Fetched", "MAX_REDIRECTS", "TIMEOUT_S", "fetch_page", "read_url_list", "url_problem"]

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from . import clock
 from .errors import BadRequest
+from .pagetitle import bounded, html_title
 from .states import RunStatus
 from .views import summary_view
 
@@ -171,28 +172,10 @@ def record_page(svc: "Service", run_id: str, template: str, req, ctype: str, now
     template version it went to, which reuse matches on."""
     from .pageurl import safe_favicon
 
-    title = req.title or (html_title(req.content) if "html" in ctype else None)
-    if title and len(title) > MAX_TITLE:  # a page sets its title's length: lists and search carry it
-        title = title[:MAX_TITLE]
+    title = bounded(req.title) or (html_title(req.content) if "html" in ctype else None)
     svc.store.record_page(run_id, title=title, url=req.source_url, favicon=safe_favicon(req.metadata.get("favicon")),
                           content_hash=content_hash(req.content, req.selection), template_version=template_version(svc, template),
                           captured_at=now)
-
-
-MAX_TITLE = 300
-
-
-def html_title(content: str) -> str | None:
-    """The <title> of an HTML page given without one (`run --input page.html`): read from its
-    head only, entities decoded, whitespace folded; text to show, never markup."""
-    import html
-    import re
-
-    found = re.search(r"<title[^>]*>(.*?)</title\s*>", content[:65536], re.IGNORECASE | re.DOTALL)
-    if not found:
-        return None
-    title = " ".join(html.unescape(re.sub(r"<[^>]*>", "", found.group(1))).split())
-    return title[:MAX_TITLE] or None
 
 
 def template_version(svc: "Service", name: str) -> str | None:

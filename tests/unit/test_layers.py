@@ -17,7 +17,7 @@ TRANSPORTS = {"cli", "terminal", "foreground", "host", "hostboot", "handlers", "
               "httpapi"}
 SERVICE = {"service", "views", "batches", "batchfeed"}
 ENGINE = {"executor", "recovery", "dag", "worker", "fallbacks", "ratelimit", "batchbudget", "modelcalls"}
-LEAVES = {"adapters", "pricing", "money", "clock", "atomicfile", "states", "errors", "redact", "safepath", "identity",
+LEAVES = {"adapters", "pricing", "money", "clock", "atomicfile", "pagetitle", "states", "errors", "redact", "safepath", "identity",
           "tokens", "steplimits"}
 
 

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from hybrid_engine.library import html_title
+from hybrid_engine.pagetitle import html_title
 from hybrid_engine.pageurl import safe_favicon, site_of, url_key
 from hybrid_engine.store import fts_query
 
