@@ -85,6 +85,7 @@ class Executor(GrowingSteps, ModelCalls):
         self._host = procs.hostname()
         self._last_probe = 0.0
         self._store_thread: concurrent.futures.ThreadPoolExecutor | None = None  # made by run()
+        self._last_log: concurrent.futures.Future | None = None  # the newest log line sent to the store thread
         self._task_done = False  # an outcome came from a task: settle it on the store thread
         self._logged = False  # a log line went to the store thread since the last settle
         self._settle_failed = False
@@ -95,6 +96,13 @@ class Executor(GrowingSteps, ModelCalls):
                                             if spec.inline and name not in self.limits.per_action))
         self._limited_actions = frozenset(self.limits.per_action)
         self._limited_providers = frozenset(self.limits.per_provider) | self.rates.providers
+        self._groups_limited = bool(self.limits.per_action or self.limits.per_provider)
+        self._plain_request = ClaimRequest(self.owner, self.pid, self.start_ticks, self._host, 0.0, 0, (), (),
+                                           self._limited_actions, self._limited_providers, self._inline_actions,
+                                           INLINE_BATCH)
+        # Actions that run on the loop at once (deterministic, cannot block), by name, once
+        # loaded: _start's short way for each link of a chain of them.
+        self._inline_ready: dict[str, SyncAction] = {}
         self.executed = 0
 
     # ---- control -------------------------------------------------------------
@@ -124,20 +132,24 @@ class Executor(GrowingSteps, ModelCalls):
         self._guard_turn = asyncio.Lock()
         self._stopping = False
         self._store_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="executor-store")
+        self._last_log = None
+        drained = False
         try:
             # On the store thread, whose connection the loop needs next anyway: a thread and a
             # connection of their own would cost a short run more than its steps.
-            await self._off_loop(self._preload)
+            await self._off_loop(self._start_up, clock.now())
             keeper = asyncio.create_task(self._keep_leases(), name="lease-keeper")
             try:
                 await self._main(until_idle, linger_s)
             finally:
                 keeper.cancel()
                 await self._shutdown()
+            drained = self._last_log is None or self._last_log.done()
         finally:
             pool, self._store_thread = self._store_thread, None
             try:
-                await self._loop.run_in_executor(pool, _nothing)  # log lines still queued are written first
+                if not drained:  # log lines still queued are written first (and after an error, whatever was sent)
+                    await self._loop.run_in_executor(pool, _nothing)
             except asyncio.CancelledError:
                 pool.shutdown(wait=False)  # what is queued is still written, without holding up the loop
                 raise
@@ -171,35 +183,38 @@ class Executor(GrowingSteps, ModelCalls):
             if self.feeders and now - self._last_feed >= FEED_EVERY_S:
                 self._last_feed = now
                 await self._off_loop(self._feed, now)  # the new runs' first steps are claimed below
-            if outcomes or await self._off_loop(store.has_ready, now):
-                try:
-                    applied, claimed = (store.settle(outcomes, req, now) if on_loop
-                                        else await self._off_loop(store.settle, outcomes, req, now))
-                except StoreCorrupt:
-                    raise  # a damaged file does not mend by waiting
-                except StoreError as exc:
-                    # Busy past the timeout (StoreBusy), a full disk, a read-only folder: nothing was
-                    # written (the transaction rolled back), so keep the results and try again
-                    # rather than lose them.
-                    log.warning("store unavailable while settling %d step(s): %s; retrying", len(outcomes),
-                                exc.message)
-                    self._done = outcomes + self._done
-                    await asyncio.sleep(min(2.0, 0.05 * (1 + len(self._done))))
-                    continue
-                self._settle_failed = False
-                for outcome, ok in zip(outcomes, applied):
-                    if not ok:
-                        log.warning("run %s step %s: result dropped, the step's lease was lost to another owner",
-                                    outcome.claim.run_id, outcome.claim.step_id)
-                for c in claimed:
-                    self._start(c)
-                if self._to_prepare:
-                    batch, self._to_prepare = self._to_prepare, []
-                    preparer = asyncio.create_task(self._prepare(batch), name="prepare-steps")
-                    self._preparers.add(preparer)
-                    preparer.add_done_callback(self._preparers.discard)
-                if self._done or claimed:
-                    continue
+            try:
+                if on_loop:
+                    applied, claimed = store.settle(outcomes, req, now)
+                elif outcomes:
+                    applied, claimed = await self._off_loop(store.settle, outcomes, req, now)
+                else:  # whether anything is ready and, if so, its claim: one trip to the store thread
+                    applied, claimed = await self._off_loop(self._claim_ready, req, now)
+            except StoreCorrupt:
+                raise  # a damaged file does not mend by waiting
+            except StoreError as exc:
+                # Busy past the timeout (StoreBusy), a full disk, a read-only folder: nothing was
+                # written (the transaction rolled back), so keep the results and try again
+                # rather than lose them.
+                log.warning("store unavailable while settling %d step(s): %s; retrying", len(outcomes),
+                            exc.message)
+                self._done = outcomes + self._done
+                await asyncio.sleep(min(2.0, 0.05 * (1 + len(self._done))))
+                continue
+            self._settle_failed = False
+            for outcome, ok in zip(outcomes, applied):
+                if not ok:
+                    log.warning("run %s step %s: result dropped, the step's lease was lost to another owner",
+                                outcome.claim.run_id, outcome.claim.step_id)
+            for c in claimed:
+                self._start(c)
+            if self._to_prepare:
+                batch, self._to_prepare = self._to_prepare, []
+                preparer = asyncio.create_task(self._prepare(batch), name="prepare-steps")
+                self._preparers.add(preparer)
+                preparer.add_done_callback(self._preparers.discard)
+            if self._done or claimed:
+                continue
             if until_idle and not self._inflight and not self._done:
                 if await self._off_loop(self._nothing_left):
                     now = clock.now()
@@ -236,6 +251,19 @@ class Executor(GrowingSteps, ModelCalls):
             return False
         return True
 
+    def _claim_ready(self, req: ClaimRequest, now: float) -> tuple[list[bool], list[Claimed]]:
+        """A claim when something is due: a look at the queue alone takes no write lock."""
+        if not self.store.has_ready(now):
+            return [], []
+        return self.store.settle([], req, now)
+
+    def _start_up(self, now: float) -> None:
+        """The store thread's first errand: imports, and the batches' first runs made."""
+        self._preload()
+        if self.feeders:
+            self._last_feed = now
+            self._feed(now)
+
     def _preload(self) -> None:
         """Import what the open runs will need before claiming anything, so that a claimed
         step starts at once: a process killed while importing an SDK holds no claim."""
@@ -248,6 +276,15 @@ class Executor(GrowingSteps, ModelCalls):
 
     def _claim_request(self, now: float) -> ClaimRequest:
         lim = self.limits
+        probe = now - self._last_probe >= QUEUE_PROBE_EVERY_S
+        if probe:
+            self._last_probe = now
+        if not self._inflight and not self._groups_limited and not self.rates.blocked(now):
+            # Nothing running and no group with a limit: the request differs from the last
+            # one only in its times (asked at every link of a chain).
+            req = self._plain_request
+            req.lease_until, req.limit, req.probe_queue = now + self.lease_s, lim.concurrency, probe
+            return req
         free = lim.concurrency - len(self._inflight)
         ex_actions, ex_providers = (), ()
         if self._inflight and (lim.per_action or lim.per_provider):
@@ -276,9 +313,6 @@ class Executor(GrowingSteps, ModelCalls):
         paused = self.rates.blocked(now)
         if paused:  # their steps stay queued until the provider may be sent to again
             ex_providers = [*ex_providers, *paused]
-        probe = now - self._last_probe >= QUEUE_PROBE_EVERY_S
-        if probe:
-            self._last_probe = now
         return ClaimRequest(self.owner, self.pid, self.start_ticks, self._host, now + self.lease_s,
                             max(0, free), ex_actions, ex_providers, self._limited_actions, self._limited_providers,
                             self._inline_actions, INLINE_BATCH, probe)
@@ -287,6 +321,22 @@ class Executor(GrowingSteps, ModelCalls):
 
     def _start(self, c: Claimed) -> None:
         started = clock.now()
+        action = self._inline_ready.get(c.action)
+        if action is not None:
+            try:
+                params = {} if c.params == "{}" else self._render(c)
+                ctx = StepContext(c.run_id, c.step_id, c.action, c.attempts, self._logger(c))
+                if action.spec.run_facts:
+                    ctx.run_facts = functools.partial(runfacts.run_facts, self.store, c.run_id, c.step_id)
+            except Exception as exc:  # noqa: BLE001 - becomes the step's error
+                self._done.append(self._failure(c, exc, started))
+                return
+            try:
+                self._done.append(self._success(c, action.compute(params, ctx), started))
+            except Exception as exc:  # noqa: BLE001
+                self._done.append(self._failure(c, exc, started))
+            self.executed += 1
+            return
         spec = SPECS.get(c.action)
         try:
             if spec is None:
@@ -298,6 +348,8 @@ class Executor(GrowingSteps, ModelCalls):
                 return self._done.append(self._for_each(c, started))
             action = load_action(c.action)
             inline = spec.inline and spec.provider is None and isinstance(action, SyncAction)
+            if inline:
+                self._inline_ready[c.action] = action
             params = self._render(c) if inline else None  # an inline step's reads stay on the loop
         except Exception as exc:  # noqa: BLE001 - becomes the step's error
             self._done.append(self._failure(c, exc, started))
@@ -349,22 +401,22 @@ class Executor(GrowingSteps, ModelCalls):
                 results.append(exc)
         return results
 
-    def _logger(self, c: Claimed):
+    def _logger(self, c: Claimed) -> Callable[[str], None]:
+        return functools.partial(self._log_line, c.run_id, c.step_id)
+
+    def _log_line(self, run_id: str, step_id: str, line: str) -> None:
         """ctx.log: the line goes to the store thread (called from the loop or from an action's
         own thread alike); only when no executor runs is it written where it is called."""
-        store = self.store
-
-        def log_line(line: str) -> None:
-            pool, args = self._store_thread, (c.run_id, c.step_id, clock.now(), line)
-            if pool is not None:
-                try:
-                    pool.submit(store.append_log, *args).add_done_callback(_log_write_failure)
-                    self._logged = True
-                    return
-                except RuntimeError:  # the pool has shut down: this thread writes it
-                    pass
-            store.append_log(*args)
-        return log_line
+        pool, args = self._store_thread, (run_id, step_id, clock.now(), line)
+        if pool is not None:
+            try:
+                self._last_log = pool.submit(self.store.append_log, *args)
+                self._last_log.add_done_callback(_log_write_failure)
+                self._logged = True
+                return
+            except RuntimeError:  # the pool has shut down: this thread writes it
+                pass
+        self.store.append_log(*args)
 
     async def _execute(self, c: Claimed, action, params_ready: asyncio.Future, ctx: StepContext, timeout: float,
                        started: float) -> None:

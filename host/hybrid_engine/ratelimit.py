@@ -106,6 +106,10 @@ class RateLimiter:
 
     def __init__(self, rates: dict[str, Rate] | None = None, now: float = 0.0) -> None:
         self._gates: dict[str, _Gate] = {}
+        # Nothing was blocked when last asked and nothing was taken or paused since: time only
+        # refills buckets and ends pauses, so nothing is blocked now either. (Asked at every
+        # turn of the executor's loop, taken at every call sent.)
+        self._calm = False
         self.rates = {name: rate for name, rate in (rates or {}).items() if rate.limited}
         for name, rate in self.rates.items():
             self._gates[name] = _Gate(rate, now)
@@ -136,6 +140,7 @@ class RateLimiter:
         gate = self._gates.get(provider)
         if gate is None:
             return
+        self._calm = False
         if gate.requests is not None:
             gate.requests.take(1, now)
         if gate.tokens is not None:
@@ -144,6 +149,7 @@ class RateLimiter:
     def back_off(self, provider: str, retry_after: float | None, now: float) -> float:
         """The provider answered 429: nobody here sends to it before the returned time."""
         gate = self._gate(provider, now)
+        self._calm = False
         gate.rate_limited += 1
         wait = min(BACKOFF_CAP_S, retry_after if retry_after and retry_after > 0 else BACKOFF_DEFAULT_S)
         gate.paused_until = max(gate.paused_until, now + wait)
@@ -153,9 +159,13 @@ class RateLimiter:
 
     def blocked(self, now: float) -> list[str]:
         """Providers that cannot send for a while: their steps stay queued."""
-        return [name for name, gate in self._gates.items()
-                if gate.paused_until - now > WORTH_CLAIMING_S
-                or gate.requests is not None and gate.requests.wait_s(1, now) > WORTH_CLAIMING_S]
+        if self._calm:
+            return []
+        names = [name for name, gate in self._gates.items()
+                 if gate.paused_until - now > WORTH_CLAIMING_S
+                 or gate.requests is not None and gate.requests.wait_s(1, now) > WORTH_CLAIMING_S]
+        self._calm = not names
+        return names
 
     def opens_at(self, now: float) -> float | None:
         """When the first blocked provider can send again (the executor wakes then)."""

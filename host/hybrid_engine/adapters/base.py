@@ -69,7 +69,7 @@ class ActionSpec:
         return tuple(key for key, p in self.params.items() if p.kind in LITERAL_KINDS)
 
 
-@dataclass
+@dataclass(slots=True)
 class StepContext:
     run_id: str
     step_id: str

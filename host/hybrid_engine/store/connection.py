@@ -27,12 +27,13 @@ log = logging.getLogger(__name__)
 class _Tx:
     """Per-transaction bookkeeping: runs whose row must be updated before COMMIT."""
 
-    __slots__ = ("closed", "started", "touched")
+    __slots__ = ("closed", "queued", "started", "touched")
 
     def __init__(self):
         self.closed: dict[str, int] = {}
         self.started: set[str] = set()
         self.touched: set[str] = set()
+        self.queued = False  # steps became ready: the settle claims from the queue
 
     def close(self, run_id: str, n: int = 1) -> None:
         if n:
@@ -141,6 +142,9 @@ class StoreFile:
         self._local = threading.local()
         self.commits = 0  # this process's own commits; PRAGMA data_version counts only other connections'
         self._plans: set[str] = set()  # plan digests this process saw saved (a hint: create_run checks the rows)
+        self._links: dict[tuple[str, str], tuple] = {}  # hotpath.py: pending chain links, read once per run
+        self._links_read: set[str] = set()
+        self._planned: dict[str, tuple] = {}  # hotpath.py: runs made here, by their plans
         try:
             self._open()
         except (sqlite3.Error, OSError) as exc:
@@ -225,6 +229,9 @@ class StoreFile:
             conn.execute("PRAGMA cache_size=-16000")
             self._local.conn = conn
             self._local.tx = None
+            # One cursor kept for statements whose rows nobody iterates (hotpath.py's chain
+            # link): conn.execute makes and drops a cursor at every statement.
+            self._local.cur = conn.cursor()
             for suffix in ("-wal", "-shm"):
                 side = Path(str(self.path) + suffix)
                 try:
@@ -238,7 +245,7 @@ class StoreFile:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
-            self._local.conn = None
+            self._local.conn = self._local.cur = None
 
     def transaction(self) -> "_Transaction":
         """BEGIN IMMEDIATE ... COMMIT; the rows of runs touched inside are brought up to date last.

@@ -13,15 +13,21 @@ measured with `bash bench/run engine_overhead` (ratios to one SQLite commit per 
 
 from __future__ import annotations
 
+import sqlite3
+
 TYPE_CHECKING = False  # not `typing`'s: importing typing costs the host's first runs.list 2 ms
 if TYPE_CHECKING:
     from typing import Any, Iterable
 
-from .connection import StoreFile, _Tx
-from .records import Claimed, ClaimRequest, Outcome, _dumps, decode_dependents
+from ..errors import StoreError
+from .connection import StoreFile, _Tx, _rollback
+from .failures import reraise
+from .records import Claimed, ClaimRequest, Outcome, RunPlan, _dumps, decode_dependents
 from .schema import ACTIVE_RUNS, INLINE_OUTPUT_MAX
 
 HANDED_OVER = -1  # _release_dependents: the continued step took over the closing count
+LINKS_MAX = 20_000  # pending chain links kept read ahead, over all runs
+PLANNED_MAX = 10_000  # runs made here whose plans stand in for their rows
 
 
 class HotPath(StoreFile):
@@ -53,6 +59,65 @@ class HotPath(StoreFile):
     # costs more than this SELECT: ~1 us of a ~30 us chain step.)
     _CHAIN_NEXT = f"SELECT waiting_on, {_CLAIM_COLS} FROM steps WHERE run_id = ? AND step_id = ? AND status = 'PENDING'"
     _CLAIM_ROW = f"UPDATE steps SET {_CLAIM_SET}, waiting_on = 0, carried = carried + ? WHERE rowid = ?"
+    # The same claim without that read, for a link whose row is known ahead (_link): taken
+    # only if it is still that step, as known. A step's identity, action, params and
+    # dependents never change once written, so the counters are all there is to compare; a
+    # row that changed is read again by _CHAIN_NEXT.
+    _CLAIM_LINK = (f"UPDATE steps SET {_CLAIM_SET}, waiting_on = 0, carried = carried + ? WHERE rowid = ?"
+                   " AND run_id = ? AND step_id = ? AND status = 'PENDING' AND waiting_on <= 1 AND epoch = ?"
+                   " AND attempts = ? AND error_count = ? AND crash_count = ? AND carried = ?")
+    _PENDING_LINKS = f"SELECT {_CLAIM_COLS} FROM steps WHERE run_id = ? AND status = 'PENDING' LIMIT {LINKS_MAX}"
+
+    def _planned_here(self, run_id: str, first_rowid: int, plan: RunPlan) -> None:
+        """A run this process made from `plan`: its rows are the plan's, in order, from
+        `first_rowid` (one INSERT ... SELECT under the write lock), never claimed yet. Its
+        links are then known without reading them back (a 500-step run's read took 1-2 ms)."""
+        planned = self._planned
+        if len(planned) >= PLANNED_MAX:
+            planned.clear()
+        planned[run_id] = (first_rowid, plan)
+
+    def _link(self, run_id: str, step_id: str, read: bool) -> tuple | None:
+        """A pending step's claim columns as last known here, or None. From the plan of a run
+        made here; else read with the run's other pending links (when `read`: once a run)."""
+        link = self._links.pop((run_id, step_id), None)
+        if link is not None:
+            return link
+        planned = self._planned.get(run_id)
+        if planned is not None:
+            first, plan = planned
+            if not plan.positions:
+                plan.positions.update((row[0], row) for row in plan.rows)
+            row = plan.positions.get(step_id)
+            if row is not None:  # see plan_run for the row's columns
+                return first + row[1], run_id, step_id, row[3], row[4], row[5], row[7], 0, 0, 0, 0, row[10], row[11], 0
+        if read and run_id not in self._links_read:
+            self._read_links(run_id)
+            return self._links.pop((run_id, step_id), None)
+        return None
+
+    def _claim_link(self, link: tuple, req: ClaimRequest, now: float, carry: int) -> Claimed | None:
+        """The claim of a known link (_CLAIM_LINK), or None when its row is not as known."""
+        if not self._local.cur.execute(self._CLAIM_LINK, (  # inside a transaction: this thread has both
+                req.owner, req.pid, req.start, req.host, req.lease_until, now, carry, link[0], link[1], link[2],
+                link[7], link[8], link[9], link[10], link[13])).rowcount:
+            return None
+        claimed = Claimed(*link)
+        claimed.epoch += 1
+        claimed.attempts += 1
+        claimed.carried += carry
+        return claimed
+
+    def _read_links(self, run_id: str) -> None:
+        """A run's pending steps, read in one statement the first time a link of it is
+        claimed here: a chain of N steps then reads its rows once instead of N times."""
+        links = self._links
+        if len(links) > LINKS_MAX or len(self._links_read) > LINKS_MAX:
+            links.clear()
+            self._links_read.clear()
+        self._links_read.add(run_id)
+        for row in self.conn.execute(self._PENDING_LINKS, (run_id,)):
+            links[(run_id, row[2])] = row
 
     def _claim(self, req: ClaimRequest, now: float, tx: _Tx) -> list[Claimed]:
         if req.limit <= 0 and not req.inline_limit:
@@ -66,20 +131,33 @@ class HotPath(StoreFile):
         if ex_p:
             where += f" AND (provider IS NULL OR provider NOT IN ({','.join('?' * len(ex_p))}))"
             args += ex_p
-        sql = (f"UPDATE steps SET {self._CLAIM_SET} WHERE rowid IN"
-               f" (SELECT rowid FROM steps WHERE {where} ORDER BY due_at LIMIT ?) RETURNING {self._CLAIM_COLS}")
-        head = [req.owner, req.pid, req.start, req.host, req.lease_until, now]
-        rows = self.conn.execute(sql, [*head, *args, req.limit]).fetchall()
+        rows = self._take(f"SELECT {self._CLAIM_COLS} FROM steps WHERE {where} ORDER BY due_at LIMIT ?",
+                          [*args, req.limit], req, now)
         if len(rows) == req.limit and req.inline_limit > 0 and req.inline_actions:
             marks = ",".join("?" * len(req.inline_actions))
-            rows += self.conn.execute(
-                f"UPDATE steps SET {self._CLAIM_SET} WHERE rowid IN (SELECT rowid FROM steps WHERE {where}"
-                f" AND action IN ({marks}) ORDER BY due_at LIMIT ?) RETURNING {self._CLAIM_COLS}",
-                [*head, *args, *req.inline_actions, req.inline_limit]).fetchall()
-        claimed = [Claimed(*r) for r in rows]
-        for c in claimed:
+            rows += self._take(f"SELECT {self._CLAIM_COLS} FROM steps WHERE {where} AND action IN ({marks})"
+                               f" ORDER BY due_at LIMIT ?", [*args, *req.inline_actions, req.inline_limit], req, now)
+        for c in rows:
             tx.touched.add(c.run_id)
             tx.started.add(c.run_id)
+        return rows
+
+    def _take(self, select: str, args: list, req: ClaimRequest, now: float) -> list[Claimed]:
+        """The rows `select` reads, claimed. Read, then written by rowid: inside the write
+        transaction nobody else can change them in between, and SQLite's UPDATE ... RETURNING
+        costs more than the read (~3 us a step of a fan-out's ~8)."""
+        claimed = [Claimed(*r) for r in self.conn.execute(select, args).fetchall()]
+        if not claimed:
+            return claimed
+        ids = [c.rowid for c in claimed]
+        n = self.conn.execute(f"UPDATE steps SET {self._CLAIM_SET} WHERE status = 'QUEUED' AND rowid IN"
+                              f" ({','.join('?' * len(ids))})",
+                              (req.owner, req.pid, req.start, req.host, req.lease_until, now, *ids)).rowcount
+        if n != len(ids):  # cannot happen under the write lock; undone by the caller's rollback
+            raise StoreError(f"claimed {n} of {len(ids)} queued steps read a moment before")
+        for c in claimed:
+            c.epoch += 1
+            c.attempts += 1
         return claimed
 
     def claim(self, req: ClaimRequest, now: float) -> list[Claimed]:
@@ -95,15 +173,60 @@ class HotPath(StoreFile):
         applied (False: the lease was lost and another owner has the step), and the
         newly claimed steps.
         """
+        if len(outcomes) == 1 and req is not None and not req.probe_queue:
+            link = self._settle_link(outcomes[0], req, now)
+            if link is not None:
+                return [True], [link]
         with self.transaction() as tx:
             claimed: list[Claimed] = []
             room = [req.limit if req is not None else 0]
             applied = [self._apply(o, tx, req, room, claimed) for o in outcomes]
-            if req is not None and (room[0] > 0 or req.inline_limit) and (not claimed or req.probe_queue and self.conn.execute(
+            if req is not None and (room[0] > 0 or req.inline_limit) and (not claimed or tx.queued or req.probe_queue and self.conn.execute(
                     "SELECT 1 FROM steps WHERE status = 'QUEUED' AND due_at <= ? LIMIT 1", (now,)).fetchone()):
                 req.limit = room[0]
                 claimed += self._claim(req, now, tx)
             return applied, claimed
+
+    def _settle_link(self, o: Outcome, req: ClaimRequest, now: float) -> Claimed | None:
+        """settle() for a link of a chain, the commonest settle of all: a step without
+        metadata, log or provider call completed, and its one dependent, read ahead with its
+        run's other links, is claimed as read. Its own transaction, without settle's general
+        bookkeeping (a third of a chain link's time went to it). None, with nothing written,
+        for anything else, or when a row is not as expected: the general path then decides."""
+        cl = o.claim
+        if o.kind != "completed" or o.metadata or o.call_id is not None or o.log or "," in cl.dependents \
+                or not cl.dependents or req.limit <= 0 or self._local.tx is not None:
+            return None
+        dep_id, action, provider = cl.dependents.split(" ")
+        if action in req.limited_actions or provider and provider in req.limited_providers:
+            return None
+        data = _dumps(o.outputs if o.outputs is not None else {})
+        if len(data) > INLINE_OUTPUT_MAX:
+            return None
+        link = self._link(cl.run_id, dep_id, read=False)
+        if link is None:
+            return None
+        conn = self.conn
+        cur = self._local.cur
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                nxt = None
+                if cur.execute(self._COMPLETE_PLAIN, (data, 0, o.ended_at, int(round((o.ended_at - o.started_at) * 1000)),
+                                                      cl.rowid, cl.epoch)).rowcount:
+                    nxt = self._claim_link(link, req, now, cl.carried + 1)
+                if nxt is None:
+                    _rollback(conn)
+                    self._links[(cl.run_id, dep_id)] = link  # for the general path, which reads it again
+                    return None
+                cur.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+        except sqlite3.Error as exc:
+            reraise(exc, self.path)
+        self.commits += 1
+        return nxt
 
     _COMPLETE = (
         "UPDATE steps SET status = 'COMPLETED', outputs = ?, outputs_ref = ?, ended_at = ?, duration_ms = ?,"
@@ -235,7 +358,16 @@ class HotPath(StoreFile):
             dep_id, action, provider = deps[0]
             if (req is not None and room[0] > 0 and action not in req.limited_actions
                     and (provider is None or provider not in req.limited_providers)):
-                row = c.execute(self._CHAIN_NEXT, (run_id, dep_id)).fetchone()
+                key = (run_id, dep_id)
+                link = self._link(run_id, dep_id, read=True)
+                if link is not None:
+                    cl = self._claim_link(link, req, now, carry)
+                    if cl is not None:
+                        claimed.append(cl)
+                        room[0] -= 1
+                        return HANDED_OVER
+                    self._planned.pop(run_id, None)  # its rows moved on from the plan (a retry): read them
+                row = c.execute(self._CHAIN_NEXT, key).fetchone()
                 if row is None:
                     return 0
                 if row[0] > 1:
@@ -250,39 +382,33 @@ class HotPath(StoreFile):
                 claimed.append(cl)
                 room[0] -= 1
                 return HANDED_OVER
-            left = c.execute("UPDATE steps SET waiting_on = waiting_on - 1 WHERE run_id = ? AND step_id = ?"
-                             " AND status = 'PENDING' RETURNING waiting_on", (run_id, dep_id)).fetchone()
-            ready = [deps[0]] if left is not None and left[0] <= 0 else []
-        else:
-            c.executemany("UPDATE steps SET waiting_on = waiting_on - 1 WHERE run_id = ? AND step_id = ?"
-                          " AND status = 'PENDING'", [(run_id, d[0]) for d in deps])
-            ready = []
-            for i in range(0, len(deps), 500):
-                chunk = [d[0] for d in deps[i:i + 500]]
-                ready += c.execute(f"SELECT step_id, action, provider FROM steps WHERE run_id = ? AND step_id IN"
-                                   f" ({','.join('?' * len(chunk))}) AND status = 'PENDING' AND waiting_on <= 0",
-                                   (run_id, *chunk)).fetchall()
-        if not ready:
-            return 0
-        take: list[str] = []
-        if req is not None and room[0] > 0:
-            for dep_id, action, provider in ready:
-                if len(take) < room[0] and action not in req.limited_actions and (
-                        provider is None or provider not in req.limited_providers):
-                    take.append(dep_id)
-        if take:
-            rows = c.execute(f"UPDATE steps SET {self._CLAIM_SET} WHERE run_id = ? AND step_id IN"
-                             f" ({','.join('?' * len(take))}) AND status = 'PENDING' RETURNING {self._CLAIM_COLS}",
-                             (req.owner, req.pid, req.start, req.host, req.lease_until, now, run_id, *take)).fetchall()
-            claimed.extend(Claimed(*r) for r in rows)
-            room[0] -= len(rows)
-            tx.started.add(run_id)
-        rest = [d[0] for d in ready if d[0] not in set(take)] if take else [d[0] for d in ready]
-        for i in range(0, len(rest), 500):
-            chunk = rest[i:i + 500]
-            c.execute(f"UPDATE steps SET status = 'QUEUED', due_at = ? WHERE run_id = ? AND step_id IN"
-                      f" ({','.join('?' * len(chunk))}) AND status = 'PENDING'", (now, run_id, *chunk))
-        return len(ready)
+        return self._count_done(run_id, [d[0] for d in deps], now, tx)
+
+    def _count_done(self, run_id: str, dep_ids: list[str], now: float, tx: _Tx) -> int:
+        """One dependency of each of these is done: those it was the last of are queued (and
+        claimed from the queue by the settle they are part of), the others wait on one fewer.
+        Returns how many were queued."""
+        c = self.conn
+        if len(set(dep_ids)) != len(dep_ids):  # a step listed twice counts twice
+            queued = 0
+            for dep_id in dep_ids:
+                queued += self._count_done(run_id, [dep_id], now, tx)
+            return queued
+        queued = 0
+        for i in range(0, len(dep_ids), 500):
+            chunk = dep_ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            ready = c.execute(f"UPDATE steps SET status = 'QUEUED', due_at = ?, waiting_on = 0 WHERE run_id = ?"
+                              f" AND step_id IN ({marks}) AND status = 'PENDING' AND waiting_on <= 1",
+                              (now, run_id, *chunk)).rowcount
+            queued += ready
+            if ready < len(chunk):  # (a fan-out's parts are all ready at once)
+                # The rows just queued are not PENDING any more, so this counts only the others.
+                c.execute(f"UPDATE steps SET waiting_on = waiting_on - 1 WHERE run_id = ? AND step_id IN ({marks})"
+                          " AND status = 'PENDING'", (run_id, *chunk))
+        if queued:
+            tx.queued = True
+        return queued
 
     def _skip_downstream(self, run_id: str, step_id: str, now: float) -> int:
         """Every step downstream of a failed one is SKIPPED (a walk over `dependents`, on failure only)."""

@@ -67,12 +67,14 @@ class RunLifecycle(Expansions):
             c.execute("INSERT INTO runs (id, name, template, status, budget_usd, open_steps, created_at,"
                       " updated_at) VALUES (?, ?, ?, 'PENDING', ?, ?, ?, ?)",
                       (run_id, name, template, budget_usd, len(plan.rows), now, now))
-            n = c.execute(self._RUN_FROM_PLAN, (run_id, plan.digest, now)).rowcount if plan.digest in self._plans else 0
-            if n == 0:  # not saved yet, or dropped since (by another process saving a newer version)
+            cur = c.execute(self._RUN_FROM_PLAN, (run_id, plan.digest, now)) if plan.digest in self._plans else None
+            if cur is None or cur.rowcount == 0:  # not saved yet, or dropped since (by another process saving a newer version)
                 self._save_plan(plan, template, now)
-                n = c.execute(self._RUN_FROM_PLAN, (run_id, plan.digest, now)).rowcount
+                cur = c.execute(self._RUN_FROM_PLAN, (run_id, plan.digest, now))
+            n = cur.rowcount
             if n != len(plan.rows):
                 raise StoreError(f"plan {plan.digest} of template '{template}' has {n} rows, expected {len(plan.rows)}")
+            self._planned_here(run_id, cur.lastrowid - n + 1, plan)
 
     def _save_plan(self, plan: "RunPlan", template: str, now: float) -> None:
         """Keep one plan per template: an edited template's older plans go (no run refers to them)."""

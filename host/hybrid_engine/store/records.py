@@ -7,7 +7,7 @@ and Outcomes, models.py builds NewSteps); none of them speaks SQL.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 TYPE_CHECKING = False  # not `typing`'s: importing typing costs the host's first runs.list 2 ms
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ class RunPlan:
     rows: list[tuple]
     queued: list[str]
     digest: str  # of the rows: names the plan in the store's `plans` table
+    positions: dict = field(default_factory=dict, compare=False)  # step id -> row, filled on first use
 
 
 @dataclass(slots=True)
