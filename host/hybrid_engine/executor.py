@@ -323,20 +323,7 @@ class Executor(GrowingSteps, ModelCalls):
         started = clock.now()
         action = self._inline_ready.get(c.action)
         if action is not None:
-            try:
-                params = {} if c.params == "{}" else self._render(c)
-                ctx = StepContext(c.run_id, c.step_id, c.action, c.attempts, self._logger(c))
-                if action.spec.run_facts:
-                    ctx.run_facts = functools.partial(runfacts.run_facts, self.store, c.run_id, c.step_id)
-            except Exception as exc:  # noqa: BLE001 - becomes the step's error
-                self._done.append(self._failure(c, exc, started))
-                return
-            try:
-                self._done.append(self._success(c, action.compute(params, ctx), started))
-            except Exception as exc:  # noqa: BLE001
-                self._done.append(self._failure(c, exc, started))
-            self.executed += 1
-            return
+            return self._run_inline(c, action, started)
         spec = SPECS.get(c.action)
         try:
             if spec is None:
@@ -347,31 +334,40 @@ class Executor(GrowingSteps, ModelCalls):
             if c.action == fanout.FOR_EACH:  # grows its parts, or gathers their outputs (growth.py)
                 return self._done.append(self._for_each(c, started))
             action = load_action(c.action)
-            inline = spec.inline and spec.provider is None and isinstance(action, SyncAction)
-            if inline:
-                self._inline_ready[c.action] = action
-            params = self._render(c) if inline else None  # an inline step's reads stay on the loop
         except Exception as exc:  # noqa: BLE001 - becomes the step's error
             self._done.append(self._failure(c, exc, started))
             return
+        if spec.inline and spec.provider is None and isinstance(action, SyncAction):
+            self._inline_ready[c.action] = action
+            return self._run_inline(c, action, started)
         ctx = StepContext(c.run_id, c.step_id, c.action, c.attempts, self._logger(c))
         if spec.provider is not None:
             ctx.journal = self._journal_for(c)
         if spec.run_facts:
             ctx.run_facts = functools.partial(runfacts.run_facts, self.store, c.run_id, c.step_id)
-        if inline:
-            try:
-                self._done.append(self._success(c, action.compute(params, ctx), started))
-            except Exception as exc:  # noqa: BLE001
-                self._done.append(self._failure(c, exc, started))
-            self.executed += 1
-            return
         timeout = c.timeout_s or spec.default_timeout_s
         params_ready = self._loop.create_future()
         self._to_prepare.append((c, action, params_ready))
         task = asyncio.create_task(self._execute(c, action, params_ready, ctx, timeout, started),
                                    name=f"step:{c.run_id}:{c.step_id}")
         self._inflight[c.rowid] = (c, task)
+
+    def _run_inline(self, c: Claimed, action: SyncAction, started: float) -> None:
+        """A deterministic step that cannot block runs here, on the loop, params and all: a
+        chain of them settles each on the loop too (the module docstring says when)."""
+        try:
+            params = {} if c.params == "{}" else self._render(c)
+            ctx = StepContext(c.run_id, c.step_id, c.action, c.attempts, self._logger(c))
+            if action.spec.run_facts:
+                ctx.run_facts = functools.partial(runfacts.run_facts, self.store, c.run_id, c.step_id)
+        except Exception as exc:  # noqa: BLE001 - becomes the step's error
+            self._done.append(self._failure(c, exc, started))
+            return
+        try:
+            self._done.append(self._success(c, action.compute(params, ctx), started))
+        except Exception as exc:  # noqa: BLE001
+            self._done.append(self._failure(c, exc, started))
+        self.executed += 1
 
     async def _prepare(self, batch: list[tuple[Claimed, Any, asyncio.Future]]) -> None:
         """Params rendered and budgets checked for a claimed batch, off the loop: rendering
