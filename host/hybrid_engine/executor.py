@@ -486,8 +486,7 @@ class Executor(GrowingSteps, ModelCalls):
         if md:
             md = dict(md)
             md.setdefault("duration_ms", int(round((ended - started) * 1000)))
-        outcome = Outcome(claim=c, kind="completed", started_at=started, ended_at=ended, outputs=result.outputs,
-                          metadata=md)
+        outcome = Outcome(c, "completed", started, ended, result.outputs, md)
         if self._calls:
             call_id = self._calls.pop(c.rowid, None)
             if call_id is not None:

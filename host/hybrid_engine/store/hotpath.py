@@ -80,9 +80,6 @@ class HotPath(StoreFile):
     def _link(self, run_id: str, step_id: str, read: bool) -> tuple | None:
         """A pending step's claim columns as last known here, or None. From the plan of a run
         made here; else read with the run's other pending links (when `read`: once a run)."""
-        link = self._links.pop((run_id, step_id), None)
-        if link is not None:
-            return link
         planned = self._planned.get(run_id)
         if planned is not None:
             first, plan = planned
@@ -91,6 +88,9 @@ class HotPath(StoreFile):
             row = plan.positions.get(step_id)
             if row is not None:  # see plan_run for the row's columns
                 return first + row[1], run_id, step_id, row[3], row[4], row[5], row[7], 0, 0, 0, 0, row[10], row[11], 0
+        link = self._links.pop((run_id, step_id), None)
+        if link is not None:
+            return link
         if read and run_id not in self._links_read:
             self._read_links(run_id)
             return self._links.pop((run_id, step_id), None)
@@ -189,10 +189,10 @@ class HotPath(StoreFile):
 
     def _settle_link(self, o: Outcome, req: ClaimRequest, now: float) -> Claimed | None:
         """settle() for a link of a chain, the commonest settle of all: a step without
-        metadata, log or provider call completed, and its one dependent, read ahead with its
-        run's other links, is claimed as read. Its own transaction, without settle's general
-        bookkeeping (a third of a chain link's time went to it). None, with nothing written,
-        for anything else, or when a row is not as expected: the general path then decides."""
+        metadata, log or provider call completed, and its one dependent, known ahead (_link),
+        is claimed as known. Its own transaction, without settle's general bookkeeping (a
+        third of a chain link's time went to it). None, with nothing written, for anything
+        else or when a row is not as known: the general path then decides."""
         cl = o.claim
         if o.kind != "completed" or o.metadata or o.call_id is not None or o.log or "," in cl.dependents \
                 or not cl.dependents or req.limit <= 0 or self._local.tx is not None:
@@ -217,8 +217,7 @@ class HotPath(StoreFile):
                     nxt = self._claim_link(link, req, now, cl.carried + 1)
                 if nxt is None:
                     _rollback(conn)
-                    self._links[(cl.run_id, dep_id)] = link  # for the general path, which reads it again
-                    return None
+                    return None  # (a link from a plan is known again; one read from the rows is read again)
                 cur.execute("COMMIT")
             except BaseException:
                 _rollback(conn)
