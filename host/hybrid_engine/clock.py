@@ -7,8 +7,8 @@ import time
 from datetime import datetime, timezone
 
 
-def now() -> float:
-    return time.time()
+# Epoch seconds: time.time itself, not a function around it (read several times at every step).
+now = time.time
 
 
 def iso(ts: float | None = None) -> str:
