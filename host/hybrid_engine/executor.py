@@ -137,7 +137,8 @@ class Executor(GrowingSteps, ModelCalls):
         try:
             # On the store thread, whose connection the loop needs next anyway: a thread and a
             # connection of their own would cost a short run more than its steps.
-            await self._off_loop(self._start_up, clock.now())
+            now = clock.now()
+            self._start_claimed(await self._off_loop(self._start_up, self._claim_request(now), now))
             keeper = asyncio.create_task(self._keep_leases(), name="lease-keeper")
             try:
                 await self._main(until_idle, linger_s)
@@ -206,13 +207,7 @@ class Executor(GrowingSteps, ModelCalls):
                 if not ok:
                     log.warning("run %s step %s: result dropped, the step's lease was lost to another owner",
                                 outcome.claim.run_id, outcome.claim.step_id)
-            for c in claimed:
-                self._start(c)
-            if self._to_prepare:
-                batch, self._to_prepare = self._to_prepare, []
-                preparer = asyncio.create_task(self._prepare(batch), name="prepare-steps")
-                self._preparers.add(preparer)
-                preparer.add_done_callback(self._preparers.discard)
+            self._start_claimed(claimed)
             if self._done or claimed:
                 continue
             if until_idle and not self._inflight and not self._done:
@@ -257,12 +252,29 @@ class Executor(GrowingSteps, ModelCalls):
             return [], []
         return self.store.settle([], req, now)
 
-    def _start_up(self, now: float) -> None:
-        """The store thread's first errand: imports, and the batches' first runs made."""
+    def _start_up(self, req: ClaimRequest, now: float) -> list[Claimed]:
+        """The store thread's first errand, one trip: imports, the batches' first runs made,
+        and the first claim (a store too busy for it leaves that to the loop's first turn)."""
         self._preload()
         if self.feeders:
             self._last_feed = now
             self._feed(now)
+        try:
+            return self._claim_ready(req, now)[1]
+        except StoreCorrupt:
+            raise
+        except StoreError as exc:
+            log.warning("store unavailable for the first claim: %s; trying again", exc.message)
+            return []
+
+    def _start_claimed(self, claimed: list[Claimed]) -> None:
+        for c in claimed:
+            self._start(c)
+        if self._to_prepare:
+            batch, self._to_prepare = self._to_prepare, []
+            preparer = asyncio.create_task(self._prepare(batch), name="prepare-steps")
+            self._preparers.add(preparer)
+            preparer.add_done_callback(self._preparers.discard)
 
     def _preload(self) -> None:
         """Import what the open runs will need before claiming anything, so that a claimed
