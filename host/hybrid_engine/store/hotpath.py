@@ -7,6 +7,12 @@ unblocks are one transaction ("continuation"): a chain costs about one commit pe
 step. Step outputs are written once, when the step completes: a 5 MB page is never
 rewritten by a status change.
 
+A chain link costs BEGIN, two UPDATEs and COMMIT, and nothing is read: the next step's
+row is known ahead (from the plan of a run made here, or read once with its run's other
+pending rows), and the claim is a compare-and-swap on everything that can have changed
+since. Queue claims read the rows, then write them by rowid in the same write transaction
+(SQLite's UPDATE ... RETURNING costs more than the read).
+
 Most of what is here runs at every step or every link of a chain: a change to it is
 measured with `bash bench/run engine_overhead` (ratios to one SQLite commit per step).
 """
