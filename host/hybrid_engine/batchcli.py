@@ -119,17 +119,13 @@ def wait_for_batch(svc, batch_id: str) -> dict:
     """Executed in this process; Ctrl-C leaves the rest to the next worker."""
     import asyncio
 
-    from . import logsetup
-
     from .batches import Batches
+    from .foreground import execute_here
 
-    logsetup.configure("cli")
-    svc.recover()
-    executor = svc.make_executor()
     batches = Batches(svc)
     tty = sys.stderr.isatty()
 
-    async def watch():
+    async def watch(executor):
         last = None
         while True:
             view = await asyncio.to_thread(batches.view, batch_id, items=False)
@@ -143,16 +139,7 @@ def wait_for_batch(svc, batch_id: str) -> dict:
                 return
             await asyncio.sleep(0.2)
 
-    async def main():
-        watcher = asyncio.create_task(watch())
-        await executor.run()
-        await watcher
-
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        err(f"\nstopped waiting; batch {batch_id} goes on with the next worker or host")
-        raise SystemExit(130)
+    execute_here(svc, watch, lambda: err(f"\nstopped waiting; batch {batch_id} goes on with the next worker or host"))
     if tty:
         sys.stderr.write("\n")
     return batches.view(batch_id)

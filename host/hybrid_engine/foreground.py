@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Awaitable, Callable
+
 from . import terminal
 from .states import RunStatus
 from .terminal import err
 
 
-def wait_for_run(svc, run_id: str, *, show_progress: bool) -> dict:
+def execute_here(svc, watch: Callable[[Any], Awaitable[None]], interrupted: Callable[[], None]) -> None:
+    """This process's executor runs until `watch(executor)`, which shows the progress, stops
+    it. Ctrl-C calls `interrupted` (to say where the work goes on) and exits 130: what is left
+    is the next worker's or host's."""
     import asyncio
 
     from . import logsetup
@@ -21,6 +28,22 @@ def wait_for_run(svc, run_id: str, *, show_progress: bool) -> dict:
     logsetup.configure("cli")
     svc.recover()
     executor = svc.make_executor()
+
+    async def main():
+        watcher = asyncio.create_task(watch(executor))
+        await executor.run()
+        await watcher
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        interrupted()
+        raise SystemExit(130)
+
+
+def wait_for_run(svc, run_id: str, *, show_progress: bool) -> dict:
+    import asyncio
+
     tty = sys.stderr.isatty()
     state = {"last": None, "hinted": False}
 
@@ -37,7 +60,7 @@ def wait_for_run(svc, run_id: str, *, show_progress: bool) -> dict:
             sys.stderr.write(text + "\n")
         sys.stderr.flush()
 
-    async def watch():
+    async def watch(executor):
         while True:
             summary = svc.summary(run_id)
             render_progress(summary)
@@ -49,19 +72,13 @@ def wait_for_run(svc, run_id: str, *, show_progress: bool) -> dict:
                 err(f"run {run_id} waits for its page: hybrid-engine ingest {run_id} --content-file FILE")
             await asyncio.sleep(0.1)
 
-    async def main():
-        watcher = asyncio.create_task(watch())
-        await executor.run()
-        await watcher
-
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
+    def interrupted() -> None:
         if tty:
             sys.stderr.write("\n")
         err(f"stopped waiting; run {run_id} goes on with the next worker or host "
-             f"(`hybrid-engine show {run_id}`)")
-        raise SystemExit(130)
+            f"(`hybrid-engine show {run_id}`)")
+
+    execute_here(svc, watch, interrupted)
     if show_progress and tty:
         sys.stderr.write("\n")
     return svc.run_document(run_id)

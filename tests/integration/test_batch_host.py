@@ -122,3 +122,28 @@ def test_retry_failed_with_nothing_failed_does_not_start_a_paused_batch(host, fa
 def test_a_page_title_of_100000_characters_is_kept_to_300_in_the_batch(host):
     view = host.call("batch.start", template="digest", pages=[{**tab(1), "title": "t" * 100_000}], paused=True)
     assert len(view["items"][0]["title"]) == 300
+
+
+# `batch.estimate` of a stored batch: the extension's links and bookmark folders become a paused
+# batch whose pages the host fetched, and the person sees its estimate before resuming.
+
+def page(n: int) -> dict:
+    return {"content": f"<p>page {n} " + "word " * (40 * n) + "</p>", "source_url": f"https://example.com/{n}",
+            "content_type": "html", "title": f"Page {n}"}
+
+
+def test_a_paused_batch_is_estimated_from_its_stored_pages_against_its_budget(host, fake_provider):
+    pages = [page(n) for n in range(3)]
+    batch = host.call("batch.start", template="digest", pages=pages, paused=True, budget_usd=0.5)
+    stored = host.call("batch.estimate", batch_id=batch["id"])
+    given = host.call("batch.estimate", template="digest", pages=pages, budget_usd=0.5)
+    for key in ("pages", "prompt_tokens", "cost_min", "cost_max", "budgets"):
+        assert stored[key] == given[key], key
+    assert {"kind": "batch", "limit_usd": 0.5, "left_usd": 0.5, "fits": True} in stored["budgets"]
+    assert host.call("batch.get", batch_id=batch["id"])["status"] == "paused"
+    assert fake_provider.requests == []
+
+
+def test_an_unknown_batch_to_estimate_is_not_found(host):
+    reply = host.request("batch.estimate", batch_id="no-such-batch")
+    assert reply["ok"] is False and reply["error"]["code"] == "not_found"
