@@ -201,8 +201,8 @@ class HotPath(StoreFile):
         else or when a row is not as known: the general path then decides."""
         cl = o.claim
         if o.kind != "completed" or o.metadata or o.call_id is not None or o.log or "," in cl.dependents \
-                or not cl.dependents or req.limit <= 0 or self._local.tx is not None:
-            return None
+                or not cl.dependents or req.limit <= 0 or getattr(self._local, "tx", None) is not None:
+            return None  # (getattr: a thread's first use of the store may be this settle; its connection opens below)
         dep_id, action, provider = cl.dependents.split(" ")
         if action in req.limited_actions or provider and provider in req.limited_providers:
             return None
