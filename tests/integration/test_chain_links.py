@@ -48,3 +48,131 @@ def test_a_chain_link_settled_from_a_thread_new_to_the_store_claims_the_next_ste
     assert "error" not in result, result.get("error")
     applied, claimed = result["settled"]
     assert applied == [True] and [c.step_id for c in claimed] == ["b"]
+
+
+def fail(claim):
+    now = clock.now()
+    return Outcome(claim, "failed", now, now, error="boom", error_code="boom")
+
+
+def test_a_retried_runs_chain_claims_the_step_after_the_retried_one_as_it_is_now(service):
+    store = service.store
+    run_id = service.create_run(tpl(CHAIN))  # made here: its links are known from its plan
+    [a] = store.claim(req(), clock.now())
+    _, [b] = store.settle([done(a, slept=1)], req(), clock.now())
+    store.settle([fail(b)], req(), clock.now())  # c is skipped
+    service.retry(run_id)
+    [b2] = store.claim(req(), clock.now())
+    applied, [c] = store.settle([done(b2, slept=2)], req(), clock.now())
+    assert applied == [True] and c.step_id == "c"
+    assert store.settle([done(c, slept=3)], req(), clock.now())[0] == [True]  # the claim's epoch was the row's
+    assert store.outputs(run_id)["c"] == {"slept": 3}
+    assert service.summary(run_id)["status"] == "COMPLETED"
+
+
+def test_a_cancelled_runs_chain_link_claims_nothing(service):
+    store = service.store
+    run_id = service.create_run(tpl(CHAIN))
+    [a] = store.claim(req(), clock.now())
+    service.cancel(run_id)
+    assert store.settle([done(a, slept=1)], req(), clock.now()) == ([False], [])
+    assert service.summary(run_id)["status"] == "CANCELLED"
+
+
+def test_a_run_made_after_an_undone_one_takes_its_rows_and_its_chain_claims_its_own_steps(service):
+    store = service.store
+    try:
+        with store.transaction():
+            service.create_run(tpl(CHAIN, "undone"))  # its rows' ids are given again below
+            raise RuntimeError("undone")
+    except RuntimeError:
+        pass
+    run_id = service.create_run(tpl(CHAIN, "kept"))
+    [a] = store.claim(req(), clock.now())
+    applied, [b] = store.settle([done(a, slept=1)], req(), clock.now())
+    assert (b.run_id, b.step_id) == (run_id, "b")
+    assert store.settle([done(b, slept=2)], req(), clock.now())[1][0].step_id == "c"
+
+
+def test_a_join_is_claimed_once_when_its_last_dependency_completes(service):
+    store = service.store
+    service.create_run(tpl([{"id": "a", "action": "sleep", "params": {"seconds": 1}},
+                            {"id": "b", "action": "sleep", "params": {"seconds": 1}},
+                            {"id": "j", "action": "sleep", "dependencies": ["a", "b"], "params": {"seconds": 1}}]))
+    claims = {c.step_id: c for c in store.claim(req(), clock.now())}
+    assert store.settle([done(claims["a"], slept=1)], req(), clock.now()) == ([True], [])
+    applied, claimed = store.settle([done(claims["b"], slept=1)], req(), clock.now())
+    assert [c.step_id for c in claimed] == ["j"]
+    assert store.settle([done(claimed[0], slept=1)], req(), clock.now())[0] == [True]
+
+
+def test_two_stores_on_one_file_claim_a_chain_link_once(service, he_home):
+    from hybrid_engine import config
+    from hybrid_engine.store import Store
+
+    mine = service.store
+    other = Store(config.db_path())
+    try:
+        run_id = service.create_run(tpl(CHAIN))  # known here from its plan; `other` reads its rows
+        [a] = mine.claim(req("mine"), clock.now())
+        row = [r for r in mine.running_steps() if r.run_id == run_id][0]
+        assert other.requeue_orphan(row, clock.now(), "lease expired", max_strikes=3)[0] == "requeued"
+        [a2] = other.claim(req("other"), clock.now())
+        _, [b] = other.settle([done(a2, slept=2)], req("other"), clock.now())
+        assert mine.settle([done(a, slept=1)], req("mine"), clock.now()) == ([False], [])
+        _, [c] = other.settle([done(b, slept=2)], req("other"), clock.now())
+        assert mine.claim(req("mine"), clock.now()) == []
+        assert other.settle([done(c, slept=2)], req("other"), clock.now())[0] == [True]
+        assert service.summary(run_id)["status"] == "COMPLETED"
+    finally:
+        other.close()
+
+
+def test_a_chain_link_settled_while_the_store_is_busy_writes_nothing_and_settles_when_tried_again(service):
+    import sqlite3
+
+    import pytest
+
+    from hybrid_engine.store import Store, StoreBusy
+
+    store = Store(service.store.path, busy_timeout_ms=50)
+    try:
+        run_id = service.create_run(tpl(CHAIN))
+        [a] = store.claim(req(), clock.now())
+        blocker = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreBusy):
+                store.settle([done(a, slept=1)], req(), clock.now())
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert not store.conn.in_transaction
+        applied, [b] = store.settle([done(a, slept=1)], req(), clock.now())
+        assert applied == [True] and b.step_id == "b"
+        assert store.outputs(run_id) == {"a": {"slept": 1}}
+    finally:
+        store.close()
+
+
+def test_a_chain_link_whose_claim_fails_in_the_store_leaves_the_finished_step_to_be_settled_again(service):
+    import sqlite3
+
+    store = service.store
+    run_id = service.create_run(tpl(CHAIN))
+    [a] = store.claim(req(), clock.now())
+    # This connection's own trigger: the claim of `b` fails as a write on a full disk would.
+    store.conn.execute("CREATE TEMP TRIGGER fail_b BEFORE UPDATE OF status ON steps WHEN new.step_id = 'b'"
+                       " AND new.status = 'RUNNING' BEGIN SELECT RAISE(FAIL, 'no room'); END")
+    try:
+        store.settle([done(a, slept=1)], req(), clock.now())
+    except sqlite3.IntegrityError:  # what RAISE() makes of it: the store passes on what it has no name for
+        pass
+    else:
+        raise AssertionError("the claim of b was expected to fail")
+    assert not store.conn.in_transaction
+    assert store.outputs(run_id) == {}  # a's completion went with the failed claim
+    store.conn.execute("DROP TRIGGER fail_b")
+    applied, [b] = store.settle([done(a, slept=1)], req(), clock.now())
+    assert applied == [True] and b.step_id == "b"
+    assert store.settle([done(b, slept=2)], req(), clock.now())[1][0].step_id == "c"
