@@ -422,8 +422,9 @@ class Executor(GrowingSteps, ModelCalls):
         pool, args = self._store_thread, (run_id, step_id, clock.now(), line)
         if pool is not None:
             try:
-                self._last_log = pool.submit(self.store.append_log, *args)
-                self._last_log.add_done_callback(_log_write_failure)
+                # A local: another thread may send its line (and replace _last_log) in between.
+                self._last_log = sent = pool.submit(self.store.append_log, *args)
+                sent.add_done_callback(_log_write_failure)
                 self._logged = True
                 return
             except RuntimeError:  # the pool has shut down: this thread writes it
