@@ -176,3 +176,38 @@ def test_a_chain_link_whose_claim_fails_in_the_store_leaves_the_finished_step_to
     applied, [b] = store.settle([done(a, slept=1)], req(), clock.now())
     assert applied == [True] and b.step_id == "b"
     assert store.settle([done(b, slept=2)], req(), clock.now())[1][0].step_id == "c"
+
+
+def test_chains_made_by_one_of_two_executors_racing_on_one_file_run_every_step_once(service, tmp_path):
+    import asyncio
+    from collections import Counter
+
+    from hybrid_engine.service import Service
+
+    other = Service()  # a Store of its own on the same file, as a second process has
+    log = tmp_path / "executions.txt"
+    runs = []
+    for r in range(20):  # made by `service`: its executor knows their links from their plans
+        steps = [{"id": f"s{i}", "action": "write_file", "dependencies": [f"s{i - 1}"] if i % 5 else [],
+                  "params": {"path": str(log), "content": f"{r}:s{i}\n", "append": True}} for i in range(15)]
+        runs.append(service.create_run(tpl(steps, name=f"r{r}")))
+    errors = []
+
+    def work(svc):
+        try:
+            asyncio.run(svc.make_executor().run(until_idle=True))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(svc,)) for svc in (service, other)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        other.store.close()
+    assert errors == []
+    counts = Counter(log.read_text().splitlines())
+    assert len(counts) == 300 and max(counts.values()) == 1
+    assert all(service.summary(r)["status"] == "COMPLETED" for r in runs)
