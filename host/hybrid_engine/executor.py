@@ -16,8 +16,8 @@ would cost a chain of cheap steps more than its commit: settling the results of 
 steps and claiming the next ones, when nothing else is waiting for the store thread.
 A trip to the store thread costs a fifth to a third of a millisecond here (two thread
 wake-ups), so a run's start makes one (imports, the batches' first runs, the first claim)
-and its end one (is anything left anywhere?), and the closing drain is skipped when no log
-line is waiting.
+and its end one (is anything left anywhere?), and the closing drain is skipped when nothing
+sent to the store thread is still waiting.
 
 The loop, the claim, the execution and the settle share the in-flight table and the store
 thread, and their order is the engine's correctness (a step is settled once, a lease is kept
@@ -89,7 +89,9 @@ class Executor(GrowingSteps, ModelCalls):
         self._host = procs.hostname()
         self._last_probe = 0.0
         self._store_thread: concurrent.futures.ThreadPoolExecutor | None = None  # made by run()
-        self._last_log: concurrent.futures.Future | None = None  # the newest log line sent to the store thread
+        # The newest errand sent to the store thread (its queue is first in, first out): done,
+        # and so is everything sent before it.
+        self._last_sent: concurrent.futures.Future | None = None
         self._task_done = False  # an outcome came from a task: settle it on the store thread
         self._logged = False  # a log line went to the store thread since the last settle
         self._settle_failed = False
@@ -136,7 +138,7 @@ class Executor(GrowingSteps, ModelCalls):
         self._guard_turn = asyncio.Lock()
         self._stopping = False
         self._store_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="executor-store")
-        self._last_log = None
+        self._last_sent = None
         drained = False
         try:
             # On the store thread, whose connection the loop needs next anyway: a thread and a
@@ -149,11 +151,11 @@ class Executor(GrowingSteps, ModelCalls):
             finally:
                 keeper.cancel()
                 await self._shutdown()
-            drained = self._last_log is None or self._last_log.done()
+            drained = self._last_sent is None or self._last_sent.done()
         finally:
             pool, self._store_thread = self._store_thread, None
             try:
-                if not drained:  # log lines still queued are written first (and after an error, whatever was sent)
+                if not drained:  # log lines and whatever else is still queued go first
                     await self._loop.run_in_executor(pool, _nothing)
             except asyncio.CancelledError:
                 pool.shutdown(wait=False)  # what is queued is still written, without holding up the loop
@@ -163,8 +165,10 @@ class Executor(GrowingSteps, ModelCalls):
             pool.shutdown()
 
     async def _off_loop(self, fn: Callable, *args) -> Any:
-        """fn(*args) on the store thread, awaited without holding up the loop."""
-        return await self._loop.run_in_executor(self._store_thread, fn, *args)
+        """fn(*args) on the store thread, awaited without holding up the loop. (What a task
+        cancelled meanwhile sent, a lease renewal say, still runs: the drain at the end waits.)"""
+        self._last_sent = sent = self._store_thread.submit(fn, *args)
+        return await asyncio.wrap_future(sent)
 
     @property
     def stopped_by_request(self) -> bool:
@@ -263,6 +267,8 @@ class Executor(GrowingSteps, ModelCalls):
         if self.feeders:
             self._last_feed = now
             self._feed(now)
+        now = clock.now()  # after the imports: the lease counts from the claim
+        req.lease_until = now + self.lease_s
         try:
             return self._claim_ready(req, now)[1]
         except StoreCorrupt:
@@ -422,8 +428,8 @@ class Executor(GrowingSteps, ModelCalls):
         pool, args = self._store_thread, (run_id, step_id, clock.now(), line)
         if pool is not None:
             try:
-                # A local: another thread may send its line (and replace _last_log) in between.
-                self._last_log = sent = pool.submit(self.store.append_log, *args)
+                # A local: another thread may send its line (and replace _last_sent) in between.
+                self._last_sent = sent = pool.submit(self.store.append_log, *args)
                 sent.add_done_callback(_log_write_failure)
                 self._logged = True
                 return

@@ -211,3 +211,22 @@ def test_chains_made_by_one_of_two_executors_racing_on_one_file_run_every_step_o
     counts = Counter(log.read_text().splitlines())
     assert len(counts) == 300 and max(counts.values()) == 1
     assert all(service.summary(r)["status"] == "COMPLETED" for r in runs)
+
+
+def test_a_join_still_waiting_leaves_its_run_continued_from_its_plan(service):
+    """A join that another branch still holds back fails the known-ahead claim for want of its
+    other dependency, not because its row moved on: the run's later links stay known from its plan."""
+    store = service.store
+    run_id = service.create_run(tpl([
+        {"id": "a", "action": "noop"}, {"id": "b", "action": "noop"},
+        {"id": "j", "action": "noop", "dependencies": ["a", "b"]},
+        {"id": "k", "action": "noop", "dependencies": ["j"]}]))
+    first = store.claim(req(), clock.now())
+    a = next(c for c in first if c.step_id == "a")
+    b = next(c for c in first if c.step_id == "b")
+    assert store.settle([done(a)], req(), clock.now())[1] == []  # j waits for b
+    assert run_id in store._planned
+    [j] = store.settle([done(b)], req(), clock.now())[1]
+    [k] = store.settle([done(j)], req(), clock.now())[1]
+    assert (j.step_id, k.step_id) == ("j", "k")
+    assert run_id in store._planned

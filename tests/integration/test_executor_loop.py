@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 
 from hybrid_engine.executor import Executor
 from hybrid_engine.templates import validate
@@ -63,3 +64,62 @@ def test_a_model_steps_budget_check_runs_off_the_event_loop(service, fake_provid
     loop_thread = asyncio.run(asyncio.wait_for(main(), 60))
     assert checked_on and loop_thread not in checked_on
     assert service.summary(run_id)["status"] == "COMPLETED"
+
+
+def test_an_errand_left_on_the_store_thread_at_stop_is_awaited_without_holding_up_the_loop(service, monkeypatch):
+    """The lease keeper is cancelled at stop while its recovery pass may still be running on the
+    store thread: run() waits for it there, the loop turning meanwhile (joining the thread at
+    once would hold the loop for as long as the pass takes)."""
+    from hybrid_engine import recovery
+    from polling import GUARD_S
+
+    entered, release, checked = threading.Event(), threading.Event(), threading.Event()
+    original = recovery.requeue_orphans
+
+    def requeue_orphans(*args, **kwargs):
+        entered.set()
+        release.wait(GUARD_S)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(recovery, "requeue_orphans", requeue_orphans)
+    ex = Executor(service.store, lease_s=0.15, recover_every_s=0.0)
+    watchdog = threading.Thread(target=lambda: checked.wait(GUARD_S) or release.set(), daemon=True)
+    seen = {}
+
+    async def main():
+        running = asyncio.create_task(ex.run())
+        await asyncio.get_running_loop().run_in_executor(None, entered.wait, GUARD_S)
+        watchdog.start()
+        ex.stop()
+        while ex._store_thread is not None:  # run() has reached its last wait for the store thread
+            await asyncio.sleep(0)
+        seen["still_waiting"] = not running.done() and not release.is_set()
+        checked.set()
+        release.set()
+        await running
+
+    asyncio.run(main())
+    assert seen == {"still_waiting": True}
+
+
+def test_the_first_claims_lease_counts_from_after_the_imports_made_before_it(service, monkeypatch):
+    """The first claim goes in the same store-thread trip as the imports the open runs need; an
+    SDK import can take seconds, so the lease is reckoned after it, not from the trip's start."""
+    service.create_run(tpl([{"id": "a", "action": "noop"}]))
+    ex = Executor(service.store, lease_s=30.0)
+    imported, leases = [], []
+    preload, settle = ex._preload, service.store.settle
+
+    def slow_preload():
+        preload()
+        imported.append(time.time())
+
+    def record(outcomes, req, now):
+        if req is not None and not outcomes:
+            leases.append(req.lease_until)
+        return settle(outcomes, req, now)
+
+    monkeypatch.setattr(ex, "_preload", slow_preload)
+    monkeypatch.setattr(service.store, "settle", record)
+    asyncio.run(ex.run(until_idle=True))
+    assert leases and leases[0] >= imported[0] + 30.0

@@ -27,11 +27,11 @@ def test_a_log_line_that_cannot_be_written_is_reported_when_another_thread_logs_
         """Another action thread's line is sent right after this one's (between two statements)."""
 
         @property
-        def _last_log(self):
+        def _last_sent(self):
             return self.__dict__["last"]
 
-        @_last_log.setter
-        def _last_log(self, future):
+        @_last_sent.setter
+        def _last_sent(self, future):
             self.__dict__["last"] = future
             if not self.__dict__.get("raced"):
                 self.__dict__["raced"] = True

@@ -371,8 +371,9 @@ class HotPath(StoreFile):
                         claimed.append(cl)
                         room[0] -= 1
                         return HANDED_OVER
-                    self._planned.pop(run_id, None)  # its rows moved on from the plan (a retry): read them
                 row = c.execute(self._CHAIN_NEXT, key).fetchone()
+                if link is not None and (row is None or row[8:12] != (0, 0, 0, 0) or row[14]):
+                    self._planned.pop(run_id, None)  # its rows moved on from the plan (a retry): read them
                 if row is None:
                     return 0
                 if row[0] > 1:
