@@ -51,19 +51,19 @@ def parse_ref(expr: str) -> Ref:
                    f"{{{{ <{'|'.join(ITEM_FIELDS)}> }}}}")
 
 
-def refs_in(value: Any) -> Iterable[tuple[str, str]]:
-    """Yield (field path, expression) for every `{{ ... }}` in a params structure."""
-    def walk(v: Any, path: str):
-        if isinstance(v, str):
-            for m in REF_PATTERN.finditer(v):
-                yield path, m.group(1)
-        elif isinstance(v, dict):
-            for k, sub in v.items():
-                yield from walk(sub, f"{path}.{k}" if path else str(k))
-        elif isinstance(v, list):
-            for i, sub in enumerate(v):
-                yield from walk(sub, f"{path}[{i}]")
-    yield from walk(value, "")
+def refs_in(value: Any, path: str = "") -> Iterable[tuple[str, str]]:
+    """Yield (field path, expression) for every `{{ ... }}` in a params structure. (Recursive
+    itself: a nested recursive function is a reference cycle, left for the garbage collector
+    at every call, which is at every step of a template checked and of a run rendered.)"""
+    if isinstance(value, str):
+        for m in REF_PATTERN.finditer(value):
+            yield path, m.group(1)
+    elif isinstance(value, dict):
+        for k, sub in value.items():
+            yield from refs_in(sub, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            yield from refs_in(sub, f"{path}[{i}]")
 
 
 def referenced_steps(params: dict) -> set[str]:
