@@ -102,7 +102,6 @@ class Executor(GrowingSteps, ModelCalls):
                                             if spec.inline and name not in self.limits.per_action))
         self._limited_actions = frozenset(self.limits.per_action)
         self._limited_providers = frozenset(self.limits.per_provider) | self.rates.providers
-        self._groups_limited = bool(self.limits.per_action or self.limits.per_provider)
         self._plain_request = ClaimRequest(self.owner, self.pid, self.start_ticks, self._host, 0.0, 0, (), (),
                                            self._limited_actions, self._limited_providers, self._inline_actions,
                                            INLINE_BATCH)
@@ -306,9 +305,10 @@ class Executor(GrowingSteps, ModelCalls):
         probe = now - self._last_probe >= QUEUE_PROBE_EVERY_S
         if probe:
             self._last_probe = now
-        if not self._inflight and not self._groups_limited and not self.rates.blocked(now):
-            # Nothing running and no group with a limit: the request differs from the last
-            # one only in its times (asked at every link of a chain).
+        paused = self.rates.blocked(now)
+        if not (self._inflight or lim.per_action or lim.per_provider or paused):
+            # Nothing running, no group with a limit, no provider paused: the request differs
+            # from the last one only in its times (asked at every link of a chain).
             req = self._plain_request
             req.lease_until, req.limit, req.probe_queue = now + self.lease_s, lim.concurrency, probe
             return req
@@ -337,7 +337,6 @@ class Executor(GrowingSteps, ModelCalls):
         elif lim.per_action or lim.per_provider:
             for cap in (*lim.per_action.values(), *lim.per_provider.values()):
                 free = min(free, cap)
-        paused = self.rates.blocked(now)
         if paused:  # their steps stay queued until the provider may be sent to again
             ex_providers = [*ex_providers, *paused]
         return ClaimRequest(self.owner, self.pid, self.start_ticks, self._host, now + self.lease_s,
@@ -367,11 +366,7 @@ class Executor(GrowingSteps, ModelCalls):
         if spec.inline and spec.provider is None and isinstance(action, SyncAction):
             self._inline_ready[c.action] = action
             return self._run_inline(c, action, started)
-        ctx = StepContext(c.run_id, c.step_id, c.action, c.attempts, self._logger(c))
-        if spec.provider is not None:
-            ctx.journal = self._journal_for(c)
-        if spec.run_facts:
-            ctx.run_facts = functools.partial(runfacts.run_facts, self.store, c.run_id, c.step_id)
+        ctx = self._context(c, spec)
         timeout = c.timeout_s or spec.default_timeout_s
         params_ready = self._loop.create_future()
         self._to_prepare.append((c, action, params_ready))
@@ -383,18 +378,23 @@ class Executor(GrowingSteps, ModelCalls):
         """A deterministic step that cannot block runs here, on the loop, params and all: a
         chain of them settles each on the loop too (the module docstring says when)."""
         try:
-            params = {} if c.params == "{}" else self._render(c)
-            ctx = StepContext(c.run_id, c.step_id, c.action, c.attempts, self._logger(c))
-            if action.spec.run_facts:
-                ctx.run_facts = functools.partial(runfacts.run_facts, self.store, c.run_id, c.step_id)
+            params = self._render(c)
         except Exception as exc:  # noqa: BLE001 - becomes the step's error
             self._done.append(self._failure(c, exc, started))
             return
         try:
-            self._done.append(self._success(c, action.compute(params, ctx), started))
+            self._done.append(self._success(c, action.compute(params, self._context(c, action.spec)), started))
         except Exception as exc:  # noqa: BLE001
             self._done.append(self._failure(c, exc, started))
         self.executed += 1
+
+    def _context(self, c: Claimed, spec) -> StepContext:
+        ctx = StepContext(c.run_id, c.step_id, c.action, c.attempts, self._logger(c))
+        if spec.provider is not None:
+            ctx.journal = self._journal_for(c)
+        if spec.run_facts:
+            ctx.run_facts = functools.partial(runfacts.run_facts, self.store, c.run_id, c.step_id)
+        return ctx
 
     async def _prepare(self, batch: list[tuple[Claimed, Any, asyncio.Future]]) -> None:
         """Params rendered and budgets checked for a claimed batch, off the loop: rendering

@@ -204,10 +204,10 @@ class HotPath(StoreFile):
                 or not cl.dependents or req.limit <= 0 or getattr(self._local, "tx", None) is not None:
             return None  # (getattr: a thread's first use of the store may be this settle; its connection opens below)
         dep_id, action, provider = cl.dependents.split(" ")
-        if action in req.limited_actions or provider and provider in req.limited_providers:
+        if not req.may_continue(action, provider):
             return None
-        data = _dumps(o.outputs if o.outputs is not None else {})
-        if len(data) > INLINE_OUTPUT_MAX:
+        _, inline, ref = self._place_outputs(o.outputs)
+        if ref:  # a large output goes in its own table: the general way writes it
             return None
         link = self._link(cl.run_id, dep_id, read=False)
         if link is None:
@@ -218,7 +218,7 @@ class HotPath(StoreFile):
             cur.execute("BEGIN IMMEDIATE")
             try:
                 nxt = None
-                if cur.execute(self._COMPLETE_PLAIN, (data, 0, o.ended_at, int(round((o.ended_at - o.started_at) * 1000)),
+                if cur.execute(self._COMPLETE_PLAIN, (inline, ref, o.ended_at, int(round((o.ended_at - o.started_at) * 1000)),
                                                       cl.rowid, cl.epoch)).rowcount:
                     nxt = self._claim_link(link, req, now, cl.carried + 1)
                 if nxt is None:
@@ -361,8 +361,7 @@ class HotPath(StoreFile):
         deps = decode_dependents(dependents_json)
         if len(deps) == 1:  # a chain: one statement on one row, no index touched
             dep_id, action, provider = deps[0]
-            if (req is not None and room[0] > 0 and action not in req.limited_actions
-                    and (provider is None or provider not in req.limited_providers)):
+            if req is not None and room[0] > 0 and req.may_continue(action, provider):
                 key = (run_id, dep_id)
                 link = self._link(run_id, dep_id, read=True)
                 if link is not None:

@@ -120,6 +120,11 @@ class ClaimRequest:
     # (the executor still looks often enough for fairness).
     probe_queue: bool = True
 
+    def may_continue(self, action: str, provider: str | None) -> bool:
+        """A step of this action and provider may be claimed straight from a chain (its group
+        has no limit), not through the queue."""
+        return action not in self.limited_actions and not (provider and provider in self.limited_providers)
+
 
 @dataclass
 class RunningRow:
