@@ -18,6 +18,11 @@ Three readings of each ratio, because noise on a shared machine only ever adds t
 - CPU: the same fastest-round ratio over the process's CPU time, which time spent waiting
   for a core does not count: the reading to trust when the machine is busy (`uptime` says).
 The per-round range is of the ratios of the two sides measured in the same round.
+
+A run's fixed cost (a 1-step run: the executor's thread and connection, its first claim, the
+run's closing, the event loop's start and stop) is spread over the run's steps in the ratios
+above; it is also printed on its own, with what each step costs beyond it (the run minus a
+1-step run, over N - 1 steps), so that a change to either shows as what it is.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ def engine(folder: Path, n: int, shape: str) -> tuple[float, float, float, float
     from hybrid_engine.service import Service
     from hybrid_engine.templates import validate
 
-    if shape == "chain":
+    if shape == "chain" or n == 1:
         steps = [{"id": f"s{i}", "action": "noop", "dependencies": [f"s{i - 1}"] if i else []} for i in range(n)]
     else:
         steps = [{"id": "root", "action": "noop"}] + [
@@ -80,11 +85,12 @@ def main() -> None:
         engine(folder, 50, "chain")  # warm imports
         results: dict[str, list[float]] = {k: [] for k in (
             "floor", "floor_cpu", "chain", "chain_cpu", "fanout", "fanout_cpu",
-            "chain_create", "fanout_create", "chain_again", "fanout_again")}
+            "chain_create", "fanout_create", "chain_again", "fanout_again", "one")}
         for _ in range(args.repeat):
             wall, cpu = floor(folder, args.steps)
             results["floor"].append(wall)
             results["floor_cpu"].append(cpu)
+            results["one"].append(engine(folder, 1, "chain")[0])
             for shape in ("chain", "fanout"):
                 run, run_cpu, first, again = engine(folder, args.steps, shape)
                 results[shape].append(run)
@@ -97,6 +103,10 @@ def main() -> None:
           f" load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
     print(f"floor (one WAL commit per step): {med['floor'] * 1e6:8.1f} us/step  (spread {spread['floor']:.0f}%),"
           f" CPU {min(results['floor_cpu']) * 1e6:.1f} us/step at best")
+    n = args.steps
+    one, one_best = med["one"], min(results["one"])
+    print(f"a run's fixed cost (a 1-step run):  {one * 1e3:8.2f} ms median, {one_best * 1e3:.2f} ms best:"
+          f" {one / n * 1e6:.1f} us/step of a {n}-step run, {one / n / med['floor']:.2f}x the floor")
     for shape, target in (("chain", 3.0), ("fanout", 2.0)):
         ratio = med[shape] / med["floor"]
         best = min(results[shape]) / min(results["floor"])
@@ -107,6 +117,10 @@ def main() -> None:
               f" (rounds {min(per_round):.2f}-{max(per_round):.2f})"
               f"  target <= {target:.0f}x  median {'OK' if ratio <= target else 'MISSED'},"
               f" best {'OK' if best <= target else 'MISSED'}, CPU {'OK' if cpu <= target else 'MISSED'}")
+        beyond = (med[shape] * n - one) / (n - 1)
+        beyond_best = (min(results[shape]) * n - one_best) / (n - 1)
+        print(f"engine {shape:6s} beyond that:     {beyond * 1e6:8.1f} us/step"
+              f"  ratio {beyond / med['floor']:.2f}x median, {beyond_best / min(results['floor']):.2f}x best of rounds")
         print(f"engine {shape:6s} run creation:    {med[shape + '_create'] * 1e6:8.1f} us/step for a template's first run"
               f" (saves its plan), {med[shape + '_again'] * 1e6:.1f} us/step for a later one (one transaction each)")
 

@@ -7,6 +7,7 @@ import os
 import stat
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -322,6 +323,31 @@ def test_wal_mode_and_synchronous_normal(service):
     conn = service.store.conn
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+
+
+def _on_a_new_thread(fn):
+    """fn() on a thread of its own: the store gives each thread its own connection."""
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(fn()))
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+def test_another_threads_connection_is_in_wal_mode_too(service):
+    store = service.store  # only the store's first connection sets the mode; the file keeps it
+    assert _on_a_new_thread(lambda: store.conn.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
+    assert _on_a_new_thread(lambda: store.conn.execute("PRAGMA synchronous").fetchone()[0]) == 1
+
+
+def test_log_files_left_readable_by_others_are_made_private_by_a_new_connection(service):
+    store = service.store
+    store.conn.execute("SELECT 1 FROM runs").fetchall()  # the -wal and -shm files exist while a connection is open
+    sides = [Path(f"{store.path}{suffix}") for suffix in ("-wal", "-shm")]
+    for side in sides:
+        os.chmod(side, 0o644)
+    _on_a_new_thread(lambda: store.conn.execute("SELECT 1 FROM runs").fetchall())
+    assert [stat.S_IMODE(side.stat().st_mode) for side in sides] == [0o600, 0o600]
 
 
 @pytest.mark.parametrize("content_type, field", [("video/mp4", "content_type"), ("application/pdf", "content")])

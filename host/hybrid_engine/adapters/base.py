@@ -89,7 +89,7 @@ class CallNotSent(Exception):
     """The step was taken over (cancelled, recovered elsewhere) before its call was sent."""
 
 
-@dataclass
+@dataclass(slots=True)  # one per step executed
 class StepResult:
     outputs: dict[str, Any]
     metadata: dict[str, Any] = field(default_factory=dict)

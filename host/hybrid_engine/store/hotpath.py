@@ -102,17 +102,15 @@ class HotPath(StoreFile):
             return self._links.pop((run_id, step_id), None)
         return None
 
-    def _claim_link(self, link: tuple, req: ClaimRequest, now: float, carry: int) -> Claimed | None:
-        """The claim of a known link (_CLAIM_LINK), or None when its row is not as known."""
-        if not self._local.cur.execute(self._CLAIM_LINK, (  # inside a transaction: this thread has both
-                req.owner, req.pid, req.start, req.host, req.lease_until, now, carry, link[0], link[1], link[2],
-                link[7], link[8], link[9], link[10], link[13])).rowcount:
+    def _claim_link(self, cur: sqlite3.Cursor, link: tuple, req: ClaimRequest, now: float, carry: int) -> Claimed | None:
+        """The claim of a known link (_CLAIM_LINK) on this thread's cursor, inside its
+        transaction, or None when its row is not as known."""
+        if not cur.execute(self._CLAIM_LINK, (req.owner, req.pid, req.start, req.host, req.lease_until, now, carry,
+                                              link[0], link[1], link[2], link[7], link[8], link[9], link[10],
+                                              link[13])).rowcount:
             return None
-        claimed = Claimed(*link)
-        claimed.epoch += 1
-        claimed.attempts += 1
-        claimed.carried += carry
-        return claimed
+        return Claimed(link[0], link[1], link[2], link[3], link[4], link[5], link[6], link[7] + 1, link[8] + 1,
+                       link[9], link[10], link[11], link[12], link[13] + carry)
 
     def _read_links(self, run_id: str) -> None:
         """A run's pending steps, read in one statement the first time a link of it is
@@ -198,12 +196,20 @@ class HotPath(StoreFile):
         metadata, log or provider call completed, and its one dependent, known ahead (_link),
         is claimed as known. Its own transaction, without settle's general bookkeeping (a
         third of a chain link's time went to it). None, with nothing written, for anything
-        else or when a row is not as known: the general path then decides."""
+        else or when a row is not as known: the general path then decides.
+
+        Written out in one function: every call and object saved here is saved at every link
+        (the Python around a link's four statements cost as much as the statements did)."""
         cl = o.claim
-        if o.kind != "completed" or o.metadata or o.call_id is not None or o.log or "," in cl.dependents \
-                or not cl.dependents or req.limit <= 0 or getattr(self._local, "tx", None) is not None:
-            return None  # (getattr: a thread's first use of the store may be this settle; its connection opens below)
-        dep_id, action, provider = cl.dependents.split(" ")
+        deps = cl.dependents
+        if o.kind != "completed" or o.metadata or o.call_id is not None or o.log or not deps or "," in deps \
+                or req.limit <= 0:
+            return None
+        local = self._local
+        cur = getattr(local, "cur", None)
+        if cur is None or local.tx is not None:
+            return None  # a thread's first use of the store (its connection opens on the general way), or nested
+        dep_id, action, provider = deps.split(" ")
         if not req.may_continue(action, provider):
             return None
         _, inline, ref = self._place_outputs(o.outputs)
@@ -212,21 +218,19 @@ class HotPath(StoreFile):
         link = self._link(cl.run_id, dep_id, read=False)
         if link is None:
             return None
-        conn = self.conn
-        cur = self._local.cur
         try:
             cur.execute("BEGIN IMMEDIATE")
             try:
                 nxt = None
-                if cur.execute(self._COMPLETE_PLAIN, (inline, ref, o.ended_at, int(round((o.ended_at - o.started_at) * 1000)),
+                if cur.execute(self._COMPLETE_PLAIN, (inline, 0, o.ended_at, int(round((o.ended_at - o.started_at) * 1000)),
                                                       cl.rowid, cl.epoch)).rowcount:
-                    nxt = self._claim_link(link, req, now, cl.carried + 1)
+                    nxt = self._claim_link(cur, link, req, now, cl.carried + 1)
                 if nxt is None:
-                    _rollback(conn)
+                    _rollback(local.conn)
                     return None  # (a link from a plan is known again; one read from the rows is read again)
                 cur.execute("COMMIT")
             except BaseException:
-                _rollback(conn)
+                _rollback(local.conn)
                 raise
         except sqlite3.Error as exc:
             reraise(exc, self.path)
@@ -365,7 +369,7 @@ class HotPath(StoreFile):
                 key = (run_id, dep_id)
                 link = self._link(run_id, dep_id, read=True)
                 if link is not None:
-                    cl = self._claim_link(link, req, now, carry)
+                    cl = self._claim_link(self._local.cur, link, req, now, carry)
                     if cl is not None:
                         claimed.append(cl)
                         room[0] -= 1
