@@ -340,6 +340,18 @@ def test_another_threads_connection_is_in_wal_mode_too(service):
     assert _on_a_new_thread(lambda: store.conn.execute("PRAGMA synchronous").fetchone()[0]) == 1
 
 
+def test_a_file_switched_out_of_wal_while_no_connection_was_open_is_switched_back(service):
+    import sqlite3
+
+    store = service.store
+    path = store.path
+    store.close()  # this thread's connection: none is open now
+    other = sqlite3.connect(path)
+    assert other.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"  # as a tool might
+    other.close()
+    assert _on_a_new_thread(lambda: store.conn.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
+
+
 def test_log_files_left_readable_by_others_are_made_private_by_a_new_connection(service):
     store = service.store
     store.conn.execute("SELECT 1 FROM runs").fetchall()  # the -wal and -shm files exist while a connection is open

@@ -145,7 +145,6 @@ class StoreFile:
         self._links: dict[tuple[str, str], tuple] = {}  # hotpath.py: pending chain links, read once per run
         self._links_read: set[str] = set()
         self._planned: dict[str, tuple] = {}  # hotpath.py: runs made here, by their plans
-        self._wal_checked = False
         try:
             self._open()
         except (sqlite3.Error, OSError) as exc:
@@ -224,11 +223,11 @@ class StoreFile:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000,
                                    check_same_thread=False, cached_statements=256)
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-            if not self._wal_checked:
-                # The log mode is the file's, kept in it: set once by this Store's first connection
-                # (which also migrates); the pragma costs an executor's own connection 0.2-0.25 ms.
-                conn.execute("PRAGMA journal_mode=WAL")
-                self._wal_checked = True
+            # On every connection, though the file keeps the mode (0.2-0.3 ms): a tool may have switched
+            # it out of WAL while none of ours was open. Never read the header here instead: closing
+            # any descriptor of the file drops every lock this process holds on it (POSIX), and
+            # another process then checkpoints and truncates the log under our open connections.
+            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA cache_size=-16000")
