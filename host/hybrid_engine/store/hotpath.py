@@ -198,8 +198,8 @@ class HotPath(StoreFile):
         third of a chain link's time went to it). None, with nothing written, for anything
         else or when a row is not as known: the general path then decides.
 
-        Written out in one function: every call and object saved here is saved at every link
-        (the Python around a link's four statements cost as much as the statements did)."""
+        Every lookup and object saved here is saved at every link: inside a run, the Python
+        around a link's four statements runs about twice as slow as it does alone."""
         cl = o.claim
         deps = cl.dependents
         if o.kind != "completed" or o.metadata or o.call_id is not None or o.log or not deps or "," in deps \
