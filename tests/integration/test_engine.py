@@ -335,7 +335,7 @@ def _on_a_new_thread(fn):
 
 
 def test_another_threads_connection_is_in_wal_mode_too(service):
-    store = service.store  # only the store's first connection sets the mode; the file keeps it
+    store = service.store  # a thread's own connection, made after the store's first
     assert _on_a_new_thread(lambda: store.conn.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
     assert _on_a_new_thread(lambda: store.conn.execute("PRAGMA synchronous").fetchone()[0]) == 1
 

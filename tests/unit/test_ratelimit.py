@@ -38,7 +38,6 @@ def test_a_429_without_retry_after_pauses_for_the_default_even_without_a_configu
     assert limiter.blocked(1.0) == ["deepseek"]
 
 
-
 def test_a_429_after_a_look_that_found_nothing_blocked_blocks_its_provider_at_the_next_look():
     limiter = RateLimiter({"openai": Rate(rpm=600)}, now=0.0)
     assert limiter.blocked(1.0) == []  # calm: the next looks are answered without looking
@@ -52,6 +51,7 @@ def test_a_request_taken_after_a_look_that_found_nothing_blocked_counts_at_the_n
     limiter.take("openai", 10, 0.0)  # the minute's one request
     assert limiter.blocked(1.0) == ["openai"]
     assert limiter.blocked(60.0) == []
+
 
 def test_a_tier_gives_its_documented_limits_and_rpm_or_tpm_override_them():
     assert not tier_rate("openai", None, None, None).limited  # not paced unless configured

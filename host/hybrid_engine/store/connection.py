@@ -225,8 +225,9 @@ class StoreFile:
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
             # On every connection, though the file keeps the mode (0.2-0.3 ms): a tool may have switched
             # it out of WAL while none of ours was open. Never read the header here instead: closing
-            # any descriptor of the file drops every lock this process holds on it (POSIX), and
-            # another process then checkpoints and truncates the log under our open connections.
+            # any descriptor of the file drops every POSIX lock this process holds on it, and SQLite's
+            # locking against other processes with it ("How To Corrupt An SQLite Database File", 2.2;
+            # tried: a run just made by `serve` vanished while a background worker came and went).
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
