@@ -368,6 +368,9 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if len(raw) < length:  # the client died while sending (a killed worker): no request arrived
+            self.close_connection = True
+            return
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
