@@ -116,7 +116,13 @@ class FirefoxView:
         return wait_for(lambda: self.js(expression, arg), GUARD_S, 0.1, what)
 
     def text(self, selector: str) -> str:
-        return self.m.find_element("css selector", selector).text
+        # Found and read in one script: the popup re-renders its lists as answers come in, and
+        # an element found by one command was stale by the next (a flake seen in CI).
+        text = self.m.execute_script("const e = document.querySelector(arguments[0]);"
+                                     " return e === null ? null : e.innerText;", script_args=[selector])
+        if text is None:
+            raise AssertionError(f"no element matches {selector!r}")
+        return text
 
     def click(self, selector: str) -> None:
         self.m.find_element("css selector", selector).click()
