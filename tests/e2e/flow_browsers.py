@@ -124,20 +124,34 @@ class FirefoxView:
             raise AssertionError(f"no element matches {selector!r}")
         return text
 
+    def _on_element(self, selector: str, act) -> None:
+        """act(element), found again if the page re-rendered it between the find and the act
+        (as Playwright's locators do): each Marionette command is a round trip of its own."""
+        from marionette_driver.errors import StaleElementException
+
+        for tries_left in range(4, -1, -1):
+            try:
+                return act(self.m.find_element("css selector", selector))
+            except StaleElementException:
+                if not tries_left:
+                    raise
+
     def click(self, selector: str) -> None:
-        self.m.find_element("css selector", selector).click()
+        self._on_element(selector, lambda e: e.click())
 
     def fill(self, selector: str, text: str, leave: bool = True) -> None:
         from marionette_driver.keys import Keys
 
-        field = self.m.find_element("css selector", selector)
-        field.clear()
-        field.send_keys(text)
-        if leave:
-            field.send_keys(Keys.TAB)
+        def type_in(field) -> None:
+            field.clear()
+            field.send_keys(text)
+            if leave:
+                field.send_keys(Keys.TAB)
+
+        self._on_element(selector, type_in)
 
     def select(self, selector: str, value: str) -> None:
-        self.m.find_element("css selector", f'{selector} option[value="{value}"]').click()
+        self._on_element(f'{selector} option[value="{value}"]', lambda e: e.click())
 
     def follow(self, selector: str) -> FirefoxView:
         m = self.m
