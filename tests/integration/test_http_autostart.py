@@ -136,7 +136,7 @@ def doctor_codes(world) -> dict:
 
 def test_doctor_names_a_login_item_whose_interpreter_is_gone(world):
     world.unit.parent.mkdir(parents=True)
-    world.unit.write_text(f"[Service]\nExecStart=/gone/python3 -m hybrid_engine serve --port 7801\n")
+    world.unit.write_text("[Service]\nExecStart=/gone/python3 -m hybrid_engine serve --port 7801\n")
     found = doctor_codes(world)["serve_unit_broken"]
     assert found["severity"] == "error" and "/gone/python3" in found["problem"]
     assert "serve --install" in found["fix"]

@@ -3,7 +3,6 @@ given as short names (html, text, json, markdown), and run ids given as a prefix
 
 from __future__ import annotations
 
-import json
 import resource
 
 import pytest

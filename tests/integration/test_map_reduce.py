@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 
 from hybrid_engine import tokens
-from polling import wait_for
 from processes import kill
 
 MODEL = "gpt-4o-mini"

@@ -19,7 +19,7 @@ import sqlite3
 
 from .connection import _Tx
 from .hotpath import HotPath
-from .records import Expansion, Outcome, _dumps, encode_dependents
+from .records import Outcome, _dumps, encode_dependents
 
 
 class Expansions(HotPath):
