@@ -5,6 +5,7 @@
     failures.py    what a SQLite or OS failure on the file means (StoreCorrupt, StoreFull, ...)
     connection.py  opening the file, one connection per thread, transactions (StoreFile)
     hotpath.py     claim, settle, continuation, leases, the call journal's writes (HotPath)
+    linkgroup.py   chain links computed ahead, settled in one transaction (LinkGroup)
     expansion.py   a run growing steps while it runs: the parts of a fan-out (Expansions)
     lifecycle.py   create from a plan, slots, external steps, retry, cancel, delete,
                    recovery's requeue (RunLifecycle)

@@ -7,11 +7,12 @@ unblocks are one transaction ("continuation"): a chain costs about one commit pe
 step. Step outputs are written once, when the step completes: a 5 MB page is never
 rewritten by a status change.
 
-A chain link costs BEGIN, two UPDATEs and COMMIT, and nothing is read: the next step's
-row is known ahead (from the plan of a run made here, or read once with its run's other
-pending rows), and the claim is a compare-and-swap on everything that can have changed
-since. Queue claims read the rows, then write them by rowid in the same write transaction
-(SQLite's UPDATE ... RETURNING costs more than the read).
+A chain link costs two UPDATEs, and nothing is read: the next step's row is known ahead
+(from the plan of a run made here, or read once with its run's other pending rows), and the
+claim is a compare-and-swap on everything that can have changed since. A link has a commit
+of its own, unless the executor settles the pure inline steps after it in the same one
+(linkgroup.py). Queue claims read the rows, then write them by rowid in the same write
+transaction (SQLite's UPDATE ... RETURNING costs more than the read).
 
 Most of what is here runs at every step or every link of a chain: a change to it is
 measured with `bash bench/run engine_overhead` (ratios to one SQLite commit per step).
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
     from typing import Any, Iterable
 
 from ..errors import StoreError
-from .connection import StoreFile, _Tx, _rollback
-from .failures import reraise
+from .connection import StoreFile, _Tx
+from .linkgroup import LinkGroup, _claimed_as
 from .records import Claimed, ClaimRequest, Outcome, RunPlan, _dumps, decode_dependents
 from .schema import ACTIVE_RUNS, INLINE_OUTPUT_MAX
 
@@ -72,7 +73,10 @@ class HotPath(StoreFile):
     _CLAIM_LINK = (f"UPDATE steps SET {_CLAIM_SET}, waiting_on = 0, carried = carried + ? WHERE rowid = ?"
                    " AND run_id = ? AND step_id = ? AND status = 'PENDING' AND waiting_on <= 1 AND epoch = ?"
                    " AND attempts = ? AND error_count = ? AND crash_count = ? AND carried = ?")
-    _PENDING_LINKS = f"SELECT {_CLAIM_COLS} FROM steps WHERE run_id = ? AND status = 'PENDING' LIMIT {LINKS_MAX}"
+    # A link is the claim columns and whether the step joins more than one dependency (its
+    # `deps` is a JSON list, and step ids hold no comma): a join is not computed ahead.
+    _PENDING_LINKS = (f"SELECT {_CLAIM_COLS}, instr(deps, ',') > 0 FROM steps WHERE run_id = ? AND status = 'PENDING'"
+                      f" LIMIT {LINKS_MAX}")
 
     def _planned_here(self, run_id: str, first_rowid: int, plan: RunPlan) -> None:
         """A run this process made from `plan`: its rows are the plan's, in order, from
@@ -83,9 +87,10 @@ class HotPath(StoreFile):
             planned.clear()
         planned[run_id] = (first_rowid, plan)
 
-    def _link(self, run_id: str, step_id: str, read: bool) -> tuple | None:
+    def _link(self, run_id: str, step_id: str, read: bool, keep: bool = False) -> tuple | None:
         """A pending step's claim columns as last known here, or None. From the plan of a run
-        made here; else read with the run's other pending links (when `read`: once a run)."""
+        made here; else read with the run's other pending links (when `read`: once a run).
+        A link read ahead is used once (its claim takes it), unless `keep`: a look ahead."""
         planned = self._planned.get(run_id)
         if planned is not None:
             first, plan = planned
@@ -93,14 +98,34 @@ class HotPath(StoreFile):
                 plan.positions.update((row[0], row) for row in plan.rows)
             row = plan.positions.get(step_id)
             if row is not None:  # see plan_run for the row's columns
-                return first + row[1], run_id, step_id, row[3], row[4], row[5], row[7], 0, 0, 0, 0, row[10], row[11], 0
-        link = self._links.pop((run_id, step_id), None)
+                return (first + row[1], run_id, step_id, row[3], row[4], row[5], row[7], 0, 0, 0, 0, row[10], row[11], 0,
+                        row[8] > 1)
+        link = self._links.get((run_id, step_id)) if keep else self._links.pop((run_id, step_id), None)
         if link is not None:
             return link
         if read and run_id not in self._links_read:
             self._read_links(run_id)
             return self._links.pop((run_id, step_id), None)
         return None
+
+    def _forget(self, run_id: str) -> None:
+        """A run's rows moved on from what is known of them here (a retry moved their epochs):
+        its plan and the links read ahead go, and its links are read again when next needed."""
+        self._planned.pop(run_id, None)
+        if run_id in self._links_read:
+            self._links_read.discard(run_id)
+            links = self._links
+            for key in [k for k in links if k[0] == run_id]:
+                del links[key]
+
+    _LINK_NOW = f"SELECT {_CLAIM_COLS} FROM steps WHERE rowid = ? AND status = 'PENDING'"
+
+    def _forget_if_moved(self, cur: sqlite3.Cursor, link: tuple) -> None:
+        """After a known link's claim failed: a join waiting on another step is as known; any
+        other reason is a row that moved on."""
+        row = cur.execute(self._LINK_NOW, (link[0],)).fetchone()
+        if row is None or row != link[:14]:
+            self._forget(link[1])
 
     def _claim_link(self, cur: sqlite3.Cursor, link: tuple, req: ClaimRequest, now: float, carry: int) -> Claimed | None:
         """The claim of a known link (_CLAIM_LINK) on this thread's cursor, inside its
@@ -109,8 +134,34 @@ class HotPath(StoreFile):
                                               link[0], link[1], link[2], link[7], link[8], link[9], link[10],
                                               link[13])).rowcount:
             return None
-        return Claimed(link[0], link[1], link[2], link[3], link[4], link[5], link[6], link[7] + 1, link[8] + 1,
-                       link[9], link[10], link[11], link[12], link[13] + carry)
+        return _claimed_as(link, carry)
+
+    def _linkable(self, o: Outcome, req: ClaimRequest, keep: bool) -> tuple | None:
+        """(the dependent's known link, `o`'s outputs as written) when `o` settles as a link of
+        a chain: a step without metadata, log or provider call that completed, with one
+        dependent that may continue here and is known ahead. None for anything else."""
+        cl = o.claim
+        deps = cl.dependents
+        if o.kind != "completed" or o.metadata or o.call_id is not None or o.log or not deps or "," in deps \
+                or req.limit <= 0:
+            return None
+        dep_id, action, provider = deps.split(" ")
+        if not req.may_continue(action, provider):
+            return None
+        _, inline, ref = self._place_outputs(o.outputs)
+        if ref:  # a large output goes in its own table: the general way writes it
+            return None
+        link = self._link(cl.run_id, dep_id, read=False, keep=keep)
+        return None if link is None else (link, inline)
+
+    def look_ahead(self, o: Outcome, req: ClaimRequest) -> "tuple | None":
+        """What settling `o` as a link would claim, as the claim would return it, with what it
+        needs to be settled so (LinkGroup.settle's `ahead`); None when `o` is not a link.
+        Nothing is written or used up: the claim may still fail when it is made."""
+        known = self._linkable(o, req, keep=True)
+        if known is None:
+            return None
+        return _claimed_as(known[0], o.claim.carried + 1), known[0], known[1]
 
     def _read_links(self, run_id: str) -> None:
         """A run's pending steps, read in one statement the first time a link of it is
@@ -192,50 +243,24 @@ class HotPath(StoreFile):
             return applied, claimed
 
     def _settle_link(self, o: Outcome, req: ClaimRequest, now: float) -> Claimed | None:
-        """settle() for a link of a chain, the commonest settle of all: a step without
-        metadata, log or provider call completed, and its one dependent, known ahead (_link),
-        is claimed as known. Its own transaction, without settle's general bookkeeping (a
-        third of a chain link's time went to it). None, with nothing written, for anything
-        else or when a row is not as known: the general path then decides.
-
-        Every lookup and object saved here is saved at every link: inside a run, the Python
-        around a link's four statements runs about twice as slow as it does alone."""
-        cl = o.claim
-        deps = cl.dependents
-        if o.kind != "completed" or o.metadata or o.call_id is not None or o.log or not deps or "," in deps \
-                or req.limit <= 0:
+        """settle() for a link of a chain, the commonest settle of all, in its own transaction
+        (LinkGroup.settle says what a link is). None, with nothing written, for anything else
+        or when a row is not as known: the general path then decides."""
+        group = self.links()
+        if group is None:
             return None
+        with group:
+            return group.settle(o, req, now)
+
+    def links(self) -> LinkGroup | None:
+        """A group of chain links to settle in one transaction on this thread's connection, or
+        None on a thread whose connection has not opened yet (it opens on the general way) or
+        inside another transaction."""
         local = self._local
         cur = getattr(local, "cur", None)
         if cur is None or local.tx is not None:
-            return None  # a thread's first use of the store (its connection opens on the general way), or nested
-        dep_id, action, provider = deps.split(" ")
-        if not req.may_continue(action, provider):
             return None
-        _, inline, ref = self._place_outputs(o.outputs)
-        if ref:  # a large output goes in its own table: the general way writes it
-            return None
-        link = self._link(cl.run_id, dep_id, read=False)
-        if link is None:
-            return None
-        try:
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                nxt = None
-                if cur.execute(self._COMPLETE_PLAIN, (inline, 0, o.ended_at, int(round((o.ended_at - o.started_at) * 1000)),
-                                                      cl.rowid, cl.epoch)).rowcount:
-                    nxt = self._claim_link(cur, link, req, now, cl.carried + 1)
-                if nxt is None:
-                    _rollback(local.conn)
-                    return None  # (a link from a plan is known again; one read from the rows is read again)
-                cur.execute("COMMIT")
-            except BaseException:
-                _rollback(local.conn)
-                raise
-        except sqlite3.Error as exc:
-            reraise(exc, self.path)
-        self.commits += 1
-        return nxt
+        return LinkGroup(self, cur, local.conn)
 
     _COMPLETE = (
         "UPDATE steps SET status = 'COMPLETED', outputs = ?, outputs_ref = ?, ended_at = ?, duration_ms = ?,"
@@ -375,8 +400,8 @@ class HotPath(StoreFile):
                         room[0] -= 1
                         return HANDED_OVER
                 row = c.execute(self._CHAIN_NEXT, key).fetchone()
-                if link is not None and (row is None or row[8:12] != (0, 0, 0, 0) or row[14]):
-                    self._planned.pop(run_id, None)  # its rows moved on from the plan (a retry): read them
+                if link is not None and (row is None or row[1:] != link[:14]):
+                    self._forget(run_id)  # not a join waiting on another step: its rows moved on
                 if row is None:
                     return 0
                 if row[0] > 1:
