@@ -5,12 +5,17 @@ Run: python bench/writer_wait.py [--seconds 3] [--rounds 4]
 A chain of pure inline steps settles up to executor.LINKS_PER_COMMIT links in one commit
 (executor._settle_here). Its steps are computed before the group takes the write lock, so
 the lock is held for the SQL alone; this bench checks that claim from the other side. A worker
-process runs 500-step chains back to back; this process, beside it, writes one row every
-2 ms (as a capture, a cancel or another worker would) and times how long each write waits for
-the lock (BEGIN IMMEDIATE). Rounds alternate between the grouped worker and the same worker
-with a commit per link (LINKS_PER_COMMIT = 1), so both see the same machine. Printed: the
-writer's wait percentiles for each, their ratios (grouped / a commit per link), and the
-chain steps each worker did in its rounds.
+process runs 500-step chains back to back; this process, beside it, writes one row, sleeps
+2 ms and writes again (as a capture, a cancel or another worker would), timing how long each
+write waits for the lock (BEGIN IMMEDIATE). Rounds alternate between the grouped worker and
+the same worker with a commit per link (LINKS_PER_COMMIT = 1), each kind first in every other
+pair, so both see the same machine. Printed: the writer's wait percentiles for each, their
+ratios (grouped / a commit per link), and the chain steps each worker did in its rounds
+(whole chains, so a round's count is within a chain of its share).
+
+The waits come in the steps of SQLite's busy handler (it sleeps 1, 2, 5, 10, 15, 20 ... ms
+between tries), so a percentile says how many tries found the lock taken: coarse, and a
+ratio of percentiles moves between those levels from run to run.
 """
 
 from __future__ import annotations
@@ -73,7 +78,7 @@ def one_round(home: Path, path: str, links: int, seconds: float, steps: int) -> 
     worker = subprocess.Popen([sys.executable, "-c", WORKER, str(links), str(stop), str(steps)], env=env,
                               stdout=subprocess.PIPE, text=True)
     try:
-        assert worker.stdout.readline().strip() == "go", "the worker did not start"
+        assert worker.stdout.readline().strip() == "go", "the worker did not start"  # or it exited: EOF
         conn = sqlite3.connect(path, timeout=60, isolation_level=None)
         conn.execute("CREATE TABLE IF NOT EXISTS bench_writer (at REAL)")
         waits = []
@@ -91,6 +96,7 @@ def one_round(home: Path, path: str, links: int, seconds: float, steps: int) -> 
     finally:
         if worker.poll() is None:
             worker.kill()
+            worker.wait()
     assert worker.returncode == 0, f"the worker failed ({worker.returncode})"
     return waits, int(out.split()[-1])
 
@@ -115,8 +121,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         path = db_path(home)
-        for _ in range(args.rounds):
-            for kind, links in kinds.items():
+        for r in range(args.rounds):
+            for kind, links in (list(kinds.items()) if r % 2 == 0 else list(kinds.items())[::-1]):
                 w, n = one_round(home, path, links, args.seconds, args.steps)
                 waits[kind] += w
                 steps[kind] += n

@@ -278,7 +278,7 @@ class Executor(GrowingSteps, ModelCalls):
         if len(outcomes) != 1 or req.probe_queue or o.claim.run_id in self._step_by_step:
             return store.settle(outcomes, req, now)
         ahead = store.look_ahead(o, req)
-        if ahead is None:
+        if ahead is None or ahead[1][14]:  # a join may still wait: settle()'s one try finds out
             return store.settle(outcomes, req, now)
         chain, aheads, results, starts, counted = [o], [ahead], {}, [now], [0]
         inline_ready = self._inline_ready

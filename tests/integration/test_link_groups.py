@@ -361,3 +361,61 @@ def test_a_group_whose_begin_finds_the_store_busy_is_settled_again_and_counts_ea
     assert busy == ["StoreBusy"]
     assert texts(service, run_id) == {f"s{i}": "x" * (i + 1) for i in range(n)}
     assert ex.executed == n
+
+
+class _CountingBegins:
+    """A LinkGroup's cursor that counts the write transactions it begins."""
+
+    def __init__(self, cur, begins: list):
+        self._cur, self._begins = cur, begins
+
+    def execute(self, sql, *args):
+        if sql == "BEGIN IMMEDIATE":
+            self._begins.append(sql)
+        return self._cur.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._cur, name)
+
+
+def test_a_link_to_a_join_still_waiting_takes_the_write_lock_once_to_find_it_waiting(service, monkeypatch):
+    """b ends an inline chain (a -> b) and c joins b and `page`, a capture slot not filled yet.
+    When b settles, c cannot be claimed (it still waits on `page`): one write transaction
+    finds so and rolls back, and the general settle writes b. (Found by a cold review: the
+    group tried the join first and settle() tried it again, two takes of the write lock at
+    every arrival at a join but its last.)"""
+    monkeypatch.setattr(executor, "QUEUE_PROBE_EVERY_S", float("inf"))
+    steps = [{"id": "page", "action": "capture"},
+             {"id": "a", "action": "template", "params": {"template": "A"}},
+             {"id": "b", "action": "template", "dependencies": ["a"], "params": {"template": "{{ steps.a.outputs.text }}B"}},
+             {"id": "c", "action": "template", "dependencies": ["b", "page"],
+              "params": {"template": "{{ steps.b.outputs.text }}{{ steps.page.outputs.title }}"}}]
+    begins: list = []
+    init, settle = LinkGroup.__init__, LinkGroup.settle
+    monkeypatch.setattr(LinkGroup, "__init__",
+                        lambda self, store, cur, conn: init(self, store, _CountingBegins(cur, begins), conn))
+    rolled_back: dict[str, list[str]] = {}
+
+    def recording(self, o, req, now, ahead=None):
+        before = len(begins)
+        nxt = settle(self, o, req, now, ahead)
+        if nxt is None and len(begins) > before:  # began a transaction, wrote nothing
+            rolled_back[run].append(o.claim.step_id)
+        return nxt
+
+    monkeypatch.setattr(LinkGroup, "settle", recording)
+    for made_here in (True, False):
+        if made_here:
+            run = service.create_run(tpl(steps))
+        else:  # made by another process (the CLI): its links are read from its rows
+            maker = Service()
+            try:
+                run = maker.create_run(tpl(steps))
+            finally:
+                maker.store.close()
+        rolled_back[run] = []
+        asyncio.run(asyncio.wait_for(service.make_executor().run(until_idle=True), 60))
+        rows = {s["id"]: s for s in service.run_document(run, cut=None)["steps"]}
+        assert (rows["b"]["status"], rows["b"]["outputs"]) == ("COMPLETED", {"text": "AB"})
+        assert rows["c"]["status"] == "PENDING"
+    assert list(rolled_back.values()) == [["b"], ["b"]], rolled_back
