@@ -277,9 +277,10 @@ class Executor(GrowingSteps, ModelCalls):
         store = self.store
         if len(outcomes) != 1 or req.probe_queue or o.claim.run_id in self._step_by_step:
             return store.settle(outcomes, req, now)
-        ahead = store.look_ahead(o, req)
-        if ahead is None or ahead[1][14]:  # a join may still wait: settle()'s one try finds out
-            return store.settle(outcomes, req, now)
+        group = store.links()
+        ahead = None if group is None else store.look_ahead(o, req)
+        if ahead is None:  # not a link, or no group on this thread: settle() would find the same
+            return store.settle(outcomes, req, now, as_link=False)
         chain, aheads, results, starts, counted = [o], [ahead], {}, [now], [0]
         inline_ready = self._inline_ready
         until = clock.now() + AHEAD_FOR_S
@@ -304,10 +305,6 @@ class Executor(GrowingSteps, ModelCalls):
             if ahead is None:
                 break
             aheads.append(ahead)
-        group = store.links()
-        if group is None:
-            self.executed -= sum(counted)
-            return store.settle(outcomes, req, now)
         claimed = leftover = None
         settled = 0  # chain[:settled] written, chain[settled] claimed
         try:
@@ -330,7 +327,7 @@ class Executor(GrowingSteps, ModelCalls):
         # Computed, neither written nor claimed: thrown away (a later claim computes them again).
         self.executed -= sum(counted[settled + 1:])
         if not group.n:
-            return store.settle(outcomes, req, now)
+            return store.settle(outcomes, req, now, as_link=False)
         if leftover is not None:
             self._done.append(leftover)
             return [True], []

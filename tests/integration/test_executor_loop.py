@@ -22,10 +22,10 @@ def test_the_event_loop_runs_while_a_settle_waits_for_another_writer(service, mo
     waiting = threading.Event()  # set while a settle is inside the store
     original = store.settle
 
-    def settle(*args):
+    def settle(*args, **kw):
         waiting.set()
         try:
-            return original(*args)
+            return original(*args, **kw)
         finally:
             waiting.clear()
 
@@ -114,10 +114,10 @@ def test_the_first_claims_lease_counts_from_after_the_imports_made_before_it(ser
         preload()
         imported.append(time.time())
 
-    def record(outcomes, req, now):
+    def record(outcomes, req, now, **kw):
         if req is not None and not outcomes:
             leases.append(req.lease_until)
-        return settle(outcomes, req, now)
+        return settle(outcomes, req, now, **kw)
 
     monkeypatch.setattr(ex, "_preload", slow_preload)
     monkeypatch.setattr(service.store, "settle", record)

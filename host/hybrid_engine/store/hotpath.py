@@ -136,10 +136,11 @@ class HotPath(StoreFile):
             return None
         return _claimed_as(link, carry)
 
-    def _linkable(self, o: Outcome, req: ClaimRequest, keep: bool) -> tuple | None:
+    def _linkable(self, o: Outcome, req: ClaimRequest) -> tuple | None:
         """(the dependent's known link, `o`'s outputs as written) when `o` settles as a link of
         a chain: a step without metadata, log or provider call that completed, with one
-        dependent that may continue here and is known ahead. None for anything else."""
+        dependent that may continue here and is known ahead. None for anything else. The link
+        stays known until its claim is made (LinkGroup.settle)."""
         cl = o.claim
         deps = cl.dependents
         if o.kind != "completed" or o.metadata or o.call_id is not None or o.log or not deps or "," in deps \
@@ -151,14 +152,14 @@ class HotPath(StoreFile):
         _, inline, ref = self._place_outputs(o.outputs)
         if ref:  # a large output goes in its own table: the general way writes it
             return None
-        link = self._link(cl.run_id, dep_id, read=False, keep=keep)
+        link = self._link(cl.run_id, dep_id, read=False, keep=True)
         return None if link is None else (link, inline)
 
     def look_ahead(self, o: Outcome, req: ClaimRequest) -> "tuple | None":
         """What settling `o` as a link would claim, as the claim would return it, with what it
         needs to be settled so (LinkGroup.settle's `ahead`); None when `o` is not a link.
         Nothing is written or used up: the claim may still fail when it is made."""
-        known = self._linkable(o, req, keep=True)
+        known = self._linkable(o, req)
         if known is None:
             return None
         return _claimed_as(known[0], o.claim.carried + 1), known[0], known[1]
@@ -219,16 +220,18 @@ class HotPath(StoreFile):
         with self.transaction() as tx:
             return self._claim(req, now, tx)
 
-    def settle(self, outcomes: list[Outcome], req: ClaimRequest | None, now: float) -> tuple[list[bool], list[Claimed]]:
+    def settle(self, outcomes: list[Outcome], req: ClaimRequest | None, now: float, *,
+               as_link: bool = True) -> tuple[list[bool], list[Claimed]]:
         """Apply outcomes and claim the next batch, all in one commit.
 
         A dependent that a completion makes ready is claimed on the spot when the
         request has room for it ("continuation"): a chain then costs one commit per
         step and never passes through the queue. Returns, per outcome, whether it was
         applied (False: the lease was lost and another owner has the step), and the
-        newly claimed steps.
+        newly claimed steps. `as_link=False`: the caller has tried the outcome as a link
+        already (LinkGroup), so it is not tried again.
         """
-        if len(outcomes) == 1 and req is not None and not req.probe_queue:
+        if as_link and len(outcomes) == 1 and req is not None and not req.probe_queue:
             link = self._settle_link(outcomes[0], req, now)
             if link is not None:
                 return [True], [link]

@@ -63,7 +63,7 @@ class LinkGroup:
         store = self.store
         cl = o.claim
         if ahead is None:
-            known = store._linkable(o, req, keep=False)
+            known = store._linkable(o, req)
             if known is None:
                 return None
             link, inline = known
@@ -76,7 +76,7 @@ class LinkGroup:
                 # Inside the group's transaction `o`'s step is ours, claimed by an earlier link:
                 # the claim goes first, so that a row not as known leaves nothing of `o` written.
                 nxt = store._claim_link(cur, link, req, now, cl.carried + 1)
-                if nxt is None:
+                if nxt is None:  # `o` goes the general way later, after a look ahead: not from a stale link
                     store._forget_if_moved(cur, link)
                     return None
                 if not cur.execute(store._COMPLETE_PLAIN, done).rowcount:
@@ -87,17 +87,15 @@ class LinkGroup:
                     nxt = None
                     if cur.execute(store._COMPLETE_PLAIN, done).rowcount:
                         nxt = store._claim_link(cur, link, req, now, cl.carried + 1)
-                    if nxt is None:
+                    if nxt is None:  # the general way tries the link again and reads the row
                         _rollback(self.conn)
-                        store._forget_if_moved(cur, link)
                         return None
                 except BaseException:
                     _rollback(self.conn)
                     raise
         except sqlite3.Error as exc:
             reraise(exc, store.path)
-        if ahead is not None:
-            store._links.pop((cl.run_id, link[2]), None)  # used, as _link uses a link read ahead
+        store._links.pop((cl.run_id, link[2]), None)  # used, as _link uses a link read ahead
         self.n += 1
         return nxt
 
